@@ -1,0 +1,1 @@
+"""The bus library every process uses, and the broker process (``python -m bus``)."""

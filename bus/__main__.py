@@ -1,0 +1,33 @@
+"""``python -m bus``: run the broker on TRAINER_BUS_PUB (XSUB) and TRAINER_BUS_SUB (XPUB)."""
+
+from __future__ import annotations
+
+import sys
+
+import zmq
+
+from bus import endpoints
+from bus.bootstrap import run_service
+from bus.broker import Broker
+from bus.logs import ServiceLogger
+from core.settings import Settings
+
+
+def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> Broker:
+    xsub = ctx.socket(zmq.XSUB)
+    xpub = ctx.socket(zmq.XPUB)
+    xpub.setsockopt(zmq.SNDHWM, 10_000)
+    xsub.setsockopt(zmq.RCVHWM, 10_000)
+    for sock, endpoint in ((xsub, settings.bus_pub), (xpub, settings.bus_sub)):
+        endpoints.prepare(endpoint)
+        sock.bind(endpoint)
+    log.info("bus.listening", publishers=settings.bus_pub, subscribers=settings.bus_sub)
+    return Broker(xsub, xpub, settings.status_interval)
+
+
+def main() -> int:
+    return run_service("bus", build)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

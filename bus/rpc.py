@@ -1,0 +1,172 @@
+"""Request/reply over DEALER -> ROUTER, with request ids, timeouts and bounded retries.
+
+Frames: the client (DEALER) sends one frame, an envelope of type Request with
+``id`` (a request id) and payload ``{"method": str, "args": map}``. The ROUTER sees
+``[identity, envelope]`` and answers ``[identity, envelope]`` with type Reply, the
+same ``id`` and payload ``{"ok": true, "result": ...}`` or
+``{"ok": false, "error": {"code", "message", "details"}}``.
+
+The client is the Lazy Pirate: on a timeout it closes its socket (linger 0), opens a
+new one and sends the same request with the same id, a bounded number of times.
+Because the id is reused, the registry answers a retried command from its record of
+the first attempt instead of applying it twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import zmq
+
+from bus.codec import Envelope, FrameError, FrameMalformed, MessageType, decode, encode
+from core.clock import Clock, SystemClock
+from core.errors import OrchestratorError
+from core.ids import new_request_id
+
+DEFAULT_TIMEOUT_S = 5.0
+DEFAULT_RETRIES = 3
+
+
+class Unavailable(OrchestratorError):
+    """The server did not answer within the timeout, after every retry."""
+
+    code = "unavailable"
+
+
+class RpcClient:
+    """Not thread-safe: one client per thread."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, source: str, *,
+                 timeout_s: float = DEFAULT_TIMEOUT_S, retries: int = DEFAULT_RETRIES,
+                 clock: Clock | None = None) -> None:
+        self.ctx = ctx
+        self.endpoint = endpoint
+        self.source = source
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.clock = clock or SystemClock()
+        self.sock: Optional[zmq.Socket] = None
+        self.retried = 0
+
+    def _connect(self) -> zmq.Socket:
+        if self.sock is None:
+            sock = self.ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(self.endpoint)
+            self.sock = sock
+        return self.sock
+
+    def _reset(self) -> None:
+        if self.sock is not None:
+            self.sock.close(linger=0)
+            self.sock = None
+
+    def close(self) -> None:
+        self._reset()
+
+    def call(self, method: str, args: dict[str, Any] | None = None, *,
+             timeout_s: float | None = None, retries: int | None = None,
+             request_id: str | None = None) -> Any:
+        """The result of ``method``; raises the server's typed error, or Unavailable."""
+        rid = request_id or new_request_id()
+        env = Envelope(type=MessageType.REQUEST.value, source=self.source, ts=self.clock.now(),
+                       payload={"method": method, "args": args or {}}, id=rid)
+        frame = encode(env)
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        attempts = 1 + (self.retries if retries is None else retries)
+        for attempt in range(attempts):
+            if attempt:
+                self.retried += 1
+            sock = self._connect()
+            sock.send(frame)
+            reply = self._await(sock, rid, timeout)
+            if reply is not None:
+                return _result(reply)
+            self._reset()  # Lazy Pirate: a fresh socket drops any late reply
+        raise Unavailable(f"{self.endpoint} did not answer {method} within {timeout:g}s "
+                          f"({attempts} attempts)", method=method, endpoint=self.endpoint)
+
+    def _await(self, sock: zmq.Socket, rid: str, timeout: float) -> Optional[Envelope]:
+        deadline = self.clock.monotonic() + timeout
+        while True:
+            left = deadline - self.clock.monotonic()
+            if left <= 0 or not sock.poll(int(left * 1000) + 1, zmq.POLLIN):
+                return None
+            try:
+                env = decode(sock.recv())
+            except FrameError:
+                continue  # a garbled reply: wait for a good one or time out
+            if env.type == MessageType.REPLY.value and env.id == rid:
+                return env
+
+
+def _result(reply: Envelope) -> Any:
+    payload = reply.payload
+    if payload.get("ok") is True:
+        return payload.get("result")
+    error = payload.get("error")
+    if not isinstance(error, dict):
+        raise OrchestratorError("malformed error reply")
+    raise OrchestratorError.from_dict(error)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    identity: bytes
+    id: str
+    method: str
+    args: dict[str, Any]
+    source: str
+
+
+class RpcServer:
+    """The ROUTER side: receive requests, send replies. Owns nothing but the socket."""
+
+    def __init__(self, sock: zmq.Socket, source: str, clock: Clock | None = None) -> None:
+        self.sock = sock
+        self.source = source
+        self.clock = clock or SystemClock()
+        self.undeliverable = 0  # replies to clients that were gone (they retry)
+
+    def recv_nowait(self) -> Request | FrameError | None:
+        """A request, the FrameError of a bad one (with its sender), or None."""
+        try:
+            frames = self.sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+        identity = frames[0]
+        if len(frames) != 2:
+            return _bad(identity, f"a request has 1 frame, not {len(frames) - 1}")
+        try:
+            env = decode(frames[1])
+        except FrameError as exc:
+            exc.details["sender"] = identity.hex()
+            return exc
+        method = env.payload.get("method")
+        args = env.payload.get("args", {})
+        if env.type != MessageType.REQUEST.value or not env.id:
+            return _bad(identity, "not a Request envelope with an id")
+        if not isinstance(method, str) or not isinstance(args, dict):
+            return _bad(identity, "payload needs method (str) and args (map)")
+        return Request(identity, env.id, method, args, env.source)
+
+    def reply(self, identity: bytes, request_id: str, payload: dict[str, Any]) -> None:
+        env = Envelope(type=MessageType.REPLY.value, source=self.source, ts=self.clock.now(),
+                       payload=payload, id=request_id)
+        try:
+            self.sock.send_multipart([identity, encode(env)], zmq.NOBLOCK)
+        except zmq.Again:
+            self.undeliverable += 1  # the client is gone or flooding; it retries by id
+
+
+def ok(result: Any) -> dict[str, Any]:
+    return {"ok": True, "result": result}
+
+
+def error(err: OrchestratorError) -> dict[str, Any]:
+    return {"ok": False, "error": err.to_dict()}
+
+
+def _bad(identity: bytes, reason: str) -> FrameError:
+    return FrameMalformed(reason, sender=identity.hex())

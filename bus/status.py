@@ -1,0 +1,40 @@
+"""The ServiceStatus message every service publishes on ``status.<service>``."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, Callable
+
+from bus.codec import Envelope, MessageType
+from bus.topics import status_topic
+from bus.versions import installed_versions
+from core.clock import Clock
+
+PACKAGE_VERSION = "0.1.0"
+
+
+class StatusBeacon:
+    """Builds a status message every ``interval`` seconds; the owner sends it."""
+
+    def __init__(self, service: str, interval: float, clock: Clock,
+                 counters: Callable[[], dict[str, Any]]) -> None:
+        self.service = service
+        self.interval = interval
+        self.clock = clock
+        self.counters = counters
+        self.started_at = clock.now()
+        self._next = clock.monotonic()
+        self._static = {"service": service, "pid": os.getpid(), "host": socket.gethostname(),
+                        "version": PACKAGE_VERSION, "versions": installed_versions(),
+                        "started_at": self.started_at}
+
+    def due(self) -> tuple[str, Envelope] | None:
+        now = self.clock.monotonic()
+        if now < self._next:
+            return None
+        self._next = now + self.interval
+        payload = {**self._static, "interval": self.interval, "counters": self.counters()}
+        return status_topic(self.service), Envelope(
+            type=MessageType.SERVICE_STATUS.value, source=self.service, ts=self.clock.now(),
+            payload=payload)

@@ -1,0 +1,220 @@
+"""Commands the registry accepts, and the pure decisions that turn them into events.
+
+Each ``decide_*`` function takes the current state (read by the registry inside its
+transaction) and a command, and returns the events to append, or raises a typed
+error. No I/O here: the registry does the reading and the appending.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
+
+from core import events as ev
+from core.digest import canonical_json, config_digest
+from core.errors import IllegalTransition, NotFound, ResourceBusy, ValidationError
+from core.runstate import RunState, RunStatus
+
+MAX_CONFIG_BYTES = 64 * 1024
+PRIORITY_RANGE = (-1000, 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitRun:
+    config: dict
+    priority: int = 0
+    submitted_by: str = "anonymous"
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimGpus:
+    run_id: str
+    gpu_uuids: tuple[str, ...]
+    claimed_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordWaiting:
+    run_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordStarted:
+    run_id: str
+    pid: int
+    pid_start_time: float
+    host: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordAdopted:
+    run_id: str
+    pid: int
+    adopted_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCancel:
+    run_id: str
+    requested_by: str = "anonymous"
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FinishRun:
+    """outcome: completed | failed | cancelled; cause: a TerminalCause value."""
+
+    run_id: str
+    outcome: str
+    cause: str = ""
+    exit_code: Optional[int] = None
+    signal: Optional[int] = None
+    message: str = ""
+    requested_by: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterArtifact:
+    run_id: str
+    kind: str
+    path: str
+    size: int
+    meta: dict = field(default_factory=dict)
+
+
+COMMAND_TYPES: dict[str, type] = {
+    "submit": SubmitRun, "claim_gpus": ClaimGpus, "record_waiting": RecordWaiting,
+    "record_started": RecordStarted, "record_adopted": RecordAdopted,
+    "request_cancel": RequestCancel, "finish": FinishRun,
+    "register_artifact": RegisterArtifact,
+}
+
+
+def _require(state: Optional[RunState], run_id: str) -> RunState:
+    if state is None:
+        raise NotFound(f"run {run_id} does not exist", run_id=run_id)
+    return state
+
+
+def validate_config(cmd: SubmitRun) -> str:
+    """Check the submitted config and return its digest."""
+    if not cmd.config:
+        raise ValidationError("config", "must be a non-empty map")
+    if not all(isinstance(k, str) for k in cmd.config):
+        raise ValidationError("config", "keys must be strings")
+    try:
+        text = canonical_json(cmd.config)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError("config", f"must be JSON-compatible ({exc})") from None
+    if len(text.encode()) > MAX_CONFIG_BYTES:
+        raise ValidationError("config", f"is larger than {MAX_CONFIG_BYTES} bytes")
+    lo, hi = PRIORITY_RANGE
+    if not lo <= cmd.priority <= hi:
+        raise ValidationError("priority", f"must be between {lo} and {hi}")
+    return config_digest(cmd.config)
+
+
+def decide_submit(cmd: SubmitRun, digest: str, new_run_id: str) -> list[ev.Event]:
+    return [ev.RunSubmitted(run_id=new_run_id, digest=digest, config=cmd.config,
+                            priority=cmd.priority, submitted_by=cmd.submitted_by)]
+
+
+def decide_claim(state: Optional[RunState], cmd: ClaimGpus,
+                 holders: Mapping[str, str]) -> list[ev.Event]:
+    """``holders`` maps each GPU uuid already claimed to the run holding it."""
+    s = _require(state, cmd.run_id)
+    if len(set(cmd.gpu_uuids)) != len(cmd.gpu_uuids):
+        raise ValidationError("gpu_uuids", "names a GPU more than once")
+    if s.status is not RunStatus.PENDING:
+        raise IllegalTransition(s.run_id, s.status.value, "GpusClaimed")
+    for uuid in cmd.gpu_uuids:
+        holder = holders.get(uuid)
+        if holder is not None:
+            raise ResourceBusy(f"GPU {uuid} is held by run {holder}", gpu_uuid=uuid,
+                               holder=holder)
+    return [ev.GpusClaimed(run_id=s.run_id, gpu_uuids=cmd.gpu_uuids,
+                           claimed_by=cmd.claimed_by)]
+
+
+def decide_waiting(state: Optional[RunState], cmd: RecordWaiting) -> list[ev.Event]:
+    s = _require(state, cmd.run_id)
+    if s.status is RunStatus.PENDING and s.waiting_reason == cmd.reason:
+        return []  # nothing new: do not grow the log with repeats
+    return [ev.RunWaiting(run_id=s.run_id, reason=cmd.reason)]
+
+
+def decide_started(state: Optional[RunState], cmd: RecordStarted) -> list[ev.Event]:
+    s = _require(state, cmd.run_id)
+    if cmd.pid <= 0:
+        raise ValidationError("pid", "must be positive")
+    return [ev.RunStarted(run_id=s.run_id, pid=cmd.pid, pid_start_time=cmd.pid_start_time,
+                          host=cmd.host)]
+
+
+def decide_adopted(state: Optional[RunState], cmd: RecordAdopted) -> list[ev.Event]:
+    s = _require(state, cmd.run_id)
+    return [ev.RunAdopted(run_id=s.run_id, pid=cmd.pid, adopted_by=cmd.adopted_by)]
+
+
+def decide_cancel(state: Optional[RunState], cmd: RequestCancel) -> list[ev.Event]:
+    """A PENDING run is cancelled at once; a started one waits for its worker to stop."""
+    s = _require(state, cmd.run_id)
+    if s.status.terminal:
+        raise IllegalTransition(s.run_id, s.status.value, "CancelRequested")
+    if s.cancel_requested_by:
+        return []  # already asked: the first request stands
+    out: list[ev.Event] = [ev.CancelRequested(run_id=s.run_id, requested_by=cmd.requested_by,
+                                              reason=cmd.reason)]
+    if s.status is RunStatus.PENDING:
+        out.append(ev.RunCancelled(run_id=s.run_id, requested_by=cmd.requested_by,
+                                   reason=cmd.reason, exit_code=None, signal=None))
+    return out
+
+
+def decide_finish(state: Optional[RunState], cmd: FinishRun) -> list[ev.Event]:
+    """The terminal event, and the release of the run's GPU slots with it."""
+    s = _require(state, cmd.run_id)
+    terminal: ev.Event
+    if cmd.outcome == "completed":
+        if cmd.exit_code not in (None, 0):
+            raise ValidationError("exit_code", "a completed run exits with 0")
+        terminal = ev.RunCompleted(run_id=s.run_id, exit_code=0)
+    elif cmd.outcome == "failed":
+        try:
+            cause = ev.TerminalCause(cmd.cause)
+        except ValueError:
+            raise ValidationError("cause", f"unknown cause {cmd.cause!r}") from None
+        if cause in (ev.TerminalCause.COMPLETED, ev.TerminalCause.CANCELLED):
+            raise ValidationError("cause", f"{cause.value} is not a failure cause")
+        terminal = ev.RunFailed(run_id=s.run_id, cause=cause.value, exit_code=cmd.exit_code,
+                                signal=cmd.signal, message=cmd.message)
+    elif cmd.outcome == "cancelled":
+        terminal = ev.RunCancelled(run_id=s.run_id,
+                                   requested_by=cmd.requested_by or s.cancel_requested_by,
+                                   reason=cmd.reason or s.cancel_reason,
+                                   exit_code=cmd.exit_code, signal=cmd.signal)
+    else:
+        raise ValidationError("outcome", "must be completed, failed or cancelled")
+    if s.status.terminal:
+        raise IllegalTransition(s.run_id, s.status.value, terminal.TYPE)
+    out = [terminal]
+    if s.gpus_held:
+        out.append(ev.GpusReleased(run_id=s.run_id, gpu_uuids=s.gpus))
+    return out
+
+
+def decide_artifact(state: Optional[RunState], cmd: RegisterArtifact) -> list[ev.Event]:
+    s = _require(state, cmd.run_id)
+    path = cmd.path
+    norm = posixpath.normpath(path)
+    if not path or path.startswith("/") or norm.startswith("..") or "\\" in path:
+        raise ValidationError("path", "must be a relative path inside the run directory")
+    if cmd.size < 0:
+        raise ValidationError("size", "must not be negative")
+    if not cmd.kind:
+        raise ValidationError("kind", "must not be empty")
+    return [ev.ArtifactRegistered(run_id=s.run_id, kind=cmd.kind, path=norm, size=cmd.size,
+                                  meta=cmd.meta)]

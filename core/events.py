@@ -1,0 +1,179 @@
+"""Domain events: one frozen dataclass per fact, and the EVENT_TYPES registry.
+
+Every event belongs to one run's stream (``run-<run_id>``). ``TYPE`` is its stable
+name on the wire and in the log; ``SCHEMA_VERSION`` is the version of its fields.
+Old versions are upcast at read time in ``core.upcasting`` (the one place for it).
+
+High-rate telemetry (heartbeats, metrics, log lines) is never a domain event.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from core.errors import ValidationError
+from core.fields import from_map
+
+
+class TerminalCause(str, enum.Enum):
+    """Why a run ended. Stable strings: they are stored and sent on the wire."""
+
+    COMPLETED = "completed"              # exit code 0
+    EXIT_CODE = "exit_code"              # the worker exited non-zero
+    SIGNAL = "signal"                    # the worker was killed by a signal
+    HEARTBEAT_TIMEOUT = "heartbeat_timeout"
+    TIME_LIMIT = "time_limit"
+    LOST = "lost"                        # process gone and no exit record
+    UNSCHEDULABLE = "unschedulable"      # can never fit (asks for more than exists)
+    SPAWN_ERROR = "spawn_error"          # the worker could not be started
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    TYPE: ClassVar[str] = ""
+    SCHEMA_VERSION: ClassVar[int] = 1
+    run_id: str
+
+    def to_payload(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class RunSubmitted(Event):
+    """A run was accepted. Fields: run_id, digest (SHA-256 of the canonical config),
+    config (the config map, defaults applied), priority (higher runs first),
+    submitted_by (who asked). v1 had no submitted_by."""
+
+    TYPE: ClassVar[str] = "RunSubmitted"
+    SCHEMA_VERSION: ClassVar[int] = 2
+    digest: str
+    config: dict
+    priority: int
+    submitted_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunWaiting(Event):
+    """The scheduler cannot start the run yet. Fields: run_id, reason."""
+
+    TYPE: ClassVar[str] = "RunWaiting"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class GpusClaimed(Event):
+    """GPU slots were claimed for the run (PENDING -> DISPATCHING). Fields: run_id,
+    gpu_uuids (possibly empty for a CPU-only run), claimed_by (the dispatcher)."""
+
+    TYPE: ClassVar[str] = "GpusClaimed"
+    gpu_uuids: tuple[str, ...]
+    claimed_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted(Event):
+    """The worker process runs (DISPATCHING -> RUNNING). Fields: run_id, pid,
+    pid_start_time (the process start time, to tell a reused pid apart), host."""
+
+    TYPE: ClassVar[str] = "RunStarted"
+    pid: int
+    pid_start_time: float
+    host: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunAdopted(Event):
+    """A restarted dispatcher took over a live worker. Fields: run_id, pid, adopted_by."""
+
+    TYPE: ClassVar[str] = "RunAdopted"
+    pid: int
+    adopted_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequested(Event):
+    """Someone asked to cancel the run. Fields: run_id, requested_by, reason."""
+
+    TYPE: ClassVar[str] = "CancelRequested"
+    requested_by: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunCompleted(Event):
+    """The worker exited 0. Fields: run_id, exit_code (always 0)."""
+
+    TYPE: ClassVar[str] = "RunCompleted"
+    exit_code: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunFailed(Event):
+    """The run ended badly. Fields: run_id, cause (a TerminalCause value), exit_code
+    (or None), signal (or None), message (for instance the last lines of stderr)."""
+
+    TYPE: ClassVar[str] = "RunFailed"
+    cause: str
+    exit_code: typing.Optional[int]
+    signal: typing.Optional[int]
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunCancelled(Event):
+    """The run ended because it was cancelled. Fields: run_id, requested_by, reason,
+    exit_code and signal of the worker (None when it never ran)."""
+
+    TYPE: ClassVar[str] = "RunCancelled"
+    requested_by: str
+    reason: str
+    exit_code: typing.Optional[int]
+    signal: typing.Optional[int]
+
+
+@dataclass(frozen=True, slots=True)
+class GpusReleased(Event):
+    """The run's GPU slots are free again; always in the transaction of its terminal
+    event. Fields: run_id, gpu_uuids."""
+
+    TYPE: ClassVar[str] = "GpusReleased"
+    gpu_uuids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactRegistered(Event):
+    """A file in the run directory is an artifact. Fields: run_id, kind (video,
+    checkpoint, ...), path (relative to the run directory), size (bytes), meta (map)."""
+
+    TYPE: ClassVar[str] = "ArtifactRegistered"
+    kind: str
+    path: str
+    size: int
+    meta: dict = field(default_factory=dict)
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.TYPE: cls
+    for cls in (RunSubmitted, RunWaiting, GpusClaimed, RunStarted, RunAdopted,
+                CancelRequested, RunCompleted, RunFailed, RunCancelled, GpusReleased,
+                ArtifactRegistered)
+}
+
+
+def event_from_payload(type_name: str, payload: Any) -> Event:
+    """Build an event of the current schema version from a payload map.
+
+    Raises ValidationError naming the field when the payload does not fit."""
+    cls = EVENT_TYPES.get(type_name)
+    if cls is None:
+        raise ValidationError("type", f"unknown event type {type_name!r}")
+    return from_map(cls, payload, type_name)

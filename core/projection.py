@@ -1,0 +1,88 @@
+"""Projections: the tables derived from the event log, and the pure function that
+says how one event changes them.
+
+The live registry and the replay tool both call ``changes()``; only the way the
+resulting RowChanges reach SQLite differs (at once, or coalesced in batches), so
+the two cannot disagree. Table definitions live here too, as plain data.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from core import events as ev
+from core.digest import canonical_json
+from core.runstate import RunState, RunStatus, apply
+
+RUN_COLUMNS: tuple[str, ...] = (
+    "run_id", "status", "digest", "config", "priority", "submitted_by", "submitted_seq",
+    "submitted_at", "updated_at", "last_seq", "version", "waiting_reason", "gpus",
+    "gpus_held", "pid", "pid_start_time", "host", "started_at", "finished_at", "cause",
+    "exit_code", "signal", "message", "cancel_requested_by", "cancel_reason",
+    "artifact_count", "adoptions",
+)
+GPU_SLOT_COLUMNS: tuple[str, ...] = ("gpu_uuid", "run_id", "claimed_seq")
+ARTIFACT_COLUMNS: tuple[str, ...] = ("run_id", "path", "kind", "size", "meta", "seq",
+                                     "registered_at")
+
+# table -> (columns, primary key columns)
+TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "runs": (RUN_COLUMNS, ("run_id",)),
+    "gpu_slots": (GPU_SLOT_COLUMNS, ("gpu_uuid",)),
+    "artifacts": (ARTIFACT_COLUMNS, ("run_id", "path")),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RowChange:
+    """Upsert ``row`` (a tuple in the table's column order) or delete ``key``."""
+
+    table: str
+    row: Optional[tuple[Any, ...]] = None
+    key: Optional[tuple[Any, ...]] = None
+
+
+def run_row(s: RunState) -> tuple[Any, ...]:
+    return (s.run_id, s.status.value, s.digest, canonical_json(s.config), s.priority,
+            s.submitted_by, s.submitted_seq, s.submitted_at, s.updated_at, s.last_seq,
+            s.version, s.waiting_reason, json.dumps(list(s.gpus)), int(s.gpus_held), s.pid,
+            s.pid_start_time, s.host, s.started_at, s.finished_at, s.cause, s.exit_code,
+            s.signal, s.message, s.cancel_requested_by, s.cancel_reason, s.artifact_count,
+            s.adoptions)
+
+
+def run_from_row(row: tuple[Any, ...]) -> RunState:
+    d = dict(zip(RUN_COLUMNS, row))
+    d["status"] = RunStatus(d["status"])
+    d["config"] = json.loads(d["config"])
+    d["gpus"] = tuple(json.loads(d["gpus"]))
+    d["gpus_held"] = bool(d["gpus_held"])
+    return RunState(**d)
+
+
+def run_view(s: RunState) -> dict[str, Any]:
+    """A run as plain data for replies and tools (config as a map, gpus as a list)."""
+    view = dict(zip(RUN_COLUMNS, run_row(s)))
+    view.update(config=s.config, gpus=list(s.gpus), gpus_held=s.gpus_held)
+    return view
+
+
+def changes(before: Optional[RunState], event: ev.Event, seq: int,
+            at: float) -> tuple[RunState, list[RowChange]]:
+    """Apply one event: the run's new state, and the changes it makes to the other
+    tables (the run's own row is ``run_row(state)``). Pure.
+
+    Raises IllegalTransition (from the state machine) when the event is not allowed."""
+    after = apply(before, event, seq, at)
+    out: list[RowChange] = []
+    if isinstance(event, ev.GpusClaimed):
+        out.extend(RowChange("gpu_slots", row=(u, event.run_id, seq)) for u in event.gpu_uuids)
+    elif isinstance(event, ev.GpusReleased):
+        out.extend(RowChange("gpu_slots", key=(u,)) for u in event.gpu_uuids)
+    elif isinstance(event, ev.ArtifactRegistered):
+        out.append(RowChange("artifacts", row=(event.run_id, event.path, event.kind,
+                                               event.size, canonical_json(event.meta),
+                                               seq, at)))
+    return after, out

@@ -1,0 +1,157 @@
+"""The run state machine: the only place a run's status changes.
+
+    PENDING -> DISPATCHING (GPU slots claimed) -> RUNNING (worker started)
+            -> COMPLETED | FAILED | CANCELLED
+
+TRANSITIONS maps (status before, event type) to the status after. A pair that is
+not in the table is illegal and ``apply`` raises IllegalTransition naming the run,
+its status and the attempted move. Self-loops (an event that records something
+without moving the run) are listed too, so that nothing is implicitly allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional
+
+from core import events as ev
+from core.errors import IllegalTransition
+
+
+class RunStatus(str, enum.Enum):
+    PENDING = "PENDING"
+    DISPATCHING = "DISPATCHING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+ACTIVE = frozenset({RunStatus.PENDING, RunStatus.DISPATCHING, RunStatus.RUNNING})
+
+P, D, R = RunStatus.PENDING, RunStatus.DISPATCHING, RunStatus.RUNNING
+C, F, X = RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED
+
+# (status before or None for a new run, event type) -> status after
+TRANSITIONS: dict[tuple[Optional[RunStatus], str], RunStatus] = {
+    (None, "RunSubmitted"): P,
+    (P, "RunWaiting"): P,
+    (P, "GpusClaimed"): D,
+    (D, "RunStarted"): R,
+    (R, "RunAdopted"): R,
+    (P, "CancelRequested"): P,
+    (D, "CancelRequested"): D,
+    (R, "CancelRequested"): R,
+    (R, "RunCompleted"): C,
+    (P, "RunFailed"): F,
+    (D, "RunFailed"): F,
+    (R, "RunFailed"): F,
+    (P, "RunCancelled"): X,
+    (D, "RunCancelled"): X,
+    (R, "RunCancelled"): X,
+    (C, "GpusReleased"): C,
+    (F, "GpusReleased"): F,
+    (X, "GpusReleased"): X,
+    (D, "ArtifactRegistered"): D,
+    (R, "ArtifactRegistered"): R,
+    (C, "ArtifactRegistered"): C,
+    (F, "ArtifactRegistered"): F,
+    (X, "ArtifactRegistered"): X,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    """Everything the log says about one run, as of ``last_seq``."""
+
+    run_id: str
+    status: RunStatus
+    digest: str
+    config: dict
+    priority: int
+    submitted_by: str
+    submitted_seq: int
+    submitted_at: float
+    updated_at: float
+    last_seq: int
+    version: int                      # the run stream's version (events applied)
+    waiting_reason: str = ""
+    gpus: tuple[str, ...] = ()
+    gpus_held: bool = False           # True from GpusClaimed until GpusReleased
+    pid: Optional[int] = None
+    pid_start_time: Optional[float] = None
+    host: str = ""
+    started_at: Optional[float] = None
+    finished_at: Optional[float] = None
+    cause: str = ""
+    exit_code: Optional[int] = None
+    signal: Optional[int] = None
+    message: str = ""
+    cancel_requested_by: str = ""
+    cancel_reason: str = ""
+    artifact_count: int = 0
+    adoptions: int = 0
+
+
+def next_status(run_id: str, status: Optional[RunStatus], event_type: str) -> RunStatus:
+    try:
+        return TRANSITIONS[(status, event_type)]
+    except KeyError:
+        raise IllegalTransition(run_id, status.value if status else "NEW", event_type) from None
+
+
+def apply(state: Optional[RunState], event: ev.Event, seq: int, at: float) -> RunState:
+    """The run after ``event`` (committed at ``seq``, time ``at``). Pure."""
+    status = next_status(event.run_id, state.status if state else None, event.TYPE)
+    if state is None:
+        assert isinstance(event, ev.RunSubmitted)
+        return RunState(run_id=event.run_id, status=status, digest=event.digest,
+                        config=event.config, priority=event.priority,
+                        submitted_by=event.submitted_by, submitted_seq=seq,
+                        submitted_at=at, updated_at=at, last_seq=seq, version=1)
+    changes: dict[str, Any] = _CHANGES[event.TYPE](state, event, at)
+    return dataclasses.replace(state, status=status, updated_at=at, last_seq=seq,
+                               version=state.version + 1, **changes)
+
+
+def fold(items: Iterable[tuple[int, float, ev.Event]]) -> dict[str, RunState]:
+    """Fold (seq, time, event) triples into the state of every run."""
+    runs: dict[str, RunState] = {}
+    for seq, at, event in items:
+        runs[event.run_id] = apply(runs.get(event.run_id), event, seq, at)
+    return runs
+
+
+def _ended(at: float, **kw: Any) -> dict[str, Any]:
+    return {"finished_at": at, "waiting_reason": "", **kw}
+
+
+_CHANGES = {
+    "RunWaiting": lambda s, e, at: {"waiting_reason": e.reason},
+    "GpusClaimed": lambda s, e, at: {"gpus": tuple(e.gpu_uuids), "gpus_held": True,
+                                     "waiting_reason": ""},
+    "RunStarted": lambda s, e, at: {"pid": e.pid, "pid_start_time": e.pid_start_time,
+                                    "host": e.host, "started_at": at},
+    "RunAdopted": lambda s, e, at: {"pid": e.pid, "adoptions": s.adoptions + 1},
+    "CancelRequested": lambda s, e, at: {"cancel_requested_by": e.requested_by,
+                                         "cancel_reason": e.reason},
+    "RunCompleted": lambda s, e, at: _ended(at, cause=ev.TerminalCause.COMPLETED.value,
+                                            exit_code=e.exit_code),
+    "RunFailed": lambda s, e, at: _ended(at, cause=e.cause, exit_code=e.exit_code,
+                                         signal=e.signal, message=e.message),
+    "RunCancelled": lambda s, e, at: _ended(at, cause=ev.TerminalCause.CANCELLED.value,
+                                            exit_code=e.exit_code, signal=e.signal,
+                                            cancel_requested_by=e.requested_by or
+                                            s.cancel_requested_by,
+                                            cancel_reason=e.reason or s.cancel_reason),
+    "GpusReleased": lambda s, e, at: {"gpus_held": False},
+    "ArtifactRegistered": lambda s, e, at: {"artifact_count": s.artifact_count + 1},
+}
+assert set(_CHANGES) | {"RunSubmitted"} == set(ev.EVENT_TYPES), "every event needs a change"

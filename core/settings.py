@@ -1,0 +1,100 @@
+"""Service settings: one documented table, read once from the environment in each
+``__main__`` (the mapping is passed in; nothing here reads os.environ).
+
+Every entry of SETTINGS is documented in docs/SETTINGS.md (a test checks it).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+from core.errors import ValidationError
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    env: str
+    default: str          # may name {home}
+    parse: Callable[[str], object]
+    help: str
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise ValueError("must be positive")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be positive")
+    return value
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("home", "TRAINER_HOME", "{user_home}/.local/share/trainer", str,
+            "Folder holding events.db, the socket folder, logs and runs/."),
+    Setting("bus_pub", "TRAINER_BUS_PUB", "ipc://{home}/sock/bus-in", str,
+            "Broker endpoint that publishers connect to (its XSUB side)."),
+    Setting("bus_sub", "TRAINER_BUS_SUB", "ipc://{home}/sock/bus-out", str,
+            "Broker endpoint that subscribers connect to (its XPUB side)."),
+    Setting("registry", "TRAINER_REGISTRY", "ipc://{home}/sock/registry", str,
+            "Registry ROUTER endpoint for commands and queries."),
+    Setting("checkpoint_interval", "TRAINER_CHECKPOINT_INTERVAL", "60", _positive_float,
+            "Seconds between PRAGMA wal_checkpoint(TRUNCATE) runs of the registry."),
+    Setting("checkpoint_busy_warn", "TRAINER_CHECKPOINT_BUSY_WARN", "3", _positive_int,
+            "Warn when this many checkpoints in a row report busy > 0."),
+    Setting("max_batch", "TRAINER_REGISTRY_MAX_BATCH", "512", _positive_int,
+            "Most requests the registry commits in one transaction (group commit)."),
+    Setting("status_interval", "TRAINER_STATUS_INTERVAL", "2", _positive_float,
+            "Seconds between each service's status message on the bus."),
+    Setting("log_level", "TRAINER_LOG_LEVEL", "INFO", str,
+            "Logging level of the services (DEBUG, INFO, WARNING, ERROR)."),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: str
+    bus_pub: str
+    bus_sub: str
+    registry: str
+    checkpoint_interval: float
+    checkpoint_busy_warn: int
+    max_batch: int
+    status_interval: float
+    log_level: str
+
+    @property
+    def db_path(self) -> str:
+        return posixpath.join(self.home, "events.db")
+
+    @property
+    def sock_dir(self) -> str:
+        return posixpath.join(self.home, "sock")
+
+    @property
+    def runs_dir(self) -> str:
+        return posixpath.join(self.home, "runs")
+
+    @property
+    def logs_dir(self) -> str:
+        return posixpath.join(self.home, "logs")
+
+    @staticmethod
+    def from_env(env: Mapping[str, str]) -> "Settings":
+        values: dict[str, object] = {}
+        user_home = env.get("HOME", "/tmp")
+        home = env.get("TRAINER_HOME") or f"{user_home}/.local/share/trainer"
+        for s in SETTINGS:
+            raw = env.get(s.env) or s.default.format(home=home, user_home=user_home)
+            try:
+                values[s.name] = s.parse(raw)
+            except ValueError as exc:
+                raise ValidationError(s.env, f"{raw!r} is not valid: {exc}") from None
+        return Settings(**values)  # type: ignore[arg-type]

@@ -1,0 +1,53 @@
+"""``python -m services.registry``: the registry process (the event log's only writer)."""
+
+from __future__ import annotations
+
+import sys
+
+import zmq
+
+from bus import endpoints
+from bus.bootstrap import run_service
+from bus.logs import ServiceLogger
+from bus.pubsub import Publisher
+from bus.rpc import RpcServer
+from core.clock import SystemClock
+from core.settings import Settings
+from services.registry.handlers import Registry
+from services.registry.maintenance import Checkpointer
+from services.registry.migrations import connect, migrate
+from services.registry.recovery import catch_up_projection
+from services.registry.service import SOURCE, RegistryService
+
+
+def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> RegistryService:
+    clock = SystemClock()
+    conn = connect(settings.db_path)
+    applied = migrate(conn)
+    if applied:
+        log.info("db.migrated", migrations=applied, path=settings.db_path)
+    replayed = catch_up_projection(conn)
+    if replayed:
+        log.warning("projection.caught_up", events=replayed)
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    endpoints.prepare(settings.registry)
+    router.bind(settings.registry)
+    pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.SNDHWM, 100_000)
+    pub.connect(settings.bus_pub)
+    registry = Registry(conn, clock, settings.db_path)
+    log.info("registry.listening", endpoint=settings.registry, head_seq=registry.log.head_seq)
+    checkpointer = Checkpointer(conn, settings.checkpoint_interval,
+                                settings.checkpoint_busy_warn, clock, log)
+    return RegistryService(RpcServer(router, SOURCE, clock), Publisher(pub, SOURCE, clock),
+                           registry, checkpointer, settings.status_interval,
+                           settings.max_batch, log)
+
+
+def main() -> int:
+    return run_service("registry", build)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""The registry's commands and queries: read state, decide (core.commands), append
+events and update projections. No sockets here; ``service.py`` owns those.
+
+Every mutating command runs in a savepoint of the batch's transaction and its reply
+is stored by request id, so a retried request gets the first answer back instead of
+being applied twice.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from bus.codec import pack, unpack
+from core import commands as cmds
+from core.clock import Clock
+from core.errors import NotFound, OrchestratorError, ValidationError
+from core.events import Event
+from core.fields import from_map
+from core.ids import new_run_id, run_stream
+from core.projection import changes, run_view
+from core.runstate import RunState, RunStatus
+from services.registry import store
+from services.registry.eventlog import EventLog, StoredEvent
+
+MAX_PAGE = 1000
+MAX_EVENTS_PAGE = 5000
+
+
+@dataclass
+class Outcome:
+    """What one request produced: its reply payload and the events it committed."""
+
+    reply: dict[str, Any]
+    events: list[StoredEvent] = field(default_factory=list)
+
+
+class Registry:
+    def __init__(self, conn: sqlite3.Connection, clock: Clock, db_path: str = "",
+                 make_run_id: Callable[[], str] = new_run_id) -> None:
+        self.conn = conn
+        self.clock = clock
+        self.db_path = db_path
+        self.log = EventLog(conn)
+        self.proj = store.SqlProjection(conn)
+        self.make_run_id = make_run_id
+        self.started_at = clock.now()
+        self.commands = {
+            "submit": self._submit, "claim_gpus": self._claim, "record_waiting": self._waiting,
+            "record_started": self._started, "record_adopted": self._adopted,
+            "request_cancel": self._cancel, "finish": self._finish,
+            "register_artifact": self._artifact,
+        }
+        self.queries = {
+            "get_run": self._get_run, "list_runs": self._list_runs,
+            "events_since": self._events_since, "snapshot": self._snapshot,
+            "gpu_slots": self._gpu_slots, "list_artifacts": self._list_artifacts,
+            "ping": self._ping,
+        }
+
+    # --- the batch ---------------------------------------------------------------
+    def handle(self, method: str, args: dict[str, Any], request_id: str,
+               source: str) -> Outcome:
+        """One request, inside the caller's open transaction."""
+        if method in self.queries:
+            try:
+                return Outcome({"ok": True, "result": self.queries[method](args)})
+            except OrchestratorError as exc:
+                return Outcome({"ok": False, "error": exc.to_dict()})
+        if method not in self.commands:
+            err = ValidationError("method", f"unknown method {method!r}")
+            return Outcome({"ok": False, "error": err.to_dict()})
+        row = self.conn.execute("SELECT reply FROM requests WHERE request_id = ?",
+                                (request_id,)).fetchone()
+        if row is not None:
+            return Outcome(unpack(row[0]))  # a retry: the first answer, nothing applied
+        mark = self.log.mark()
+        self.conn.execute("SAVEPOINT request")
+        try:
+            result, events = self.commands[method](args, request_id, source)
+            outcome = Outcome({"ok": True, "result": result}, events)
+        except OrchestratorError as exc:
+            self.conn.execute("ROLLBACK TO request")
+            self.log.reset(mark)
+            outcome = Outcome({"ok": False, "error": exc.to_dict()})
+        except BaseException:
+            self.conn.execute("ROLLBACK TO request")
+            self.conn.execute("RELEASE request")
+            self.log.reset(mark)
+            raise
+        self.conn.execute("INSERT INTO requests (request_id, method, reply, at) "
+                          "VALUES (?, ?, ?, ?)",
+                          (request_id, method, pack(outcome.reply), self.clock.now()))
+        self.conn.execute("RELEASE request")
+        return outcome
+
+    def _append(self, before: RunState | None, events: list[Event], request_id: str,
+                source: str) -> tuple[RunState | None, list[StoredEvent]]:
+        """Check every transition first, then append and project, atomically."""
+        if not events:
+            return before, []
+        at = self.clock.now()
+        state, planned = before, []
+        for i, event in enumerate(events):
+            state, extra = changes(state, event, self.log.head_seq + 1 + i, at)
+            planned.append((state, extra))
+        run_id = events[0].run_id
+        stored = self.log.append(run_stream(run_id), before.version if before else 0, events,
+                                 caused_by=source, correlation_id=request_id, at=at)
+        for after, extra in planned:
+            self.proj.write(after, extra)
+        store.set_projection_seq(self.conn, self.log.head_seq)
+        return state, stored
+
+    def _load(self, run_id: str) -> RunState | None:
+        return store.load_run(self.conn, run_id)
+
+    # --- commands ----------------------------------------------------------------
+    def _submit(self, args: dict[str, Any], rid: str, src: str) -> tuple[Any, list[StoredEvent]]:
+        cmd = from_map(cmds.SubmitRun, args, "submit")
+        digest = cmds.validate_config(cmd)
+        existing = store.run_by_digest(self.conn, digest)
+        if existing is not None:
+            return {"run": run_view(existing), "created": False}, []
+        state, stored = self._append(None, cmds.decide_submit(cmd, digest, self.make_run_id()),
+                                     rid, src)
+        assert state is not None
+        return {"run": run_view(state), "created": True}, stored
+
+    def _command(self, cls: type, decide: Callable[..., list[Event]], args: dict[str, Any],
+                 rid: str, src: str, *extra: Any) -> tuple[Any, list[StoredEvent]]:
+        cmd = from_map(cls, args, cls.__name__)
+        before = self._load(cmd.run_id)
+        extra_args = [x(cmd) for x in extra]
+        state, stored = self._append(before, decide(before, cmd, *extra_args), rid, src)
+        assert state is not None
+        return {"run": run_view(state), "events": [e.seq for e in stored]}, stored
+
+    def _claim(self, args: dict[str, Any], rid: str, src: str) -> tuple[Any, list[StoredEvent]]:
+        return self._command(cmds.ClaimGpus, cmds.decide_claim, args, rid, src,
+                             lambda c: store.gpu_holders(self.conn, c.gpu_uuids))
+
+    def _waiting(self, args: dict[str, Any], rid: str, src: str) -> tuple[Any, list[StoredEvent]]:
+        return self._command(cmds.RecordWaiting, cmds.decide_waiting, args, rid, src)
+
+    def _started(self, args: dict[str, Any], rid: str, src: str) -> tuple[Any, list[StoredEvent]]:
+        return self._command(cmds.RecordStarted, cmds.decide_started, args, rid, src)
+
+    def _adopted(self, args: dict[str, Any], rid: str, src: str) -> tuple[Any, list[StoredEvent]]:
+        return self._command(cmds.RecordAdopted, cmds.decide_adopted, args, rid, src)
+
+    def _cancel(self, args: dict[str, Any], rid: str, src: str) -> tuple[Any, list[StoredEvent]]:
+        return self._command(cmds.RequestCancel, cmds.decide_cancel, args, rid, src)
+
+    def _finish(self, args: dict[str, Any], rid: str, src: str) -> tuple[Any, list[StoredEvent]]:
+        return self._command(cmds.FinishRun, cmds.decide_finish, args, rid, src)
+
+    def _artifact(self, args: dict[str, Any], rid: str, src: str) -> tuple[Any, list[StoredEvent]]:
+        return self._command(cmds.RegisterArtifact, cmds.decide_artifact, args, rid, src)
+
+    # --- queries -----------------------------------------------------------------
+    def _get_run(self, args: dict[str, Any]) -> Any:
+        run_id = _str(args, "run_id")
+        state = self._load(run_id)
+        if state is None:
+            raise NotFound(f"run {run_id} does not exist", run_id=run_id)
+        return {"run": run_view(state), "head_seq": self.log.head_seq}
+
+    def _list_runs(self, args: dict[str, Any]) -> Any:
+        statuses = args.get("status") or []
+        if isinstance(statuses, str):
+            statuses = [statuses]
+        for s in statuses:
+            if s not in RunStatus.__members__:
+                raise ValidationError("status", f"unknown status {s!r}")
+        limit = _int(args, "limit", 100, 1, MAX_PAGE)
+        offset = _int(args, "offset", 0, 0, 2**62)
+        runs, total = store.list_runs(self.conn, statuses, limit, offset,
+                                      bool(args.get("newest_first", True)))
+        return {"runs": [run_view(r) for r in runs], "total": total,
+                "head_seq": self.log.head_seq}
+
+    def _snapshot(self, args: dict[str, Any]) -> Any:
+        """A page of runs as of ``as_of_seq``; each run also carries its own last_seq,
+        so a client applies only later events to it."""
+        result = self._list_runs({**args, "newest_first": False})
+        return {"runs": result["runs"], "total": result["total"], "as_of_seq": result["head_seq"]}
+
+    def _events_since(self, args: dict[str, Any]) -> Any:
+        after = _int(args, "after_seq", 0, 0, 2**62)
+        limit = _int(args, "limit", 1000, 1, MAX_EVENTS_PAGE)
+        rows = self.log.read(after, limit)
+        return {"events": [r.envelope("registry").to_map() for r in rows],
+                "head_seq": self.log.head_seq}
+
+    def _gpu_slots(self, args: dict[str, Any]) -> Any:
+        rows = self.conn.execute("SELECT gpu_uuid, run_id, claimed_seq FROM gpu_slots "
+                                 "ORDER BY gpu_uuid").fetchall()
+        return {"slots": [{"gpu_uuid": u, "run_id": r, "claimed_seq": s} for u, r, s in rows]}
+
+    def _list_artifacts(self, args: dict[str, Any]) -> Any:
+        run_id = _str(args, "run_id")
+        rows = self.conn.execute("SELECT path, kind, size, meta, seq, registered_at FROM "
+                                 "artifacts WHERE run_id = ? ORDER BY seq", (run_id,)).fetchall()
+        keys = ("path", "kind", "size", "meta", "seq", "registered_at")
+        return {"artifacts": [dict(zip(keys, r)) for r in rows]}
+
+    def _ping(self, args: dict[str, Any]) -> Any:
+        size = os.path.getsize(self.db_path) if self.db_path and os.path.exists(self.db_path) \
+            else 0
+        return {"service": "registry", "pid": os.getpid(), "head_seq": self.log.head_seq,
+                "db_bytes": size, "started_at": self.started_at, "now": self.clock.now()}
+
+
+def _str(args: dict[str, Any], name: str) -> str:
+    value = args.get(name)
+    if not isinstance(value, str) or not value:
+        raise ValidationError(name, "must be a non-empty string")
+    return value
+
+
+def _int(args: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
+    value = args.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValidationError(name, f"must be an integer from {lo} to {hi}")
+    return value

@@ -1,0 +1,111 @@
+"""Schema versions of events.db, applied in order, each in its own transaction
+together with its record in ``_migrations`` (as sqlite-utils' migrations do)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Callable
+
+import sqlite_utils
+
+from core.projection import ARTIFACT_COLUMNS, GPU_SLOT_COLUMNS, RUN_COLUMNS, TABLES
+
+_TYPES: dict[str, type] = {
+    "priority": int, "submitted_seq": int, "submitted_at": float, "updated_at": float,
+    "last_seq": int, "version": int, "gpus_held": int, "pid": int, "pid_start_time": float,
+    "started_at": float, "finished_at": float, "exit_code": int, "signal": int,
+    "artifact_count": int, "adoptions": int, "claimed_seq": int, "size": int, "seq": int,
+    "registered_at": float,
+}
+
+
+def _columns(names: tuple[str, ...]) -> dict[str, type]:
+    return {name: _TYPES.get(name, str) for name in names}
+
+
+def _m001_events(db: sqlite_utils.Database) -> None:
+    db["events"].create({
+        "seq": int, "stream": str, "version": int, "type": str, "schema_version": int,
+        "payload": bytes, "caused_by": str, "correlation_id": str, "recorded_at": float,
+        "hash": bytes,
+    }, pk="seq", not_null=["stream", "version", "type", "schema_version", "payload",
+                           "caused_by", "correlation_id", "recorded_at", "hash"])
+    db["events"].create_index(["stream", "version"], unique=True,
+                              index_name="events_stream_version")
+    db.executescript("""
+        CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+        BEGIN SELECT RAISE(ABORT, 'events is append-only: UPDATE is not allowed'); END;
+        CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+        BEGIN SELECT RAISE(ABORT, 'events is append-only: DELETE is not allowed'); END;
+        CREATE TRIGGER events_gapless BEFORE INSERT ON events
+        WHEN NEW.seq IS NOT (SELECT IFNULL(MAX(seq), 0) + 1 FROM events)
+        BEGIN SELECT RAISE(ABORT, 'events.seq must be the previous seq + 1'); END;
+    """)
+
+
+def create_projection_tables(db: sqlite_utils.Database) -> None:
+    """The projection tables (also used for the replay tool's scratch database)."""
+    for table, (columns, pk) in TABLES.items():
+        db[table].create(_columns(columns), pk=pk if len(pk) > 1 else pk[0],
+                         not_null=list(pk), if_not_exists=True)
+    db["runs"].create_index(["digest"], unique=True, index_name="runs_digest",
+                            if_not_exists=True)
+    db["runs"].create_index(["status", "submitted_seq"], index_name="runs_status",
+                            if_not_exists=True)
+    db["runs"].create_index(["submitted_seq"], index_name="runs_submitted",
+                            if_not_exists=True)
+    db["gpu_slots"].create_index(["run_id"], index_name="gpu_slots_run", if_not_exists=True)
+    db["projection_state"].create({"name": str, "last_seq": int}, pk="name",
+                                  if_not_exists=True)
+
+
+def _m002_projections(db: sqlite_utils.Database) -> None:
+    create_projection_tables(db)
+
+
+def _m003_requests(db: sqlite_utils.Database) -> None:
+    # Replies to mutating commands by request id, so that a retry is not applied twice.
+    db["requests"].create({"request_id": str, "method": str, "reply": bytes, "at": float},
+                          pk="request_id", not_null=["method", "reply", "at"])
+    db["requests"].create_index(["at"], index_name="requests_at")
+
+
+MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
+    ("001_events", _m001_events),
+    ("002_projections", _m002_projections),
+    ("003_requests", _m003_requests),
+]
+
+
+def migrate(conn: sqlite3.Connection) -> list[str]:
+    """Apply the migrations not yet applied; return their names."""
+    db = sqlite_utils.Database(conn)
+    db["_migrations"].create({"name": str, "applied_at": float}, pk="name",
+                             if_not_exists=True)
+    done = {row["name"] for row in db["_migrations"].rows}
+    applied = []
+    for name, step in MIGRATIONS:
+        if name in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            step(db)
+            conn.execute("INSERT INTO _migrations(name, applied_at) VALUES (?, ?)",
+                         (name, time.time()))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        applied.append(name)
+    return applied
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """The registry's connection: autocommit mode (we issue BEGIN ourselves), WAL,
+    synchronous=NORMAL, a busy timeout."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn

@@ -1,0 +1,31 @@
+"""Start-up check: the projections must be at the log's head. They are written in
+the append's transaction, so they always are, unless a new projection table was
+added; then the missing events are applied here with the same functions."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from core.projection import changes
+from services.registry import store
+from services.registry.eventlog import iter_events
+
+
+def catch_up_projection(conn: sqlite3.Connection) -> int:
+    start = store.projection_seq(conn)
+    proj = store.SqlProjection(conn)
+    n = 0
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for stored in iter_events(conn, after_seq=start):
+            event = stored.event()
+            after, extra = changes(proj.get(event.run_id), event, stored.seq,
+                                   stored.recorded_at)
+            proj.write(after, extra)
+            store.set_projection_seq(conn, stored.seq)
+            n += 1
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return n

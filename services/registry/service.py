@@ -1,0 +1,112 @@
+"""The registry's loop: the ROUTER for commands and queries, the PUB for committed
+events, group commit, maintenance and its status beacon.
+
+Group commit: when requests are waiting, the loop takes all of them (up to
+max_batch) and runs them in one ``BEGIN IMMEDIATE`` transaction; replies go out and
+events are published only after COMMIT. An idle registry answers a lone request at
+once; under load, requests that arrive while a batch commits form the next batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import zmq
+
+from bus.badframes import BadFrameLog
+from bus.codec import FrameError
+from bus.logs import ServiceLogger
+from bus.pubsub import Publisher
+from bus.rpc import Request, RpcServer
+from bus.status import StatusBeacon
+from bus.topics import event_topic
+from services.registry.eventlog import StoredEvent
+from services.registry.handlers import Outcome, Registry
+from services.registry.maintenance import Checkpointer
+
+SOURCE = "registry"
+
+
+class RegistryService:
+    def __init__(self, server: RpcServer, publisher: Publisher, registry: Registry,
+                 checkpointer: Checkpointer, status_interval: float, max_batch: int,
+                 log: ServiceLogger) -> None:
+        self.server = server
+        self.publisher = publisher
+        self.registry = registry
+        self.checkpointer = checkpointer
+        self.max_batch = max_batch
+        self.log = log
+        self.bad_frames = BadFrameLog(log)
+        self.stats = {"requests": 0, "batches": 0, "largest_batch": 0, "events": 0,
+                      "errors": 0}
+        self.beacon = StatusBeacon(SOURCE, status_interval, registry.clock, self.counters)
+
+    def counters(self) -> dict[str, Any]:
+        return {**self.stats, "head_seq": self.registry.log.head_seq,
+                "bad_frames": self.bad_frames.total,
+                "undeliverable_replies": self.server.undeliverable}
+
+    def step(self, timeout_s: float) -> None:
+        if self.server.sock.poll(int(timeout_s * 1000), zmq.POLLIN):
+            batch = self._drain()
+            if batch:
+                self._run_batch(batch)
+        self.checkpointer.tick()
+        due = self.beacon.due()
+        if due is not None:
+            self.publisher.send(*due)
+
+    def _drain(self) -> list[Request]:
+        batch: list[Request] = []
+        while len(batch) < self.max_batch:
+            item = self.server.recv_nowait()
+            if item is None:
+                break
+            if isinstance(item, FrameError):
+                self.bad_frames.record(str(item.details.get("sender", "?")), item)
+                continue
+            batch.append(item)
+        return batch
+
+    def _run_batch(self, batch: list[Request]) -> None:
+        conn = self.registry.conn
+        mark = self.registry.log.mark()
+        outcomes: list[Outcome] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for req in batch:
+                outcomes.append(self.registry.handle(req.method, req.args, req.id, req.source))
+            conn.execute("COMMIT")
+        except Exception:
+            # A bug or a storage failure: nothing of this batch is kept or published,
+            # and every client gets an error it may retry.
+            conn.execute("ROLLBACK")
+            self.registry.log.reset(mark)
+            self.log.exception("batch.failed", size=len(batch))
+            for req in batch:
+                self.server.reply(req.identity, req.id, {"ok": False, "error": {
+                    "code": "internal", "message": "the registry failed to commit; retry",
+                    "details": {}}})
+            return
+        self.stats["batches"] += 1
+        self.stats["requests"] += len(batch)
+        self.stats["largest_batch"] = max(self.stats["largest_batch"], len(batch))
+        for req, outcome in zip(batch, outcomes):
+            self.server.reply(req.identity, req.id, outcome.reply)
+            if not outcome.reply.get("ok"):
+                self.stats["errors"] += 1
+        for outcome in outcomes:
+            for stored in outcome.events:
+                self._publish(stored)
+
+    def _publish(self, stored: StoredEvent) -> None:
+        run_id = stored.stream.removeprefix("run-")
+        self.publisher.send(event_topic(run_id, stored.type), stored.envelope(SOURCE))
+        self.stats["events"] += 1
+        self.log.info("event.committed", run_id=run_id, seq=stored.seq, type=stored.type)
+
+    def close(self) -> None:
+        self.server.sock.close(linger=0)
+        self.publisher.sock.close(linger=500)
+        self.registry.conn.close()
