@@ -11,6 +11,7 @@ from bus.logs import ServiceLogger
 from core.clock import Clock
 
 REQUEST_RETENTION_S = 24 * 3600.0
+BUSY_TIMEOUT_MS = 5000  # the connection's usual busy timeout (migrations.connect)
 
 
 class Checkpointer:
@@ -34,7 +35,13 @@ class Checkpointer:
         self.checkpoint()
 
     def checkpoint(self) -> tuple[int, int, int]:
-        busy, log_frames, done = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        # No busy wait: a reader holding the WAL must not stall the registry's loop.
+        self.conn.execute("PRAGMA busy_timeout=0")
+        try:
+            busy, log_frames, done = self.conn.execute(
+                "PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            self.conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         self.runs += 1
         self.last = (busy, log_frames, done)
         self.log.info("wal.checkpoint", busy=busy, log_frames=log_frames, checkpointed=done)

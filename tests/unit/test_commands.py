@@ -1,0 +1,65 @@
+"""Decisions of the registry's commands (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from core import commands as c
+from core import events as ev
+from core.errors import IllegalTransition, NotFound, ResourceBusy, ValidationError
+from core.runstate import apply
+
+
+def pending():
+    return apply(None, ev.RunSubmitted("r1", "d", {"a": 1}, 0, "me"), 1, 1.0)
+
+
+def test_cancel_of_a_pending_run_is_immediate() -> None:
+    out = c.decide_cancel(pending(), c.RequestCancel("r1", "me", "no"))
+    assert [e.TYPE for e in out] == ["CancelRequested", "RunCancelled"]
+
+
+def test_cancel_of_a_terminal_run_is_refused() -> None:
+    s = apply(pending(), ev.RunCancelled("r1", "me", "x", None, None), 2, 2.0)
+    with pytest.raises(IllegalTransition):
+        c.decide_cancel(s, c.RequestCancel("r1"))
+
+
+def test_claim_refuses_held_and_duplicate_gpus() -> None:
+    with pytest.raises(ResourceBusy) as err:
+        c.decide_claim(pending(), c.ClaimGpus("r1", ("G0",), "d"), {"G0": "r9"})
+    assert err.value.details["holder"] == "r9"
+    with pytest.raises(ValidationError):
+        c.decide_claim(pending(), c.ClaimGpus("r1", ("G0", "G0"), "d"), {})
+    with pytest.raises(NotFound):
+        c.decide_claim(None, c.ClaimGpus("r1", ("G0",), "d"), {})
+
+
+def test_finish_releases_gpus_with_the_terminal_event() -> None:
+    s = apply(pending(), ev.GpusClaimed("r1", ("G0",), "d"), 2, 2.0)
+    out = c.decide_finish(s, c.FinishRun("r1", "failed", cause="spawn_error", message="x"))
+    assert [e.TYPE for e in out] == ["RunFailed", "GpusReleased"]
+    with pytest.raises(ValidationError) as err:
+        c.decide_finish(s, c.FinishRun("r1", "failed", cause="bored"))
+    assert err.value.field == "cause"
+    with pytest.raises(ValidationError):
+        c.decide_finish(s, c.FinishRun("r1", "exploded"))
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../x", "a/../../b", "", "a\\b"])
+def test_artifact_paths_must_stay_inside_the_run_directory(path: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        c.decide_artifact(pending(), c.RegisterArtifact("r1", "video", path, 1))
+    assert err.value.field == "path"
+
+
+def test_config_must_be_json_compatible_and_small() -> None:
+    with pytest.raises(ValidationError):
+        c.validate_config(c.SubmitRun(config={"x": b"bytes"}))
+    with pytest.raises(ValidationError):
+        c.validate_config(c.SubmitRun(config={"x": "y" * 70_000}))
+    with pytest.raises(ValidationError) as err:
+        c.validate_config(c.SubmitRun(config={"x": 1}, priority=5000))
+    assert err.value.field == "priority"
+    a = c.validate_config(c.SubmitRun(config={"a": 1, "b": [1, 2]}))
+    assert a == c.validate_config(c.SubmitRun(config={"b": [1, 2], "a": 1}))

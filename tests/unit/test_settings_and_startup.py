@@ -1,0 +1,86 @@
+"""Settings, the version check, the singleton lock and WAL maintenance."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from bus import logs
+from bus.singleton import AlreadyRunning, SingletonLock
+from bus.versions import version_problems
+from core.clock import FakeClock
+from core.errors import ValidationError
+from core.settings import SETTINGS, Settings
+from services.registry.maintenance import Checkpointer
+from services.registry.migrations import connect, migrate
+
+
+def test_defaults_follow_trainer_home() -> None:
+    s = Settings.from_env({"HOME": "/home/u", "TRAINER_HOME": "/data/t"})
+    assert s.db_path == "/data/t/events.db"
+    assert s.registry == "ipc:///data/t/sock/registry"
+    assert Settings.from_env({"HOME": "/home/u"}).home == "/home/u/.local/share/trainer"
+
+
+def test_a_bad_setting_names_the_variable() -> None:
+    with pytest.raises(ValidationError) as err:
+        Settings.from_env({"HOME": "/h", "TRAINER_CHECKPOINT_INTERVAL": "-1"})
+    assert err.value.field == "TRAINER_CHECKPOINT_INTERVAL"
+
+
+def test_every_setting_has_help() -> None:
+    assert all(s.help and s.env.startswith("TRAINER_") for s in SETTINGS)
+
+
+def test_version_check_reports_too_old_and_missing() -> None:
+    problems = version_problems({"pyzmq": "25.1", "grpcio": "1.60", "protobuf": "4.25"},
+                                installed={"pyzmq": "22.0.3", "grpcio": "1.70.0"})
+    assert any("pyzmq 22.0.3 is older than the minimum 25.1" in p for p in problems)
+    assert any("protobuf is not installed" in p for p in problems)
+    assert not any("grpcio" in p for p in problems)
+    assert version_problems() == []  # what is installed here is new enough
+
+
+def test_second_lock_on_the_same_home_names_the_holder(tmp_path) -> None:
+    first = SingletonLock(str(tmp_path), "registry").acquire()
+    try:
+        with pytest.raises(AlreadyRunning) as err:
+            SingletonLock(str(tmp_path), "registry").acquire()
+        import os
+        assert str(os.getpid()) in err.value.message
+        SingletonLock(str(tmp_path), "bus").acquire().release()  # other services are free
+    finally:
+        first.release()
+    SingletonLock(str(tmp_path), "registry").acquire().release()
+
+
+def test_checkpointer_logs_the_triple_and_warns_on_busy_streak(tmp_path) -> None:
+    stream = io.StringIO()
+    logs.configure("INFO", stream)
+    conn = connect(str(tmp_path / "events.db"))
+    migrate(conn)
+    clock = FakeClock()
+    cp = Checkpointer(conn, 10.0, 2, clock, logs.service_logger("registry"))
+    cp.tick()
+    assert cp.runs == 0  # not due yet
+    clock.advance(10)
+    cp.tick()
+    assert cp.runs == 1 and cp.last is not None and cp.last[0] == 0
+    line = json.loads(stream.getvalue().splitlines()[-1])
+    assert line["event"] == "wal.checkpoint" and line["service"] == "registry"
+    assert {"busy", "log_frames", "checkpointed"} <= set(line)
+    # A reader holding a snapshot makes the checkpoint busy.
+    reader = connect(str(tmp_path / "events.db"))
+    reader.execute("BEGIN")
+    reader.execute("SELECT COUNT(*) FROM events").fetchone()
+    conn.execute("INSERT INTO _migrations VALUES ('x', 1.0)")
+    for _ in range(2):
+        clock.advance(10)
+        cp.tick()
+    reader.execute("ROLLBACK")
+    events = [json.loads(l)["event"] for l in stream.getvalue().splitlines()]
+    assert cp.busy_streak == 2 and "wal.checkpoint_blocked" in events
+    logging.getLogger("trainer").handlers.clear()
