@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 from core import events as ev
 from core.digest import canonical_json, config_digest
 from core.errors import IllegalTransition, NotFound, ResourceBusy, ValidationError
+from core.runconfig import RunConfig
 from core.runstate import RunState, RunStatus
 
 MAX_CONFIG_BYTES = 64 * 1024
-PRIORITY_RANGE = (-1000, 1000)
 
 
 @dataclass(frozen=True, slots=True)
 class SubmitRun:
     config: dict
-    priority: int = 0
     submitted_by: str = "anonymous"
 
 
@@ -99,27 +98,23 @@ def _require(state: Optional[RunState], run_id: str) -> RunState:
     return state
 
 
-def validate_config(cmd: SubmitRun) -> str:
-    """Check the submitted config and return its digest."""
-    if not cmd.config:
-        raise ValidationError("config", "must be a non-empty map")
-    if not all(isinstance(k, str) for k in cmd.config):
-        raise ValidationError("config", "keys must be strings")
+def validate_config(cmd: SubmitRun, known_worker: Optional[Callable[[str], bool]] = None,
+                    known_env: Optional[Callable[[str], bool]] = None) -> RunConfig:
+    """The submitted config checked field by field, with defaults applied."""
     try:
-        text = canonical_json(cmd.config)
+        size = len(canonical_json(cmd.config).encode())
     except (TypeError, ValueError) as exc:
         raise ValidationError("config", f"must be JSON-compatible ({exc})") from None
-    if len(text.encode()) > MAX_CONFIG_BYTES:
+    if size > MAX_CONFIG_BYTES:
         raise ValidationError("config", f"is larger than {MAX_CONFIG_BYTES} bytes")
-    lo, hi = PRIORITY_RANGE
-    if not lo <= cmd.priority <= hi:
-        raise ValidationError("priority", f"must be between {lo} and {hi}")
-    return config_digest(cmd.config)
+    return RunConfig.from_map(cmd.config, known_worker=known_worker, known_env=known_env)
 
 
-def decide_submit(cmd: SubmitRun, digest: str, new_run_id: str) -> list[ev.Event]:
-    return [ev.RunSubmitted(run_id=new_run_id, digest=digest, config=cmd.config,
-                            priority=cmd.priority, submitted_by=cmd.submitted_by)]
+def decide_submit(cmd: SubmitRun, config: RunConfig, new_run_id: str) -> list[ev.Event]:
+    canonical = config.to_map()
+    return [ev.RunSubmitted(run_id=new_run_id, digest=config_digest(canonical),
+                            config=canonical, priority=config.priority,
+                            submitted_by=cmd.submitted_by)]
 
 
 def decide_claim(state: Optional[RunState], cmd: ClaimGpus,

@@ -13,6 +13,7 @@ from bus.pubsub import Publisher
 from bus.rpc import RpcServer
 from core.clock import SystemClock
 from core.settings import Settings
+from services.registry.catalog import EnvCatalog
 from services.registry.handlers import Registry
 from services.registry.maintenance import Checkpointer
 from services.registry.migrations import connect, migrate
@@ -36,7 +37,7 @@ def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> RegistryS
     pub = ctx.socket(zmq.PUB)
     pub.setsockopt(zmq.SNDHWM, 100_000)
     pub.connect(settings.bus_pub)
-    registry = Registry(conn, clock, settings.db_path)
+    registry = Registry(conn, clock, settings.db_path, known_env=EnvCatalog())
     log.info("registry.listening", endpoint=settings.registry, head_seq=registry.log.head_seq)
     checkpointer = Checkpointer(conn, settings.checkpoint_interval,
                                 settings.checkpoint_busy_warn, clock, log)

@@ -39,13 +39,17 @@ class Outcome:
 
 class Registry:
     def __init__(self, conn: sqlite3.Connection, clock: Clock, db_path: str = "",
-                 make_run_id: Callable[[], str] = new_run_id) -> None:
+                 make_run_id: Callable[[], str] = new_run_id,
+                 known_worker: Callable[[str], bool] | None = None,
+                 known_env: Callable[[str], bool] | None = None) -> None:
         self.conn = conn
         self.clock = clock
         self.db_path = db_path
         self.log = EventLog(conn)
         self.proj = store.SqlProjection(conn)
         self.make_run_id = make_run_id
+        self.known_worker = known_worker
+        self.known_env = known_env
         self.started_at = clock.now()
         self.commands = {
             "submit": self._submit, "claim_gpus": self._claim, "record_waiting": self._waiting,
@@ -120,12 +124,12 @@ class Registry:
     # --- commands ----------------------------------------------------------------
     def _submit(self, args: dict[str, Any], rid: str, src: str) -> tuple[Any, list[StoredEvent]]:
         cmd = from_map(cmds.SubmitRun, args, "submit")
-        digest = cmds.validate_config(cmd)
-        existing = store.run_by_digest(self.conn, digest)
+        config = cmds.validate_config(cmd, self.known_worker, self.known_env)
+        events = cmds.decide_submit(cmd, config, self.make_run_id())
+        existing = store.run_by_digest(self.conn, events[0].digest)
         if existing is not None:
             return {"run": run_view(existing), "created": False}, []
-        state, stored = self._append(None, cmds.decide_submit(cmd, digest, self.make_run_id()),
-                                     rid, src)
+        state, stored = self._append(None, events, rid, src)
         assert state is not None
         return {"run": run_view(state), "created": True}, stored
 

@@ -46,7 +46,7 @@ def test_lifecycle_releases_gpus_in_the_terminal_transaction(stack: Stack) -> No
 def test_typed_errors_name_the_field(stack: Stack) -> None:
     c = stack.client()
     with pytest.raises(ValidationError) as bad:
-        c.call("submit", {"config": CONFIG, "priority": "high"})
+        c.call("submit", {"config": {**CONFIG, "priority": "high"}})
     assert bad.value.field == "priority"
     with pytest.raises(NotFound):
         c.call("get_run", {"run_id": "r000000000000"})
@@ -54,3 +54,17 @@ def test_typed_errors_name_the_field(stack: Stack) -> None:
         c.call("launch_missiles", {})
     assert unknown.value.field == "method"
     assert c.call("ping")["head_seq"] == 0
+
+
+def test_config_is_validated_at_submit(stack: Stack) -> None:
+    c = stack.client()
+    for config, field in [({**CONFIG, "env": "NoSuchEnv-v9"}, "env"),
+                          ({**CONFIG, "learning_rate": 0.1}, "learning_rate"),
+                          ({**CONFIG, "resources": {"gpus": -1}}, "resources.gpus"),
+                          ({**CONFIG, "seed": "7"}, "seed")]:
+        with pytest.raises(ValidationError) as bad:
+            c.call("submit", {"config": config})
+        assert bad.value.field == field, bad.value.message
+    assert c.call("ping")["head_seq"] == 0
+    run = c.call("submit", {"config": {"env": "CartPole-v1"}})["run"]
+    assert run["config"]["steps"] == 100_000 and run["config"]["resources"]["cpu_slots"] == 1

@@ -55,11 +55,18 @@ def test_artifact_paths_must_stay_inside_the_run_directory(path: str) -> None:
 
 def test_config_must_be_json_compatible_and_small() -> None:
     with pytest.raises(ValidationError):
-        c.validate_config(c.SubmitRun(config={"x": b"bytes"}))
+        c.validate_config(c.SubmitRun(config={"name": b"bytes"}))
     with pytest.raises(ValidationError):
-        c.validate_config(c.SubmitRun(config={"x": "y" * 70_000}))
+        c.validate_config(c.SubmitRun(config={"name": "y" * 70_000}))
     with pytest.raises(ValidationError) as err:
-        c.validate_config(c.SubmitRun(config={"x": 1}, priority=5000))
+        c.validate_config(c.SubmitRun(config={"priority": 5000}))
     assert err.value.field == "priority"
-    a = c.validate_config(c.SubmitRun(config={"a": 1, "b": [1, 2]}))
-    assert a == c.validate_config(c.SubmitRun(config={"b": [1, 2], "a": 1}))
+
+
+def test_defaults_are_applied_before_the_digest() -> None:
+    explicit = {"env": "CartPole-v1", "seed": 0, "worker": "cartpole", "tags": ["b", "a"],
+                "resources": {"gpus": 0, "cpu_slots": 1}}
+    a = c.decide_submit(c.SubmitRun({}), c.validate_config(c.SubmitRun(config=explicit)), "r1")
+    b = c.decide_submit(c.SubmitRun({}), c.validate_config(
+        c.SubmitRun(config={"tags": ["a", "b"]})), "r1")
+    assert a[0].digest == b[0].digest and a[0].config == b[0].config

@@ -46,7 +46,8 @@ def run_workload(registry: Registry, clock: FakeClock, commands: int, seed: int 
 def _pick(rng: random.Random, registry: Registry, runs: list[str]) -> tuple[str, dict[str, Any]]:
     if not runs or rng.random() < 0.25:
         return "submit", {"config": {"env": "CartPole-v1", "seed": rng.randrange(10**6),
-                                     "lr": rng.random()}, "priority": rng.randrange(-5, 5)}
+                                     "hyperparameters": {"lr": rng.random()},
+                                     "priority": rng.randrange(-5, 5)}}
     run_id = rng.choice(runs[-40:])
     method = rng.choice(["claim_gpus", "record_started", "finish", "request_cancel",
                          "register_artifact", "record_waiting", "record_adopted"])

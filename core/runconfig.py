@@ -1,0 +1,149 @@
+"""The run config: one validated model shared by every service.
+
+``RunConfig.from_map`` checks every field (unknown keys, wrong types, out-of-range
+numbers) and applies defaults, so two configs that mean the same run have the same
+canonical form and the same digest. Checks that need the outside world (is the
+worker a registered entry point, does gymnasium know the env id) are passed in as
+callables by the edge that validates (the registry), keeping this module pure.
+Every field is documented in docs/CONFIG.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from core.errors import ValidationError
+
+SCHEMA_VERSION = 1
+DEFAULT_WORKER = "cartpole"
+
+
+@dataclass(frozen=True)
+class Resources:
+    gpus: int = 0                 # number of GPUs
+    min_gpu_memory_mb: int = 0    # each GPU must have at least this much free
+    cpu_slots: int = 1            # CPU slots (the dispatcher never oversubscribes them)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    schema_version: int = SCHEMA_VERSION
+    name: str = ""
+    worker: str = DEFAULT_WORKER
+    env: str = "CartPole-v1"
+    seed: int = 0
+    steps: int = 100_000                      # training budget in env steps
+    hyperparameters: dict = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
+    priority: int = 0
+    time_limit_s: float = 0.0                 # 0 = no wall-clock limit
+    heartbeat_interval_s: float = 1.0
+    heartbeat_timeout_s: float = 30.0
+    startup_grace_s: float = 120.0            # extra silence allowed before the first beat
+    cancel_grace_s: float = 30.0
+    video_every: int = 0                      # record every Nth evaluation; 0 = never
+    checkpoint_every: int = 0                 # checkpoint every N iterations; 0 = end only
+    resume_from: str = ""                     # run_id/path of a checkpoint artifact
+    tags: tuple[str, ...] = ()
+
+    def to_map(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["tags"] = list(self.tags)
+        return out
+
+    @staticmethod
+    def from_map(data: Any, *, known_worker: Optional[Callable[[str], bool]] = None,
+                 known_env: Optional[Callable[[str], bool]] = None) -> "RunConfig":
+        if not isinstance(data, dict):
+            raise ValidationError("config", "must be a map")
+        _no_unknown(data, RunConfig, "")
+        res = data.get("resources", {})
+        if not isinstance(res, dict):
+            raise ValidationError("resources", "must be a map")
+        _no_unknown(res, Resources, "resources.")
+        resources = Resources(
+            gpus=_int(res, "gpus", 0, 0, 64, "resources."),
+            min_gpu_memory_mb=_int(res, "min_gpu_memory_mb", 0, 0, 10**7, "resources."),
+            cpu_slots=_int(res, "cpu_slots", 1, 1, 1024, "resources."),
+        )
+        hyper = data.get("hyperparameters", {})
+        if not isinstance(hyper, dict) or not all(isinstance(k, str) for k in hyper):
+            raise ValidationError("hyperparameters", "must be a map with string keys")
+        tags = data.get("tags", [])
+        if not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) and t for t in tags):
+            raise ValidationError("tags", "must be a list of non-empty strings")
+        cfg = RunConfig(
+            schema_version=_int(data, "schema_version", SCHEMA_VERSION, 1, SCHEMA_VERSION),
+            name=_str(data, "name", "", 200, allow_empty=True),
+            worker=_str(data, "worker", DEFAULT_WORKER, 100),
+            env=_str(data, "env", "CartPole-v1", 200),
+            seed=_int(data, "seed", 0, 0, 2**32 - 1),
+            steps=_int(data, "steps", 100_000, 1, 10**12),
+            hyperparameters=hyper,
+            resources=resources,
+            priority=_int(data, "priority", 0, -1000, 1000),
+            time_limit_s=_num(data, "time_limit_s", 0.0, 0.0, 30 * 86400.0),
+            heartbeat_interval_s=_num(data, "heartbeat_interval_s", 1.0, 0.05, 600.0),
+            heartbeat_timeout_s=_num(data, "heartbeat_timeout_s", 30.0, 0.1, 86400.0),
+            startup_grace_s=_num(data, "startup_grace_s", 120.0, 0.0, 86400.0),
+            cancel_grace_s=_num(data, "cancel_grace_s", 30.0, 0.0, 3600.0),
+            video_every=_int(data, "video_every", 0, 0, 10**6),
+            checkpoint_every=_int(data, "checkpoint_every", 0, 0, 10**9),
+            resume_from=_str(data, "resume_from", "", 500, allow_empty=True),
+            tags=tuple(sorted(set(tags))),
+        )
+        if cfg.heartbeat_timeout_s <= cfg.heartbeat_interval_s:
+            raise ValidationError("heartbeat_timeout_s", "must be longer than "
+                                  "heartbeat_interval_s")
+        if known_worker is not None and not known_worker(cfg.worker):
+            raise ValidationError("worker", f"{cfg.worker!r} is not a registered entry point "
+                                  "in the group trainer.workers")
+        if known_env is not None and not known_env(cfg.env):
+            raise ValidationError("env", f"gymnasium does not know the env id {cfg.env!r}")
+        return cfg
+
+
+def field_names() -> list[str]:
+    """Every config key, nested ones as resources.<name> (for the docs test)."""
+    out = [f.name for f in dataclasses.fields(RunConfig)]
+    out += [f"resources.{f.name}" for f in dataclasses.fields(Resources)]
+    return out
+
+
+def _no_unknown(data: dict, cls: type, prefix: str) -> None:
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            raise ValidationError(f"{prefix}{key}", "is not a known config field")
+
+
+def _int(data: dict, name: str, default: int, lo: int, hi: int, prefix: str = "") -> int:
+    value = data.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(prefix + name, f"must be an integer, not {type(value).__name__}")
+    if not lo <= value <= hi:
+        raise ValidationError(prefix + name, f"must be between {lo} and {hi}")
+    return value
+
+
+def _num(data: dict, name: str, default: float, lo: float, hi: float) -> float:
+    value = data.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(name, f"must be a number, not {type(value).__name__}")
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise ValidationError(name, f"must be between {lo:g} and {hi:g}")
+    return float(value)
+
+
+def _str(data: dict, name: str, default: str, max_len: int, allow_empty: bool = False) -> str:
+    value = data.get(name, default)
+    if not isinstance(value, str):
+        raise ValidationError(name, f"must be a string, not {type(value).__name__}")
+    if not value and not allow_empty:
+        raise ValidationError(name, "must not be empty")
+    if len(value) > max_len:
+        raise ValidationError(name, f"must be at most {max_len} characters")
+    return value
