@@ -29,6 +29,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _nonneg_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -55,6 +62,17 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds between each service's status message on the bus."),
     Setting("log_level", "TRAINER_LOG_LEVEL", "INFO", str,
             "Logging level of the services (DEBUG, INFO, WARNING, ERROR)."),
+    Setting("fake_gpus", "TRAINER_FAKE_GPUS", "0", _nonneg_int,
+            "For tests and development only: declare this many fake GPUs instead of "
+            "asking NVML."),
+    Setting("max_runs", "TRAINER_MAX_RUNS", "0", _nonneg_int,
+            "Most runs the dispatcher runs at once (0: no cap besides resources)."),
+    Setting("cpu_slots", "TRAINER_CPU_SLOTS", "0", _nonneg_int,
+            "CPU slots the dispatcher hands out (0: the number of CPUs)."),
+    Setting("log_rate", "TRAINER_LOG_RATE", "1048576", _positive_int,
+            "Bytes per second per run of stdout/stderr the dispatcher publishes on the bus."),
+    Setting("tick", "TRAINER_DISPATCHER_TICK", "0.05", _positive_float,
+            "Seconds between the dispatcher's checks of exits, timeouts and logs."),
 )
 
 
@@ -69,6 +87,11 @@ class Settings:
     max_batch: int
     status_interval: float
     log_level: str
+    fake_gpus: int
+    max_runs: int
+    cpu_slots: int
+    log_rate: int
+    tick: float
 
     @property
     def db_path(self) -> str:

@@ -66,6 +66,8 @@ class Stack:
         self.bus = ServiceProcess("bus", env, os.path.join(home, "bus.log"))
         self.registry = ServiceProcess("services.registry", env,
                                        os.path.join(home, "registry.log"))
+        self.dispatcher = ServiceProcess("services.dispatcher", env,
+                                         os.path.join(home, "dispatcher.log"))
         self._clients: list[RpcClient] = []
         self._sockets: list[zmq.Socket] = []
 
@@ -125,13 +127,38 @@ class Stack:
         sub = self.subscriber("status.bus", live=False)
         wait_until(lambda: sub.recv(100), 20, message="bus status message")
 
+    def start_dispatcher(self) -> None:
+        self.dispatcher.start()
+        sub = self.subscriber("status.dispatcher", live=False)
+        def up() -> bool:
+            assert self.dispatcher.alive(), self.dispatcher.log()
+            msg = sub.recv(100)
+            return msg is not None and msg.envelope.payload.get("pid") == self.dispatcher.pid
+        wait_until(up, 30, message="dispatcher status message")
+
     def close(self) -> None:
+        self.dispatcher.stop()
         for c in self._clients:
             c.close()
         for s in self._sockets:
             s.close(linger=0)
         self.registry.stop()
         self.bus.stop()
+
+
+@pytest.fixture
+def dstack(service_env: dict[str, str], ctx: zmq.Context) -> Iterator[Stack]:
+    """bus + registry + dispatcher with 2 fake GPUs and 4 CPU slots."""
+    env = {**service_env, "TRAINER_FAKE_GPUS": "2", "TRAINER_CPU_SLOTS": "4",
+           "TRAINER_STATUS_INTERVAL": "0.5"}
+    s = Stack(env, Settings.from_env(env), ctx)
+    try:
+        s.start_bus()
+        s.start_registry()
+        s.start_dispatcher()
+        yield s
+    finally:
+        s.close()
 
 
 @pytest.fixture

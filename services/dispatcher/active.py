@@ -1,0 +1,46 @@
+"""What the dispatcher knows about one run it has started (or adopted)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from services.dispatcher.allocator import Pending
+from services.dispatcher.logfollow import RunLogs
+from services.dispatcher.spawner import EXIT_FILE, WORKER_FILE, read_json
+from services.dispatcher.supervision import Watch
+
+
+@dataclass
+class ActiveRun:
+    run_id: str
+    run_dir: str
+    config: dict[str, Any]
+    gpus: list[str]
+    cpu_slots: int
+    logs: RunLogs
+    recorded_started: bool = False
+    pgid: Optional[int] = None
+    watch: Optional[Watch] = None
+    cancel: Optional[tuple[str, str]] = None   # (requested_by, reason)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def worker_record(self) -> Optional[dict[str, Any]]:
+        return read_json(os.path.join(self.run_dir, WORKER_FILE))
+
+    def exit_record(self) -> Optional[dict[str, Any]]:
+        return read_json(os.path.join(self.run_dir, EXIT_FILE))
+
+    def new_watch(self, now: float) -> Watch:
+        c = self.config
+        return Watch(self.run_id, now, float(c.get("heartbeat_timeout_s", 30.0)),
+                     float(c.get("startup_grace_s", 120.0)), float(c.get("time_limit_s", 0.0)),
+                     float(c.get("cancel_grace_s", 30.0)))
+
+
+def pending_from_run(run: dict[str, Any]) -> Pending:
+    res = run["config"].get("resources", {})
+    return Pending(run["run_id"], int(run["priority"]), int(run["submitted_seq"]),
+                   int(res.get("gpus", 0)), int(res.get("min_gpu_memory_mb", 0)),
+                   int(res.get("cpu_slots", 1)))

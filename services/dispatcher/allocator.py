@@ -1,0 +1,83 @@
+"""Pure scheduling: which PENDING runs start now, on which GPUs, and why the others
+wait. Order: priority (high first), then submission seq. A run that does not fit
+does not block smaller runs behind it (greedy backfill); one that can never fit is
+reported as unschedulable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from services.dispatcher.inventory import Gpu
+
+
+@dataclass(frozen=True)
+class Pending:
+    run_id: str
+    priority: int
+    submitted_seq: int
+    gpus: int
+    min_gpu_memory_mb: int
+    cpu_slots: int
+
+
+@dataclass(frozen=True)
+class Capacity:
+    gpus: list[Gpu]            # the whole inventory
+    busy_gpus: set[str]        # uuids claimed by our runs
+    cpu_slots: int             # total
+    busy_cpu_slots: int
+    max_runs: int              # 0 = no cap
+    active_runs: int
+
+
+@dataclass(frozen=True)
+class Decision:
+    run_id: str
+    action: str                # start | wait | never
+    gpus: tuple[str, ...] = ()
+    reason: str = ""
+
+
+def queue_order(runs: Iterable[Pending]) -> list[Pending]:
+    return sorted(runs, key=lambda r: (-r.priority, r.submitted_seq))
+
+
+def plan(pending: Iterable[Pending], cap: Capacity) -> list[Decision]:
+    out: list[Decision] = []
+    busy = set(cap.busy_gpus)
+    cpu_used = cap.busy_cpu_slots
+    active = cap.active_runs
+    for run in queue_order(pending):
+        if run.gpus > len(cap.gpus):
+            out.append(Decision(run.run_id, "never", reason=(
+                f"asks for {run.gpus} GPU(s) but this machine has {len(cap.gpus)}")))
+            continue
+        if run.cpu_slots > cap.cpu_slots:
+            out.append(Decision(run.run_id, "never", reason=(
+                f"asks for {run.cpu_slots} CPU slots but there are {cap.cpu_slots}")))
+            continue
+        if cap.max_runs and active >= cap.max_runs:
+            out.append(Decision(run.run_id, "wait", reason=(
+                f"the concurrent-run cap ({cap.max_runs}) is reached")))
+            continue
+        if cpu_used + run.cpu_slots > cap.cpu_slots:
+            out.append(Decision(run.run_id, "wait", reason=(
+                f"needs {run.cpu_slots} CPU slot(s), {cap.cpu_slots - cpu_used} free")))
+            continue
+        need_mb = run.min_gpu_memory_mb
+        usable = [g for g in cap.gpus if g.uuid not in busy and not g.foreign_pids
+                  and g.memory_free >= need_mb * 1024**2]
+        if len(usable) < run.gpus:
+            free = [g for g in cap.gpus if g.uuid not in busy]
+            why = f"needs {run.gpus} GPU(s), {len(free)} free"
+            if len(free) >= run.gpus:
+                why += f" but too few with {need_mb} MiB free and no foreign process"
+            out.append(Decision(run.run_id, "wait", reason=why))
+            continue
+        chosen = tuple(g.uuid for g in usable[:run.gpus])
+        busy.update(chosen)
+        cpu_used += run.cpu_slots
+        active += 1
+        out.append(Decision(run.run_id, "start", gpus=chosen))
+    return out

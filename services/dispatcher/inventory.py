@@ -1,0 +1,78 @@
+"""The GPU inventory, from pynvml. No driver or no device means zero GPUs: a normal
+state, logged once. TRAINER_FAKE_GPUS=N declares N fake GPUs (tests, development)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+FAKE_GPU_MEMORY = 16 * 1024**3
+
+
+@dataclass(frozen=True)
+class Gpu:
+    index: int
+    uuid: str
+    name: str
+    memory_total: int
+    memory_free: int
+    foreign_pids: tuple[int, ...] = ()   # processes on it that we did not start
+
+    def to_map(self) -> dict:
+        return {"index": self.index, "uuid": self.uuid, "name": self.name,
+                "memory_total": self.memory_total, "memory_free": self.memory_free,
+                "foreign_pids": list(self.foreign_pids)}
+
+
+@dataclass
+class Inventory:
+    gpus: list[Gpu] = field(default_factory=list)
+    source: str = "none"      # nvml | fake | none
+    error: str = ""
+
+    @property
+    def uuids(self) -> list[str]:
+        return [g.uuid for g in self.gpus]
+
+
+def fake_inventory(count: int) -> Inventory:
+    return Inventory([Gpu(i, f"GPU-fake-{i:04d}", "Fake GPU", FAKE_GPU_MEMORY, FAKE_GPU_MEMORY)
+                      for i in range(count)], source="fake")
+
+
+def read_inventory(fake_gpus: int, our_pids: set[int] = frozenset()) -> Inventory:  # type: ignore[assignment]
+    if fake_gpus > 0:
+        return fake_inventory(fake_gpus)
+    try:
+        import pynvml
+    except ImportError as exc:
+        return Inventory(source="none", error=f"pynvml is not installed: {exc}")
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:
+        return Inventory(source="none", error=f"no NVIDIA driver or device: {exc}")
+    try:
+        gpus = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            mem = pynvml.nvmlDeviceGetMemoryInfo(h)
+            uuid = pynvml.nvmlDeviceGetUUID(h)
+            name = pynvml.nvmlDeviceGetName(h)
+            try:
+                procs = pynvml.nvmlDeviceGetComputeRunningProcesses(h)
+                foreign = tuple(p.pid for p in procs if p.pid not in our_pids)
+            except pynvml.NVMLError:
+                foreign = ()
+            gpus.append(Gpu(i, _text(uuid), _text(name), int(mem.total), int(mem.free),
+                            foreign))
+        return Inventory(gpus, source="nvml")
+    except pynvml.NVMLError as exc:
+        return Inventory(source="none", error=f"NVML query failed: {exc}")
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except pynvml.NVMLError:
+            pass
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,50 @@
+"""Preparing a run for its worker: the run directory, the config file, the command
+and the environment. Only entry points of the group ``trainer.workers`` are run."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from importlib import metadata
+from typing import Any
+
+from core.settings import Settings
+
+GROUP = "trainer.workers"
+
+
+class UnknownWorker(Exception):
+    pass
+
+
+def worker_names() -> set[str]:
+    return {ep.name for ep in metadata.entry_points(group=GROUP)}
+
+
+def run_dir(settings: Settings, run_id: str) -> str:
+    return os.path.join(settings.runs_dir, run_id)
+
+
+def prepare(settings: Settings, run: dict[str, Any], gpus: list[str]) -> tuple[str, list[str],
+                                                                               dict[str, str]]:
+    """(run directory, argv, environment) for the run's worker."""
+    config = run["config"]
+    name = config.get("worker", "cartpole")
+    if name not in worker_names():
+        raise UnknownWorker(f"worker {name!r} is not a registered entry point in {GROUP}")
+    path = run_dir(settings, run["run_id"])
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    config_path = os.path.join(path, "config.json")
+    with open(config_path, "w", encoding="utf-8") as fh:
+        json.dump(config, fh, indent=2, sort_keys=True)
+    argv = [sys.executable, "-m", "worker.launch", name, "--run-id", run["run_id"],
+            "--config", config_path]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINER_")}
+    env.update({
+        "TRAINER_RUN_ID": run["run_id"], "TRAINER_RUN_DIR": path,
+        "TRAINER_BUS_PUB": settings.bus_pub, "TRAINER_HOME": settings.home,
+        "TRAINER_HEARTBEAT_INTERVAL": str(config.get("heartbeat_interval_s", 1.0)),
+        "CUDA_VISIBLE_DEVICES": ",".join(gpus), "PYTHONUNBUFFERED": "1",
+    })
+    return path, argv, env

@@ -1,0 +1,60 @@
+"""How a run ended, from its exit record and what the dispatcher did to it; and the
+artifacts its worker left on disk that the registry does not know yet."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal as signals
+from typing import Any
+
+from services.dispatcher.active import ActiveRun
+from services.dispatcher.logfollow import tail_lines
+
+MANIFEST = "artifacts.jsonl"
+
+
+def outcome_of(record: dict[str, Any], run: ActiveRun) -> dict[str, Any]:
+    code, sig = record.get("exit_code"), record.get("signal")
+    base = {"exit_code": code, "signal": sig}
+    plan = run.watch.kill if run.watch is not None else None
+    if plan is not None:
+        if plan.outcome == "cancelled":
+            by, reason = run.cancel or ("", "")
+            return {**base, "outcome": "cancelled", "requested_by": by, "reason": reason}
+        return {**base, "outcome": "failed", "cause": plan.cause, "message": plan.message}
+    if record.get("spawn_error"):
+        return {**base, "outcome": "failed", "cause": "spawn_error",
+                "message": str(record["spawn_error"])}
+    if code == 0:
+        return {"outcome": "completed", "exit_code": 0}
+    tail = tail_lines(run.run_dir)
+    if sig is not None:
+        name = signals.Signals(sig).name if sig in signals.Signals._value2member_map_ else sig
+        return {**base, "outcome": "failed", "cause": "signal",
+                "message": f"killed by {name}\n{tail}".strip()}
+    return {**base, "outcome": "failed", "cause": "exit_code",
+            "message": f"exit code {code}\n{tail}".strip()}
+
+
+def artifacts_to_register(run_dir: str, known: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Entries of the run's manifest whose registration the registry has not seen."""
+    seen = {a["path"] for a in known}
+    out = []
+    try:
+        with open(os.path.join(run_dir, MANIFEST), encoding="utf-8") as fh:
+            lines = fh.readlines()
+    except FileNotFoundError:
+        return []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a torn last line of a killed worker
+        path = entry.get("path")
+        if isinstance(path, str) and path not in seen and os.path.exists(
+                os.path.join(run_dir, path)):
+            seen.add(path)
+            out.append({"kind": str(entry.get("kind", "file")), "path": path,
+                        "size": int(entry.get("size", 0)), "meta": entry.get("meta") or {}})
+    return out

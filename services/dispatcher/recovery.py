@@ -1,0 +1,83 @@
+"""Start-up reconciliation: every non-terminal run in the registry is put back where
+it belongs. A live worker (same pid and same process start time as recorded) is
+adopted, and the adoption recorded; a worker that exited while the dispatcher was
+away is finished from its exit record; a RUNNING run whose process is gone without
+one is FAILED ``lost``; a DISPATCHING run with no process is started again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.dispatcher import launch, spawner
+from services.dispatcher.active import ActiveRun, pending_from_run
+from services.dispatcher.logfollow import RunLogs
+from services.dispatcher.service import SOURCE, DispatcherService
+
+PAGE = 500
+
+
+def snapshot(svc: DispatcherService) -> tuple[list[dict[str, Any]], int]:
+    runs: list[dict[str, Any]] = []
+    as_of = None
+    while True:
+        page = svc.client.call("list_runs", {"status": ["PENDING", "DISPATCHING", "RUNNING"],
+                                             "newest_first": False, "limit": PAGE,
+                                             "offset": len(runs)})
+        as_of = page["head_seq"] if as_of is None else as_of
+        runs.extend(page["runs"])
+        if len(page["runs"]) < PAGE:
+            return runs, as_of
+
+
+def recover(svc: DispatcherService) -> dict[str, int]:
+    runs, as_of = snapshot(svc)
+    counts = {"pending": 0, "adopted": 0, "finished_later": 0, "lost": 0, "restarted": 0}
+    for run in runs:
+        svc.known_seq[run["run_id"]] = run["last_seq"]
+        if run["status"] == "PENDING":
+            svc.pending[run["run_id"]] = pending_from_run(run)
+            counts["pending"] += 1
+        else:
+            counts[_resume(svc, run)] += 1
+    svc.follower.last_seq = as_of
+    svc.dirty = True
+    svc.log.info("recovery.done", as_of_seq=as_of, **counts)
+    return counts
+
+
+def _resume(svc: DispatcherService, run: dict[str, Any]) -> str:
+    run_id = run["run_id"]
+    path = launch.run_dir(svc.settings, run_id)
+    active = ActiveRun(run_id, path, run["config"], list(run["gpus"]),
+                       int(run["config"].get("resources", {}).get("cpu_slots", 1)),
+                       RunLogs(run_id, path, svc.settings.log_rate),
+                       recorded_started=run["status"] == "RUNNING")
+    if run["cancel_requested_by"]:
+        active.cancel = (run["cancel_requested_by"], run["cancel_reason"])
+    worker = active.worker_record()
+    svc.active[run_id] = active
+    if active.exit_record() is not None:
+        return "finished_later"  # the next supervise() step reports it
+    now = svc.clock.monotonic()
+    if worker is not None and worker.get("start_time") is not None and \
+            spawner.process_start_time(int(worker["pid"])) == float(worker["start_time"]):
+        active.pgid = int(worker["pgid"])
+        active.watch = active.new_watch(now)
+        active.watch.beat(now)
+        active.logs.skip_to_end()
+        if active.recorded_started:
+            svc._call("record_adopted", run_id=run_id, pid=int(worker["pid"]),
+                      adopted_by=SOURCE)
+        svc.stats["adopted"] += 1
+        if active.cancel is not None:
+            svc._begin_cancel(active)
+        svc.log.info("run.adopted", run_id=run_id, pid=worker["pid"])
+        return "adopted"
+    svc.active.pop(run_id)
+    if active.recorded_started or worker is not None:
+        svc._call("finish", run_id=run_id, outcome="failed", cause="lost",
+                  message="the worker is gone and left no exit record")
+        svc.log.warning("run.lost", run_id=run_id)
+        return "lost"
+    svc._launch(run, list(run["gpus"]))
+    return "restarted"

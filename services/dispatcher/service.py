@@ -1,0 +1,238 @@
+"""The dispatcher's loop: follow committed events (gap-free), hear heartbeats,
+schedule, start workers, supervise them and report every outcome to the registry.
+
+One thread; every step is short. The registry is the source of truth: the queue is
+read from it at start-up and kept up to date from its events; everything the
+dispatcher does to a run goes through a registry command first or after.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any, Optional
+
+from bus.catchup import EventFollower
+from bus.codec import FrameError, MessageType, event_from_envelope
+from bus.logs import ServiceLogger
+from bus.pubsub import Publisher, Subscriber
+from bus.rpc import RpcClient, Unavailable
+from bus.status import StatusBeacon
+from bus.topics import Topic
+from core import events as ev
+from core.clock import Clock
+from core.errors import OrchestratorError
+from core.settings import Settings
+from services.dispatcher import launch, spawner
+from services.dispatcher.active import ActiveRun, pending_from_run
+from services.dispatcher.allocator import Capacity, Pending, plan
+from services.dispatcher.inventory import Inventory
+from services.dispatcher.logfollow import RunLogs
+from services.dispatcher.outcome import artifacts_to_register, outcome_of
+from services.dispatcher.supervision import BusHealth, begin_kill, check
+
+SOURCE = "dispatcher"
+_SIGNALS = {"TERM": signal.SIGTERM, "KILL": signal.SIGKILL}
+
+
+class DispatcherService:
+    def __init__(self, settings: Settings, client: RpcClient, follower: EventFollower,
+                 telemetry: Subscriber, publisher: Publisher, inventory: Inventory,
+                 cpu_slots: int, clock: Clock, log: ServiceLogger) -> None:
+        self.settings = settings
+        self.client = client
+        self.follower = follower
+        self.telemetry = telemetry
+        self.publisher = publisher
+        self.inventory = inventory
+        self.cpu_slots = cpu_slots
+        self.clock = clock
+        self.log = log
+        self.pending: dict[str, Pending] = {}
+        self.active: dict[str, ActiveRun] = {}
+        self.waiting: dict[str, str] = {}
+        self.known_seq: dict[str, int] = {}   # run -> last seq already reflected
+        self.dirty = True
+        self.bus = BusHealth(3 * settings.status_interval + 1.0, clock.monotonic())
+        self.stats = {"started": 0, "finished": 0, "adopted": 0, "kills": 0}
+        self.beacon = StatusBeacon(SOURCE, settings.status_interval, clock, self.counters)
+        telemetry.subscribe(Topic.HEARTBEAT.value + ".")
+        telemetry.subscribe(Topic.STATUS.topic(SOURCE))
+
+    def counters(self) -> dict[str, Any]:
+        return {**self.stats, "pending": len(self.pending), "active": len(self.active),
+                "gpus": [g.to_map() for g in self.inventory.gpus],
+                "gpu_source": self.inventory.source, "cpu_slots": self.cpu_slots,
+                "bus_healthy": self.bus.healthy(self.clock.monotonic())}
+
+    # --- the loop ------------------------------------------------------------------
+    def step(self, timeout_s: float) -> None:
+        try:
+            for env in self.follower.poll(min(timeout_s, self.settings.tick)):
+                self._on_event(env)
+        except Unavailable as exc:
+            self.log.warning("registry.unavailable", reason=exc.message)
+        self._drain_telemetry()
+        now = self.clock.monotonic()
+        if self.bus.recovered(now):
+            for run in self.active.values():
+                if run.watch is not None:
+                    run.watch.beat(now)  # a fresh window: silence during the outage proves nothing
+        if self.dirty:
+            self.dirty = False
+            self._schedule()
+        for run in list(self.active.values()):
+            self._supervise(run, now)
+            run.logs.poll(self.publisher, now)
+        due = self.beacon.due()
+        if due is not None:
+            self.publisher.send(*due)
+        spawner.reap_children()
+
+    def _call(self, method: str, **args: Any) -> Optional[dict[str, Any]]:
+        """A registry command; None (logged) if the registry refused it."""
+        try:
+            return self.client.call(method, args)
+        except Unavailable:
+            raise
+        except OrchestratorError as exc:
+            self.log.warning("registry.refused", method=method, run_id=args.get("run_id"),
+                             code=exc.code, reason=exc.message)
+            return None
+
+    def _on_event(self, env: Any) -> None:
+        try:
+            event = event_from_envelope(env)
+        except FrameError as exc:
+            self.log.warning("event.unreadable", seq=env.seq, reason=exc.message)
+            return
+        if env.seq <= self.known_seq.get(event.run_id, 0):
+            return
+        if isinstance(event, ev.RunSubmitted):
+            self.pending[event.run_id] = pending_from_run({
+                "run_id": event.run_id, "priority": event.priority, "submitted_seq": env.seq,
+                "config": event.config})
+            self.dirty = True
+        elif isinstance(event, (ev.RunCancelled, ev.RunFailed, ev.GpusClaimed)):
+            if self.pending.pop(event.run_id, None) is not None:
+                self.waiting.pop(event.run_id, None)
+                self.dirty = True
+        elif isinstance(event, ev.CancelRequested) and event.run_id in self.active:
+            run = self.active[event.run_id]
+            run.cancel = (event.requested_by, event.reason)
+            self._begin_cancel(run)
+
+    def _drain_telemetry(self) -> None:
+        now = self.clock.monotonic()
+        while True:
+            msg = self.telemetry.recv_nowait() if self.telemetry.sock.poll(0) else None
+            if msg is None:
+                return
+            env = msg.envelope
+            if env.type == MessageType.HEARTBEAT.value:
+                run = self.active.get(str(env.payload.get("run_id")))
+                if run is not None and run.watch is not None:
+                    run.watch.beat(now)
+            elif env.type == MessageType.SERVICE_STATUS.value and env.source == SOURCE:
+                if env.payload.get("pid") == os.getpid():
+                    self.bus.seen(now)
+
+    # --- scheduling and starting -----------------------------------------------------
+    def _schedule(self) -> None:
+        cap = Capacity(self.inventory.gpus, {g for r in self.active.values() for g in r.gpus},
+                       self.cpu_slots, sum(r.cpu_slots for r in self.active.values()),
+                       self.settings.max_runs, len(self.active))
+        for decision in plan(self.pending.values(), cap):
+            run_id = decision.run_id
+            if decision.action == "start":
+                self._start(self.pending.pop(run_id), list(decision.gpus))
+            elif decision.action == "never":
+                self.pending.pop(run_id)
+                self._call("finish", run_id=run_id, outcome="failed", cause="unschedulable",
+                           message=decision.reason)
+            elif self.waiting.get(run_id) != decision.reason:
+                self.waiting[run_id] = decision.reason
+                self._call("record_waiting", run_id=run_id, reason=decision.reason)
+
+    def _start(self, pending: Pending, gpus: list[str]) -> None:
+        reply = self._call("claim_gpus", run_id=pending.run_id, gpu_uuids=gpus,
+                           claimed_by=SOURCE)
+        if reply is None:
+            return
+        self.waiting.pop(pending.run_id, None)
+        self.known_seq[pending.run_id] = reply["run"]["last_seq"]
+        self._launch(reply["run"], gpus)
+
+    def _launch(self, run: dict[str, Any], gpus: list[str]) -> None:
+        run_id = run["run_id"]
+        path = launch.run_dir(self.settings, run_id)
+        active = ActiveRun(run_id, path, run["config"], gpus,
+                           int(run["config"].get("resources", {}).get("cpu_slots", 1)),
+                           RunLogs(run_id, path, self.settings.log_rate))
+        self.active[run_id] = active
+        try:
+            path, argv, env = launch.prepare(self.settings, run, gpus)
+        except (launch.UnknownWorker, OSError) as exc:
+            self._finish(active, {"outcome": "failed", "cause": "spawn_error",
+                                  "message": str(exc)})
+            return
+        shim = spawner.spawn_shim(path, argv, env)
+        self.stats["started"] += 1
+        self.log.info("run.spawned", run_id=run_id, shim_pid=shim, gpus=gpus)
+
+    # --- supervision -----------------------------------------------------------------
+    def _supervise(self, run: ActiveRun, now: float) -> None:
+        if not run.recorded_started:
+            worker = run.worker_record()
+            if worker is not None:
+                self._call("record_started", run_id=run.run_id, pid=int(worker["pid"]),
+                           pid_start_time=float(worker.get("start_time") or 0.0),
+                           host=os.uname().nodename)
+                run.recorded_started = True
+        if run.pgid is None:
+            worker = run.worker_record()
+            if worker is not None:
+                run.pgid = int(worker["pgid"])
+                run.watch = run.watch or run.new_watch(now)
+                if run.cancel is not None:
+                    self._begin_cancel(run)
+        record = run.exit_record()
+        if record is not None:
+            if run.pgid is not None and spawner.group_alive(run.pgid):
+                spawner.signal_group(run.pgid, signal.SIGKILL)  # leftovers of the worker
+                return
+            self._finish(run, outcome_of(record, run))
+            return
+        if run.watch is not None and run.pgid is not None:
+            action = check(run.watch, now, self.bus.healthy(now))
+            if action is not None:
+                self.stats["kills"] += 1
+                self.log.info("run.signal", run_id=run.run_id, signal=action.signal,
+                              cause=action.plan.cause)
+                spawner.signal_group(run.pgid, _SIGNALS[action.signal])
+
+    def _begin_cancel(self, run: ActiveRun) -> None:
+        if run.watch is None or run.pgid is None or run.watch.kill is not None:
+            return  # not started yet: done when its worker record appears
+        by, reason = run.cancel or ("", "")
+        action = begin_kill(run.watch, self.clock.monotonic(), "cancelled", "cancelled",
+                            f"cancelled by {by}: {reason}", run.watch.cancel_grace_s)
+        spawner.signal_group(run.pgid, _SIGNALS[action.signal])
+        self.log.info("run.signal", run_id=run.run_id, signal="TERM", cause="cancelled")
+
+    def _finish(self, run: ActiveRun, outcome: dict[str, Any]) -> None:
+        run.logs.poll(self.publisher, self.clock.monotonic() + 3600)  # the final bytes
+        known = self.client.call("list_artifacts", {"run_id": run.run_id})["artifacts"]
+        for art in artifacts_to_register(run.run_dir, known):
+            self._call("register_artifact", run_id=run.run_id, **art)
+        self._call("finish", run_id=run.run_id, **outcome)
+        self.active.pop(run.run_id, None)
+        self.stats["finished"] += 1
+        self.dirty = True
+        self.log.info("run.finished", run_id=run.run_id, **outcome)
+
+    def close(self) -> None:
+        self.client.close()
+        self.follower.sub.sock.close(linger=0)
+        self.telemetry.sock.close(linger=0)
+        self.publisher.sock.close(linger=500)

@@ -1,0 +1,146 @@
+"""The OS seam: the only module of the dispatcher that forks, signals or reads /proc.
+
+Each run gets a shim, a tiny parent modelled on SLURM's slurmstepd: the dispatcher
+forks it, it leaves the dispatcher's session, starts the worker in a process group of
+its own with stdout/stderr appended to files in the run directory, writes
+``worker.json`` (pid, process start time), waits for the worker and writes its true
+exit status (code, signal, resource usage) atomically to ``exit.json``. The shim does
+not depend on the dispatcher: a dispatcher restart, or SIGKILL, loses nothing, and a
+worker killed by SIGKILL or a segfault still leaves an exit record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from typing import Any, Optional
+
+WORKER_FILE = "worker.json"
+EXIT_FILE = "exit.json"
+STDOUT = "stdout.log"
+STDERR = "stderr.log"
+
+
+def write_atomic(path: str, data: dict[str, Any]) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: str) -> Optional[dict[str, Any]]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def process_start_time(pid: int) -> Optional[float]:
+    """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22);
+    None if it does not exist or is a zombie (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            stat = fh.read()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return float(fields[19])
+
+
+def group_alive(pgid: int) -> bool:
+    """Is any live (non-zombie) process left in the process group?"""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
+                stat = fh.read()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> bool:
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def spawn_shim(run_dir: str, argv: list[str], env: dict[str, str]) -> int:
+    """Fork the shim for one run; returns the shim's pid at once. The dispatcher must be
+    single-threaded in Python when it calls this (it is)."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 0
+    try:
+        os.setsid()
+        os.closerange(3, 65536)
+        _shim(run_dir, argv, env)
+    except BaseException:  # noqa: BLE001 - the shim must never return into the parent
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _shim(run_dir: str, argv: list[str], env: dict[str, str]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    started = time.time()
+    out = open(os.path.join(run_dir, STDOUT), "ab")
+    err = open(os.path.join(run_dir, STDERR), "ab")
+    try:
+        proc = subprocess.Popen(argv, env=env, cwd=run_dir, stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=err, process_group=0, close_fds=True)
+    except OSError as exc:
+        write_atomic(os.path.join(run_dir, EXIT_FILE), {
+            "exit_code": None, "signal": None, "spawn_error": str(exc),
+            "started_at": started, "ended_at": time.time(), "pid": None})
+        return
+    out.close()
+    err.close()
+    write_atomic(os.path.join(run_dir, WORKER_FILE), {
+        "pid": proc.pid, "pgid": proc.pid, "start_time": process_start_time(proc.pid),
+        "shim_pid": os.getpid(), "started_at": started})
+    _, status, usage = os.wait4(proc.pid, 0)
+    record: dict[str, Any] = {
+        "pid": proc.pid, "started_at": started, "ended_at": time.time(),
+        "exit_code": os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else None,
+        "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+        "core_dumped": os.WCOREDUMP(status) if os.WIFSIGNALED(status) else False,
+        "maxrss_kb": usage.ru_maxrss, "utime_s": usage.ru_utime, "stime_s": usage.ru_stime,
+    }
+    write_atomic(os.path.join(run_dir, EXIT_FILE), record)
+
+
+def reap_children() -> int:
+    """Collect finished shims (our direct children) so none stays a zombie."""
+    n = 0
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return n
+        if pid == 0:
+            return n
+        n += 1

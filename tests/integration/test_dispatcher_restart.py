@@ -1,0 +1,87 @@
+"""A dispatcher killed with SIGKILL loses nothing: live workers are adopted, dead
+ones without an exit record end FAILED lost, and cancels at any moment work."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from bus.codec import event_from_envelope
+from services.dispatcher.spawner import read_json
+from tests.conftest import Stack
+from tests.integration.dispatch_helpers import (TERMINAL, assert_nothing_left, run_dir,
+                                                submit, wait_status)
+from tests.helpers import wait_until
+
+
+def _worker(stack: Stack, run_id: str) -> dict:
+    path = os.path.join(run_dir(stack, run_id), "worker.json")
+    return wait_until(lambda: read_json(path), 20, message="worker.json")
+
+
+def test_restarted_dispatcher_adopts_a_live_worker_which_then_completes(dstack: Stack) -> None:
+    run_id = submit(dstack, "test-sleep", params={"seconds": 4})
+    wait_status(dstack, run_id, {"RUNNING"})
+    worker = _worker(dstack, run_id)
+    dstack.dispatcher.kill9()
+    dstack.start_dispatcher()
+    run = wait_status(dstack, run_id, TERMINAL, timeout=30)
+    assert run["status"] == "COMPLETED" and run["adoptions"] == 1, run
+    assert run["pid"] == worker["pid"]
+    events = dstack.client().call("events_since", {"after_seq": 0, "limit": 1000})["events"]
+    from bus.codec import envelope_from_map
+    types = [event_from_envelope(envelope_from_map(e)).TYPE for e in events]
+    assert types.count("RunAdopted") == 1 and types.count("RunStarted") == 1
+    assert_nothing_left(dstack)
+
+
+def test_worker_killed_while_the_dispatcher_is_down_ends_lost(dstack: Stack) -> None:
+    run_id = submit(dstack, "test-sleep", params={"seconds": 30})
+    wait_status(dstack, run_id, {"RUNNING"})
+    worker = _worker(dstack, run_id)
+    dstack.dispatcher.kill9()
+    # the whole run dies (shim and worker, as an OOM killer or a reboot would do it)
+    os.kill(int(worker["shim_pid"]), signal.SIGKILL)
+    os.killpg(int(worker["pgid"]), signal.SIGKILL)
+    dstack.start_dispatcher()
+    run = wait_status(dstack, run_id, TERMINAL, timeout=30)
+    assert run["status"] == "FAILED" and run["cause"] == "lost", run
+    assert_nothing_left(dstack)
+
+
+def test_worker_killed_by_sigkill_while_the_dispatcher_is_down_has_its_true_status(
+        dstack: Stack) -> None:
+    run_id = submit(dstack, "test-sleep", params={"seconds": 30})
+    wait_status(dstack, run_id, {"RUNNING"})
+    worker = _worker(dstack, run_id)
+    dstack.dispatcher.kill9()
+    os.killpg(int(worker["pgid"]), signal.SIGKILL)  # the shim survives and records it
+    wait_until(lambda: os.path.exists(os.path.join(run_dir(dstack, run_id), "exit.json")), 10)
+    dstack.start_dispatcher()
+    run = wait_status(dstack, run_id, TERMINAL, timeout=30)
+    assert run["status"] == "FAILED" and run["cause"] == "signal" and run["signal"] == 9, run
+    assert_nothing_left(dstack)
+
+
+def test_cancel_right_after_submit_ends_cancelled_whatever_the_state(dstack: Stack) -> None:
+    client = dstack.client()
+    ids = [submit(dstack, "test-sleep", seed=i, params={"seconds": 20}) for i in range(4)]
+    for run_id in ids:
+        client.call("request_cancel", {"run_id": run_id, "reason": "changed my mind"})
+    runs = [wait_status(dstack, r, TERMINAL, timeout=30) for r in ids]
+    assert all(r["status"] == "CANCELLED" for r in runs), [r["status"] for r in runs]
+    assert_nothing_left(dstack)
+
+
+def test_pending_queue_survives_a_dispatcher_restart(dstack: Stack) -> None:
+    hog = submit(dstack, "test-sleep", seed=1, gpus=2, params={"seconds": 3})
+    wait_status(dstack, hog, {"RUNNING"})
+    queued = [submit(dstack, "test-sleep", seed=10 + i, gpus=1, priority=i) for i in range(3)]
+    dstack.dispatcher.kill9()
+    dstack.start_dispatcher()
+    runs = [wait_status(dstack, r, TERMINAL, timeout=40) for r in [hog, *queued]]
+    assert all(r["status"] == "COMPLETED" for r in runs), runs
+    starts = sorted(queued, key=lambda r: next(x["started_at"] for x in runs
+                                               if x["run_id"] == r))
+    assert starts[0] == queued[2]  # the highest priority went first
+    assert_nothing_left(dstack)

@@ -1,0 +1,88 @@
+"""Test workers. Parameters come from the run config's ``hyperparameters``:
+
+- test-sleep: heartbeats, records CUDA_VISIBLE_DEVICES and its start, sleeps
+  ``seconds`` (default 0.2) in small steps checking the stop flag, exits 0.
+- test-exit: exits with ``code`` after writing ``message`` to stderr.
+- test-ignore-term: heartbeats but ignores SIGTERM (only SIGKILL stops it).
+- test-silent: never heartbeats, sleeps ``seconds``.
+- test-flood: writes ``mb`` MiB interleaved on stdout and stderr, with one line of
+  ``long_line`` bytes, then exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+
+
+def _config() -> dict:
+    path = sys.argv[sys.argv.index("--config") + 1]
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def _params() -> dict:
+    return _config().get("hyperparameters", {})
+
+
+def _record_start() -> None:
+    with open(os.path.join(os.environ["TRAINER_RUN_DIR"], "seen.json"), "w") as fh:
+        json.dump({"cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": time.time(),
+                   "pid": os.getpid()}, fh)
+
+
+def sleep() -> int:
+    from worker.sdk import Run
+    p = _params()
+    with Run.from_env() as run:
+        _record_start()  # after the SDK is up: SIGTERM now sets the stop flag
+        end = time.monotonic() + float(p.get("seconds", 0.2))
+        while time.monotonic() < end and not run.stop_requested:
+            run.progress(step=int(time.monotonic() * 1000) % 10**6)
+            time.sleep(0.02)
+        with open(os.path.join(run.run_dir, "ckpt.bin"), "wb") as fh:
+            fh.write(b"x" * 10)
+        run.register_artifact("ckpt.bin", "checkpoint")
+        print("stopping" if run.stop_requested else "done", flush=True)
+    return 0
+
+
+def exit_with_code() -> int:
+    p = _params()
+    print(p.get("message", "failing on purpose"), file=sys.stderr, flush=True)
+    return int(p.get("code", 3))
+
+
+def ignore_sigterm() -> int:
+    from worker.sdk import Run
+    run = Run.from_env()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _record_start()
+    while True:
+        time.sleep(0.05)
+
+
+def silent() -> int:
+    _record_start()
+    time.sleep(float(_params().get("seconds", 60)))
+    return 0
+
+
+def flood() -> int:
+    p = _params()
+    total = int(float(p.get("mb", 1)) * 1024 * 1024)
+    line = "o" * 99 + "\n"
+    long_line = "L" * int(p.get("long_line", 0))
+    written = 0
+    if long_line:
+        sys.stdout.write(long_line + "\n")
+    while written < total:
+        sys.stdout.write(line)
+        sys.stderr.write(line.replace("o", "e"))
+        written += 2 * len(line)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return 0

@@ -1,0 +1,34 @@
+"""``python -m worker.launch NAME --run-id ID --config PATH``: what the dispatcher runs.
+
+Loads the entry point NAME of the group ``trainer.workers`` and calls it. Only
+registered entry points are ever executed. The target is a function called with no
+arguments (sys.argv holds ``--run-id`` and ``--config``) whose return value, if an
+int, is the exit code; the SDK reads the rest from the environment.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import metadata
+
+GROUP = "trainer.workers"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        print("usage: python -m worker.launch NAME --run-id ID --config PATH", file=sys.stderr)
+        return 2
+    name = args[0]
+    found = [ep for ep in metadata.entry_points(group=GROUP) if ep.name == name]
+    if not found:
+        print(f"worker {name!r} is not a registered entry point in {GROUP}", file=sys.stderr)
+        return 2
+    target = found[0].load()
+    sys.argv = [name, *args[1:]]
+    result = target()
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
