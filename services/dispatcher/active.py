@@ -24,7 +24,7 @@ class ActiveRun:
     pgid: Optional[int] = None
     watch: Optional[Watch] = None
     cancel: Optional[tuple[str, str]] = None   # (requested_by, reason)
-    extra: dict[str, Any] = field(default_factory=dict)
+    artifacts: set[str] = field(default_factory=set)  # paths registered while it ran
 
     def worker_record(self) -> Optional[dict[str, Any]]:
         return read_json(os.path.join(self.run_dir, WORKER_FILE))

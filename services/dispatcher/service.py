@@ -32,6 +32,7 @@ from services.dispatcher.outcome import artifacts_to_register, outcome_of
 from services.dispatcher.supervision import BusHealth, begin_kill, check
 
 SOURCE = "dispatcher"
+PROBE_S = 0.5
 _SIGNALS = {"TERM": signal.SIGTERM, "KILL": signal.SIGKILL}
 
 
@@ -53,10 +54,13 @@ class DispatcherService:
         self.waiting: dict[str, str] = {}
         self.known_seq: dict[str, int] = {}   # run -> last seq already reflected
         self.dirty = True
-        self.bus = BusHealth(3 * settings.status_interval + 1.0, clock.monotonic())
+        # Our own status doubles as the bus probe, so it goes out at least every PROBE_S.
+        probe = min(settings.status_interval, PROBE_S)
+        self.bus = BusHealth(3 * probe, clock.monotonic())
         self.stats = {"started": 0, "finished": 0, "adopted": 0, "kills": 0}
-        self.beacon = StatusBeacon(SOURCE, settings.status_interval, clock, self.counters)
+        self.beacon = StatusBeacon(SOURCE, probe, clock, self.counters)
         telemetry.subscribe(Topic.HEARTBEAT.value + ".")
+        telemetry.subscribe(Topic.ARTIFACT.value + ".")
         telemetry.subscribe(Topic.STATUS.topic(SOURCE))
 
     def counters(self) -> dict[str, Any]:
@@ -75,9 +79,12 @@ class DispatcherService:
         self._drain_telemetry()
         now = self.clock.monotonic()
         if self.bus.recovered(now):
+            self.log.info("bus.reachable")
             for run in self.active.values():
                 if run.watch is not None:
                     run.watch.beat(now)  # a fresh window: silence during the outage proves nothing
+        elif self.bus.lost:
+            self.log.warning("bus.unreachable", hint="no run is killed for silence meanwhile")
         if self.dirty:
             self.dirty = False
             self._schedule()
@@ -133,9 +140,24 @@ class DispatcherService:
                 run = self.active.get(str(env.payload.get("run_id")))
                 if run is not None and run.watch is not None:
                     run.watch.beat(now)
+            elif env.type == MessageType.ARTIFACT_REPORTED.value:
+                self._register_reported(env.payload)
             elif env.type == MessageType.SERVICE_STATUS.value and env.source == SOURCE:
                 if env.payload.get("pid") == os.getpid():
                     self.bus.seen(now)
+
+    def _register_reported(self, payload: dict[str, Any]) -> None:
+        """An artifact a worker reported on the bus: registered at once. (One whose
+        message was lost is found in the run's manifest when the run ends.)"""
+        run = self.active.get(str(payload.get("run_id")))
+        if run is None:
+            return
+        fields = {k: payload.get(k) for k in ("kind", "path", "size")}
+        fields["meta"] = payload.get("meta") or {}
+        if fields["path"] in run.artifacts:
+            return
+        if self._call("register_artifact", run_id=run.run_id, **fields) is not None:
+            run.artifacts.add(str(fields["path"]))
 
     # --- scheduling and starting -----------------------------------------------------
     def _schedule(self) -> None:
@@ -204,7 +226,7 @@ class DispatcherService:
             self._finish(run, outcome_of(record, run))
             return
         if run.watch is not None and run.pgid is not None:
-            action = check(run.watch, now, self.bus.healthy(now))
+            action = check(run.watch, now, self.bus.last_seen)
             if action is not None:
                 self.stats["kills"] += 1
                 self.log.info("run.signal", run_id=run.run_id, signal=action.signal,

@@ -1,9 +1,10 @@
 """Pure supervision of one running worker: heartbeat silence, the wall-clock limit
 and the kill sequence (SIGTERM, grace, SIGKILL), decided from a Clock's readings.
 
-Silence counts only while the bus is known to work: the dispatcher hears its own
-status messages come back through the broker; when they stop, nobody is killed for
-silence (no positive evidence), and every run gets a fresh window when they return.
+Silence is acted on only with positive evidence that the bus works: the dispatcher
+hears its own status messages come back through the broker, and a run is killed for
+silence only if one of them arrived after the run's heartbeat became overdue. When
+they stop, nobody is killed; when they return, every run gets a fresh window.
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ def begin_kill(watch: Watch, now: float, outcome: str, cause: str, message: str,
     return Action("TERM", plan)
 
 
-def check(watch: Watch, now: float, bus_healthy: bool) -> Optional[Action]:
-    """What to do to this run now, if anything."""
+def check(watch: Watch, now: float, bus_seen_at: Optional[float]) -> Optional[Action]:
+    """What to do to this run now, if anything. ``bus_seen_at``: when the dispatcher
+    last received its own status message through the broker (monotonic)."""
     plan = watch.kill
     if plan is not None:
         if not plan.killed and now >= plan.term_at + plan.grace_s:
@@ -66,12 +68,12 @@ def check(watch: Watch, now: float, bus_healthy: bool) -> Optional[Action]:
         return begin_kill(watch, now, "failed", "time_limit",
                           f"wall-clock limit of {watch.time_limit_s:g}s reached",
                           watch.cancel_grace_s)
-    if bus_healthy:
-        since = watch.last_beat if watch.last_beat is not None else watch.started
-        if now - since > watch.silence_limit():
-            return begin_kill(watch, now, "failed", "heartbeat_timeout",
-                              f"no heartbeat for {now - since:.1f}s (timeout "
-                              f"{watch.heartbeat_timeout_s:g}s)", watch.cancel_grace_s)
+    since = watch.last_beat if watch.last_beat is not None else watch.started
+    overdue_at = since + watch.silence_limit()
+    if now > overdue_at and bus_seen_at is not None and bus_seen_at > overdue_at:
+        return begin_kill(watch, now, "failed", "heartbeat_timeout",
+                          f"no heartbeat for {now - since:.1f}s (timeout "
+                          f"{watch.heartbeat_timeout_s:g}s)", watch.cancel_grace_s)
     return None
 
 
@@ -83,6 +85,7 @@ class BusHealth:
         self.last_seen: Optional[float] = None
         self.started = now
         self.was_healthy = False
+        self.lost = False    # True on the step the bus stopped answering
 
     def seen(self, now: float) -> None:
         self.last_seen = now
@@ -94,5 +97,6 @@ class BusHealth:
         """True once each time the bus becomes healthy again after an outage."""
         ok = self.healthy(now)
         came_back = ok and not self.was_healthy
+        self.lost = self.was_healthy and not ok
         self.was_healthy = ok
         return came_back

@@ -39,6 +39,10 @@ def sleep() -> int:
     p = _params()
     with Run.from_env() as run:
         _record_start()  # after the SDK is up: SIGTERM now sets the stop flag
+        if p.get("artifact_early"):
+            with open(os.path.join(run.run_dir, "early.txt"), "w") as fh:
+                fh.write("early")
+            run.register_artifact("early.txt", "note")
         end = time.monotonic() + float(p.get("seconds", 0.2))
         while time.monotonic() < end and not run.stop_requested:
             run.progress(step=int(time.monotonic() * 1000) % 10**6)

@@ -1,0 +1,67 @@
+"""Supervision and scheduling decisions with a fake clock."""
+
+from __future__ import annotations
+
+from services.dispatcher.allocator import Capacity, Pending, plan
+from services.dispatcher.inventory import fake_inventory
+from services.dispatcher.supervision import BusHealth, Watch, check
+
+
+def watch(**kw) -> Watch:
+    args = dict(run_id="r1", started=0.0, heartbeat_timeout_s=5.0, startup_grace_s=10.0,
+                time_limit_s=0.0, cancel_grace_s=2.0)
+    args.update(kw)
+    return Watch(**args)
+
+
+def test_silence_is_acted_on_only_with_evidence_the_bus_works() -> None:
+    w = watch()
+    w.beat(1.0)
+    assert check(w, 5.9, bus_seen_at=5.8) is None           # not overdue yet
+    assert check(w, 7.0, bus_seen_at=5.9) is None           # overdue, but bus unproven since
+    assert check(w, 7.0, bus_seen_at=None) is None
+    action = check(w, 7.0, bus_seen_at=6.5)
+    assert action is not None and action.signal == "TERM"
+    assert action.plan.cause == "heartbeat_timeout"
+    assert check(w, 8.0, bus_seen_at=8.0) is None            # within the grace
+    kill = check(w, 9.1, bus_seen_at=9.0)
+    assert kill is not None and kill.signal == "KILL"
+    assert check(w, 20.0, bus_seen_at=20.0) is None          # SIGKILL is sent once
+
+
+def test_start_up_gets_a_longer_grace() -> None:
+    w = watch()
+    assert check(w, 14.0, bus_seen_at=14.0) is None          # 5 + 10 s allowed before a beat
+    assert check(w, 15.5, bus_seen_at=15.2) is not None
+
+
+def test_time_limit_applies_even_without_bus() -> None:
+    w = watch(time_limit_s=3.0)
+    w.beat(2.9)
+    action = check(w, 3.0, bus_seen_at=None)
+    assert action is not None and action.plan.cause == "time_limit"
+
+
+def test_bus_health_reports_outage_and_recovery_once() -> None:
+    h = BusHealth(1.5, 0.0)
+    h.seen(0.1)
+    assert h.recovered(0.2) and not h.recovered(0.3)
+    assert not h.recovered(5.0) and h.lost
+    h.seen(6.0)
+    assert h.recovered(6.1)
+
+
+def test_plan_orders_by_priority_backfills_and_reports_reasons() -> None:
+    inv = fake_inventory(2)
+    pending = [Pending("big", 0, 1, 2, 0, 1), Pending("hi", 5, 3, 1, 0, 1),
+               Pending("small", 0, 2, 1, 0, 1), Pending("huge", 9, 4, 3, 0, 1)]
+    cap = Capacity(inv.gpus, set(), 4, 0, 0, 0)
+    decisions = {d.run_id: d for d in plan(pending, cap)}
+    assert decisions["huge"].action == "never" and "has 2" in decisions["huge"].reason
+    assert decisions["hi"].action == "start" and decisions["small"].action == "start"
+    assert decisions["big"].action == "wait" and "1 free" in decisions["big"].reason
+    assert set(decisions["hi"].gpus) | set(decisions["small"].gpus) == set(inv.uuids)
+    capped = plan(pending[:1], Capacity(inv.gpus, set(), 4, 0, 1, 1))
+    assert capped[0].action == "wait" and "cap" in capped[0].reason
+    cpu = plan([Pending("c", 0, 1, 0, 0, 3)], Capacity(inv.gpus, set(), 4, 2, 0, 1))
+    assert cpu[0].action == "wait" and "CPU" in cpu[0].reason
