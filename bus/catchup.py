@@ -47,6 +47,11 @@ class EventFollower:
         self._synced = False
         self._last_activity = self.clock.monotonic()
 
+    def reset(self, after_seq: int) -> None:
+        """Continue after ``after_seq`` (a snapshot's seq), catching up on the next poll."""
+        self.last_seq = after_seq
+        self._synced = False
+
     def poll(self, timeout_s: float) -> list[Envelope]:
         """Events after the last delivered one, in seq order (possibly none)."""
         out: list[Envelope] = []

@@ -18,8 +18,16 @@ class UnknownWorker(Exception):
     pass
 
 
-def worker_names() -> set[str]:
-    return {ep.name for ep in metadata.entry_points(group=GROUP)}
+_known: set[str] = set()
+
+
+def is_worker(name: str) -> bool:
+    """Is ``name`` a registered worker? Re-reads the entry points on a miss only (a
+    scan costs ~3 ms), so a worker installed after the dispatcher started is found."""
+    if name not in _known:
+        _known.clear()
+        _known.update(ep.name for ep in metadata.entry_points(group=GROUP))
+    return name in _known
 
 
 def run_dir(settings: Settings, run_id: str) -> str:
@@ -31,7 +39,7 @@ def prepare(settings: Settings, run: dict[str, Any], gpus: list[str]) -> tuple[s
     """(run directory, argv, environment) for the run's worker."""
     config = run["config"]
     name = config.get("worker", "cartpole")
-    if name not in worker_names():
+    if not is_worker(name):
         raise UnknownWorker(f"worker {name!r} is not a registered entry point in {GROUP}")
     path = run_dir(settings, run["run_id"])
     os.makedirs(path, mode=0o700, exist_ok=True)

@@ -32,14 +32,17 @@ def snapshot(svc: DispatcherService) -> tuple[list[dict[str, Any]], int]:
 def recover(svc: DispatcherService) -> dict[str, int]:
     runs, as_of = snapshot(svc)
     counts = {"pending": 0, "adopted": 0, "finished_later": 0, "lost": 0, "restarted": 0}
+    svc.pending.clear()
     for run in runs:
         svc.known_seq[run["run_id"]] = run["last_seq"]
+        if run["run_id"] in svc.active:
+            continue  # already supervised (a resync after the registry was away)
         if run["status"] == "PENDING":
             svc.pending[run["run_id"]] = pending_from_run(run)
             counts["pending"] += 1
         else:
             counts[_resume(svc, run)] += 1
-    svc.follower.last_seq = as_of
+    svc.follower.reset(as_of)
     svc.dirty = True
     svc.log.info("recovery.done", as_of_seq=as_of, **counts)
     return counts

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any, Optional
+from typing import Any, Callable, Optional
+
+import zmq
 
 from bus.catchup import EventFollower
 from bus.codec import FrameError, MessageType, event_from_envelope
@@ -32,14 +34,17 @@ from services.dispatcher.outcome import artifacts_to_register, outcome_of
 from services.dispatcher.supervision import BusHealth, begin_kill, check
 
 SOURCE = "dispatcher"
-PROBE_S = 0.5
+PROBE_S = 0.5    # our own status doubles as the bus probe: at least this often
+SWEEP_S = 0.25   # exit records of adopted runs and log files are checked this often
 _SIGNALS = {"TERM": signal.SIGTERM, "KILL": signal.SIGKILL}
 
 
 class DispatcherService:
     def __init__(self, settings: Settings, client: RpcClient, follower: EventFollower,
                  telemetry: Subscriber, publisher: Publisher, inventory: Inventory,
-                 cpu_slots: int, clock: Clock, log: ServiceLogger) -> None:
+                 cpu_slots: int, clock: Clock, log: ServiceLogger,
+                 wake_fd: Optional[int] = None,
+                 resync: Optional[Callable[["DispatcherService"], object]] = None) -> None:
         self.settings = settings
         self.client = client
         self.follower = follower
@@ -59,6 +64,16 @@ class DispatcherService:
         self.bus = BusHealth(3 * probe, clock.monotonic())
         self.stats = {"started": 0, "finished": 0, "adopted": 0, "kills": 0}
         self.beacon = StatusBeacon(SOURCE, probe, clock, self.counters)
+        # wake_fd becomes readable when a signal arrives (SIGCHLD: a shim exited)
+        self.wake_fd = wake_fd
+        self.resync = resync
+        self.resync_needed = False
+        self._next_sweep = clock.monotonic()
+        self.poller = zmq.Poller()
+        self.poller.register(follower.sub.sock, zmq.POLLIN)
+        self.poller.register(telemetry.sock, zmq.POLLIN)
+        if wake_fd is not None:
+            self.poller.register(wake_fd, zmq.POLLIN)
         telemetry.subscribe(Topic.HEARTBEAT.value + ".")
         telemetry.subscribe(Topic.ARTIFACT.value + ".")
         telemetry.subscribe(Topic.STATUS.topic(SOURCE))
@@ -71,11 +86,34 @@ class DispatcherService:
 
     # --- the loop ------------------------------------------------------------------
     def step(self, timeout_s: float) -> None:
+        """Wait for a bus message, a child's exit or the next tick, then do what is due.
+        If the registry stops answering, the state is re-read from it once it is back."""
+        woke = self._wait(min(timeout_s, self.settings.tick))
         try:
-            for env in self.follower.poll(min(timeout_s, self.settings.tick)):
-                self._on_event(env)
+            if self.resync_needed and self.resync is not None:
+                self.resync(self)
+                self.resync_needed = False
+            self._step(woke)
         except Unavailable as exc:
-            self.log.warning("registry.unavailable", reason=exc.message)
+            if not self.resync_needed:
+                self.log.warning("registry.unavailable", reason=exc.message)
+            self.resync_needed = True
+
+    def _wait(self, timeout_s: float) -> bool:
+        """Block until something is ready; True if a child process exited."""
+        ready = dict(self.poller.poll(int(timeout_s * 1000)))
+        if self.wake_fd is not None and self.wake_fd in ready:
+            try:
+                while os.read(self.wake_fd, 512):
+                    pass
+            except BlockingIOError:
+                pass
+            return True
+        return False
+
+    def _step(self, child_exited: bool) -> None:
+        for env in self.follower.poll(0):
+            self._on_event(env)
         self._drain_telemetry()
         now = self.clock.monotonic()
         if self.bus.recovered(now):
@@ -88,9 +126,13 @@ class DispatcherService:
         if self.dirty:
             self.dirty = False
             self._schedule()
+        sweep = now >= self._next_sweep
+        if sweep:
+            self._next_sweep = now + SWEEP_S
         for run in list(self.active.values()):
-            self._supervise(run, now)
-            run.logs.poll(self.publisher, now)
+            self._supervise(run, now, check_exit=child_exited or sweep or run.pgid is None)
+            if sweep:
+                run.logs.poll(self.publisher, now)
         due = self.beacon.due()
         if due is not None:
             self.publisher.send(*due)
@@ -203,7 +245,7 @@ class DispatcherService:
         self.log.info("run.spawned", run_id=run_id, shim_pid=shim, gpus=gpus)
 
     # --- supervision -----------------------------------------------------------------
-    def _supervise(self, run: ActiveRun, now: float) -> None:
+    def _supervise(self, run: ActiveRun, now: float, check_exit: bool) -> None:
         if not run.recorded_started:
             worker = run.worker_record()
             if worker is not None:
@@ -218,7 +260,7 @@ class DispatcherService:
                 run.watch = run.watch or run.new_watch(now)
                 if run.cancel is not None:
                     self._begin_cancel(run)
-        record = run.exit_record()
+        record = run.exit_record() if check_exit else None
         if record is not None:
             if run.pgid is not None and spawner.group_alive(run.pgid):
                 spawner.signal_group(run.pgid, signal.SIGKILL)  # leftovers of the worker

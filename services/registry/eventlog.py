@@ -105,6 +105,13 @@ def iter_events(conn: sqlite3.Connection, after_seq: int = 0,
         last = rows[-1][0]
 
 
+def stream_events(conn: sqlite3.Connection, stream: str) -> list[StoredEvent]:
+    """One stream's events in version order (uses the (stream, version) index)."""
+    rows = conn.execute(f"SELECT {_COLUMNS} FROM events WHERE stream = ? ORDER BY version",
+                        (stream,)).fetchall()
+    return [StoredEvent(*row) for row in rows]
+
+
 @dataclass(frozen=True)
 class ChainReport:
     events: int

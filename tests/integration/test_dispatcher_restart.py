@@ -85,3 +85,16 @@ def test_pending_queue_survives_a_dispatcher_restart(dstack: Stack) -> None:
                                                if x["run_id"] == r))
     assert starts[0] == queued[2]  # the highest priority went first
     assert_nothing_left(dstack)
+
+
+def test_registry_restart_mid_run_loses_nothing(dstack: Stack) -> None:
+    run_id = submit(dstack, "test-sleep", params={"seconds": 3})
+    wait_status(dstack, run_id, {"RUNNING"})
+    dstack.registry.kill9()
+    dstack.start_registry()
+    run = wait_status(dstack, run_id, TERMINAL, timeout=30)
+    assert run["status"] == "COMPLETED", run
+    second = submit(dstack, "test-sleep", seed=99, params={"seconds": 0.1})
+    assert wait_status(dstack, second, TERMINAL, timeout=30)["status"] == "COMPLETED"
+    assert dstack.dispatcher.alive()
+    assert_nothing_left(dstack)

@@ -1,0 +1,31 @@
+"""``trainer``: start and stop the services, submit and follow runs, audit the log."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from trainer.cli.replay import replay
+from trainer.cli.tail import tail
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """The trainer orchestrator: long-running RL training jobs that never get lost."""
+
+
+cli.add_command(replay)
+cli.add_command(tail)
+
+
+def main() -> int:
+    try:
+        cli.main(standalone_mode=True)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""``trainer replay``: the audit tool over the event log. Works on the live database
+or a copy, read-only, without the services running."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sqlite3
+import tempfile
+from typing import Optional
+
+import click
+
+from bus.codec import unpack
+from core.settings import Settings
+from services.registry.audit import verify
+from services.registry.eventlog import StoredEvent, iter_events, stream_events
+from services.registry.rebuild import rebuild
+
+
+def _open(db: str) -> sqlite3.Connection:
+    if not os.path.exists(db):
+        raise click.ClickException(f"no event log at {db}")
+    return sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+
+
+def _until_seq(conn: sqlite3.Connection, until: str) -> int:
+    """A seq, or the last seq recorded at or before a time (ISO 8601 or unix seconds)."""
+    if until.isdigit():
+        return int(until)
+    try:
+        ts = float(until)
+    except ValueError:
+        try:
+            moment = dt.datetime.fromisoformat(until)
+        except ValueError:
+            raise click.BadParameter("give a seq, unix seconds or an ISO 8601 time",
+                                     param_hint="--until") from None
+        if moment.tzinfo is None:
+            moment = moment.astimezone()
+        ts = moment.timestamp()
+    row = conn.execute("SELECT MAX(seq) FROM events WHERE recorded_at <= ?", (ts,)).fetchone()
+    return int(row[0] or 0)
+
+
+def _when(ts: Optional[float]) -> str:
+    if ts is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ts).isoformat(sep=" ", timespec="milliseconds")
+
+
+def describe(e: StoredEvent) -> str:
+    """One line for one event: what happened and why."""
+    p = unpack(e.payload)
+    skip = {"run_id", "config", "digest"}
+    detail = " ".join(f"{k}={v!r}" for k, v in p.items() if k not in skip and v not in ("", None))
+    return (f"{e.seq:>8}  {_when(e.recorded_at)}  {e.type:<18} {detail}  "
+            f"(by {e.caused_by or '?'})")
+
+
+def print_state(conn: sqlite3.Connection, seq: int) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        dst = sqlite3.connect(os.path.join(scratch, "state.db"), isolation_level=None)
+        try:
+            n = rebuild(conn, dst, until_seq=seq)
+            at = conn.execute("SELECT recorded_at FROM events WHERE seq = ?", (seq,)).fetchone()
+            click.echo(f"state after seq {seq} ({n} events, {_when(at[0] if at else None)})")
+            click.echo(f"{'RUN':<14} {'STATUS':<12} {'CAUSE':<18} {'GPUS':<30} LAST SEQ")
+            for run_id, status, cause, gpus, last in dst.execute(
+                    "SELECT run_id, status, cause, gpus, last_seq FROM runs ORDER BY "
+                    "submitted_seq"):
+                click.echo(f"{run_id:<14} {status:<12} {cause or '-':<18} "
+                           f"{', '.join(json.loads(gpus)) or '-':<30} {last}")
+            slots = dst.execute("SELECT gpu_uuid, run_id FROM gpu_slots ORDER BY gpu_uuid")
+            rows = slots.fetchall()
+            click.echo(f"GPU slots held: {len(rows)}")
+            for uuid, run_id in rows:
+                click.echo(f"  {uuid} -> {run_id}")
+        finally:
+            dst.close()
+
+
+@click.command("replay")
+@click.option("--db", type=click.Path(dir_okay=False), default=None,
+              help="The event log to read (default: $TRAINER_HOME/events.db). A copy works.")
+@click.option("--verify", "do_verify", is_flag=True,
+              help="Rebuild every projection from seq 0 in a scratch database, compare it "
+                   "table by table with the live one, check the hash chain and the seq; exit "
+                   "1 naming the first difference.")
+@click.option("--until", metavar="SEQ|TIME",
+              help="Print the state of every run and every GPU slot as of that seq or time.")
+@click.option("--run", "run_id", metavar="RUN", help="Print one run's history, one line per "
+              "event, with causes.")
+@click.option("--export", "export", type=click.Path(dir_okay=False), metavar="FILE.jsonl",
+              help="Write the whole log as JSON lines, one event per line.")
+def replay(db: Optional[str], do_verify: bool, until: Optional[str], run_id: Optional[str],
+           export: Optional[str]) -> None:
+    """Audit the event log: verify it, replay it to a moment, show a run's history or
+    export it. Needs no running service."""
+    path = db or Settings.from_env(os.environ).db_path
+    if not (do_verify or until or run_id or export):
+        raise click.UsageError("choose --verify, --until, --run or --export")
+    if do_verify:
+        if not os.path.exists(path):
+            raise click.ClickException(f"no event log at {path}")
+        ok, message = verify(path)
+        if not ok:
+            raise click.ClickException(message)
+        click.echo(message)
+    conn = _open(path)
+    try:
+        if run_id:
+            history = stream_events(conn, f"run-{run_id}")
+            if not history:
+                raise click.ClickException(f"run {run_id} has no events")
+            for e in history:
+                click.echo(describe(e))
+        if until:
+            print_state(conn, _until_seq(conn, until))
+        if export:
+            n = 0
+            with open(export, "w", encoding="utf-8") as fh:
+                for e in iter_events(conn):
+                    fh.write(json.dumps({
+                        "seq": e.seq, "stream": e.stream, "version": e.version,
+                        "type": e.type, "schema_version": e.schema_version,
+                        "payload": unpack(e.payload), "caused_by": e.caused_by,
+                        "correlation_id": e.correlation_id, "recorded_at": e.recorded_at,
+                        "hash": e.hash.hex()}, sort_keys=True) + "\n")
+                    n += 1
+            click.echo(f"exported {n} events to {export}")
+    finally:
+        conn.close()
