@@ -22,7 +22,9 @@ def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> Broker:
         endpoints.prepare(endpoint)
         sock.bind(endpoint)
     log.info("bus.listening", publishers=settings.bus_pub, subscribers=settings.bus_sub)
-    return Broker(xsub, xpub, settings.status_interval)
+    status_pub = ctx.socket(zmq.PUB)
+    status_pub.connect(settings.bus_pub)
+    return Broker(ctx, xsub, xpub, status_pub, settings.status_interval)
 
 
 def main() -> int:

@@ -88,10 +88,11 @@ class EventFollower:
         while upto is None or self.last_seq < upto:
             limit = PAGE if upto is None else min(PAGE, upto - self.last_seq)
             events, head = self.fetch(self.last_seq, limit)
+            before = self.last_seq
             for env in events:
                 if env.seq is not None and env.seq == self.last_seq + 1:
                     out.append(env)
                     self.last_seq = env.seq
                     self.fetched += 1
-            if not events or self.last_seq >= head:
-                return
+            if not events or self.last_seq >= head or self.last_seq == before:
+                return  # done, or a page that does not continue the sequence: stop

@@ -197,6 +197,7 @@ def event_from_envelope(env: Envelope) -> Event:
     if env.type not in EVENT_TYPES:
         raise UnknownMessageType(f"{env.type} is not a domain event", type=env.type)
     try:
-        return load_event(env.type, env.schema or 1, env.payload)
+        schema = env.schema if env.schema is not None else EVENT_TYPES[env.type].SCHEMA_VERSION
+        return load_event(env.type, schema, env.payload)
     except ValidationError as exc:
         raise FrameMalformed(f"bad {env.type} payload: {exc.message}", **exc.details) from None

@@ -130,7 +130,9 @@ class RpcServer:
         self.undeliverable = 0  # replies to clients that were gone (they retry)
 
     def recv_nowait(self) -> Request | FrameError | None:
-        """A request, the FrameError of a bad one (with its sender), or None."""
+        """A request, the FrameError of a bad one (with its sender), or None. A bad
+        request that still carries an id is answered with the error right here, so
+        its client learns why instead of timing out."""
         try:
             frames = self.sock.recv_multipart(zmq.NOBLOCK)
         except zmq.Again:
@@ -148,7 +150,9 @@ class RpcServer:
         if env.type != MessageType.REQUEST.value or not env.id:
             return _bad(identity, "not a Request envelope with an id")
         if not isinstance(method, str) or not isinstance(args, dict):
-            return _bad(identity, "payload needs method (str) and args (map)")
+            bad = _bad(identity, "payload needs method (str) and args (map)")
+            self.reply(identity, env.id, error(bad))
+            return bad
         return Request(identity, env.id, method, args, env.source)
 
     def reply(self, identity: bytes, request_id: str, payload: dict[str, Any]) -> None:
@@ -156,8 +160,10 @@ class RpcServer:
                        payload=payload, id=request_id)
         try:
             self.sock.send_multipart([identity, encode(env)], zmq.NOBLOCK)
-        except zmq.Again:
-            self.undeliverable += 1  # the client is gone or flooding; it retries by id
+        except (zmq.Again, zmq.ZMQError):
+            # The client is gone (EHOSTUNREACH with ROUTER_MANDATORY) or not reading; it
+            # retries with the same id and gets the stored answer then.
+            self.undeliverable += 1
 
 
 def ok(result: Any) -> dict[str, Any]:

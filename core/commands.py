@@ -101,17 +101,18 @@ def _require(state: Optional[RunState], run_id: str) -> RunState:
 def validate_config(cmd: SubmitRun, known_worker: Optional[Callable[[str], bool]] = None,
                     known_env: Optional[Callable[[str], bool]] = None) -> RunConfig:
     """The submitted config checked field by field, with defaults applied."""
+    config = RunConfig.from_map(cmd.config, known_worker=known_worker, known_env=known_env)
     try:
-        size = len(canonical_json(cmd.config).encode())
+        size = len(canonical_json(config.canonical_map()).encode())
     except (TypeError, ValueError) as exc:
-        raise ValidationError("config", f"must be JSON-compatible ({exc})") from None
+        raise ValidationError("hyperparameters", f"must be JSON-compatible ({exc})") from None
     if size > MAX_CONFIG_BYTES:
         raise ValidationError("config", f"is larger than {MAX_CONFIG_BYTES} bytes")
-    return RunConfig.from_map(cmd.config, known_worker=known_worker, known_env=known_env)
+    return config
 
 
 def decide_submit(cmd: SubmitRun, config: RunConfig, new_run_id: str) -> list[ev.Event]:
-    canonical = config.to_map()
+    canonical = config.canonical_map()
     return [ev.RunSubmitted(run_id=new_run_id, digest=config_digest(canonical),
                             config=canonical, priority=config.priority,
                             submitted_by=cmd.submitted_by)]
@@ -155,8 +156,10 @@ def decide_adopted(state: Optional[RunState], cmd: RecordAdopted) -> list[ev.Eve
 
 
 def decide_cancel(state: Optional[RunState], cmd: RequestCancel) -> list[ev.Event]:
-    """A PENDING run is cancelled at once; a started one waits for its worker to stop."""
+    """A PENDING run is cancelled at once; a started one waits for its worker to stop.
+    Asking again changes nothing (the first request stands)."""
     s = _require(state, cmd.run_id)
+    cmd = RequestCancel(cmd.run_id, cmd.requested_by or "anonymous", cmd.reason)
     if s.status.terminal:
         raise IllegalTransition(s.run_id, s.status.value, "CancelRequested")
     if s.cancel_requested_by:
@@ -201,12 +204,21 @@ def decide_finish(state: Optional[RunState], cmd: FinishRun) -> list[ev.Event]:
     return out
 
 
-def decide_artifact(state: Optional[RunState], cmd: RegisterArtifact) -> list[ev.Event]:
+def decide_artifact(state: Optional[RunState], cmd: RegisterArtifact,
+                    already_registered: bool = False) -> list[ev.Event]:
+    """Registering a path twice is harmless: the first registration stands."""
     s = _require(state, cmd.run_id)
     path = cmd.path
     norm = posixpath.normpath(path)
-    if not path or path.startswith("/") or norm.startswith("..") or "\\" in path:
+    if not path or path.startswith("/") or norm == ".." or norm.startswith("../") \
+            or "\\" in path or norm == ".":
         raise ValidationError("path", "must be a relative path inside the run directory")
+    try:
+        canonical_json(cmd.meta)
+    except (TypeError, ValueError):
+        raise ValidationError("meta", "must be JSON-compatible") from None
+    if already_registered:
+        return []
     if cmd.size < 0:
         raise ValidationError("size", "must not be negative")
     if not cmd.kind:

@@ -7,10 +7,23 @@ import json
 from typing import Any
 
 
+_last: tuple[Any, str] = (None, "")
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                            allow_nan=False)
+
+
 def canonical_json(config: Any) -> str:
-    """Sorted keys, no whitespace, UTF-8 kept: the same meaning gives the same text."""
-    return json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False)
+    """Sorted keys, no whitespace, UTF-8 kept: the same meaning gives the same text.
+
+    The text of the last object is remembered (by identity): a submit computes it for
+    the size check, the digest and the stored row, from the same unmodified map."""
+    global _last
+    if _last[0] is config and config is not None:
+        return _last[1]
+    text = _ENCODER.encode(config)
+    if isinstance(config, dict):
+        _last = (config, text)
+    return text
 
 
 def config_digest(config: Any) -> str:

@@ -30,10 +30,13 @@ class OrchestratorError(Exception):
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> "OrchestratorError":
-        cls = _BY_CODE.get(str(data.get("code")), OrchestratorError)
+        code = str(data.get("code") or "internal")
+        cls = _BY_CODE.get(code, OrchestratorError)
         details = data.get("details") or {}
         err = cls.__new__(cls)
         OrchestratorError.__init__(err, str(data.get("message", "")), **details)
+        if cls is OrchestratorError:
+            err.code = code  # a code this side does not know is kept, not turned internal
         return err
 
 

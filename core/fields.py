@@ -57,6 +57,9 @@ def from_map(cls: type[T], payload: Any, what: str) -> T:
             continue
         if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
             raise ValidationError(name, f"must be {_kind(types)}, not {type(value).__name__}")
+        if isinstance(value, int) and not isinstance(value, bool) and not \
+                -2**63 <= value < 2**63:
+            raise ValidationError(name, "is out of the 64-bit integer range")
         if is_tuple:
             if not all(isinstance(v, str) for v in value):
                 raise ValidationError(name, "must be a list of strings")

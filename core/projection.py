@@ -9,6 +9,7 @@ the two cannot disagree. Table definitions live here too, as plain data.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -45,17 +46,28 @@ class RowChange:
 
 
 def run_row(s: RunState) -> tuple[Any, ...]:
-    return (s.run_id, s.status.value, s.digest, canonical_json(s.config), s.priority,
+    return (s.run_id, s.status.value, s.digest, s.config_json, s.priority,
             s.submitted_by, s.submitted_seq, s.submitted_at, s.updated_at, s.last_seq,
-            s.version, s.waiting_reason, json.dumps(list(s.gpus)), int(s.gpus_held), s.pid,
+            s.version, s.waiting_reason, _gpus_json(s.gpus), int(s.gpus_held), s.pid,
             s.pid_start_time, s.host, s.started_at, s.finished_at, s.cause, s.exit_code,
             s.signal, s.message, s.cancel_requested_by, s.cancel_reason, s.artifact_count,
             s.adoptions)
 
 
+def _gpus_json(gpus: tuple[str, ...]) -> str:
+    """json.dumps(list(gpus)), without the encoder for the common plain uuids."""
+    if all(_PLAIN.match(g) for g in gpus):
+        return "[" + ", ".join(f'"{g}"' for g in gpus) + "]"
+    return json.dumps(list(gpus))
+
+
+_PLAIN = re.compile(r"^[A-Za-z0-9._:-]*$")
+
+
 def run_from_row(row: tuple[Any, ...]) -> RunState:
     d = dict(zip(RUN_COLUMNS, row))
     d["status"] = RunStatus(d["status"])
+    d["config_json"] = d["config"]
     d["config"] = json.loads(d["config"])
     d["gpus"] = tuple(json.loads(d["gpus"]))
     d["gpus_held"] = bool(d["gpus_held"])
@@ -83,6 +95,7 @@ def changes(before: Optional[RunState], event: ev.Event, seq: int,
         out.extend(RowChange("gpu_slots", key=(u,)) for u in event.gpu_uuids)
     elif isinstance(event, ev.ArtifactRegistered):
         out.append(RowChange("artifacts", row=(event.run_id, event.path, event.kind,
-                                               event.size, canonical_json(event.meta),
+                                               event.size,
+                                               canonical_json(event.meta) if event.meta else "{}",
                                                seq, at)))
     return after, out

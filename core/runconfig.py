@@ -49,8 +49,21 @@ class RunConfig:
     resume_from: str = ""                     # run_id/path of a checkpoint artifact
     tags: tuple[str, ...] = ()
 
+    def canonical_map(self) -> dict[str, Any]:
+        """``to_map()``, computed once per config object (it is frozen)."""
+        cached = self.__dict__.get("_map")
+        if cached is None:
+            cached = self.to_map()
+            object.__setattr__(self, "_map", cached)
+        return cached
+
     def to_map(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        """Plain data, every field present (defaults applied): the canonical form."""
+        out = {name: getattr(self, name) for name in _FIELDS}
+        r = self.resources
+        out["resources"] = {"gpus": r.gpus, "min_gpu_memory_mb": r.min_gpu_memory_mb,
+                            "cpu_slots": r.cpu_slots}
+        out["hyperparameters"] = dict(self.hyperparameters)
         out["tags"] = list(self.tags)
         return out
 
@@ -106,6 +119,9 @@ class RunConfig:
         return cfg
 
 
+_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
+
+
 def field_names() -> list[str]:
     """Every config key, nested ones as resources.<name> (for the docs test)."""
     out = [f.name for f in dataclasses.fields(RunConfig)]
@@ -113,8 +129,13 @@ def field_names() -> list[str]:
     return out
 
 
+_KNOWN: dict[type, frozenset[str]] = {}
+
+
 def _no_unknown(data: dict, cls: type, prefix: str) -> None:
-    known = {f.name for f in dataclasses.fields(cls)}
+    known = _KNOWN.get(cls)
+    if known is None:
+        known = _KNOWN[cls] = frozenset(f.name for f in dataclasses.fields(cls))
     for key in data:
         if key not in known:
             raise ValidationError(f"{prefix}{key}", "is not a known config field")

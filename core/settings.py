@@ -29,6 +29,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _log_level(text: str) -> str:
+    level = text.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return level
+
+
 def _nonneg_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -60,7 +67,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Most requests the registry commits in one transaction (group commit)."),
     Setting("status_interval", "TRAINER_STATUS_INTERVAL", "2", _positive_float,
             "Seconds between each service's status message on the bus."),
-    Setting("log_level", "TRAINER_LOG_LEVEL", "INFO", str,
+    Setting("log_level", "TRAINER_LOG_LEVEL", "INFO", _log_level,
             "Logging level of the services (DEBUG, INFO, WARNING, ERROR)."),
     Setting("fake_gpus", "TRAINER_FAKE_GPUS", "0", _nonneg_int,
             "For tests and development only: declare this many fake GPUs instead of "

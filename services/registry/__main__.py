@@ -32,6 +32,7 @@ def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> RegistryS
         log.warning("projection.caught_up", events=replayed)
     router = ctx.socket(zmq.ROUTER)
     router.setsockopt(zmq.LINGER, 0)
+    router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # count replies to vanished clients
     endpoints.prepare(settings.registry)
     router.bind(settings.registry)
     pub = ctx.socket(zmq.PUB)

@@ -35,7 +35,7 @@ class StoredEvent:
     hash: bytes
 
     def event(self) -> Event:
-        return load_event(self.type, self.schema_version, unpack(self.payload))
+        return load_event(self.type, self.schema_version, unpack(self.payload), trusted=True)
 
     def envelope(self, source: str) -> Envelope:
         return Envelope(type=self.type, source=source, ts=self.recorded_at,
@@ -110,6 +110,22 @@ def stream_events(conn: sqlite3.Connection, stream: str) -> list[StoredEvent]:
     rows = conn.execute(f"SELECT {_COLUMNS} FROM events WHERE stream = ? ORDER BY version",
                         (stream,)).fetchall()
     return [StoredEvent(*row) for row in rows]
+
+
+def iter_for_replay(conn: sqlite3.Connection, until_seq: Optional[int] = None,
+                    page: int = 50_000) -> Iterator[tuple[int, float, Event]]:
+    """(seq, recorded_at, event) for every stored event in seq order: only the columns
+    a replay needs, decoded without re-checking types (the log validated them)."""
+    last, hi = 0, (until_seq if until_seq is not None else -1)
+    while True:
+        rows = conn.execute("SELECT seq, type, schema_version, payload, recorded_at FROM events "
+                            "WHERE seq > ? AND (? < 0 OR seq <= ?) ORDER BY seq LIMIT ?",
+                            (last, hi, hi, page)).fetchall()
+        if not rows:
+            return
+        for seq, type_name, schema, payload, at in rows:
+            yield seq, at, load_event(type_name, schema, unpack(payload), trusted=True)
+        last = rows[-1][0]
 
 
 @dataclass(frozen=True)

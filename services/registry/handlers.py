@@ -8,7 +8,9 @@ being applied twice.
 
 from __future__ import annotations
 
+import json
 import os
+import posixpath
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -73,12 +75,18 @@ class Registry:
                 return Outcome({"ok": True, "result": self.queries[method](args)})
             except OrchestratorError as exc:
                 return Outcome({"ok": False, "error": exc.to_dict()})
+            except (TypeError, ValueError, OverflowError) as exc:
+                return Outcome({"ok": False, "error": _internal(method, exc)})
         if method not in self.commands:
             err = ValidationError("method", f"unknown method {method!r}")
             return Outcome({"ok": False, "error": err.to_dict()})
-        row = self.conn.execute("SELECT reply FROM requests WHERE request_id = ?",
+        row = self.conn.execute("SELECT reply, method FROM requests WHERE request_id = ?",
                                 (request_id,)).fetchone()
         if row is not None:
+            if row[1] != method:
+                err = ValidationError("id", f"request id {request_id} was already used for "
+                                            f"{row[1]}")
+                return Outcome({"ok": False, "error": err.to_dict()})
             return Outcome(unpack(row[0]))  # a retry: the first answer, nothing applied
         mark = self.log.mark()
         self.conn.execute("SAVEPOINT request")
@@ -89,6 +97,13 @@ class Registry:
             self.conn.execute("ROLLBACK TO request")
             self.log.reset(mark)
             outcome = Outcome({"ok": False, "error": exc.to_dict()})
+        except (TypeError, ValueError, OverflowError) as exc:
+            # A bug or an input no check caught: this request fails alone, not its batch,
+            # and its reply is not stored, so a retry after a fix can succeed.
+            self.conn.execute("ROLLBACK TO request")
+            self.conn.execute("RELEASE request")
+            self.log.reset(mark)
+            return Outcome({"ok": False, "error": _internal(method, exc)})
         except BaseException:
             self.conn.execute("ROLLBACK TO request")
             self.conn.execute("RELEASE request")
@@ -162,7 +177,10 @@ class Registry:
         return self._command(cmds.FinishRun, cmds.decide_finish, args, rid, src)
 
     def _artifact(self, args: dict[str, Any], rid: str, src: str) -> tuple[Any, list[StoredEvent]]:
-        return self._command(cmds.RegisterArtifact, cmds.decide_artifact, args, rid, src)
+        return self._command(cmds.RegisterArtifact, cmds.decide_artifact, args, rid, src,
+                             lambda c: self.conn.execute(
+                                 "SELECT 1 FROM artifacts WHERE run_id = ? AND path = ?",
+                                 (c.run_id, posixpath.normpath(c.path))).fetchone() is not None)
 
     # --- queries -----------------------------------------------------------------
     def _get_run(self, args: dict[str, Any]) -> Any:
@@ -176,8 +194,10 @@ class Registry:
         statuses = args.get("status") or []
         if isinstance(statuses, str):
             statuses = [statuses]
+        if not isinstance(statuses, list):
+            raise ValidationError("status", "must be a status name or a list of them")
         for s in statuses:
-            if s not in RunStatus.__members__:
+            if not isinstance(s, str) or s not in RunStatus.__members__:
                 raise ValidationError("status", f"unknown status {s!r}")
         limit = _int(args, "limit", 100, 1, MAX_PAGE)
         offset = _int(args, "offset", 0, 0, 2**62)
@@ -209,13 +229,18 @@ class Registry:
         rows = self.conn.execute("SELECT path, kind, size, meta, seq, registered_at FROM "
                                  "artifacts WHERE run_id = ? ORDER BY seq", (run_id,)).fetchall()
         keys = ("path", "kind", "size", "meta", "seq", "registered_at")
-        return {"artifacts": [dict(zip(keys, r)) for r in rows]}
+        return {"artifacts": [{**dict(zip(keys, r)), "meta": json.loads(r[3])} for r in rows]}
 
     def _ping(self, args: dict[str, Any]) -> Any:
         size = os.path.getsize(self.db_path) if self.db_path and os.path.exists(self.db_path) \
             else 0
         return {"service": "registry", "pid": os.getpid(), "head_seq": self.log.head_seq,
                 "db_bytes": size, "started_at": self.started_at, "now": self.clock.now()}
+
+
+def _internal(method: str, exc: Exception) -> dict[str, Any]:
+    return {"code": "internal", "message": f"{method} failed: {type(exc).__name__}: {exc}",
+            "details": {}}
 
 
 def _str(args: dict[str, Any], name: str) -> str:

@@ -10,7 +10,7 @@ from typing import Iterator, Optional
 import sqlite_utils
 
 from core.projection import TABLES, changes
-from services.registry.eventlog import iter_events
+from services.registry.eventlog import iter_for_replay
 from services.registry.migrations import create_projection_tables
 from services.registry.store import BufferedProjection, set_projection_seq
 
@@ -27,12 +27,10 @@ def rebuild(src: sqlite3.Connection, dst: sqlite3.Connection,
     n = last = 0
     dst.execute("BEGIN")
     try:
-        for stored in iter_events(src, until_seq=until_seq):
-            event = stored.event()
-            after, extra = changes(proj.get(event.run_id), event, stored.seq,
-                                   stored.recorded_at)
+        for seq, at, event in iter_for_replay(src, until_seq=until_seq):
+            after, extra = changes(proj.get(event.run_id), event, seq, at)
             proj.write(after, extra)
-            n, last = n + 1, stored.seq
+            n, last = n + 1, seq
             if n % flush_every == 0:
                 proj.flush()
         proj.flush()

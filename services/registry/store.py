@@ -15,8 +15,11 @@ from core.runstate import RunState
 
 PROJECTION = "main"
 
-_INSERT = {t: f"INSERT OR REPLACE INTO {t} ({', '.join(cols)}) VALUES "
-              f"({', '.join('?' * len(cols))})" for t, (cols, _) in TABLES.items()}
+# Upserts update rows in place (no delete + insert, so indexes move only if needed).
+_INSERT = {t: f"INSERT INTO {t} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+              f"ON CONFLICT ({', '.join(pk)}) DO UPDATE SET "
+              + ", ".join(f"{c} = excluded.{c}" for c in cols if c not in pk)
+           for t, (cols, pk) in TABLES.items()}
 _DELETE = {t: f"DELETE FROM {t} WHERE " + " AND ".join(f"{k} = ?" for k in pk)
            for t, (_, pk) in TABLES.items()}
 _RUN_SELECT = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"
