@@ -138,7 +138,7 @@ def decode(data: bytes, max_bytes: int = MAX_FRAME_BYTES) -> Envelope:
 
 
 def envelope_from_map(obj: Any) -> Envelope:
-    if not isinstance(obj, dict):
+    if type(obj) is not dict:
         raise FrameMalformed("the envelope must be a map")
     v = obj.get("v")
     if type(v) is not int:
@@ -148,16 +148,18 @@ def envelope_from_map(obj: Any) -> Envelope:
                                 f"(this side speaks v{FORMAT_VERSION})")
     mtype, source, ts, payload = obj.get("type"), obj.get("source"), obj.get("ts"), \
         obj.get("payload")
-    if not isinstance(mtype, str):
+    if type(mtype) is not str:
         raise FrameMalformed("envelope field type is missing or not a string")
     if mtype not in MESSAGE_TYPES:
         raise UnknownMessageType(f"unknown message type {mtype[:64]!r}", type=mtype[:64])
-    if not isinstance(source, str):
+    if type(source) is not str:
         raise FrameMalformed("envelope field source is missing or not a string")
-    if type(ts) not in (int, float):
+    if type(ts) is not float and type(ts) is not int:
         raise FrameMalformed("envelope field ts is missing or not a number")
-    if not isinstance(payload, dict):
+    if type(payload) is not dict:
         raise FrameMalformed("envelope field payload is missing or not a map")
+    if len(obj) == 5:  # no optional keys: the common case of telemetry
+        return Envelope(mtype, source, float(ts), payload)
     extra: dict[str, Any] = {}
     for key, kind in _OPTIONAL_KEYS.items():
         value = obj.get(key)

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 from core import events as ev
 from core.digest import canonical_json
-from core.runstate import RunState, RunStatus, apply
+from core.runstate import RunState, RunStatus, apply, apply_in_place
 
 RUN_COLUMNS: tuple[str, ...] = (
     "run_id", "status", "digest", "config", "priority", "submitted_by", "submitted_seq",
@@ -81,13 +81,14 @@ def run_view(s: RunState) -> dict[str, Any]:
     return view
 
 
-def changes(before: Optional[RunState], event: ev.Event, seq: int,
-            at: float) -> tuple[RunState, list[RowChange]]:
+def changes(before: Optional[RunState], event: ev.Event, seq: int, at: float,
+            in_place: bool = False) -> tuple[RunState, list[RowChange]]:
     """Apply one event: the run's new state, and the changes it makes to the other
     tables (the run's own row is ``run_row(state)``). Pure.
 
+    ``in_place``: change ``before`` itself (a replay that owns its states).
     Raises IllegalTransition (from the state machine) when the event is not allowed."""
-    after = apply(before, event, seq, at)
+    after = (apply_in_place if in_place else apply)(before, event, seq, at)
     out: list[RowChange] = []
     if isinstance(event, ev.GpusClaimed):
         out.extend(RowChange("gpu_slots", row=(u, event.run_id, seq)) for u in event.gpu_uuids)

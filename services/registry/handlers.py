@@ -53,6 +53,7 @@ class Registry:
         self.known_worker = known_worker
         self.known_env = known_env
         self.started_at = clock.now()
+        self._projected_seq: int | None = None
         self.commands = {
             "submit": self._submit, "claim_gpus": self._claim, "record_waiting": self._waiting,
             "record_started": self._started, "record_adopted": self._adopted,
@@ -88,7 +89,7 @@ class Registry:
                                             f"{row[1]}")
                 return Outcome({"ok": False, "error": err.to_dict()})
             return Outcome(unpack(row[0]))  # a retry: the first answer, nothing applied
-        mark = self.log.mark()
+        mark, projected = self.log.mark(), self._projected_seq
         self.conn.execute("SAVEPOINT request")
         try:
             result, events = self.commands[method](args, request_id, source)
@@ -96,6 +97,7 @@ class Registry:
         except OrchestratorError as exc:
             self.conn.execute("ROLLBACK TO request")
             self.log.reset(mark)
+            self._projected_seq = projected
             outcome = Outcome({"ok": False, "error": exc.to_dict()})
         except (TypeError, ValueError, OverflowError) as exc:
             # A bug or an input no check caught: this request fails alone, not its batch,
@@ -103,11 +105,13 @@ class Registry:
             self.conn.execute("ROLLBACK TO request")
             self.conn.execute("RELEASE request")
             self.log.reset(mark)
+            self._projected_seq = projected
             return Outcome({"ok": False, "error": _internal(method, exc)})
         except BaseException:
             self.conn.execute("ROLLBACK TO request")
             self.conn.execute("RELEASE request")
             self.log.reset(mark)
+            self._projected_seq = projected
             raise
         self.conn.execute("INSERT INTO requests (request_id, method, reply, at) "
                           "VALUES (?, ?, ?, ?)",
@@ -130,8 +134,14 @@ class Registry:
                                  caused_by=source, correlation_id=request_id, at=at)
         for after, extra in planned:
             self.proj.write(after, extra)
-        store.set_projection_seq(self.conn, self.log.head_seq)
+        self._projected_seq = self.log.head_seq
         return state, stored
+
+    def before_commit(self) -> None:
+        """Record the projections' position; called once per batch, in its transaction."""
+        if self._projected_seq is not None:
+            store.set_projection_seq(self.conn, self._projected_seq)
+            self._projected_seq = None
 
     def _load(self, run_id: str) -> RunState | None:
         return store.load_run(self.conn, run_id)
@@ -201,8 +211,12 @@ class Registry:
                 raise ValidationError("status", f"unknown status {s!r}")
         limit = _int(args, "limit", 100, 1, MAX_PAGE)
         offset = _int(args, "offset", 0, 0, 2**62)
+        tag = args.get("tag") or ""
+        if not isinstance(tag, str):
+            raise ValidationError("tag", "must be a string")
+        before_seq = _int(args, "before_seq", 0, 0, 2**62)
         runs, total = store.list_runs(self.conn, statuses, limit, offset,
-                                      bool(args.get("newest_first", True)))
+                                      bool(args.get("newest_first", True)), tag, before_seq)
         return {"runs": [run_view(r) for r in runs], "total": total,
                 "head_seq": self.log.head_seq}
 

@@ -108,4 +108,7 @@ def connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=5000")
+    # Hot pages (index roots, projection_state) are rewritten by every commit: copy
+    # them back less often. The registry's maintenance loop truncates the WAL anyway.
+    conn.execute("PRAGMA wal_autocheckpoint=10000")
     return conn

@@ -3,6 +3,7 @@ databases' projection tables row by row. The replay/audit tools use these too.""
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 from dataclasses import dataclass
 from typing import Iterator, Optional
@@ -26,9 +27,13 @@ def rebuild(src: sqlite3.Connection, dst: sqlite3.Connection,
     proj = BufferedProjection(dst)
     n = last = 0
     dst.execute("BEGIN")
+    # Millions of short-lived objects and no reference cycles: the cyclic collector
+    # would only rescan the growing set of run states, over and over.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
         for seq, at, event in iter_for_replay(src, until_seq=until_seq):
-            after, extra = changes(proj.get(event.run_id), event, seq, at)
+            after, extra = changes(proj.get(event.run_id), event, seq, at, in_place=True)
             proj.write(after, extra)
             n, last = n + 1, seq
             if n % flush_every == 0:
@@ -39,6 +44,9 @@ def rebuild(src: sqlite3.Connection, dst: sqlite3.Connection,
     except BaseException:
         dst.execute("ROLLBACK")
         raise
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     return n
 
 

@@ -77,6 +77,7 @@ class RegistryService:
         try:
             for req in batch:
                 outcomes.append(self.registry.handle(req.method, req.args, req.id, req.source))
+            self.registry.before_commit()
             conn.execute("COMMIT")
         except Exception:
             # A bug or a storage failure: nothing of this batch is kept or published,
@@ -104,7 +105,7 @@ class RegistryService:
         run_id = stored.stream.removeprefix("run-")
         self.publisher.send(event_topic(run_id, stored.type), stored.envelope(SOURCE))
         self.stats["events"] += 1
-        self.log.info("event.committed", run_id=run_id, seq=stored.seq, type=stored.type)
+        self.log.debug("event.committed", run_id=run_id, seq=stored.seq, type=stored.type)
 
     def close(self) -> None:
         self.server.sock.close(linger=0)

@@ -45,15 +45,26 @@ def gpu_holders(conn: sqlite3.Connection, uuids: Iterable[str]) -> dict[str, str
 
 
 def list_runs(conn: sqlite3.Connection, statuses: list[str], limit: int, offset: int,
-              newest_first: bool) -> tuple[list[RunState], int]:
-    where, args = "", []
+              newest_first: bool, tag: str = "",
+              before_seq: int = 0) -> tuple[list[RunState], int]:
+    """A page of runs and the number matching. ``tag``: config.tags holds it;
+    ``before_seq``: only runs submitted before that seq (keyset paging)."""
+    conds: list[str] = []
+    args: list[object] = []
     if statuses:
-        where = f"WHERE status IN ({','.join('?' * len(statuses))})"
-        args = list(statuses)
+        conds.append(f"status IN ({','.join('?' * len(statuses))})")
+        args.extend(statuses)
+    if tag:
+        conds.append("EXISTS (SELECT 1 FROM json_each(runs.config, '$.tags') WHERE value = ?)")
+        args.append(tag)
+    where = f"WHERE {' AND '.join(conds)}" if conds else ""
+    total = conn.execute(f"SELECT COUNT(*) FROM runs {where}", args).fetchone()[0]
+    if before_seq:
+        where = f"WHERE {' AND '.join([*conds, 'submitted_seq < ?'])}"
+        args = [*args, before_seq]
     order = "DESC" if newest_first else "ASC"
     rows = conn.execute(f"{_RUN_SELECT} {where} ORDER BY submitted_seq {order} LIMIT ? OFFSET ?",
                         (*args, limit, offset)).fetchall()
-    total = conn.execute(f"SELECT COUNT(*) FROM runs {where}", args).fetchone()[0]
     return [run_from_row(r) for r in rows], total
 
 
@@ -89,15 +100,21 @@ class SqlProjection:
 class BufferedProjection:
     """Coalesces changes in memory; ``flush`` writes them with executemany."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, starts_empty: bool = True) -> None:
         self.conn = conn
         self.runs: dict[str, RunState] = {}
+        # Runs written by an earlier flush; with an empty start, nothing else is on disk.
+        self.flushed: set[str] | None = set() if starts_empty else None
         self.rows: dict[str, dict[tuple[Any, ...], Optional[tuple[Any, ...]]]] = {
             t: {} for t in TABLES if t != "runs"}
 
     def get(self, run_id: str) -> Optional[RunState]:
         state = self.runs.get(run_id)
-        return state if state is not None else load_run(self.conn, run_id)
+        if state is not None:
+            return state
+        if self.flushed is not None and run_id not in self.flushed:
+            return None
+        return load_run(self.conn, run_id)
 
     def write(self, after: RunState, extra: list[RowChange]) -> None:
         self.runs[after.run_id] = after
@@ -117,4 +134,6 @@ class BufferedProjection:
             self.conn.executemany(_INSERT[table], (r for r in rows.values() if r is not None))
             self.conn.executemany(_DELETE[table], (k for k, r in rows.items() if r is None))
             rows.clear()
+        if self.flushed is not None:
+            self.flushed.update(self.runs)
         self.runs.clear()
