@@ -15,7 +15,7 @@ from core.clock import SystemClock
 from core.settings import Settings
 from services.registry.catalog import EnvCatalog
 from services.registry.handlers import Registry
-from services.registry.maintenance import Checkpointer
+from services.registry.maintenance import Checkpointer, anchor_path
 from services.registry.migrations import connect, migrate
 from services.registry.recovery import catch_up_projection
 from services.registry.service import SOURCE, RegistryService
@@ -41,7 +41,8 @@ def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> RegistryS
     registry = Registry(conn, clock, settings.db_path, known_env=EnvCatalog())
     log.info("registry.listening", endpoint=settings.registry, head_seq=registry.log.head_seq)
     checkpointer = Checkpointer(conn, settings.checkpoint_interval,
-                                settings.checkpoint_busy_warn, clock, log)
+                                settings.checkpoint_busy_warn, clock, log,
+                                anchor=(anchor_path(settings.db_path), registry.log.mark))
     return RegistryService(RpcServer(router, SOURCE, clock), Publisher(pub, SOURCE, clock),
                            registry, checkpointer, settings.status_interval,
                            settings.max_batch, log)

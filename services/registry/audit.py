@@ -14,6 +14,7 @@ import tempfile
 from core.settings import Settings
 from services.registry import store
 from services.registry.eventlog import verify_chain
+from services.registry.maintenance import anchor_path, read_anchor
 from services.registry.rebuild import first_difference, rebuild
 
 
@@ -23,6 +24,14 @@ def verify(db_path: str) -> tuple[bool, str]:
         report = verify_chain(live)
         if not report.ok:
             return False, f"hash chain broken at seq {report.first_bad_seq}: {report.reason}"
+        anchor = read_anchor(anchor_path(db_path))
+        if anchor is not None:
+            seq, digest = anchor
+            row = live.execute("SELECT hash FROM events WHERE seq = ?", (seq,)).fetchone()
+            if row is None or row[0].hex() != digest:
+                return False, (f"the log ends at {report.events} and does not hold the head "
+                               f"recorded in events.anchor (seq {seq}): its tail was "
+                               "rewritten or truncated")
         recorded = store.projection_seq(live)
         if recorded != report.events:
             return False, (f"the projections say seq {recorded} but the log ends at "

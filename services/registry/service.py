@@ -44,6 +44,7 @@ class RegistryService:
 
     def counters(self) -> dict[str, Any]:
         return {**self.stats, "head_seq": self.registry.log.head_seq,
+                "head_hash": self.registry.log.head_hash.hex(),
                 "bad_frames": self.bad_frames.total,
                 "undeliverable_replies": self.server.undeliverable}
 
@@ -108,6 +109,7 @@ class RegistryService:
         self.log.debug("event.committed", run_id=run_id, seq=stored.seq, type=stored.type)
 
     def close(self) -> None:
+        self.checkpointer.write_anchor()
         self.server.sock.close(linger=0)
         self.publisher.sock.close(linger=500)
         self.registry.conn.close()

@@ -276,7 +276,13 @@ def test_audit_catches_a_rehashed_last_row_by_the_rebuild(stack: Stack) -> None:
         conn.close()
     result = audit(stack.settings.db_path)
     assert result.returncode == 1
-    # The last row has no next link; the projections rebuilt from it give it away.
+    # The last row has no next link, but the head hash recorded outside the database
+    # (events.anchor, written by the registry) no longer matches.
+    assert "events.anchor" in result.stderr and f"seq {head}" in result.stderr, result.stderr
+    # Without the anchor, the projections rebuilt from the log give it away.
+    os.remove(os.path.join(stack.settings.home, "events.anchor"))
+    result = audit(stack.settings.db_path)
+    assert result.returncode == 1
     assert "projection differs" in result.stderr, result.stderr
 
 
