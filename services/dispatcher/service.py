@@ -194,6 +194,7 @@ class DispatcherService:
         run = self.active.get(str(payload.get("run_id")))
         if run is None:
             return
+        self._note_started(run, self.clock.monotonic())  # RunStarted comes first
         fields = {k: payload.get(k) for k in ("kind", "path", "size")}
         fields["meta"] = payload.get("meta") or {}
         if fields["path"] in run.artifacts:
@@ -246,20 +247,7 @@ class DispatcherService:
 
     # --- supervision -----------------------------------------------------------------
     def _supervise(self, run: ActiveRun, now: float, check_exit: bool) -> None:
-        if not run.recorded_started:
-            worker = run.worker_record()
-            if worker is not None:
-                self._call("record_started", run_id=run.run_id, pid=int(worker["pid"]),
-                           pid_start_time=float(worker.get("start_time") or 0.0),
-                           host=os.uname().nodename)
-                run.recorded_started = True
-        if run.pgid is None:
-            worker = run.worker_record()
-            if worker is not None:
-                run.pgid = int(worker["pgid"])
-                run.watch = run.watch or run.new_watch(now)
-                if run.cancel is not None:
-                    self._begin_cancel(run)
+        self._note_started(run, now)
         record = run.exit_record() if check_exit else None
         if record is not None:
             if run.pgid is not None and spawner.group_alive(run.pgid):
@@ -274,6 +262,24 @@ class DispatcherService:
                 self.log.info("run.signal", run_id=run.run_id, signal=action.signal,
                               cause=action.plan.cause)
                 spawner.signal_group(run.pgid, _SIGNALS[action.signal])
+
+    def _note_started(self, run: ActiveRun, now: float) -> None:
+        """Once the shim has written worker.json: RunStarted, and the watch begins."""
+        if run.recorded_started and run.pgid is not None:
+            return
+        worker = run.worker_record()
+        if worker is None:
+            return
+        if not run.recorded_started:
+            self._call("record_started", run_id=run.run_id, pid=int(worker["pid"]),
+                       pid_start_time=float(worker.get("start_time") or 0.0),
+                       host=os.uname().nodename)
+            run.recorded_started = True
+        if run.pgid is None:
+            run.pgid = int(worker["pgid"])
+            run.watch = run.watch or run.new_watch(now)
+            if run.cancel is not None:
+                self._begin_cancel(run)
 
     def _begin_cancel(self, run: ActiveRun) -> None:
         if run.watch is None or run.pgid is None or run.watch.kill is not None:
