@@ -14,12 +14,22 @@ import time
 import traceback
 from types import ModuleType
 
-from bench import append, bus_throughput, rebuild, registry_rpc
+from bench import append, bench_sdk, bus_throughput, rebuild, registry_rpc
 from bench.table import Row, render
 
 BENCHMARKS: dict[str, ModuleType] = {
     "rpc": registry_rpc, "append": append, "bus": bus_throughput, "rebuild": rebuild,
+    "sdk": bench_sdk,
 }
+
+
+def as_row(item: object) -> Row:
+    """Benchmarks return Rows, or plain maps (name, unit, ours, baseline, target, ok)."""
+    if isinstance(item, Row):
+        return item
+    assert isinstance(item, dict)
+    return Row(item["name"], item.get("unit", ""), item.get("ours"), item.get("baseline"),
+               str(item.get("target", "-")), item.get("ok"), str(item.get("notes", "")))
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
@@ -46,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         try:
-            rows += BENCHMARKS[name].run(quick=args.quick)
+            rows += [as_row(r) for r in BENCHMARKS[name].run(quick=args.quick)]
         except Exception as exc:  # one broken benchmark must not hide the others
             traceback.print_exc()
             rows.append(Row(name, "", None, None, "runs", False,
