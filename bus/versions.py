@@ -8,8 +8,8 @@ from packaging.version import InvalidVersion, Version
 
 MINIMUMS: dict[str, str] = {
     "pyzmq": "25.1",
-    "grpcio": "1.60",
-    "protobuf": "4.25",
+    "grpcio": "1.85.1",      # the generated trainer/v1 code checks this at import
+    "protobuf": "7.35.1",
     "msgpack": "1.0.5",
 }
 

@@ -7,6 +7,8 @@ import sys
 import click
 
 from trainer.cli.replay import replay
+from trainer.cli.runs import cancel, logs, ls, show, submit, watch
+from trainer.cli.stack import down, health, up
 from trainer.cli.tail import tail
 
 
@@ -15,8 +17,8 @@ def cli() -> None:
     """The trainer orchestrator: long-running RL training jobs that never get lost."""
 
 
-cli.add_command(replay)
-cli.add_command(tail)
+for command in (up, down, health, submit, ls, show, watch, logs, cancel, replay, tail):
+    cli.add_command(command)
 
 
 def main() -> int:

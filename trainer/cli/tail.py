@@ -25,7 +25,7 @@ def _plain(value: Any) -> Any:
 
 
 @click.command("tail")
-@click.argument("prefixes", nargs=-1)
+@click.argument("prefixes", nargs=-1, metavar="[PREFIX ...]")
 @click.option("--count", type=int, default=0, help="Stop after this many messages (0: never).")
 def tail(prefixes: tuple[str, ...], count: int) -> None:
     """Subscribe to the bus and print every message as one JSON line:

@@ -1,0 +1,1 @@
+"""The gateway: the public gRPC API (trainer.v1.TrainerService, docs/API.md)."""

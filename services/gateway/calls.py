@@ -1,0 +1,115 @@
+"""Blocking work off the event loop: a thread pool whose threads each own one
+registry client (bus.rpc.RpcClient is not thread-safe), and the registry call that
+honours the gRPC deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Optional, TypeVar
+
+import grpc
+import zmq
+
+from bus.rpc import RpcClient
+from core.errors import OrchestratorError
+from services.gateway.errors import CallError, from_registry
+
+T = TypeVar("T")
+SOURCE = "gateway"
+
+
+def _settle(fut: "asyncio.Future[Any]", result: Any, exc: Optional[BaseException]) -> None:
+    if fut.done():  # the awaiting call was cancelled meanwhile
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
+
+
+class Registry:
+    """``await registry.call(method, args, context)`` from the event loop."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, workers: int, timeout_s: float,
+                 retries: int) -> None:
+        self.ctx = ctx
+        self.endpoint = endpoint
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gw-io")
+        self._local = threading.local()
+        self._clients: list[RpcClient] = []
+        self._lock = threading.Lock()
+        self.calls = 0
+        self.unavailable = 0
+
+    def client(self) -> RpcClient:
+        """This thread's own client (created on first use)."""
+        c: Optional[RpcClient] = getattr(self._local, "client", None)
+        if c is None:
+            c = RpcClient(self.ctx, self.endpoint, SOURCE, timeout_s=self.timeout_s,
+                          retries=self.retries)
+            self._local.client = c
+            with self._lock:
+                self._clients.append(c)
+        return c
+
+    def call_blocking(self, method: str, args: dict[str, Any], *,
+                      budget_s: Optional[float] = None, request_id: Optional[str] = None,
+                      retries: Optional[int] = None) -> Any:
+        """In a pool thread: the result, or the registry's typed error / Unavailable.
+        ``budget_s`` (the time left before the call's deadline) bounds every attempt."""
+        tries = 1 + (self.retries if retries is None else retries)
+        timeout = self.timeout_s
+        if budget_s is not None:
+            timeout = max(0.01, min(timeout, budget_s / tries))
+        self.calls += 1
+        return self.client().call(method, args, timeout_s=timeout, retries=tries - 1,
+                                  request_id=request_id)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` in the pool (the loop stays free). Like run_in_executor,
+        with one wake-up of the loop per call and no future chaining."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+
+        def work() -> None:
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+                loop.call_soon_threadsafe(_settle, fut, None, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, fut, result, None)
+        self.pool.submit(work)
+        return await fut
+
+    async def call(self, method: str, args: dict[str, Any],
+                   context: Optional[grpc.aio.ServicerContext] = None, *,
+                   request_id: Optional[str] = None, retries: Optional[int] = None) -> Any:
+        """The registry's answer; raises CallError (mapped code) on any failure."""
+        budget = context.time_remaining() if context is not None else None
+        if budget is not None and budget <= 0:
+            raise CallError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded",
+                            "deadline_exceeded")
+        try:
+            return await self.run(lambda: self.call_blocking(
+                method, args, budget_s=budget, request_id=request_id, retries=retries))
+        except OrchestratorError as exc:
+            if exc.code == "unavailable":
+                self.unavailable += 1
+                left = context.time_remaining() if context is not None else None
+                if left is not None and left <= 0.01:
+                    raise CallError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                    f"deadline exceeded waiting for the registry ({method})",
+                                    "deadline_exceeded") from None
+            raise from_registry(exc) from None
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            for c in self._clients:
+                c.close()
+            self._clients.clear()

@@ -1,0 +1,110 @@
+"""GetHealth: every service as the bus last heard it (status.<service>), the registry
+also by a ping, the GPU inventory from the dispatcher's status counters with the
+holder of each GPU from the registry, and the event log's size and last seq."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any, Callable, Optional
+
+import grpc
+
+from bus.status import PACKAGE_VERSION
+from bus.versions import installed_versions
+from core.errors import OrchestratorError
+from services.gateway.buslisten import Telemetry
+from services.gateway.calls import Registry
+from services.gateway.mapping import struct, timestamp
+from trainer.v1 import trainer_pb2 as pb
+
+SERVICES = ("bus", "registry", "dispatcher", "gateway")
+PING_TIMEOUT_S = 1.0
+
+
+class Health:
+    def __init__(self, registry: Registry, telemetry: Telemetry,
+                 counters: Callable[[], dict[str, Any]], gateway_seq: Callable[[], int]) -> None:
+        self.registry = registry
+        self.telemetry = telemetry
+        self.counters = counters
+        self.gateway_seq = gateway_seq
+        self.started_at = time.time()
+        self.versions = installed_versions()
+
+    def _registry_facts(self, budget: Optional[float]) -> tuple[Optional[dict], dict, str]:
+        """In a pool thread: (ping result or None, gpu holder by uuid, error)."""
+        timeout = PING_TIMEOUT_S if budget is None else max(0.05, min(PING_TIMEOUT_S, budget))
+        try:
+            ping = self.registry.call_blocking("ping", {}, budget_s=timeout, retries=0)
+            slots = self.registry.call_blocking("gpu_slots", {}, budget_s=timeout, retries=0)
+        except OrchestratorError as exc:
+            return None, {}, exc.message
+        return ping, {s["gpu_uuid"]: s["run_id"] for s in slots["slots"]}, ""
+
+    async def report(self, context: grpc.aio.ServicerContext) -> pb.GetHealthResponse:
+        ping, holders, error = await self.registry.run(self._registry_facts,
+                                                       context.time_remaining())
+        now = time.time()
+        statuses = self.telemetry.statuses()
+        out = pb.GetHealthResponse(gateway_seq=self.gateway_seq(),
+                                   watchers=int(self.counters().get("watchers", 0)))
+        out.now.CopyFrom(timestamp(now))
+        for name in SERVICES:
+            out.services.append(self._service(name, statuses.get(name), now, ping, error))
+        if ping is not None:
+            out.db_bytes = int(ping.get("db_bytes") or 0)
+            out.last_seq = int(ping.get("head_seq") or 0)
+        dispatcher = statuses.get("dispatcher")
+        if dispatcher is not None:
+            counters = dispatcher[0].get("counters") or {}
+            out.gpu_source = str(counters.get("gpu_source") or "")
+            for gpu in counters.get("gpus") or ():
+                out.gpus.append(_gpu(gpu, holders))
+        return out
+
+    def _service(self, name: str, seen: Optional[tuple[dict[str, Any], float]], now: float,
+                 ping: Optional[dict], error: str) -> pb.ServiceHealth:
+        s = pb.ServiceHealth(name=name)
+        if seen is not None:
+            payload, at = seen
+            interval = float(payload.get("interval") or 2.0)
+            s.alive = now - at <= 3 * interval + 1.0
+            s.last_seen.CopyFrom(timestamp(at))
+            s.age_s = max(0.0, now - at)
+            s.pid = int(payload.get("pid") or 0)
+            s.host = str(payload.get("host") or "")
+            s.version = str(payload.get("version") or "")
+            s.versions.update({str(k): str(v) for k, v in (payload.get("versions") or {}).items()})
+            if isinstance(payload.get("started_at"), (int, float)):
+                s.started_at.CopyFrom(timestamp(payload["started_at"]))
+            s.counters.CopyFrom(struct(payload.get("counters") or {}))
+            if not s.alive:
+                s.error = f"no status message for {s.age_s:.1f}s"
+        else:
+            s.error = "no status message heard on the bus"
+        if name == "registry":
+            s.alive = ping is not None
+            s.error = "" if ping is not None else f"ping: {error}"
+            if ping is not None:
+                s.pid = int(ping.get("pid") or s.pid)
+                s.started_at.CopyFrom(timestamp(float(ping.get("started_at") or 0.0)))
+        elif name == "gateway":
+            s.alive, s.error = True, ""
+            s.pid, s.host, s.version = os.getpid(), socket.gethostname(), PACKAGE_VERSION
+            s.versions.update(self.versions)
+            s.started_at.CopyFrom(timestamp(self.started_at))
+            s.counters.CopyFrom(struct(self.counters()))
+            if seen is None:
+                s.last_seen.CopyFrom(timestamp(now))
+        return s
+
+
+def _gpu(gpu: dict[str, Any], holders: dict[str, str]) -> pb.Gpu:
+    uuid = str(gpu.get("uuid") or "")
+    return pb.Gpu(index=int(gpu.get("index") or 0), uuid=uuid, name=str(gpu.get("name") or ""),
+                  memory_total=int(gpu.get("memory_total") or 0),
+                  memory_free=int(gpu.get("memory_free") or 0),
+                  foreign_pids=[int(p) for p in gpu.get("foreign_pids") or ()],
+                  run_id=holders.get(uuid, ""))

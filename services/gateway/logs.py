@@ -1,0 +1,140 @@
+"""Run files by byte offset: stdout/stderr logs (StreamLogs) and metrics.jsonl
+(GetMetrics). File reads run in the pool, never on the event loop.
+
+A followed log ends once the run is terminal and every byte is sent: the terminal
+status is read *before* the last read that finds no more bytes, and a worker that
+has ended writes nothing more (the dispatcher records the end after the worker
+process is gone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import time
+from typing import Any, AsyncIterator, Optional
+
+import grpc
+
+from core.ids import is_run_id
+from core.runstate import TERMINAL
+from services.gateway.calls import Registry
+from services.gateway.errors import invalid
+from services.gateway.mapping import timestamp
+from services.gateway.watch import WatchHub
+from trainer.v1 import trainer_pb2 as pb
+
+CHUNK = 64 * 1024
+RECHECK_S = 2.0                     # re-read the run's status this often while following
+METRICS_FILE = "metrics.jsonl"
+MAX_METRICS_READ = 4 * 1024 * 1024
+STREAM_FILES = {pb.LOG_STREAM_UNSPECIFIED: "stdout.log", pb.LOG_STREAM_STDOUT: "stdout.log",
+                pb.LOG_STREAM_STDERR: "stderr.log"}
+_TERMINAL = {s.value for s in TERMINAL}
+
+
+def check_run_id(run_id: str) -> str:
+    if not is_run_id(run_id):
+        raise invalid("run_id", f"{run_id[:40]!r} is not a run id (r + 12 hex digits)")
+    return run_id
+
+
+def read_chunk(path: str, offset: int, size: int = CHUNK) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            return fh.read(size)
+    except FileNotFoundError:
+        return b""
+
+
+class LogFiles:
+    def __init__(self, runs_dir: str, hub: WatchHub, registry: Registry, poll_s: float) -> None:
+        self.runs_dir = runs_dir
+        self.hub = hub
+        self.registry = registry
+        self.poll_s = poll_s
+
+    def path(self, run_id: str, name: str) -> str:
+        return os.path.join(self.runs_dir, run_id, name)
+
+    async def stream(self, request: pb.StreamLogsRequest,
+                     context: grpc.aio.ServicerContext) -> AsyncIterator[pb.LogChunk]:
+        run_id = check_run_id(request.run_id)
+        name = STREAM_FILES.get(request.stream)
+        if name is None:
+            raise invalid("stream", f"unknown log stream {request.stream}")
+        if request.offset < 0:
+            raise invalid("offset", "must not be negative")
+        path = self.path(run_id, name)
+        signal = self.hub.terminal_signal(run_id) if request.follow else None
+        try:
+            terminal = await self._terminal(run_id, context)
+            checked = time.monotonic()
+            offset = request.offset
+            while True:
+                ended = terminal
+                data = await self.registry.run(read_chunk, path, offset)
+                if data:
+                    yield pb.LogChunk(offset=offset, data=data)
+                    offset += len(data)
+                    continue
+                if ended:
+                    yield pb.LogChunk(offset=offset, eof=True)
+                    return
+                if signal is None:
+                    return
+                try:
+                    await asyncio.wait_for(signal.wait(), self.poll_s)
+                    terminal = True
+                except asyncio.TimeoutError:
+                    if time.monotonic() - checked >= RECHECK_S:
+                        terminal = await self._terminal(run_id, context)
+                        checked = time.monotonic()
+        finally:
+            if signal is not None:
+                self.hub.drop_signal(run_id, signal)
+
+    async def _terminal(self, run_id: str, context: grpc.aio.ServicerContext) -> bool:
+        got = await self.registry.call("get_run", {"run_id": run_id}, context)
+        return got["run"]["status"] in _TERMINAL
+
+    def metrics(self, run_id: str, offset: int, limit: int,
+                keys: frozenset[str]) -> pb.GetMetricsResponse:
+        """In a pool thread: up to ``limit`` points from ``offset`` (whole lines only)."""
+        out = pb.GetMetricsResponse(next_offset=offset)
+        data = read_chunk(self.path(run_id, METRICS_FILE), offset, MAX_METRICS_READ)
+        pos = 0
+        while len(out.points) < limit:
+            end = data.find(b"\n", pos)
+            if end < 0:
+                break
+            point = _point(data[pos:end], keys)
+            pos = end + 1
+            if point is not None:
+                out.points.append(point)
+        out.next_offset = offset + pos
+        return out
+
+
+def _point(line: bytes, keys: frozenset[str]) -> Optional[pb.MetricPoint]:
+    try:
+        record: Any = json.loads(line)
+    except ValueError:
+        return None  # a torn or foreign line: skipped, never fatal
+    if not isinstance(record, dict) or not isinstance(record.get("values"), dict):
+        return None
+    step = record.get("step")
+    point = pb.MetricPoint(step=step if isinstance(step, int) and not isinstance(step, bool)
+                           else 0)
+    ts = record.get("ts")
+    if isinstance(ts, (int, float)) and not isinstance(ts, bool) and math.isfinite(ts):
+        point.time.CopyFrom(timestamp(ts))
+    for key, value in record["values"].items():
+        if keys and key not in keys:
+            continue
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            point.values[str(key)] = float(value)
+    return point

@@ -1,0 +1,269 @@
+"""TrainerService: each RPC checks its request, asks the registry (or the run files,
+or the hub) and translates the answer. No business logic: the registry decides."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+import math
+from collections import Counter
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+
+import grpc
+from google.protobuf import json_format
+
+from bus.logs import ServiceLogger
+from core.digest import canonical_json
+from services.gateway.buslisten import Telemetry
+from services.gateway.calls import Registry
+from services.gateway.config import MAX_CONFIG_BYTES, GatewayConfig
+from services.gateway.errors import CallError, abort, exhausted, invalid
+from services.gateway.health import Health
+from services.gateway.logs import LogFiles, check_run_id
+from services.gateway.mapping import Mapper, struct, timestamp
+from services.gateway.watch import WatchHub
+from services.gateway.watchsession import WatchSession
+from trainer.v1 import trainer_pb2 as pb
+
+T = TypeVar("T")
+DEFAULT_PAGE, MAX_PAGE = 50, 1000
+DEFAULT_POINTS, MAX_POINTS = 1000, 10_000
+MAX_TEXT = 1000
+
+
+def unary(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    @functools.wraps(fn)
+    async def call(self: "Servicer", request: Any, context: grpc.aio.ServicerContext) -> T:
+        self.calls[fn.__name__] += 1
+        try:
+            return await fn(self, request, context)
+        except CallError as exc:
+            await abort(context, exc)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            self.log.exception("rpc.failed", method=fn.__name__, peer=context.peer())
+            await abort(context, CallError(grpc.StatusCode.INTERNAL, "internal error",
+                                           "internal"))
+        raise AssertionError("unreachable")  # pragma: no cover
+    return call
+
+
+def streaming(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    @functools.wraps(fn)
+    async def call(self: "Servicer", request: Any,
+                   context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        self.calls[fn.__name__] += 1
+        try:
+            if self.streams >= self.cfg.max_watchers:
+                raise exhausted("streams", f"the gateway serves at most "
+                                f"{self.cfg.max_watchers} streams at once")
+            self.streams += 1
+            try:
+                async for msg in fn(self, request, context):
+                    yield msg
+            finally:
+                self.streams -= 1
+        except CallError as exc:
+            await abort(context, exc)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            self.log.exception("rpc.failed", method=fn.__name__, peer=context.peer())
+            await abort(context, CallError(grpc.StatusCode.INTERNAL, "internal error",
+                                           "internal"))
+    return call
+
+
+class Servicer:
+    def __init__(self, cfg: GatewayConfig, registry: Registry, hub: WatchHub,
+                 telemetry: Telemetry, mapper: Mapper, logs: LogFiles, health: Health,
+                 log: ServiceLogger) -> None:
+        self.cfg = cfg
+        self.registry = registry
+        self.hub = hub
+        self.telemetry = telemetry
+        self.mapper = mapper
+        self.logs = logs
+        self.health = health
+        self.log = log
+        self.calls: Counter[str] = Counter()
+        self.streams = 0
+
+    def record(self, view: dict[str, Any]) -> pb.RunRecord:
+        return self.mapper.run_record(view, self.telemetry.last_heartbeat(view["run_id"]))
+
+    @unary
+    async def SubmitRun(self, request: pb.SubmitRunRequest,
+                        context: grpc.aio.ServicerContext) -> pb.SubmitRunResponse:
+        config = _config(request)
+        args: dict[str, Any] = {"config": config,
+                                "submitted_by": _text(request.submitted_by or "grpc",
+                                                      "submitted_by", 200)}
+        rid = request.request_id or None
+        if rid is not None and (len(rid) > 64 or not rid.isprintable()):
+            raise invalid("request_id", "must be at most 64 printable characters")
+        result = await self.registry.call("submit", args, context,
+                                          request_id=f"grpc-{rid}" if rid else None)
+        return pb.SubmitRunResponse(run=self.record(result["run"]), created=result["created"])
+
+    @unary
+    async def GetRun(self, request: pb.GetRunRequest,
+                     context: grpc.aio.ServicerContext) -> pb.GetRunResponse:
+        run_id = check_run_id(request.run_id)
+        got = await self.registry.call("get_run", {"run_id": run_id}, context)
+        return pb.GetRunResponse(run=self.record(got["run"]), head_seq=got["head_seq"])
+
+    @unary
+    async def ListRuns(self, request: pb.ListRunsRequest,
+                       context: grpc.aio.ServicerContext) -> pb.ListRunsResponse:
+        statuses = []
+        for number in request.statuses:
+            status = self.mapper.status.to_core(number)
+            if status is None:
+                raise invalid("statuses", f"unknown run status {number}")
+            statuses.append(status.value)
+        size = request.page_size or DEFAULT_PAGE
+        if not 0 < size <= MAX_PAGE:
+            raise invalid("page_size", f"must be from 1 to {MAX_PAGE}")
+        args = {"status": statuses, "tag": _text(request.tag, "tag", 200), "limit": size + 1,
+                "before_seq": _decode_token(request.page_token), "newest_first": True}
+        got = await self.registry.call("list_runs", args, context)
+        runs = got["runs"]
+        out = pb.ListRunsResponse(runs=[self.record(v) for v in runs[:size]],
+                                  total_size=got["total"], head_seq=got["head_seq"])
+        if len(runs) > size:
+            out.next_page_token = _encode_token(int(runs[size - 1]["submitted_seq"]))
+        return out
+
+    @streaming
+    async def WatchRuns(self, request: pb.WatchRunsRequest,
+                        context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        session = WatchSession(self.hub, self.registry, self.mapper, self.telemetry,
+                               self.log, (self.cfg.watch_buffer, self.cfg.watch_buffer_bytes),
+                               self.cfg.watch_keepalive,
+                               request, context)
+        async for msg in session.stream():
+            yield msg
+
+    @unary
+    async def CancelRun(self, request: pb.CancelRunRequest,
+                        context: grpc.aio.ServicerContext) -> pb.CancelRunResponse:
+        args = {"run_id": check_run_id(request.run_id),
+                "reason": _text(request.reason, "reason", MAX_TEXT),
+                "requested_by": _text(request.requested_by or "grpc", "requested_by", 200)}
+        got = await self.registry.call("request_cancel", args, context)
+        return pb.CancelRunResponse(run=self.record(got["run"]))
+
+    @streaming
+    async def StreamLogs(self, request: pb.StreamLogsRequest,
+                         context: grpc.aio.ServicerContext) -> AsyncIterator[pb.LogChunk]:
+        async for chunk in self.logs.stream(request, context):
+            yield chunk
+
+    @unary
+    async def GetHealth(self, request: pb.GetHealthRequest,
+                        context: grpc.aio.ServicerContext) -> pb.GetHealthResponse:
+        return await self.health.report(context)
+
+    @unary
+    async def ListArtifacts(self, request: pb.ListArtifactsRequest,
+                            context: grpc.aio.ServicerContext) -> pb.ListArtifactsResponse:
+        run_id = check_run_id(request.run_id)
+        await self.registry.call("get_run", {"run_id": run_id}, context)
+        got = await self.registry.call("list_artifacts", {"run_id": run_id}, context)
+        out = pb.ListArtifactsResponse()
+        for a in got["artifacts"]:
+            art = out.artifacts.add(path=str(a["path"]), kind=str(a["kind"]),
+                                    size=int(a["size"] or 0), seq=int(a["seq"] or 0))
+            art.meta.CopyFrom(struct(_json_object(a.get("meta"))))
+            if isinstance(a.get("registered_at"), (int, float)):
+                art.registered_at.CopyFrom(timestamp(a["registered_at"]))
+        return out
+
+    @unary
+    async def GetMetrics(self, request: pb.GetMetricsRequest,
+                         context: grpc.aio.ServicerContext) -> pb.GetMetricsResponse:
+        run_id = check_run_id(request.run_id)
+        if request.offset < 0:
+            raise invalid("offset", "must not be negative")
+        limit = request.limit or DEFAULT_POINTS
+        if not 0 < limit <= MAX_POINTS:
+            raise invalid("limit", f"must be from 1 to {MAX_POINTS}")
+        await self.registry.call("get_run", {"run_id": run_id}, context)
+        return await self.registry.run(self.logs.metrics, run_id, request.offset, limit,
+                                       frozenset(request.keys))
+
+
+# --- request checks ------------------------------------------------------------------
+
+def _config(request: pb.SubmitRunRequest) -> dict[str, Any]:
+    which = request.WhichOneof("config_source")
+    if which == "config_json":
+        if len(request.config_json.encode()) > 4 * MAX_CONFIG_BYTES:
+            raise exhausted("config_json", f"is larger than {MAX_CONFIG_BYTES} bytes")
+        try:
+            config = json.loads(request.config_json)
+        except ValueError as exc:
+            raise invalid("config_json", f"is not valid JSON: {exc}") from None
+        if not isinstance(config, dict):
+            raise invalid("config_json", "must be a JSON object")
+    elif which == "config":
+        config = _integral(json_format.MessageToDict(request.config))
+    else:
+        raise invalid("config", "is required (config or config_json)")
+    try:
+        size = len(canonical_json(config).encode())
+    except ValueError as exc:
+        raise invalid("config", f"must be plain JSON data ({exc})") from None
+    if size > MAX_CONFIG_BYTES:
+        raise exhausted("config", f"is {size} bytes; the limit is {MAX_CONFIG_BYTES} bytes "
+                        "(canonical JSON)")
+    return config
+
+
+def _integral(value: Any) -> Any:
+    """Struct numbers are doubles: a whole number becomes an int (seed, steps, ...)."""
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer() \
+            and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
+def _text(value: str, field: str, limit: int) -> str:
+    if len(value) > limit:
+        raise invalid(field, f"must be at most {limit} characters")
+    return value
+
+
+def _encode_token(before_seq: int) -> str:
+    return base64.urlsafe_b64encode(f"v1:{before_seq}".encode()).decode().rstrip("=")
+
+
+def _decode_token(token: str) -> int:
+    if not token:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        version, _, seq = text.partition(":")
+        if version != "v1" or not seq.isdigit() or int(seq) <= 0:
+            raise ValueError(text)
+        return int(seq)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise invalid("page_token", "is not a token this server issued") from None
+
+
+def _json_object(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    try:
+        loaded = json.loads(value) if isinstance(value, str) else {}
+    except ValueError:
+        return {}
+    return loaded if isinstance(loaded, dict) else {}

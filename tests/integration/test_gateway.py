@@ -1,0 +1,353 @@
+"""The gateway process (python -m services.gateway) in front of real bus and registry
+processes, through real gRPC clients: every RPC's happy path and its error codes,
+the token, the standard health and reflection services.
+
+The ``gateway`` fixture and the Gateway helper are shared by the other
+test_gateway_* files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+from typing import Any, Iterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from core.settings import Settings
+from tests.conftest import Stack
+from tests.helpers import ServiceProcess, wait_until
+from trainer.client import Client, TrainerError
+from trainer.v1 import trainer_pb2 as pb
+from trainer.v1 import trainer_pb2_grpc as pb_grpc
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+CONFIG = {"env": "CartPole-v1", "seed": 1, "tags": ["gw", "smoke"]}
+GW_ENV = {"TRAINER_GATEWAY_REGISTRY_TIMEOUT": "0.5", "TRAINER_GATEWAY_REGISTRY_RETRIES": "1",
+          "TRAINER_GATEWAY_WATCH_KEEPALIVE": "0.5", "TRAINER_GATEWAY_LOG_POLL": "0.05"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Gateway:
+    """A gateway process on a free port, and clients for it."""
+
+    def __init__(self, stack: Stack, extra_env: dict[str, str] | None = None) -> None:
+        self.stack = stack
+        self.addr = f"127.0.0.1:{free_port()}"
+        self.env = {**stack.env, **GW_ENV, "TRAINER_GATEWAY_ADDR": self.addr,
+                    **(extra_env or {})}
+        self.proc = ServiceProcess("services.gateway", self.env,
+                                   os.path.join(stack.settings.home, "gateway.log"))
+        self.clients: list[Client] = []
+        self.channels: list[grpc.Channel] = []
+
+    @property
+    def token(self) -> str:
+        with open(os.path.join(self.stack.settings.home, "gateway.token"),
+                  encoding="utf-8") as fh:
+            return fh.read().strip()
+
+    def start(self, tls_ca: str = "") -> "Gateway":
+        """Start the process; return once it serves and follows the event log."""
+        mark = len(self.log()) if os.path.exists(self.proc.log_path) else 0
+        self.proc.start()
+        token_file = os.path.join(self.stack.settings.home, "gateway.token")
+
+        def ready() -> bool:
+            assert self.proc.alive(), self.proc.log()[mark:]
+            if not os.path.exists(token_file):
+                return False
+            try:
+                with Client(self.addr, self.token, timeout=2, tls_ca=tls_ca) as c:
+                    c.health()
+            except TrainerError:
+                return False
+            return '"bus.following"' in self.log()[mark:]
+        wait_until(ready, 20, message="the gateway to serve and follow the event log")
+        return self
+
+    def client(self, token: str | None = None, **kw: Any) -> Client:
+        c = Client(self.addr, self.token if token is None else token, **kw)
+        self.clients.append(c)
+        return c
+
+    def channel(self) -> grpc.Channel:
+        ch = grpc.insecure_channel(self.addr)
+        self.channels.append(ch)
+        return ch
+
+    def stub(self) -> pb_grpc.TrainerServiceStub:
+        return pb_grpc.TrainerServiceStub(self.channel())
+
+    @property
+    def auth(self) -> tuple[tuple[str, str]]:
+        return (("authorization", f"Bearer {self.token}"),)
+
+    def log(self) -> str:
+        return self.proc.log()
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.close()
+        for ch in self.channels:
+            ch.close()
+        self.proc.stop()
+
+
+@pytest.fixture
+def gateway(stack: Stack) -> Iterator[Gateway]:
+    gw = Gateway(stack)
+    try:
+        yield gw.start()
+    finally:
+        gw.close()
+
+
+def rpc_error(fn: Any, *args: Any, **kw: Any) -> TrainerError:
+    with pytest.raises(TrainerError) as info:
+        fn(*args, **kw)
+    return info.value
+
+
+# --- the happy paths ----------------------------------------------------------------
+
+def test_submit_get_list_cancel(gateway: Gateway) -> None:
+    c = gateway.client()
+    first = c.submit(CONFIG)
+    assert first.created and first.run.status == pb.RUN_STATUS_PENDING
+    again = c.submit(dict(reversed(list(CONFIG.items()))))
+    assert not again.created and again.run.run_id == first.run.run_id
+    run = c.get(first.run.run_id)
+    assert run.tags == ["gw", "smoke"] and run.last_seq == 1 and run.submitted_at.seconds > 0
+    assert '"seed":1' in run.config_json and run.digest == first.run.digest
+    cancelled = c.cancel(run.run_id, reason="not needed", requested_by="me")
+    assert cancelled.status == pb.RUN_STATUS_CANCELLED
+    assert cancelled.cause == pb.TERMINAL_CAUSE_CANCELLED
+    assert (cancelled.cancel_requested_by, cancelled.cancel_reason) == ("me", "not needed")
+    assert cancelled.HasField("finished_at") and not cancelled.HasField("exit_code")
+    listed = c.list(statuses=[pb.RUN_STATUS_CANCELLED], tag="smoke")
+    assert [r.run_id for r in listed.runs] == [run.run_id] and listed.total_size == 1
+
+
+def test_submit_as_struct_keeps_integers(gateway: Gateway) -> None:
+    req = pb.SubmitRunRequest(submitted_by="struct")
+    req.config.update({"env": "CartPole-v1", "seed": 5, "steps": 1000})
+    got = gateway.stub().SubmitRun(req, metadata=gateway.auth, timeout=10)
+    assert got.created and '"seed":5' in got.run.config_json
+    assert '"steps":1000' in got.run.config_json and got.run.submitted_by == "struct"
+
+
+def test_list_pages_newest_first_by_tag_and_status(gateway: Gateway) -> None:
+    c = gateway.client()
+    ids = [c.submit({**CONFIG, "seed": i, "tags": ["even" if i % 2 else "odd"]}).run.run_id
+           for i in range(7)]
+    c.cancel(ids[0])
+    seen, token = [], ""
+    while True:
+        page = c.list(page_size=3, page_token=token)
+        assert page.total_size == 7
+        seen += [r.run_id for r in page.runs]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == ids[::-1]
+    assert [r.run_id for r in c.iter_runs(tag="odd", page_size=2)] == ids[::-2]
+    pending = c.list(statuses=[pb.RUN_STATUS_PENDING, pb.RUN_STATUS_RUNNING])
+    assert [r.run_id for r in pending.runs] == ids[:0:-1]
+
+
+def test_eight_clients_submitting_the_same_config_get_one_run(gateway: Gateway) -> None:
+    clients = [gateway.client() for _ in range(8)]
+    barrier = threading.Barrier(8)
+    answers: list[pb.SubmitRunResponse] = []
+
+    def submit(c: Client) -> None:
+        barrier.wait(10)
+        answers.append(c.submit({**CONFIG, "seed": 99}))
+    threads = [threading.Thread(target=submit, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert len(answers) == 8
+    assert len({a.run.run_id for a in answers}) == 1
+    assert sum(a.created for a in answers) == 1
+    assert clients[0].list().total_size == 1
+
+
+def test_artifacts_and_metrics(gateway: Gateway, stack: Stack) -> None:
+    c = gateway.client()
+    run_id = c.submit(CONFIG).run.run_id
+    reg = stack.client()
+    reg.call("claim_gpus", {"run_id": run_id, "gpu_uuids": [], "claimed_by": "test"})
+    reg.call("register_artifact", {"run_id": run_id, "kind": "video", "path": "videos/a.mp4",
+                                   "size": 123, "meta": {"episode": 4}})
+    arts = c.artifacts(run_id)
+    assert [(a.path, a.kind, a.size, dict(a.meta)) for a in arts] == \
+        [("videos/a.mp4", "video", 123, {"episode": 4.0})]
+    assert c.get(run_id).artifact_count == 1
+    folder = os.path.join(stack.settings.runs_dir, run_id)
+    os.makedirs(folder)
+    with open(os.path.join(folder, "metrics.jsonl"), "w", encoding="utf-8") as fh:
+        for step in range(5):
+            fh.write(f'{{"run_id": "{run_id}", "step": {step}, "ts": 1.5, '
+                     f'"values": {{"loss": {step / 10}, "return": {step}}}}}\n')
+        fh.write('{"torn": ')
+    first = c.metrics(run_id, limit=3, keys=["loss"])
+    assert [(p.step, dict(p.values)) for p in first.points] == \
+        [(0, {"loss": 0.0}), (1, {"loss": 0.1}), (2, {"loss": 0.2})]
+    rest = c.metrics(run_id, offset=first.next_offset)
+    assert [p.step for p in rest.points] == [3, 4] and rest.points[0].values["return"] == 3
+    assert c.metrics(run_id, offset=rest.next_offset).points == []
+    assert rpc_error(c.artifacts, "r0000000000aa").code == grpc.StatusCode.NOT_FOUND
+
+
+# --- errors ------------------------------------------------------------------------
+
+def test_error_codes_carry_field_and_reason(gateway: Gateway) -> None:
+    c = gateway.client()
+    bad = rpc_error(c.submit, {**CONFIG, "seed": "seven"})
+    assert bad.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert (bad.field, bad.trainer_code) == ("seed", "invalid_argument")
+    assert "seed" in bad.message and "integer" in bad.reason
+    assert rpc_error(c.submit, "[1, 2]").field == "config_json"
+    assert rpc_error(c.get, "not-a-run").field == "run_id"
+    missing = rpc_error(c.get, "r000000000000")
+    assert missing.code == grpc.StatusCode.NOT_FOUND and missing.trainer_code == "not_found"
+    run_id = c.submit(CONFIG).run.run_id
+    c.cancel(run_id)
+    late = rpc_error(c.cancel, run_id)
+    assert late.code == grpc.StatusCode.FAILED_PRECONDITION and "CANCELLED" in late.message
+    assert rpc_error(c.list, page_token="garbage!").field == "page_token"
+    assert rpc_error(c.list, page_size=5000).field == "page_size"
+    assert rpc_error(c.list, statuses=[99]).field == "statuses"  # unknown enum value
+    assert rpc_error(c.metrics, run_id, limit=-1).field == "limit"
+
+
+def test_oversized_requests_are_resource_exhausted(gateway: Gateway) -> None:
+    c = gateway.client()
+    big = rpc_error(c.submit, {**CONFIG, "hyperparameters": {"blob": "x" * 70_000}})
+    assert big.code == grpc.StatusCode.RESOURCE_EXHAUSTED and big.field == "config"
+    assert "65536" in big.message
+    huge = rpc_error(c.submit, {**CONFIG, "hyperparameters": {"blob": "x" * 2_000_000}})
+    assert huge.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert c.list().total_size == 0
+
+
+def test_registry_down_is_unavailable_and_deadlines_hold(gateway: Gateway, stack: Stack) -> None:
+    c = gateway.client()
+    run_id = c.submit(CONFIG).run.run_id
+    stack.registry.kill9()
+    down = rpc_error(c.get, run_id)
+    assert down.code == grpc.StatusCode.UNAVAILABLE and down.retryable
+    quick = Client(gateway.addr, gateway.token, timeout=0.2)
+    gateway.clients.append(quick)
+    assert rpc_error(quick.get, run_id).code == grpc.StatusCode.DEADLINE_EXCEEDED
+    stack.start_registry()
+    assert c.get(run_id).run_id == run_id
+
+
+# --- security and standard services -------------------------------------------------
+
+def test_calls_without_the_token_are_refused(gateway: Gateway) -> None:
+    for token in ("", "wrong"):
+        c = gateway.client(token=token)
+        assert rpc_error(c.list).code == grpc.StatusCode.UNAUTHENTICATED
+        watch = c.watch(resume=False)
+        assert rpc_error(next, watch).code == grpc.StatusCode.UNAUTHENTICATED
+    assert oct(os.stat(os.path.join(gateway.stack.settings.home, "gateway.token")).st_mode
+               & 0o777) == "0o600"
+    assert '"rpc.unauthenticated"' in gateway.log()
+
+
+def test_standard_health_and_reflection(gateway: Gateway) -> None:
+    health = health_pb2_grpc.HealthStub(gateway.channel())
+    for service in ("", "trainer.v1.TrainerService"):
+        got = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        assert got.status == health_pb2.HealthCheckResponse.SERVING
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase)
+    channel = grpc.intercept_channel(gateway.channel(), _AddToken(gateway.token))
+    db = ProtoReflectionDescriptorDatabase(channel)
+    assert "trainer.v1.TrainerService" in db.get_services()
+    methods = {m.name for m in db.FindFileContainingSymbol(
+        "trainer.v1.TrainerService").service[0].method}
+    assert {"SubmitRun", "WatchRuns", "StreamLogs", "GetHealth"} <= methods
+
+
+def test_get_health_reports_services_and_the_log(gateway: Gateway) -> None:
+    c = gateway.client()
+    c.submit(CONFIG)
+    got = wait_until(lambda: (h := c.health()).gateway_seq == 1 and
+                     all(s.alive for s in h.services if s.name != "dispatcher") and h, 10,
+                     message="health with every service alive")
+    by_name = {s.name: s for s in got.services}
+    assert set(by_name) == {"bus", "registry", "dispatcher", "gateway"}
+    assert not by_name["dispatcher"].alive and by_name["dispatcher"].error
+    assert by_name["registry"].pid == gateway.stack.registry.pid
+    assert by_name["registry"].versions["grpcio"] == grpc.__version__
+    assert got.last_seq == 1 and got.db_bytes > 0
+
+
+def test_non_loopback_address_without_a_token_refuses_to_start(
+        service_env: dict[str, str], settings: Settings) -> None:
+    env = {**service_env, "TRAINER_GATEWAY_ADDR": f"0.0.0.0:{free_port()}"}
+    proc = ServiceProcess("services.gateway", env, os.path.join(settings.home, "gw.log"))
+    proc.start()
+    assert proc.proc is not None and proc.proc.wait(timeout=30) == 5
+    assert "without a provisioned token" in proc.log()
+    assert not os.path.exists(os.path.join(settings.home, "gateway.token"))
+
+
+class _AddToken(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def _details(self, details: Any) -> Any:
+        meta = list(details.metadata or []) + [("authorization", f"Bearer {self.token}")]
+        return details._replace(metadata=meta) if hasattr(details, "_replace") else \
+            _Details(details.method, details.timeout, meta, details.credentials)
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, it: Any) -> Any:
+        return continuation(self._details(details), it)
+
+
+class _Details(grpc.ClientCallDetails):
+    def __init__(self, method: str, timeout: Any, metadata: Any, credentials: Any) -> None:
+        self.method, self.timeout, self.metadata, self.credentials = \
+            method, timeout, metadata, credentials
+        self.wait_for_ready = None
+        self.compression = None
+
+
+def test_tls_when_a_certificate_is_configured(stack: Stack, tmp_path: Any) -> None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True, timeout=30)
+    gw = Gateway(stack, {"TRAINER_GATEWAY_TLS_CERT": cert, "TRAINER_GATEWAY_TLS_KEY": key})
+    try:
+        gw.start(tls_ca=cert)
+        secure = gw.client(tls_ca=cert)
+        assert secure.submit(CONFIG).created
+        plain = gw.client(tls_ca="")
+        assert rpc_error(plain.list).code == grpc.StatusCode.UNAVAILABLE
+    finally:
+        gw.close()

@@ -1,0 +1,90 @@
+"""Every `trainer` command against a real system under supervisord."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+
+import pytest
+
+from tests.helpers import wait_until
+from tests.system.conftest import System
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def test_the_cli_from_up_to_down(system: System) -> None:
+    health = system.ok("health")
+    for name in ("bus", "registry", "dispatcher", "gateway"):
+        assert f"{name} " in health and "DOWN" not in health
+    out = system.ok("submit", "--worker", "test-sleep", "--env", "CartPole-v1", "--seed", "5",
+                    "--wait")
+    run_id = out.split()[0]
+    assert "submitted" in out and f"{run_id} COMPLETED" in out
+    again = system.ok("submit", "--worker", "test-sleep", "--env", "CartPole-v1",
+                      "--seed", "5")
+    assert again.startswith(run_id) and "already exists" in again
+    listing = system.ok("ls")
+    assert run_id in listing and "COMPLETED" in listing and "test-sleep" in listing
+    shown = system.ok("show", run_id)
+    for expected in ("COMPLETED", "ckpt.bin", "RunSubmitted", "RunStarted", "RunCompleted",
+                     "GpusReleased"):
+        assert expected in shown, shown
+    assert "done" in system.ok("logs", run_id)
+    refused = system.trainer("cancel", run_id, "--reason", "too late")
+    assert refused.returncode != 0 and "failed_precondition" in refused.stderr
+    bad = system.trainer("submit", "--env", "NoSuchEnv-v0")
+    assert bad.returncode != 0 and "field env" in bad.stderr
+    failing = system.trainer("submit", "--worker", "test-exit", "--env", "CartPole-v1",
+                             "--wait")
+    assert failing.returncode == 1 and "exit_code" in failing.stderr
+
+    # the audit tool, on the live database
+    assert "chain intact" in system.ok("replay", "--verify")
+    history = system.ok("replay", "--run", run_id)
+    assert history.count("\n") == 6 and "RunCompleted" in history
+    state = system.ok("replay", "--until", "1")
+    assert run_id in state and "PENDING" in state
+    export = os.path.join(system.home, "log.jsonl")
+    system.ok("replay", "--export", export)
+    with open(export, encoding="utf-8") as fh:
+        lines = [json.loads(line) for line in fh]
+    assert [e["seq"] for e in lines] == list(range(1, len(lines) + 1))
+    tailed = system.ok("tail", "status.", "--count", "3", timeout=30)
+    assert all(json.loads(line)["type"] == "ServiceStatus" for line in tailed.splitlines())
+
+
+def test_replay_verify_names_a_tampered_event(system: System) -> None:
+    for seed in range(3):
+        system.ok("submit", "--worker", "test-sleep", "--env", "CartPole-v1", "--seed",
+                  str(seed), "--wait")
+    system.ok("down", timeout=90)
+    db = sqlite3.connect(os.path.join(system.home, "events.db"))
+    db.execute("DROP TRIGGER events_no_update")
+    db.execute("UPDATE events SET caused_by = 'mallory' WHERE seq = 4")
+    db.commit()
+    db.close()
+    result = system.trainer("replay", "--verify")
+    assert result.returncode == 1 and "seq 4" in result.stderr, result.stderr
+
+
+def test_restarting_each_service_in_turn_loses_no_run(system: System) -> None:
+    config = os.path.join(system.home, "slow.json")
+    with open(config, "w", encoding="utf-8") as fh:
+        json.dump({"worker": "test-sleep", "env": "CartPole-v1",
+                   "hyperparameters": {"seconds": 6}}, fh)
+    ids = [system.ok("submit", config, "--seed", str(100 + i)).split()[0] for i in range(3)]
+    wait_until(lambda: system.trainer("ls").stdout.count("RUNNING") == 2, 30,
+               message="two runs running (2 CPU slots)")
+    for name in ("bus", "registry", "dispatcher", "gateway"):
+        result = system.supervisorctl("restart", name)
+        assert result.returncode == 0, result.stdout + result.stderr
+    def all_done() -> bool:
+        out = system.trainer("ls").stdout
+        return all(f"{i}  COMPLETED" in out for i in ids)
+    wait_until(all_done, 60, interval=0.5, message="every run to complete")
+    assert "chain intact" in system.ok("replay", "--verify")
+    for run_id in ids:
+        shown = system.ok("show", run_id)
+        assert "RunCompleted" in shown and "GpusReleased" in shown

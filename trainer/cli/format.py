@@ -1,0 +1,96 @@
+"""Plain-text rendering of runs for the CLI (no network, no I/O)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Iterable, Sequence
+
+from google.protobuf import json_format
+
+from trainer.v1 import trainer_pb2 as pb
+
+
+def plain(struct: Any) -> Any:
+    """A protobuf Struct as plain data, whole numbers shown as integers."""
+    def fix(value: Any) -> Any:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, dict):
+            return {k: fix(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [fix(v) for v in value]
+        return value
+    return fix(json_format.MessageToDict(struct))
+
+
+def status_name(value: int) -> str:
+    return pb.RunStatus.Name(value).removeprefix("RUN_STATUS_") if value in \
+        pb.RunStatus.values() else "UNSPECIFIED"
+
+
+def cause_name(value: int) -> str:
+    name = pb.TerminalCause.Name(value) if value in pb.TerminalCause.values() else ""
+    return name.removeprefix("TERMINAL_CAUSE_").lower() if value else ""
+
+
+def config_of(run: pb.RunRecord) -> dict[str, Any]:
+    try:
+        return json.loads(run.config_json) if run.config_json else {}
+    except ValueError:
+        return {}
+
+
+def age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def when(ts: Any) -> str:
+    if not ts.seconds and not ts.nanos:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts.seconds))
+
+
+def progress(run: pb.RunRecord) -> tuple[int, int, float, str]:
+    """(step, budget, steps/s, return text) from the last heartbeat."""
+    budget = int(config_of(run).get("steps", 0) or 0)
+    if not run.HasField("last_heartbeat"):
+        return 0, budget, 0.0, "-"
+    hb = run.last_heartbeat
+    ret = hb.mean_return if hb.HasField("mean_return") else (
+        hb.last_return if hb.HasField("last_return") else None)
+    return int(hb.step), budget, hb.steps_per_s, "-" if ret is None else f"{ret:.1f}"
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    rows = [[str(c) for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+RUN_HEADERS = ("RUN", "STATUS", "WORKER", "ENV", "PROGRESS", "RETURN", "GPUS", "AGE")
+
+
+def run_row(run: pb.RunRecord, now: float) -> list[str]:
+    cfg = config_of(run)
+    step, budget, _, ret = progress(run)
+    status = status_name(run.status)
+    if run.cause and status in ("FAILED", "CANCELLED"):
+        status += f" ({cause_name(run.cause)})"
+    prog = f"{100 * step / budget:.0f}%" if budget and step else "-"
+    if status == "COMPLETED":
+        prog = "100%"
+    return [run.run_id, status, cfg.get("worker", "-"), cfg.get("env", "-"), prog, ret,
+            ",".join(g[-8:] for g in run.gpus) or "-", age(now - run.submitted_at.seconds)]
+
+
+def bar(step: int, budget: int, width: int = 30) -> str:
+    frac = min(1.0, step / budget) if budget else 0.0
+    filled = int(frac * width)
+    return "[" + "#" * filled + "." * (width - filled) + f"] {100 * frac:5.1f}%"

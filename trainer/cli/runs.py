@@ -1,0 +1,232 @@
+"""``trainer submit | ls | show | watch | logs | cancel``: the gateway's API for people."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any, Optional
+
+import click
+
+from trainer.cli import format as fmt
+from trainer.client import Client, TrainerError
+from trainer.v1 import trainer_pb2 as pb
+
+TERMINAL = {pb.RUN_STATUS_COMPLETED, pb.RUN_STATUS_FAILED, pb.RUN_STATUS_CANCELLED}
+
+
+def client() -> Client:
+    return Client()
+
+
+def fail(err: TrainerError) -> "click.ClickException":
+    where = f" (field {err.field})" if getattr(err, "field", "") else ""
+    return click.ClickException(f"{err.code.name.lower()}: {err.message}{where}")
+
+
+@click.command("submit")
+@click.argument("config_file", required=False, metavar="[CONFIG.json]",
+                type=click.Path(exists=True, dir_okay=False))
+@click.option("--worker", help="Worker entry point name (trainer.workers), e.g. cartpole.")
+@click.option("--env", "env_id", help="Gymnasium env id, e.g. CartPole-v1.")
+@click.option("--seed", type=int, help="Random seed.")
+@click.option("--steps", type=int, help="Training budget in env steps.")
+@click.option("--gpus", type=int, help="Number of GPUs the run needs.")
+@click.option("--priority", type=int, help="Higher runs first (-1000..1000).")
+@click.option("--name", help="A name for the run.")
+@click.option("--wait", is_flag=True, help="Show a live progress bar until the run ends; exit "
+              "0 only if it COMPLETED.")
+def submit(config_file: Optional[str], worker: Optional[str], env_id: Optional[str],
+           seed: Optional[int], steps: Optional[int], gpus: Optional[int],
+           priority: Optional[int], name: Optional[str], wait: bool) -> None:
+    """Submit a run from CONFIG.json (docs/CONFIG.md) and/or flags; flags override
+    the file. Prints the run id and whether it already existed (same config digest)."""
+    config: dict[str, Any] = {}
+    if config_file:
+        with open(config_file, encoding="utf-8") as fh:
+            try:
+                config = json.load(fh)
+            except ValueError as exc:
+                raise click.BadParameter(f"not JSON: {exc}", param_hint="CONFIG_FILE")
+    for key, value in (("worker", worker), ("env", env_id), ("seed", seed), ("steps", steps),
+                       ("priority", priority), ("name", name)):
+        if value is not None:
+            config[key] = value
+    if gpus is not None:
+        config.setdefault("resources", {})["gpus"] = gpus
+    with client() as c:
+        try:
+            reply = c.submit(config, submitted_by=os.environ.get("USER", "cli"))
+        except TrainerError as err:
+            raise fail(err)
+        run = reply.run
+        click.echo(f"{run.run_id} {'submitted' if reply.created else 'already exists (same config)'}"
+                   f" [{fmt.status_name(run.status)}]")
+        if wait:
+            sys.exit(follow_to_end(c, run.run_id))
+
+
+def follow_to_end(c: Client, run_id: str, interval: float = 0.5) -> int:
+    """Draw a progress bar until the run is terminal; 0 only for COMPLETED."""
+    tty = sys.stdout.isatty()
+    last_line = ""
+    while True:
+        try:
+            run = c.get(run_id)
+        except TrainerError as err:
+            if not err.retryable:
+                raise fail(err)
+            time.sleep(interval)  # the gateway is restarting: poll again
+            continue
+        step, budget, sps, ret = fmt.progress(run)
+        status = fmt.status_name(run.status)
+        line = (f"{run_id} {status:<11} {fmt.bar(step, budget)} {step:,}/{budget:,} steps "
+                f"{sps:,.0f} steps/s  return {ret}")
+        if line != last_line:
+            click.echo(("\r" + line) if tty else line, nl=not tty)
+            last_line = line
+        if run.status in TERMINAL:
+            if tty:
+                click.echo()
+            if run.status == pb.RUN_STATUS_COMPLETED:
+                click.echo(f"{run_id} COMPLETED")
+                return 0
+            click.echo(f"{run_id} {status}: {fmt.cause_name(run.cause)} "
+                       f"{('- ' + run.message.splitlines()[0]) if run.message else ''}", err=True)
+            return 1
+        time.sleep(interval)  # refresh rate of the progress bar
+
+
+@click.command("ls")
+@click.option("--status", "statuses", multiple=True,
+              type=click.Choice(["PENDING", "DISPATCHING", "RUNNING", "COMPLETED", "FAILED",
+                                 "CANCELLED"], case_sensitive=False),
+              help="Only runs in this status (repeatable).")
+@click.option("--tag", default="", help="Only runs with this tag.")
+@click.option("--limit", default=50, show_default=True, help="Most runs to show.")
+def ls(statuses: tuple[str, ...], tag: str, limit: int) -> None:
+    """List runs, newest first."""
+    wanted = [pb.RunStatus.Value("RUN_STATUS_" + s.upper()) for s in statuses]
+    with client() as c:
+        try:
+            page = c.list(wanted, tag, page_size=limit)
+        except TrainerError as err:
+            raise fail(err)
+    now = time.time()
+    click.echo(fmt.table(fmt.RUN_HEADERS, [fmt.run_row(r, now) for r in page.runs]))
+    if page.total_size > len(page.runs):
+        click.echo(f"({len(page.runs)} of {page.total_size} runs; --limit for more)")
+
+
+@click.command("show")
+@click.argument("run_id", metavar="RUN")
+def show(run_id: str) -> None:
+    """Everything about a run: status, why it waits or how it ended, resources,
+    progress, artifacts and its event history."""
+    with client() as c:
+        try:
+            run = c.get(run_id)
+            artifacts = c.artifacts(run_id)
+            history = run_history(c, run)
+        except TrainerError as err:
+            raise fail(err)
+    cfg = fmt.config_of(run)
+    step, budget, sps, ret = fmt.progress(run)
+    lines = [
+        ("run", run.run_id), ("status", fmt.status_name(run.status)),
+        ("cause", fmt.cause_name(run.cause) or "-"),
+        ("exit code", run.exit_code if run.HasField("exit_code") else "-"),
+        ("signal", run.signal if run.HasField("signal") else "-"),
+        ("waiting because", run.waiting_reason or "-"),
+        ("worker / env", f"{cfg.get('worker')} / {cfg.get('env')}  seed {cfg.get('seed')}"),
+        ("priority", run.priority), ("gpus", ", ".join(run.gpus) or "-"),
+        ("pid", run.pid if run.HasField("pid") else "-"), ("host", run.host or "-"),
+        ("submitted", f"{fmt.when(run.submitted_at)} by {run.submitted_by}"),
+        ("started", fmt.when(run.started_at)), ("finished", fmt.when(run.finished_at)),
+        ("progress", f"{step:,}/{budget:,} steps, {sps:,.0f} steps/s, return {ret}"),
+        ("cancel", f"by {run.cancel_requested_by}: {run.cancel_reason}"
+         if run.cancel_requested_by else "-"),
+        ("digest", run.digest), ("last seq", run.last_seq),
+    ]
+    for key, value in lines:
+        click.echo(f"{key:>16}  {value}")
+    if run.message:
+        click.echo(f"{'message':>16}  " + run.message.replace("\n", "\n" + " " * 18))
+    click.echo(f"\nartifacts ({len(artifacts)}):")
+    for a in artifacts:
+        click.echo(f"  {a.kind:<11} {a.path}  {a.size:,} B")
+    click.echo(f"\nhistory ({len(history)} events):")
+    for ev in history:
+        fields = {k: v for k, v in fmt.plain(ev.payload).items()
+                  if k not in ("run_id", "config", "digest") and v not in ("", None, [], {})}
+        click.echo(f"  {ev.seq:>7}  {fmt.when(ev.recorded_at)}  {ev.type:<18} "
+                   f"{json.dumps(fields, default=str)}")
+
+
+def run_history(c: Client, run: pb.RunRecord) -> list[pb.RunEvent]:
+    """The run's events: a watch from just before its submission up to its last seq."""
+    out: list[pb.RunEvent] = []
+    if not run.last_seq:
+        return out
+    start = max(0, run.submitted_seq - 1)
+    for msg in c.watch([run.run_id], since_seq=start, resume=False):
+        out.extend(e for e in msg.events if e.run_id == run.run_id)
+        if msg.seq >= run.last_seq:
+            break
+    return out
+
+
+@click.command("watch")
+@click.option("--interval", default=1.0, show_default=True, help="Seconds between refreshes.")
+@click.option("--status", "statuses", multiple=True, help="Only runs in this status.")
+def watch(interval: float, statuses: tuple[str, ...]) -> None:
+    """A live table of runs (Ctrl-C to leave)."""
+    wanted = [pb.RunStatus.Value("RUN_STATUS_" + s.upper()) for s in statuses]
+    with client() as c:
+        try:
+            while True:
+                try:
+                    page = c.list(wanted, page_size=40)
+                    body = fmt.table(fmt.RUN_HEADERS,
+                                     [fmt.run_row(r, time.time()) for r in page.runs])
+                except TrainerError as err:
+                    body = f"gateway unavailable: {err.message} (retrying)"
+                click.clear()
+                click.echo(f"trainer watch  {time.strftime('%H:%M:%S')}\n\n{body}")
+                time.sleep(interval)  # refresh period of the table
+        except KeyboardInterrupt:
+            pass
+
+
+@click.command("logs")
+@click.argument("run_id", metavar="RUN")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the run has ended.")
+@click.option("--stderr", "use_stderr", is_flag=True, help="The run's stderr instead of stdout.")
+@click.option("--offset", default=0, show_default=True, help="Start at this byte offset.")
+def logs(run_id: str, follow: bool, use_stderr: bool, offset: int) -> None:
+    """Print a run's stdout (or stderr), from its log file in the run directory."""
+    out = sys.stdout.buffer
+    with client() as c:
+        try:
+            for chunk in c.logs(run_id, "stderr" if use_stderr else "stdout", offset, follow):
+                out.write(chunk.data)
+                out.flush()
+        except TrainerError as err:
+            raise fail(err)
+        except KeyboardInterrupt:
+            pass
+
+
+@click.command("cancel")
+@click.argument("run_id", metavar="RUN")
+@click.option("--reason", default="", help="Why (recorded in the run's history).")
+def cancel(run_id: str, reason: str) -> None:
+    """Cancel a run: a pending one at once, a running one after its grace period."""
+    with client() as c:
+        try:
+            run = c.cancel(run_id, reason=reason, requested_by=os.environ.get("USER", "cli"))
+        except TrainerError as err:
+            raise fail(err)
+    click.echo(f"{run_id} {fmt.status_name(run.status)} (cancel requested)")
