@@ -11,7 +11,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml tests/workers/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,gui]'
 	$(PY) -m pip install --quiet -e tests/workers
 	touch $(STAMP)
 
