@@ -47,7 +47,9 @@ def main() -> int:
     if trainer("up").returncode != 0:
         return 1
     try:
-        submitted = trainer("submit", CONFIG, "--wait", capture=True)
+        steps = os.environ.get("TRAINER_DEMO_STEPS")  # a smaller budget (the test of it)
+        submitted = trainer("submit", CONFIG, "--wait", *(["--steps", steps] if steps else []),
+                            capture=True)
         run_id = submitted.stdout.split()[0] if submitted.stdout else ""
         if not run_id:
             return 1

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 
-from tests.helpers import wait_until
+from tests.helpers import REPO, wait_until
 from tests.system.conftest import System
 
 pytestmark = pytest.mark.timeout(180)
@@ -55,18 +57,40 @@ def test_the_cli_from_up_to_down(system: System) -> None:
     assert all(json.loads(line)["type"] == "ServiceStatus" for line in tailed.splitlines())
 
 
-def test_replay_verify_names_a_tampered_event(system: System) -> None:
+def test_replay_verify_on_thousands_of_events_then_names_a_tampered_one(system: System) -> None:
     for seed in range(3):
         system.ok("submit", "--worker", "test-sleep", "--env", "CartPole-v1", "--seed",
                   str(seed), "--wait")
+    # Thousands more events through the real services: runs that ask for a GPU this
+    # machine does not have are failed at once by the dispatcher (2 events each).
+    from trainer.client import Client, default_token
+    with Client(system.env["TRAINER_GATEWAY_ADDR"], default_token(system.env)) as c:
+        ids = [c.submit({"worker": "test-sleep", "env": "CartPole-v1", "seed": 1000 + i,
+                         "resources": {"gpus": 1}}).run.run_id for i in range(1500)]
+        wait_until(lambda: c.health().last_seq >= 3 * 6 + 2 * len(ids), 60,
+                   interval=0.5, message="every unschedulable run to be failed")
+    assert "3018 events, chain intact" in system.ok("replay", "--verify", timeout=120)
     system.ok("down", timeout=90)
     db = sqlite3.connect(os.path.join(system.home, "events.db"))
     db.execute("DROP TRIGGER events_no_update")
-    db.execute("UPDATE events SET caused_by = 'mallory' WHERE seq = 4")
+    db.execute("UPDATE events SET caused_by = 'mallory' WHERE seq = 1234")
     db.commit()
     db.close()
-    result = system.trainer("replay", "--verify")
-    assert result.returncode == 1 and "seq 4" in result.stderr, result.stderr
+    result = system.trainer("replay", "--verify", timeout=120)
+    assert result.returncode == 1 and "seq 1234" in result.stderr, result.stderr
+
+
+def test_make_demo_path_with_a_small_budget(trainer_home: str) -> None:
+    env = {**os.environ, "TRAINER_HOME": trainer_home, "TRAINER_DEMO_STEPS": "20000"}
+    env.pop("TRAINER_GATEWAY_ADDR", None)
+    result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "demo.py")],
+                            env=env, cwd=REPO, capture_output=True, text=True, timeout=150,
+                            check=False)
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    for expected in ("trainer up", "COMPLETED", "eval-final.mp4", "checkpoint", "stdout.log",
+                     "chain intact", "stopped"):
+        assert expected in out, f"{expected!r} missing from the demo's output:\n{out}"
 
 
 def test_restarting_each_service_in_turn_loses_no_run(system: System) -> None:
