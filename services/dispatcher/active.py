@@ -21,6 +21,7 @@ class ActiveRun:
     cpu_slots: int
     logs: RunLogs
     recorded_started: bool = False
+    adopted: bool = False          # its shim is not our child (we were restarted)
     pgid: Optional[int] = None
     watch: Optional[Watch] = None
     cancel: Optional[tuple[str, str]] = None   # (requested_by, reason)

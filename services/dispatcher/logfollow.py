@@ -66,6 +66,8 @@ class RunLogs:
         path = os.path.join(self.run_dir, f"{stream}.log")
         offset = self.offsets[stream]
         try:
+            if os.stat(path).st_size <= offset:
+                return None  # nothing new: a stat, not an open
             with open(path, "rb") as fh:
                 fh.seek(offset)
                 data = fh.read(max(limit, 1))

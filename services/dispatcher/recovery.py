@@ -54,12 +54,13 @@ def _resume(svc: DispatcherService, run: dict[str, Any]) -> str:
     active = ActiveRun(run_id, path, run["config"], list(run["gpus"]),
                        int(run["config"].get("resources", {}).get("cpu_slots", 1)),
                        RunLogs(run_id, path, svc.settings.log_rate),
-                       recorded_started=run["status"] == "RUNNING")
+                       recorded_started=run["status"] == "RUNNING", adopted=True)
     if run["cancel_requested_by"]:
         active.cancel = (run["cancel_requested_by"], run["cancel_reason"])
     worker = active.worker_record()
     svc.active[run_id] = active
     if active.exit_record() is not None:
+        svc.unstarted.add(run_id)  # checked on the next step
         return "finished_later"  # the next supervise() step reports it
     now = svc.clock.monotonic()
     if worker is not None and worker.get("start_time") is not None and \

@@ -35,7 +35,9 @@ from services.dispatcher.supervision import BusHealth, begin_kill, check
 
 SOURCE = "dispatcher"
 PROBE_S = 0.5    # our own status doubles as the bus probe: at least this often
-SWEEP_S = 0.25   # exit records of adopted runs and log files are checked this often
+SWEEP_S = 0.25   # timeouts, log files and adopted runs' exit records: this often
+FULL_SWEEP_S = 2.0  # every run's exit record, in case a SIGCHLD was missed
+TELEMETRY_S = 0.02  # heartbeats and reported artifacts are read at least this often
 _SIGNALS = {"TERM": signal.SIGTERM, "KILL": signal.SIGKILL}
 
 
@@ -56,6 +58,7 @@ class DispatcherService:
         self.log = log
         self.pending: dict[str, Pending] = {}
         self.active: dict[str, ActiveRun] = {}
+        self.unstarted: set[str] = set()  # active runs whose worker.json is not read yet
         self.waiting: dict[str, str] = {}
         self.known_seq: dict[str, int] = {}   # run -> last seq already reflected
         self.dirty = True
@@ -68,10 +71,11 @@ class DispatcherService:
         self.wake_fd = wake_fd
         self.resync = resync
         self.resync_needed = False
-        self._next_sweep = clock.monotonic()
+        self._next_sweep = self._next_full = clock.monotonic()
         self.poller = zmq.Poller()
         self.poller.register(follower.sub.sock, zmq.POLLIN)
-        self.poller.register(telemetry.sock, zmq.POLLIN)
+        # Telemetry (heartbeats, artifacts) does not wake the loop: it is drained every
+        # TELEMETRY_S, so a thousand heartbeats a second cost a few dozen steps.
         if wake_fd is not None:
             self.poller.register(wake_fd, zmq.POLLIN)
         telemetry.subscribe(Topic.HEARTBEAT.value + ".")
@@ -88,7 +92,7 @@ class DispatcherService:
     def step(self, timeout_s: float) -> None:
         """Wait for a bus message, a child's exit or the next tick, then do what is due.
         If the registry stops answering, the state is re-read from it once it is back."""
-        woke = self._wait(min(timeout_s, self.settings.tick))
+        woke = self._wait(min(timeout_s, self.settings.tick, TELEMETRY_S))
         try:
             if self.resync_needed and self.resync is not None:
                 self.resync(self)
@@ -126,11 +130,22 @@ class DispatcherService:
         if self.dirty:
             self.dirty = False
             self._schedule()
+        # A wake for a heartbeat costs O(1): the per-run work runs on the sweep timer,
+        # when a shim exits (SIGCHLD) and for runs whose worker has not shown up yet.
         sweep = now >= self._next_sweep
         if sweep:
             self._next_sweep = now + SWEEP_S
-        for run in list(self.active.values()):
-            self._supervise(run, now, check_exit=child_exited or sweep or run.pgid is None)
+        full = sweep and now >= self._next_full
+        if full:
+            self._next_full = now + FULL_SWEEP_S
+        if sweep or child_exited:
+            runs = list(self.active.values())
+        else:  # only runs whose worker has not shown up yet
+            runs = [r for r in map(self.active.get, self.unstarted) if r is not None]
+        for run in runs:
+            # exit records: ours signal SIGCHLD; adopted shims are not our children
+            check_exit = child_exited or full or run.pgid is None or (sweep and run.adopted)
+            self._supervise(run, now, check_exit=check_exit)
             if sweep:
                 run.logs.poll(self.publisher, now)
         due = self.beacon.due()
@@ -235,6 +250,7 @@ class DispatcherService:
                            int(run["config"].get("resources", {}).get("cpu_slots", 1)),
                            RunLogs(run_id, path, self.settings.log_rate))
         self.active[run_id] = active
+        self.unstarted.add(run_id)
         try:
             path, argv, env = launch.prepare(self.settings, run, gpus)
         except (launch.UnknownWorker, OSError) as exc:
@@ -276,6 +292,7 @@ class DispatcherService:
                        host=os.uname().nodename)
             run.recorded_started = True
         if run.pgid is None:
+            self.unstarted.discard(run.run_id)
             run.pgid = int(worker["pgid"])
             run.watch = run.watch or run.new_watch(now)
             if run.cancel is not None:
@@ -297,6 +314,7 @@ class DispatcherService:
             self._call("register_artifact", run_id=run.run_id, **art)
         self._call("finish", run_id=run.run_id, **outcome)
         self.active.pop(run.run_id, None)
+        self.unstarted.discard(run.run_id)
         self.stats["finished"] += 1
         self.dirty = True
         self.log.info("run.finished", run_id=run.run_id, **outcome)

@@ -7,6 +7,8 @@
 - test-silent: never heartbeats, sleeps ``seconds``.
 - test-flood: writes ``mb`` MiB interleaved on stdout and stderr, with one line of
   ``long_line`` bytes, then exits 0.
+- test-mark: its first line records time.time(); writes it to ``$TRAINER_RUN_DIR/mark``
+  (or the config's ``hyperparameters.mark`` path) and exits 0 (bench/dispatcher.py).
 """
 
 from __future__ import annotations
@@ -89,4 +91,16 @@ def flood() -> int:
         written += 2 * len(line)
     sys.stdout.flush()
     sys.stderr.flush()
+    return 0
+
+
+def mark() -> int:
+    now = time.time()  # first: the benchmarks measure up to the start of the worker's main
+    path = os.path.join(os.environ.get("TRAINER_RUN_DIR", "."), "mark")
+    if "--config" in sys.argv:
+        path = _params().get("mark", path)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="ascii") as fh:
+        fh.write(repr(now))
+    os.replace(tmp, path)
     return 0
