@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from trainer.cli.gui import gui
 from trainer.cli.replay import replay
 from trainer.cli.runs import cancel, logs, ls, show, submit, watch
 from trainer.cli.stack import down, health, up
@@ -17,7 +18,7 @@ def cli() -> None:
     """The trainer orchestrator: long-running RL training jobs that never get lost."""
 
 
-for command in (up, down, health, submit, ls, show, watch, logs, cancel, replay, tail):
+for command in (up, down, health, submit, ls, show, watch, logs, cancel, replay, tail, gui):
     cli.add_command(command)
 
 
