@@ -53,6 +53,21 @@ def test_the_cli_from_up_to_down(system: System) -> None:
     with open(export, encoding="utf-8") as fh:
         lines = [json.loads(line) for line in fh]
     assert [e["seq"] for e in lines] == list(range(1, len(lines) + 1))
+    # `watch` redraws until interrupted: let it draw, then stop it
+    watcher = subprocess.Popen([sys.executable, "-m", "trainer.cli.main", "watch", "--interval",
+                                "0.2"], env=system.env, cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        seen = watcher.stdout.readline() if watcher.stdout else ""
+        lines = [seen]
+        while run_id not in "".join(lines) and len(lines) < 500:
+            lines.append(watcher.stdout.readline() if watcher.stdout else "")
+    finally:
+        watcher.terminate()
+        watcher.wait(timeout=10)
+        if watcher.stdout:
+            watcher.stdout.close()
+    assert run_id in "".join(lines) and "COMPLETED" in "".join(lines), "".join(lines)
     tailed = system.ok("tail", "status.", "--count", "3", timeout=30)
     assert all(json.loads(line)["type"] == "ServiceStatus" for line in tailed.splitlines())
 
