@@ -10,7 +10,6 @@ derived from it, so a run's returns are a function of its config.
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from typing import Any, Callable, Iterator, Optional
 
@@ -21,7 +20,7 @@ from worker import cem, checkpoint
 from worker.episodes import evaluate, run_episode, seeds
 from worker.events import Evaluation, Event, Iteration, Progress, Video
 from worker.hparams import Param
-from worker.video import EpisodeRecorder
+from worker.video import EpisodeRecorder, env_and_recorder
 
 ALGORITHM = "cem-linear"
 PARAMS = (
@@ -146,15 +145,8 @@ class CartPoleTrainer:
 
 def build(cfg: RunConfig, hp: dict[str, Any], run_dir: str,
           state: Optional[tuple[dict[str, np.ndarray], dict[str, Any]]]) -> CartPoleTrainer:
-    import gymnasium as gym
-
-    def make_env(**extra: Any) -> Any:
-        return gym.make(cfg.env, **hp["env_kwargs"], **extra)
-
-    recorder = None
-    if cfg.video_every > 0:
-        recorder = EpisodeRecorder(lambda: make_env(render_mode="rgb_array"),
-                                   os.path.join(run_dir, "videos"))
+    make_env, recorder = env_and_recorder(cfg.env, hp["env_kwargs"], cfg.video_every,
+                                          run_dir)
     return CartPoleTrainer(cfg, hp, make_env, recorder, state)
 
 

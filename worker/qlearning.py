@@ -12,7 +12,6 @@ glues it to the SDK through worker/driver.py.
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from typing import Any, Callable, Iterator, Optional
 
@@ -23,7 +22,7 @@ from worker import checkpoint
 from worker.episodes import evaluate, seeds
 from worker.events import Evaluation, Event, Iteration, Progress, Video
 from worker.hparams import Param
-from worker.video import EpisodeRecorder
+from worker.video import EpisodeRecorder, env_and_recorder
 
 ALGORITHM = "q-table"
 PARAMS = (
@@ -171,15 +170,8 @@ class QLearningTrainer:
 
 def build(cfg: RunConfig, hp: dict[str, Any], run_dir: str,
           state: Optional[tuple[dict[str, np.ndarray], dict[str, Any]]]) -> QLearningTrainer:
-    import gymnasium as gym
-
-    def make_env(**extra: Any) -> Any:
-        return gym.make(cfg.env, **hp["env_kwargs"], **extra)
-
-    recorder = None
-    if cfg.video_every > 0:
-        recorder = EpisodeRecorder(lambda: make_env(render_mode="rgb_array"),
-                                   os.path.join(run_dir, "videos"))
+    make_env, recorder = env_and_recorder(cfg.env, hp["env_kwargs"], cfg.video_every,
+                                          run_dir)
     return QLearningTrainer(cfg, hp, make_env, recorder, state)
 
 

@@ -106,3 +106,19 @@ class EpisodeRecorder:
             self._discard()
             self._env.close()
             self._env = None
+
+
+def env_and_recorder(env_id: str, env_kwargs: dict[str, Any], video_every: int,
+                     run_dir: str) -> tuple[Callable[..., Any], Optional["EpisodeRecorder"]]:
+    """A factory of the run's gymnasium env, and a recorder of evaluation videos into
+    ``run_dir/videos`` when ``video_every`` asks for them (headless rgb_array)."""
+    import gymnasium as gym
+
+    def make_env(**extra: Any) -> Any:
+        return gym.make(env_id, **env_kwargs, **extra)
+
+    recorder = None
+    if video_every > 0:
+        recorder = EpisodeRecorder(lambda: make_env(render_mode="rgb_array"),
+                                   os.path.join(run_dir, "videos"))
+    return make_env, recorder
