@@ -288,9 +288,12 @@ def test_standard_health_and_reflection(gateway: Gateway) -> None:
 def test_get_health_reports_services_and_the_log(gateway: Gateway) -> None:
     c = gateway.client()
     c.submit(CONFIG)
+    # alive can come from the registry's ping before its first status message (which
+    # carries the versions) has reached the gateway: wait for both.
     got = wait_until(lambda: (h := c.health()).gateway_seq == 1 and
-                     all(s.alive for s in h.services if s.name != "dispatcher") and h, 10,
-                     message="health with every service alive")
+                     all(s.alive for s in h.services if s.name != "dispatcher") and
+                     all(s.versions for s in h.services if s.name in ("bus", "registry"))
+                     and h, 10, message="health with every service alive and its versions")
     by_name = {s.name: s for s in got.services}
     assert set(by_name) == {"bus", "registry", "dispatcher", "gateway"}
     assert not by_name["dispatcher"].alive and by_name["dispatcher"].error
