@@ -48,7 +48,7 @@ def sleep() -> int:
         end = time.monotonic() + float(p.get("seconds", 0.2))
         while time.monotonic() < end and not run.stop_requested:
             run.progress(step=int(time.monotonic() * 1000) % 10**6)
-            time.sleep(0.02)
+            time.sleep(0.02)  # the simulated work of one step (this is a worker, not a test)
         with open(os.path.join(run.run_dir, "ckpt.bin"), "wb") as fh:
             fh.write(b"x" * 10)
         run.register_artifact("ckpt.bin", "checkpoint")
@@ -68,12 +68,12 @@ def ignore_sigterm() -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _record_start()
     while True:
-        time.sleep(0.05)
+        time.sleep(0.05)  # simulated work that ignores SIGTERM (a worker, not a test)
 
 
 def silent() -> int:
     _record_start()
-    time.sleep(float(_params().get("seconds", 60)))
+    time.sleep(float(_params().get("seconds", 60)))  # simulated silent work (a worker)
     return 0
 
 
