@@ -149,6 +149,11 @@ class Run:
     def request_stop(self) -> None:
         self._stop_flag.set()
 
+    def wait_for_stop(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds, returning early (True) once a stop is
+        requested: an interruptible pause for scripts that wait between steps."""
+        return self._stop_flag.wait(timeout)
+
     def _on_sigterm(self, signum: int, frame: object) -> None:
         self._stop_flag.set()
 

@@ -193,3 +193,19 @@ def test_gpu_memory_sums_the_visible_devices(monkeypatch: Any) -> None:
     assert fake.shutdowns >= 2
     monkeypatch.setitem(sys.modules, "pynvml", _FakeNvml(fail_init=True))
     assert GpuProbe(None).memory_used() is None                  # no driver: None
+
+
+def test_wait_for_stop_returns_at_once_when_a_stop_is_requested(tmp_path) -> None:
+    import threading
+    import time
+
+    from worker.sdk import Run
+    run = Run("r1", str(tmp_path), "", 5.0)
+    try:
+        assert run.wait_for_stop(0.01) is False
+        threading.Timer(0.05, run.request_stop).start()
+        t0 = time.monotonic()
+        assert run.wait_for_stop(10.0) is True
+        assert time.monotonic() - t0 < 5.0
+    finally:
+        run.finish("stopped")

@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 
 
@@ -46,9 +47,12 @@ def sleep() -> int:
                 fh.write("early")
             run.register_artifact("early.txt", "note")
         end = time.monotonic() + float(p.get("seconds", 0.2))
-        while time.monotonic() < end and not run.stop_requested:
-            run.progress(step=int(time.monotonic() * 1000) % 10**6)
-            time.sleep(0.02)  # the simulated work of one step (this is a worker, not a test)
+        step = 0
+        # each "step" of simulated work ends early when a stop is requested (SIGTERM)
+        while time.monotonic() < end and not run.wait_for_stop(min(0.02, max(
+                0.0, end - time.monotonic()))):
+            step += 1
+            run.progress(step=step)
         with open(os.path.join(run.run_dir, "ckpt.bin"), "wb") as fh:
             fh.write(b"x" * 10)
         run.register_artifact("ckpt.bin", "checkpoint")
@@ -67,13 +71,13 @@ def ignore_sigterm() -> int:
     run = Run.from_env()
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _record_start()
-    while True:
-        time.sleep(0.05)  # simulated work that ignores SIGTERM (a worker, not a test)
+    threading.Event().wait()  # works for ever, deaf to SIGTERM: only SIGKILL ends it
+    return 0
 
 
 def silent() -> int:
     _record_start()
-    time.sleep(float(_params().get("seconds", 60)))  # simulated silent work (a worker)
+    threading.Event().wait(float(_params().get("seconds", 60)))  # works without a heartbeat
     return 0
 
 
