@@ -60,7 +60,6 @@ def ours_append(path: str, n: int, tag: str) -> float:
         conn.execute("BEGIN IMMEDIATE")
         for i in range(lo, min(n, lo + BATCH)):
             registry._append(None, decided[i], f"{tag}-{i}", "bench")
-        registry.before_commit()
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - t0
     conn.close()
@@ -113,7 +112,6 @@ def ours(path: str, n: int, tag: str) -> float:
             out = registry.handle("submit", args[i], rids[i], "bench")
             if not out.reply["ok"] or len(out.events) != 1:
                 raise RuntimeError(f"submit failed: {out.reply}")
-        registry.before_commit()
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - t0
     conn.close()

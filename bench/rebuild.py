@@ -59,7 +59,7 @@ def install_projections(home_db: str, rebuilt: str) -> None:
     conn = sqlite3.connect(home_db, isolation_level=None)
     conn.execute("ATTACH ? AS r", (rebuilt,))
     conn.execute("BEGIN")
-    for table, (cols, _) in (*TABLES.items(), ("projection_state", (("name", "last_seq"), ()))):
+    for table, (cols, _) in TABLES.items():
         c = ", ".join(cols)
         conn.execute(f"INSERT INTO main.{table} ({c}) SELECT {c} FROM r.{table}")
     conn.execute("COMMIT")

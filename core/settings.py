@@ -65,6 +65,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Warn when this many checkpoints in a row report busy > 0."),
     Setting("max_batch", "TRAINER_REGISTRY_MAX_BATCH", "512", _positive_int,
             "Most requests the registry commits in one transaction (group commit)."),
+    Setting("registry_spin_us", "TRAINER_REGISTRY_SPIN_US", "500", _nonneg_int,
+            "After answering, the registry polls without sleeping for this many "
+            "microseconds before it blocks: a client's next request is then taken on a "
+            "running CPU (about a third more commands/s from one client). 0 turns it off; "
+            "an idle registry never spins."),
     Setting("status_interval", "TRAINER_STATUS_INTERVAL", "2", _positive_float,
             "Seconds between each service's status message on the bus."),
     Setting("log_level", "TRAINER_LOG_LEVEL", "INFO", _log_level,
@@ -92,6 +97,7 @@ class Settings:
     checkpoint_interval: float
     checkpoint_busy_warn: int
     max_batch: int
+    registry_spin_us: int
     status_interval: float
     log_level: str
     fake_gpus: int

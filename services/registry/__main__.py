@@ -45,7 +45,7 @@ def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> RegistryS
                                 anchor=(anchor_path(settings.db_path), registry.log.mark))
     return RegistryService(RpcServer(router, SOURCE, clock), Publisher(pub, SOURCE, clock),
                            registry, checkpointer, settings.status_interval,
-                           settings.max_batch, log)
+                           settings.max_batch, log, spin_s=settings.registry_spin_us / 1e6)
 
 
 def main() -> int:

@@ -33,13 +33,15 @@ class StoredEvent:
     correlation_id: str
     recorded_at: float
     hash: bytes
+    fields: Optional[dict] = None  # the payload decoded, when the appender still has it
 
     def event(self) -> Event:
         return load_event(self.type, self.schema_version, unpack(self.payload), trusted=True)
 
     def envelope(self, source: str) -> Envelope:
         return Envelope(type=self.type, source=source, ts=self.recorded_at,
-                        payload=unpack(self.payload), seq=self.seq, stream=self.stream,
+                        payload=self.fields if self.fields is not None else unpack(self.payload),
+                        seq=self.seq, stream=self.stream,
                         stream_version=self.version, schema=self.schema_version)
 
 
@@ -65,11 +67,12 @@ class EventLog:
         for event in events:
             version += 1
             seq = self.head_seq + 1
-            payload = pack(event.to_payload())
+            fields = event.to_payload()
+            payload = pack(fields)
             digest = chain_hash(self.head_hash, seq, stream, version, event.TYPE,
                                 event.SCHEMA_VERSION, payload, caused_by, correlation_id, at)
             row = StoredEvent(seq, stream, version, event.TYPE, event.SCHEMA_VERSION, payload,
-                              caused_by, correlation_id, at, digest)
+                              caused_by, correlation_id, at, digest, fields)
             try:
                 self.conn.execute(f"INSERT INTO events ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
                                   (seq, stream, version, event.TYPE, event.SCHEMA_VERSION,

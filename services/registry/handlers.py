@@ -15,17 +15,17 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from bus.codec import pack, unpack
 from core import commands as cmds
 from core.clock import Clock
-from core.errors import NotFound, OrchestratorError, ValidationError
+from core.errors import Conflict, NotFound, OrchestratorError, ValidationError
 from core.events import Event
 from core.fields import from_map
-from core.ids import new_run_id, run_stream
+from core.ids import RunIds, run_stream
 from core.projection import changes, run_view
 from core.runstate import RunState, RunStatus
 from services.registry import store
 from services.registry.eventlog import EventLog, StoredEvent
+from services.registry.replies import ReplyLog
 
 MAX_PAGE = 1000
 MAX_EVENTS_PAGE = 5000
@@ -41,7 +41,7 @@ class Outcome:
 
 class Registry:
     def __init__(self, conn: sqlite3.Connection, clock: Clock, db_path: str = "",
-                 make_run_id: Callable[[], str] = new_run_id,
+                 make_run_id: Callable[[], str] | None = None,
                  known_worker: Callable[[str], bool] | None = None,
                  known_env: Callable[[str], bool] | None = None) -> None:
         self.conn = conn
@@ -49,11 +49,11 @@ class Registry:
         self.db_path = db_path
         self.log = EventLog(conn)
         self.proj = store.SqlProjection(conn)
-        self.make_run_id = make_run_id
+        self.replies = ReplyLog(conn, self._view_of)
+        self.make_run_id = make_run_id or self._run_ids()
         self.known_worker = known_worker
         self.known_env = known_env
         self.started_at = clock.now()
-        self._projected_seq: int | None = None
         self.commands = {
             "submit": self._submit, "claim_gpus": self._claim, "record_waiting": self._waiting,
             "record_started": self._started, "record_adopted": self._adopted,
@@ -81,15 +81,14 @@ class Registry:
         if method not in self.commands:
             err = ValidationError("method", f"unknown method {method!r}")
             return Outcome({"ok": False, "error": err.to_dict()})
-        row = self.conn.execute("SELECT reply, method FROM requests WHERE request_id = ?",
-                                (request_id,)).fetchone()
-        if row is not None:
-            if row[1] != method:
+        earlier = self.replies.find(request_id)
+        if earlier is not None:
+            if earlier[0] != method:
                 err = ValidationError("id", f"request id {request_id} was already used for "
-                                            f"{row[1]}")
+                                            f"{earlier[0]}")
                 return Outcome({"ok": False, "error": err.to_dict()})
-            return Outcome(unpack(row[0]))  # a retry: the first answer, nothing applied
-        mark, projected = self.log.mark(), self._projected_seq
+            return Outcome(earlier[1])  # a retry: the first answer, nothing applied again
+        mark = self.log.mark()
         self.conn.execute("SAVEPOINT request")
         try:
             result, events = self.commands[method](args, request_id, source)
@@ -97,7 +96,6 @@ class Registry:
         except OrchestratorError as exc:
             self.conn.execute("ROLLBACK TO request")
             self.log.reset(mark)
-            self._projected_seq = projected
             outcome = Outcome({"ok": False, "error": exc.to_dict()})
         except (TypeError, ValueError, OverflowError) as exc:
             # A bug or an input no check caught: this request fails alone, not its batch,
@@ -105,17 +103,13 @@ class Registry:
             self.conn.execute("ROLLBACK TO request")
             self.conn.execute("RELEASE request")
             self.log.reset(mark)
-            self._projected_seq = projected
             return Outcome({"ok": False, "error": _internal(method, exc)})
         except BaseException:
             self.conn.execute("ROLLBACK TO request")
             self.conn.execute("RELEASE request")
             self.log.reset(mark)
-            self._projected_seq = projected
             raise
-        self.conn.execute("INSERT INTO requests (request_id, method, reply, at) "
-                          "VALUES (?, ?, ?, ?)",
-                          (request_id, method, pack(outcome.reply), self.clock.now()))
+        self.replies.record(request_id, method, outcome.reply, self.clock.now())
         self.conn.execute("RELEASE request")
         return outcome
 
@@ -134,17 +128,22 @@ class Registry:
                                  caused_by=source, correlation_id=request_id, at=at)
         for after, extra in planned:
             self.proj.write(after, extra)
-        self._projected_seq = self.log.head_seq
         return state, stored
-
-    def before_commit(self) -> None:
-        """Record the projections' position; called once per batch, in its transaction."""
-        if self._projected_seq is not None:
-            store.set_projection_seq(self.conn, self._projected_seq)
-            self._projected_seq = None
 
     def _load(self, run_id: str) -> RunState | None:
         return store.load_run(self.conn, run_id)
+
+    def _run_ids(self) -> RunIds:
+        """Ids after the newest time-ordered one stored (ids from before they were
+        time-ordered are random; one of those is avoided by _submit's retry)."""
+        ceiling = RunIds()()
+        newest = self.conn.execute("SELECT MAX(run_id) FROM runs WHERE run_id <= ?",
+                                   (ceiling,)).fetchone()[0]
+        return RunIds(after=newest)
+
+    def _view_of(self, run_id: str) -> dict[str, Any] | None:
+        state = self._load(run_id)
+        return run_view(state) if state is not None else None
 
     # --- commands ----------------------------------------------------------------
     def _submit(self, args: dict[str, Any], rid: str, src: str) -> tuple[Any, list[StoredEvent]]:
@@ -154,7 +153,11 @@ class Registry:
         existing = store.run_by_digest(self.conn, events[0].digest)
         if existing is not None:
             return {"run": run_view(existing), "created": False}, []
-        state, stored = self._append(None, events, rid, src)
+        try:
+            state, stored = self._append(None, events, rid, src)
+        except Conflict:  # the new id is taken (by a random id of an older registry)
+            events = cmds.decide_submit(cmd, config, self.make_run_id())
+            state, stored = self._append(None, events, rid, src)
         assert state is not None
         return {"run": run_view(state), "created": True}, stored
 

@@ -12,6 +12,7 @@ from typing import Callable
 
 from bus.logs import ServiceLogger
 from core.clock import Clock
+from services.registry import replies
 
 REQUEST_RETENTION_S = 24 * 3600.0
 BUSY_TIMEOUT_MS = 5000  # the connection's usual busy timeout (migrations.connect)
@@ -78,8 +79,7 @@ class Checkpointer:
         if self.busy_streak >= self.busy_warn_after:
             self.log.warning("wal.checkpoint_blocked", busy_intervals=self.busy_streak,
                              hint="a reader holds the WAL open; the -wal file keeps growing")
-        cutoff = self.clock.now() - REQUEST_RETENTION_S
-        self.conn.execute("DELETE FROM requests WHERE at < ?", (cutoff,))
+        replies.prune(self.conn, self.clock.now() - REQUEST_RETENTION_S)
         self.write_anchor()
         return self.last
 

@@ -9,7 +9,7 @@ from typing import Callable
 
 import sqlite_utils
 
-from core.projection import ARTIFACT_COLUMNS, GPU_SLOT_COLUMNS, RUN_COLUMNS, TABLES
+from core.projection import RUN_COLUMNS, TABLES
 
 _TYPES: dict[str, type] = {
     "priority": int, "submitted_seq": int, "submitted_at": float, "updated_at": float,
@@ -45,19 +45,19 @@ def _m001_events(db: sqlite_utils.Database) -> None:
 
 
 def create_projection_tables(db: sqlite_utils.Database) -> None:
-    """The projection tables (also used for the replay tool's scratch database)."""
+    """The projection tables in their current layout (also used for the replay tool's
+    scratch database). ``runs`` is stored in submission order: its rowid is
+    ``submitted_seq`` and ``run_id`` is a unique index, so a new run appends to the
+    table's last page and listing newest-first needs no index of its own."""
     for table, (columns, pk) in TABLES.items():
-        db[table].create(_columns(columns), pk=pk if len(pk) > 1 else pk[0],
-                         not_null=list(pk), if_not_exists=True)
+        key = "submitted_seq" if table == "runs" else (pk if len(pk) > 1 else pk[0])
+        db[table].create(_columns(columns), pk=key, not_null=list(pk), if_not_exists=True)
+    db["runs"].create_index(["run_id"], unique=True, index_name="runs_id", if_not_exists=True)
     db["runs"].create_index(["digest"], unique=True, index_name="runs_digest",
                             if_not_exists=True)
     db["runs"].create_index(["status", "submitted_seq"], index_name="runs_status",
                             if_not_exists=True)
-    db["runs"].create_index(["submitted_seq"], index_name="runs_submitted",
-                            if_not_exists=True)
     db["gpu_slots"].create_index(["run_id"], index_name="gpu_slots_run", if_not_exists=True)
-    db["projection_state"].create({"name": str, "last_seq": int}, pk="name",
-                                  if_not_exists=True)
 
 
 def _m002_projections(db: sqlite_utils.Database) -> None:
@@ -71,10 +71,31 @@ def _m003_requests(db: sqlite_utils.Database) -> None:
     db["requests"].create_index(["at"], index_name="requests_at")
 
 
+def _m004_fewer_pages_per_commit(db: sqlite_utils.Database) -> None:
+    # Every index a command touches is one more 4 KB page written to the WAL at COMMIT:
+    # runs moves to submission order (rowid = submitted_seq, see create_projection_tables),
+    # requests loses its `at` index (pruning walks the rowid, which grows with time) and
+    # projection_state goes (the projections' position is MAX(runs.last_seq), since
+    # every event rewrites its run's row in the same transaction).
+    pk = [r[1] for r in db.execute("PRAGMA table_info(runs)").fetchall() if r[5]]
+    if pk != ["submitted_seq"]:
+        db.execute("ALTER TABLE runs RENAME TO runs_v1")
+        for index in ("runs_digest", "runs_status", "runs_submitted"):
+            db.execute(f"DROP INDEX IF EXISTS {index}")
+        create_projection_tables(db)
+        cols = ", ".join(RUN_COLUMNS)
+        db.execute(f"INSERT INTO runs ({cols}) SELECT {cols} FROM runs_v1 "
+                   "ORDER BY submitted_seq")
+        db.execute("DROP TABLE runs_v1")
+    db.execute("DROP INDEX IF EXISTS requests_at")
+    db.execute("DROP TABLE IF EXISTS projection_state")
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_events", _m001_events),
     ("002_projections", _m002_projections),
     ("003_requests", _m003_requests),
+    ("004_fewer_pages_per_commit", _m004_fewer_pages_per_commit),
 ]
 
 
@@ -108,7 +129,7 @@ def connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=5000")
-    # Hot pages (index roots, projection_state) are rewritten by every commit: copy
-    # them back less often. The registry's maintenance loop truncates the WAL anyway.
+    # Hot pages (index roots, the last page of events and runs) are rewritten by every
+    # commit: copy them back less often. The maintenance loop truncates the WAL anyway.
     conn.execute("PRAGMA wal_autocheckpoint=10000")
     return conn

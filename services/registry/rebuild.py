@@ -13,10 +13,10 @@ import sqlite_utils
 from core.projection import TABLES, changes
 from services.registry.eventlog import iter_for_replay
 from services.registry.migrations import create_projection_tables
-from services.registry.store import BufferedProjection, set_projection_seq
+from services.registry.store import BufferedProjection
 
 FLUSH_EVERY = 50_000
-COMPARED_TABLES = (*TABLES, "projection_state")
+COMPARED_TABLES = tuple(TABLES)
 
 
 def rebuild(src: sqlite3.Connection, dst: sqlite3.Connection,
@@ -25,7 +25,7 @@ def rebuild(src: sqlite3.Connection, dst: sqlite3.Connection,
     in ``dst``. Returns the number of events applied."""
     create_projection_tables(sqlite_utils.Database(dst))
     proj = BufferedProjection(dst)
-    n = last = 0
+    n = 0
     dst.execute("BEGIN")
     # Millions of short-lived objects and no reference cycles: the cyclic collector
     # would only rescan the growing set of run states, over and over.
@@ -35,11 +35,10 @@ def rebuild(src: sqlite3.Connection, dst: sqlite3.Connection,
         for seq, at, event in iter_for_replay(src, until_seq=until_seq):
             after, extra = changes(proj.get(event.run_id), event, seq, at, in_place=True)
             proj.write(after, extra)
-            n, last = n + 1, seq
+            n += 1
             if n % flush_every == 0:
                 proj.flush()
         proj.flush()
-        set_projection_seq(dst, last)
         dst.execute("COMMIT")
     except BaseException:
         dst.execute("ROLLBACK")
@@ -64,8 +63,7 @@ class Difference:
 def _rows(conn: sqlite3.Connection, table: str) -> Iterator[tuple[str, str]]:
     """(primary key, exact text of the row) in primary-key order; quote() keeps types."""
     cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
-    pk = [r[1] for r in sorted(conn.execute(f"PRAGMA table_info({table})"), key=lambda r: r[5])
-          if r[5]]
+    pk = TABLES[table][1]  # the row's identity (runs: run_id, not its rowid)
     row_sql = " || '|' || ".join(f"quote({c})" for c in cols)
     key_sql = " || '|' || ".join(f"quote({c})" for c in pk)
     yield from conn.execute(f"SELECT {key_sql}, {row_sql} FROM {table} ORDER BY "

@@ -1,6 +1,7 @@
 """Start-up check: the projections must be at the log's head. They are written in
-the append's transaction, so they always are, unless a new projection table was
-added; then the missing events are applied here with the same functions."""
+the append's transaction, so they always are; a projection found behind the log
+(MAX(runs.last_seq) < head, say after a hand-made restore) is caught up here with
+the same functions. A migration that adds a projection table fills it itself."""
 
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ def catch_up_projection(conn: sqlite3.Connection) -> int:
             after, extra = changes(proj.get(event.run_id), event, stored.seq,
                                    stored.recorded_at)
             proj.write(after, extra)
-            store.set_projection_seq(conn, stored.seq)
             n += 1
         conn.execute("COMMIT")
     except BaseException:

@@ -16,9 +16,12 @@ from core.runstate import RunState
 PROJECTION = "main"
 
 # Upserts update rows in place (no delete + insert, so indexes move only if needed).
+# A run's submitted_seq is its rowid (see migrations) and never changes.
+_FIXED = {"runs": {"submitted_seq"}}
 _INSERT = {t: f"INSERT INTO {t} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
               f"ON CONFLICT ({', '.join(pk)}) DO UPDATE SET "
-              + ", ".join(f"{c} = excluded.{c}" for c in cols if c not in pk)
+              + ", ".join(f"{c} = excluded.{c}" for c in cols
+                          if c not in pk and c not in _FIXED.get(t, ()))
            for t, (cols, pk) in TABLES.items()}
 _DELETE = {t: f"DELETE FROM {t} WHERE " + " AND ".join(f"{k} = ?" for k in pk)
            for t, (_, pk) in TABLES.items()}
@@ -69,14 +72,10 @@ def list_runs(conn: sqlite3.Connection, statuses: list[str], limit: int, offset:
 
 
 def projection_seq(conn: sqlite3.Connection) -> int:
-    row = conn.execute("SELECT last_seq FROM projection_state WHERE name = ?",
-                       (PROJECTION,)).fetchone()
-    return row[0] if row else 0
-
-
-def set_projection_seq(conn: sqlite3.Connection, seq: int) -> None:
-    conn.execute("INSERT OR REPLACE INTO projection_state (name, last_seq) VALUES (?, ?)",
-                 (PROJECTION, seq))
+    """The seq of the last event the projections hold: every event rewrites its run's
+    row (with last_seq = its seq) in the transaction that appends it."""
+    row = conn.execute("SELECT MAX(last_seq) FROM runs").fetchone()
+    return row[0] or 0
 
 
 class SqlProjection:

@@ -39,7 +39,6 @@ def run_workload(registry: Registry, clock: FakeClock, commands: int, seed: int 
             counts[key] = counts.get(key, 0) + 1
             n += 1
             clock.advance(0.25)
-        registry.before_commit()
         registry.conn.execute("COMMIT")
     return counts
 

@@ -1,0 +1,120 @@
+"""The storage layout that keeps pages per commit low: migration 004 from the first
+layout, compact stored replies and their pruning, time-ordered ids."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from core.clock import FakeClock
+from core.ids import RunIds, is_run_id, new_request_id
+from core.projection import RUN_COLUMNS
+from services.registry import replies
+from services.registry.handlers import Registry
+from services.registry.migrations import connect, migrate
+from services.registry.rebuild import first_difference, rebuild
+from services.registry.store import projection_seq
+from tests.unit.workload import open_registry, run_workload
+
+
+def _to_first_layout(conn: sqlite3.Connection) -> None:
+    """Turn a current database back into the layout migrations 001-003 made."""
+    cols = ", ".join(RUN_COLUMNS)
+    conn.executescript(f"""
+        BEGIN;
+        ALTER TABLE runs RENAME TO runs_new;
+        DROP INDEX runs_id; DROP INDEX runs_digest; DROP INDEX runs_status;
+        CREATE TABLE runs ({", ".join(
+            f"{c} INTEGER" if c in ("submitted_seq", "last_seq") else f"{c}"
+            for c in RUN_COLUMNS).replace("run_id", "run_id TEXT PRIMARY KEY NOT NULL", 1)});
+        INSERT INTO runs ({cols}) SELECT {cols} FROM runs_new ORDER BY run_id DESC;
+        DROP TABLE runs_new;
+        CREATE UNIQUE INDEX runs_digest ON runs (digest);
+        CREATE INDEX runs_status ON runs (status, submitted_seq);
+        CREATE INDEX runs_submitted ON runs (submitted_seq);
+        CREATE INDEX requests_at ON requests (at);
+        CREATE TABLE projection_state (name TEXT PRIMARY KEY, last_seq INTEGER);
+        INSERT INTO projection_state VALUES ('main', (SELECT MAX(seq) FROM events));
+        DELETE FROM _migrations WHERE name = '004_fewer_pages_per_commit';
+        COMMIT;
+    """)
+
+
+def test_migration_004_keeps_every_run_and_the_log_stays_replayable(tmp_path) -> None:
+    path = str(tmp_path / "events.db")
+    conn, registry, clock = open_registry(path)
+    run_workload(registry, clock, commands=400, seed=11)
+    before = sorted(conn.execute("SELECT * FROM runs").fetchall())
+    head = registry.log.head_seq
+    _to_first_layout(conn)
+    conn.close()
+
+    conn = connect(path)
+    assert migrate(conn) == ["004_fewer_pages_per_commit"]
+    pk = [r[1] for r in conn.execute("PRAGMA table_info(runs)") if r[5]]
+    assert pk == ["submitted_seq"]
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert "projection_state" not in tables and "requests_at" not in tables
+    assert "runs_v1" not in tables and {"runs_id", "runs_digest", "runs_status"} <= tables
+    after = conn.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs").fetchall()
+    assert sorted(after) == before
+    assert projection_seq(conn) == head
+    scratch = sqlite3.connect(str(tmp_path / "rebuilt.db"), isolation_level=None)
+    rebuild(conn, scratch)
+    assert first_difference(conn, scratch) is None
+    # and the migrated registry goes on: listing is in submission order
+    registry = Registry(conn, FakeClock(), path)
+    conn.execute("BEGIN IMMEDIATE")
+    out = registry.handle("submit", {"config": {"seed": 424242}}, "after-004", "test")
+    conn.execute("COMMIT")
+    assert out.reply["ok"], out.reply
+    newest = registry.handle("list_runs", {"limit": 1}, "q", "test").reply["result"]["runs"]
+    assert newest[0]["run_id"] == out.reply["result"]["run"]["run_id"]
+
+
+def test_a_retry_gets_the_run_as_it_is_now_from_a_compact_record(tmp_path) -> None:
+    conn, registry, clock = open_registry(str(tmp_path / "events.db"))
+    conn.execute("BEGIN IMMEDIATE")
+    first = registry.handle("submit", {"config": {"seed": 1}}, "req-a", "test").reply
+    conn.execute("COMMIT")
+    stored = conn.execute("SELECT reply FROM requests WHERE request_id = 'req-a'").fetchone()[0]
+    assert len(stored) < 120, len(stored)  # the run's id, not its ~1 KB view
+    run_id = first["result"]["run"]["run_id"]
+    conn.execute("BEGIN IMMEDIATE")
+    registry.handle("request_cancel", {"run_id": run_id, "requested_by": "me"}, "c", "test")
+    head = registry.log.head_seq
+    again = registry.handle("submit", {"config": {"seed": 1}}, "req-a", "test").reply
+    conn.execute("COMMIT")
+    assert again["result"]["created"] is True
+    assert again["result"]["run"]["run_id"] == run_id
+    assert again["result"]["run"]["status"] == "CANCELLED"  # as it is now
+    assert registry.log.head_seq == head  # the retry appended nothing
+
+
+def test_pruning_deletes_only_replies_older_than_the_cutoff(tmp_path) -> None:
+    conn, registry, clock = open_registry(str(tmp_path / "events.db"))
+    log = replies.ReplyLog(conn, lambda run_id: None)
+    for i in range(10):
+        log.record(f"r{i}", "finish", {"ok": True, "result": {"events": [i]}}, at=100.0 + i)
+    assert replies.prune(conn, 105.0) == 5
+    left = [r[0] for r in conn.execute("SELECT request_id FROM requests ORDER BY rowid")]
+    assert left == [f"r{i}" for i in range(5, 10)]
+    assert log.find("r7") == ("finish", {"ok": True, "result": {"events": [7]}})
+    assert replies.prune(conn, 1e9) == 5 and log.find("r9") is None
+
+
+def test_run_ids_grow_even_when_the_clock_goes_back() -> None:
+    now = [1_800_000_000_000]
+    make = RunIds(now_ms=lambda: now[0])
+    ids = [make() for _ in range(300)]  # more than one millisecond holds
+    now[0] -= 60_000
+    ids += [make() for _ in range(5)]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert all(is_run_id(i) for i in ids)
+    later = RunIds(after=ids[-1], now_ms=lambda: now[0])()
+    assert later > ids[-1]
+
+
+def test_request_ids_sort_by_time() -> None:
+    a = new_request_id()
+    b = new_request_id()
+    assert len(a) == 19 and a[:11] <= b[:11]
