@@ -82,7 +82,7 @@ class RpcClient:
             sock.send(frame)
             reply = self._await(sock, rid, timeout)
             if reply is not None:
-                return _result(reply)
+                return result_of(reply)
             self._reset()  # Lazy Pirate: a fresh socket drops any late reply
         raise Unavailable(f"{self.endpoint} did not answer {method} within {timeout:g}s "
                           f"({attempts} attempts)", method=method, endpoint=self.endpoint)
@@ -101,7 +101,7 @@ class RpcClient:
                 return env
 
 
-def _result(reply: Envelope) -> Any:
+def result_of(reply: Envelope) -> Any:
     payload = reply.payload
     if payload.get("ok") is True:
         return payload.get("result")

@@ -1,6 +1,7 @@
-"""Blocking work off the event loop: a thread pool whose threads each own one
-registry client (bus.rpc.RpcClient is not thread-safe), and the registry call that
-honours the gRPC deadline.
+"""The registry from the gateway: ``call`` from the event loop (bus.asyncrpc, every
+call in flight on one socket, no thread hop) honouring the gRPC deadline; and a thread
+pool for blocking work (file reads, long event fetches), whose threads each own one
+blocking registry client (bus.rpc.RpcClient is not thread-safe).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, Callable, Optional, TypeVar
 import grpc
 import zmq
 
+from bus.asyncrpc import AsyncRpcClient
 from bus.rpc import RpcClient
 from core.errors import OrchestratorError
 from services.gateway.errors import CallError, from_registry
@@ -42,6 +44,7 @@ class Registry:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gw-io")
         self._local = threading.local()
         self._clients: list[RpcClient] = []
+        self._async: Optional[AsyncRpcClient] = None  # created on the loop, used there
         self._lock = threading.Lock()
         self.calls = 0
         self.unavailable = 0
@@ -94,9 +97,17 @@ class Registry:
         if budget is not None and budget <= 0:
             raise CallError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded",
                             "deadline_exceeded")
+        tries = 1 + (self.retries if retries is None else retries)
+        timeout = self.timeout_s
+        if budget is not None:
+            timeout = max(0.01, min(timeout, budget / tries))
+        if self._async is None:
+            self._async = AsyncRpcClient(self.ctx, self.endpoint, SOURCE,
+                                         timeout_s=self.timeout_s, retries=self.retries)
+        self.calls += 1
         try:
-            return await self.run(lambda: self.call_blocking(
-                method, args, budget_s=budget, request_id=request_id, retries=retries))
+            return await self._async.call(method, args, timeout_s=timeout, retries=tries - 1,
+                                          request_id=request_id)
         except OrchestratorError as exc:
             if exc.code == "unavailable":
                 self.unavailable += 1
@@ -109,6 +120,8 @@ class Registry:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+        if self._async is not None:
+            self._async.close()
         with self._lock:
             for c in self._clients:
                 c.close()

@@ -8,7 +8,7 @@ in-memory head right when the caller rolls a savepoint back.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
 from bus.codec import Envelope, pack, unpack
@@ -33,7 +33,8 @@ class StoredEvent:
     correlation_id: str
     recorded_at: float
     hash: bytes
-    fields: Optional[dict] = None  # the payload decoded, when the appender still has it
+    # the payload decoded, when the appender still has it (in memory, not a column)
+    fields: Optional[dict] = field(default=None, compare=False, metadata={"column": False})
 
     def event(self) -> Event:
         return load_event(self.type, self.schema_version, unpack(self.payload), trusted=True)
