@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal as signals
-from typing import Any
+from typing import Any, Callable
 
 from services.dispatcher.active import ActiveRun
 from services.dispatcher.logfollow import tail_lines
@@ -37,15 +37,19 @@ def outcome_of(record: dict[str, Any], run: ActiveRun) -> dict[str, Any]:
             "message": f"exit code {code}\n{tail}".strip()}
 
 
-def artifacts_to_register(run_dir: str, known: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Entries of the run's manifest whose registration the registry has not seen."""
-    seen = {a["path"] for a in known}
-    out = []
+def artifacts_to_register(run_dir: str, known: Callable[[], list[dict[str, Any]]]
+                          ) -> list[dict[str, Any]]:
+    """Entries of the run's manifest whose registration the registry has not seen.
+    ``known`` (the registered artifacts) is asked only when the manifest has lines."""
     try:
         with open(os.path.join(run_dir, MANIFEST), encoding="utf-8") as fh:
             lines = fh.readlines()
     except FileNotFoundError:
         return []
+    if not lines:
+        return []
+    seen = {a["path"] for a in known()}
+    out = []
     for line in lines:
         try:
             entry = json.loads(line)

@@ -148,6 +148,9 @@ class DispatcherService:
             self._supervise(run, now, check_exit=check_exit)
             if sweep:
                 run.logs.poll(self.publisher, now)
+        if self.dirty:  # a run ended: its resources go to the next one now, not next step
+            self.dirty = False
+            self._schedule()
         due = self.beacon.due()
         if due is not None:
             self.publisher.send(*due)
@@ -309,7 +312,8 @@ class DispatcherService:
 
     def _finish(self, run: ActiveRun, outcome: dict[str, Any]) -> None:
         run.logs.poll(self.publisher, self.clock.monotonic() + 3600)  # the final bytes
-        known = self.client.call("list_artifacts", {"run_id": run.run_id})["artifacts"]
+        def known() -> list[dict[str, Any]]:
+            return self.client.call("list_artifacts", {"run_id": run.run_id})["artifacts"]
         for art in artifacts_to_register(run.run_dir, known):
             self._call("register_artifact", run_id=run.run_id, **art)
         self._call("finish", run_id=run.run_id, **outcome)
