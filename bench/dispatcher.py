@@ -119,6 +119,16 @@ def bare_start(path: str, argv: list[str],
     return t0, proc
 
 
+def _fork_server(dispatcher: int) -> int:
+    """The dispatcher's shim fork server (its child running services.dispatcher.forkserver)."""
+    with open(f"/proc/{dispatcher}/task/{dispatcher}/children", encoding="ascii") as fh:
+        for pid in fh.read().split():
+            with open(f"/proc/{pid}/cmdline", "rb") as cmd:
+                if b"services.dispatcher.forkserver" in cmd.read():
+                    return int(pid)
+    raise RuntimeError("the dispatcher has no fork server")
+
+
 def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
@@ -219,19 +229,19 @@ def _makespan_bare(lab: Lab, count: int, rep: int) -> tuple[float, list[float]]:
 
 
 def _makespan_ours(lab: Lab, terms: Terminals, disp: Child, count: int, rep: int,
-                   services: dict[str, Child]) -> tuple[float, int, dict[str, float]]:
+                   services: dict[str, int]) -> tuple[float, int, dict[str, float]]:
     """(makespan, runs not COMPLETED, phases in ms (medians) and CPU ms per run)."""
     from services.dispatcher.spawner import EXIT_FILE, WORKER_FILE, read_json
     client = lab.client(lab.settings.registry, timeout_s=10.0)
-    cpu0 = {name: cpu_seconds(c.pid) for name, c in services.items()}
+    cpu0 = {name: cpu_seconds(pid) for name, pid in services.items()}
     t_first = time.time()
     ids = [client.call("submit", {"config": mark_config(f"ms{rep}", i),
                                   "submitted_by": "bench"})["run"]["run_id"]
            for i in range(count)]
     terms.wait(ids, 30 + count, disp)
     span = max(terms.done[r][1] for r in ids) - t_first
-    info = {f"{name} CPU": (cpu_seconds(c.pid) - cpu0[name]) * 1000 / count
-            for name, c in services.items()}
+    info = {f"{name} CPU": (cpu_seconds(pid) - cpu0[name]) * 1000 / count
+            for name, pid in services.items()}
     failed = sum(1 for r in ids if terms.done[r][0] != "RunCompleted")
     if failed:
         return span, failed, info
@@ -271,7 +281,8 @@ def _services(quick: bool) -> list[Row]:
         terms = Terminals(lab)
         disp = lab.module("services.dispatcher")
         rows += _latency(lab, terms, disp, runs)
-        services = {"dispatcher": disp, "registry": registry, "bus": bus}
+        services = {"dispatcher": disp.pid, "forkserver": _fork_server(disp.pid),
+                    "registry": registry.pid, "bus": bus.pid}
         ours, bare, failed = [], [], 0
         infos: list[dict[str, float]] = []
         bare_start_ms: list[float] = []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 
 import zmq
@@ -16,6 +15,7 @@ from bus.pubsub import Publisher, Subscriber
 from bus.rpc import RpcClient
 from core.clock import SystemClock
 from core.settings import Settings
+from services.dispatcher.forkserver import ForkServer
 from services.dispatcher.inventory import read_inventory
 from services.dispatcher.recovery import recover
 from services.dispatcher.service import SOURCE, DispatcherService
@@ -44,20 +44,9 @@ def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> Dispatche
     cpu_slots = settings.cpu_slots or os.cpu_count() or 1
     svc = DispatcherService(settings, client, follower, Subscriber(telemetry_sock, bad),
                             Publisher(pub, SOURCE, clock), inventory, cpu_slots, clock, log,
-                            wake_fd=_child_exit_wakeup(), resync=recover)
+                            forks=ForkServer(), resync=recover)
     recover(svc)
     return svc
-
-
-def _child_exit_wakeup() -> int:
-    """A pipe that becomes readable when a signal arrives, SIGCHLD included, so the
-    loop learns at once that a run's shim has exited."""
-    read_fd, write_fd = os.pipe()
-    os.set_blocking(read_fd, False)
-    os.set_blocking(write_fd, False)
-    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-    signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
-    return read_fd
 
 
 def main() -> int:

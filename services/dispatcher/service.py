@@ -28,6 +28,7 @@ from core.settings import Settings
 from services.dispatcher import launch, spawner
 from services.dispatcher.active import ActiveRun, pending_from_run
 from services.dispatcher.allocator import Capacity, Pending, plan
+from services.dispatcher.forkserver import ForkServer, ForkServerGone
 from services.dispatcher.inventory import Inventory
 from services.dispatcher.logfollow import RunLogs
 from services.dispatcher.outcome import artifacts_to_register, outcome_of
@@ -44,8 +45,7 @@ _SIGNALS = {"TERM": signal.SIGTERM, "KILL": signal.SIGKILL}
 class DispatcherService:
     def __init__(self, settings: Settings, client: RpcClient, follower: EventFollower,
                  telemetry: Subscriber, publisher: Publisher, inventory: Inventory,
-                 cpu_slots: int, clock: Clock, log: ServiceLogger,
-                 wake_fd: Optional[int] = None,
+                 cpu_slots: int, clock: Clock, log: ServiceLogger, forks: ForkServer,
                  resync: Optional[Callable[["DispatcherService"], object]] = None) -> None:
         self.settings = settings
         self.client = client
@@ -67,8 +67,8 @@ class DispatcherService:
         self.bus = BusHealth(3 * probe, clock.monotonic())
         self.stats = {"started": 0, "finished": 0, "adopted": 0, "kills": 0}
         self.beacon = StatusBeacon(SOURCE, probe, clock, self.counters)
-        # wake_fd becomes readable when a signal arrives (SIGCHLD: a shim exited)
-        self.wake_fd = wake_fd
+        # The fork server starts the shims; its pipe is readable when one has ended.
+        self.forks = forks
         self.resync = resync
         self.resync_needed = False
         self._next_sweep = self._next_full = clock.monotonic()
@@ -76,8 +76,7 @@ class DispatcherService:
         self.poller.register(follower.sub.sock, zmq.POLLIN)
         # Telemetry (heartbeats, artifacts) does not wake the loop: it is drained every
         # TELEMETRY_S, so a thousand heartbeats a second cost a few dozen steps.
-        if wake_fd is not None:
-            self.poller.register(wake_fd, zmq.POLLIN)
+        self.poller.register(forks.exits_fd, zmq.POLLIN)
         telemetry.subscribe(Topic.HEARTBEAT.value + ".")
         telemetry.subscribe(Topic.ARTIFACT.value + ".")
         telemetry.subscribe(Topic.STATUS.topic(SOURCE))
@@ -98,21 +97,20 @@ class DispatcherService:
                 self.resync(self)
                 self.resync_needed = False
             self._step(woke)
+        except ForkServerGone as exc:
+            self.log.error("forkserver.gone", reason=str(exc),
+                           hint="exiting; runs are adopted or started again at restart")
+            raise
         except Unavailable as exc:
             if not self.resync_needed:
                 self.log.warning("registry.unavailable", reason=exc.message)
             self.resync_needed = True
 
     def _wait(self, timeout_s: float) -> bool:
-        """Block until something is ready; True if a child process exited."""
+        """Block until something is ready; True if a run's shim has ended."""
         ready = dict(self.poller.poll(int(timeout_s * 1000)))
-        if self.wake_fd is not None and self.wake_fd in ready:
-            try:
-                while os.read(self.wake_fd, 512):
-                    pass
-            except BlockingIOError:
-                pass
-            return True
+        if self.forks.exits_fd in ready:
+            return any("exited" in notice for notice in self.forks.notices())
         return False
 
     def _step(self, child_exited: bool) -> None:
@@ -154,7 +152,6 @@ class DispatcherService:
         due = self.beacon.due()
         if due is not None:
             self.publisher.send(*due)
-        spawner.reap_children()
 
     def _call(self, method: str, **args: Any) -> Optional[dict[str, Any]]:
         """A registry command; None (logged) if the registry refused it."""
@@ -260,9 +257,9 @@ class DispatcherService:
             self._finish(active, {"outcome": "failed", "cause": "spawn_error",
                                   "message": str(exc)})
             return
-        shim = spawner.spawn_shim(path, argv, env)
+        self.forks.spawn(path, argv, env)
         self.stats["started"] += 1
-        self.log.info("run.spawned", run_id=run_id, shim_pid=shim, gpus=gpus)
+        self.log.info("run.spawned", run_id=run_id, gpus=gpus)
 
     # --- supervision -----------------------------------------------------------------
     def _supervise(self, run: ActiveRun, now: float, check_exit: bool) -> None:
@@ -324,6 +321,7 @@ class DispatcherService:
         self.log.info("run.finished", run_id=run.run_id, **outcome)
 
     def close(self) -> None:
+        self.forks.close()
         self.client.close()
         self.follower.sub.sock.close(linger=0)
         self.telemetry.sock.close(linger=0)

@@ -1,7 +1,7 @@
 """The OS seam: the only module of the dispatcher that forks, signals or reads /proc.
 
-Each run gets a shim, a tiny parent modelled on SLURM's slurmstepd: the dispatcher
-forks it, it leaves the dispatcher's session, starts the worker in a process group of
+Each run gets a shim, a tiny parent modelled on SLURM's slurmstepd: the fork server
+(forkserver.py, on the dispatcher's request) forks it, it leaves the session, starts the worker in a process group of
 its own with stdout/stderr appended to files in the run directory, writes
 ``worker.json`` (pid, process start time), waits for the worker and writes its true
 exit status (code, signal, resource usage) atomically to ``exit.json``. The shim does
@@ -87,8 +87,8 @@ def signal_group(pgid: int, sig: signal.Signals) -> bool:
 
 
 def spawn_shim(run_dir: str, argv: list[str], env: dict[str, str]) -> int:
-    """Fork the shim for one run; returns the shim's pid at once. The dispatcher must be
-    single-threaded in Python when it calls this (it is)."""
+    """Fork the shim for one run; returns the shim's pid at once. Called by the fork
+    server (services/dispatcher/forkserver.py), a single-threaded process."""
     pid = os.fork()
     if pid:
         return pid
@@ -104,6 +104,7 @@ def spawn_shim(run_dir: str, argv: list[str], env: dict[str, str]) -> int:
 
 
 def _shim(run_dir: str, argv: list[str], env: dict[str, str]) -> None:
+    signal.set_wakeup_fd(-1)  # the parent's, closed by closerange
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
     started = time.time()
@@ -131,16 +132,3 @@ def _shim(run_dir: str, argv: list[str], env: dict[str, str]) -> None:
         "maxrss_kb": usage.ru_maxrss, "utime_s": usage.ru_utime, "stime_s": usage.ru_stime,
     }
     write_atomic(os.path.join(run_dir, EXIT_FILE), record)
-
-
-def reap_children() -> int:
-    """Collect finished shims (our direct children) so none stays a zombie."""
-    n = 0
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return n
-        if pid == 0:
-            return n
-        n += 1

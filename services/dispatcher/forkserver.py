@@ -1,0 +1,149 @@
+"""The shim fork server: a small process, started once by the dispatcher, that forks
+each run's shim (``spawner.spawn_shim``) on request and reports each shim's exit.
+
+Why: forking the dispatcher (zmq threads, every module loaded) costs milliseconds of
+its loop per run, and each shim then copies the dispatcher's pages as it touches
+them. This process imports only the standard library and ``spawner``, so a fork of
+it is cheap, and it runs beside the dispatcher's loop instead of inside it.
+
+Protocol (both pipes carry one JSON document per line):
+- stdin, from the dispatcher: ``[run_dir, argv, env]`` per shim to start;
+- stdout, to the dispatcher: ``{"shim": pid, "run_dir": ...}`` once forked, and
+  ``{"exited": pid, "status": wait status}`` when a shim ends (the dispatcher then
+  reads the run's exit record).
+End of input (the dispatcher exited, even by SIGKILL) ends the server; shims and
+workers live on, as they do when the dispatcher itself goes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+from typing import Any
+
+from services.dispatcher.spawner import spawn_shim
+
+
+class ForkServerGone(RuntimeError):
+    """The fork server exited; the dispatcher exits too and is restarted (its runs are
+    adopted, a claimed run that never started is started again)."""
+
+
+class ForkServer:
+    """The dispatcher's side. ``exits_fd`` becomes readable when a shim has ended."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "services.dispatcher.forkserver"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True, bufsize=0)
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.exits_fd = self.proc.stdout.fileno()
+        os.set_blocking(self.exits_fd, False)
+        self._partial = b""
+        self.requested = 0
+
+    def spawn(self, run_dir: str, argv: list[str], env: dict[str, str]) -> None:
+        """Ask for a shim; returns at once (the shim writes worker.json when it has
+        started the worker)."""
+        line = json.dumps([run_dir, argv, env]).encode() + b"\n"
+        try:
+            self.proc.stdin.write(line)  # type: ignore[union-attr]
+        except (BrokenPipeError, ValueError):
+            raise ForkServerGone(f"the shim fork server exited ({self.proc.poll()})") from None
+        self.requested += 1
+
+    def notices(self) -> list[dict[str, Any]]:
+        """What the server reported since the last call (never blocks)."""
+        chunks = []
+        while True:
+            try:
+                data = os.read(self.exits_fd, 65536)
+            except BlockingIOError:
+                break
+            if not data:
+                raise ForkServerGone(f"the shim fork server exited ({self.proc.poll()})")
+            chunks.append(data)
+        lines = (self._partial + b"".join(chunks)).split(b"\n")
+        self._partial = lines.pop()
+        return [json.loads(line) for line in lines if line]
+
+    def close(self) -> None:
+        """End the server (its shims live on)."""
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+# --- the server process --------------------------------------------------------------
+
+def _write(fd: int, obj: dict[str, Any]) -> None:
+    """One notice to the dispatcher; BrokenPipeError when it is gone."""
+    data = json.dumps(obj).encode() + b"\n"
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def _reap(out: int) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        _write(out, {"exited": pid, "status": status})
+
+
+def serve(inp: int = 0, out: int = 1) -> int:
+    # Terminal signals are the dispatcher's business: this process ends on end of input.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
+    try:
+        _loop(inp, out, wake_r)
+    except BrokenPipeError:
+        pass  # the dispatcher is gone (SIGKILL): so are we; the shims live on
+    return 0
+
+
+def _loop(inp: int, out: int, wake_r: int) -> None:
+    """Until end of input: start the shims asked for, report the ones that ended."""
+    buffered = b""
+    while True:
+        ready, _, _ = select.select([inp, wake_r], [], [], 1.0)
+        if wake_r in ready:
+            while True:
+                try:
+                    if not os.read(wake_r, 512):
+                        break
+                except BlockingIOError:
+                    break
+        if inp in ready:
+            data = os.read(inp, 1 << 20)
+            if not data:
+                return
+            lines = (buffered + data).split(b"\n")
+            buffered = lines.pop()
+            for line in lines:
+                run_dir, argv, env = json.loads(line)
+                pid = spawn_shim(run_dir, argv, env)
+                _write(out, {"shim": pid, "run_dir": run_dir})
+        _reap(out)
+
+
+if __name__ == "__main__":
+    sys.exit(serve())

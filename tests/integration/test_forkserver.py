@@ -1,0 +1,76 @@
+"""The shim fork server as a real process: it starts shims that run their worker and
+leave their records, reports each shim's end, ends with its input, and its death is
+an error the dispatcher sees instead of a silent stall."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import pytest
+
+from services.dispatcher.forkserver import ForkServer, ForkServerGone
+from services.dispatcher.spawner import EXIT_FILE, STDOUT, WORKER_FILE, read_json
+from tests.helpers import wait_until
+
+
+def _notices_until(server: ForkServer, want: int, timeout: float = 20) -> list[dict]:
+    seen: list[dict] = []
+    def enough() -> bool:
+        seen.extend(server.notices())
+        return sum(1 for n in seen if "exited" in n) >= want
+    wait_until(enough, timeout, message=f"{want} shims to end")
+    return seen
+
+
+def test_shims_run_their_worker_and_their_end_is_reported(tmp_path) -> None:
+    server = ForkServer()
+    try:
+        dirs = []
+        for i in range(3):
+            run_dir = tmp_path / f"run{i}"
+            run_dir.mkdir()
+            dirs.append(str(run_dir))
+            code = f"print('hello {i}'); raise SystemExit({i})"
+            server.spawn(str(run_dir), [sys.executable, "-c", code], dict(os.environ))
+        notices = _notices_until(server, 3)
+    finally:
+        server.close()
+    shims = {n["shim"]: n["run_dir"] for n in notices if "shim" in n}
+    assert sorted(shims.values()) == dirs
+    assert {n["exited"] for n in notices if "exited" in n} == set(shims)
+    for i, run_dir in enumerate(dirs):
+        worker, exit_ = (read_json(os.path.join(run_dir, f)) for f in (WORKER_FILE, EXIT_FILE))
+        assert worker is not None and worker["shim_pid"] in shims
+        assert exit_ is not None and exit_["exit_code"] == i and exit_["pid"] == worker["pid"]
+        with open(os.path.join(run_dir, STDOUT), encoding="utf-8") as fh:
+            assert fh.read() == f"hello {i}\n"
+
+
+def test_end_of_input_ends_the_server_but_not_a_running_shim(tmp_path) -> None:
+    server = ForkServer()
+    run_dir = str(tmp_path)
+    marker = tmp_path / "done"
+    code = f"import time, pathlib; time.sleep(0.5); pathlib.Path({str(marker)!r}).touch()"
+    server.spawn(run_dir, [sys.executable, "-c", code], dict(os.environ))
+    worker = wait_until(lambda: read_json(os.path.join(run_dir, WORKER_FILE)), 20,
+                        message="worker.json")
+    server.close()  # the dispatcher going away
+    assert server.proc.returncode == 0
+    wait_until(lambda: read_json(os.path.join(run_dir, EXIT_FILE)), 20, message="exit.json")
+    assert marker.exists() and read_json(os.path.join(run_dir, EXIT_FILE))["exit_code"] == 0
+    assert worker["shim_pid"] != server.proc.pid
+
+
+def test_a_killed_server_is_reported_not_waited_for(tmp_path) -> None:
+    server = ForkServer()
+    try:
+        os.kill(server.proc.pid, signal.SIGKILL)
+        server.proc.wait(10)
+        with pytest.raises(ForkServerGone):
+            wait_until(lambda: server.notices() and False, 5, message="EOF")
+        with pytest.raises(ForkServerGone):
+            server.spawn(str(tmp_path), [sys.executable, "-c", "pass"], dict(os.environ))
+    finally:
+        server.close()
