@@ -39,6 +39,7 @@ class RegistryService:
         self.max_batch = max_batch
         self.spin_s = spin_s
         self._spin_until = 0.0
+        self._last_end = 0.0
         self.log = log
         self.bad_frames = BadFrameLog(log)
         self.stats = {"requests": 0, "batches": 0, "largest_batch": 0, "events": 0,
@@ -53,19 +54,24 @@ class RegistryService:
 
     def step(self, timeout_s: float) -> None:
         if self._ready(timeout_s):
+            gap = time.perf_counter() - self._last_end
             batch = self._drain()
             if batch:
                 self._run_batch(batch)
-                self._spin_until = time.perf_counter() + self.spin_s
+                self._last_end = time.perf_counter()
+                # Spin only for a client that came back within the window last time:
+                # commands that come now and then (the dispatcher's) cost no CPU.
+                self._spin_until = self._last_end + self.spin_s if gap < self.spin_s else 0.0
         self.checkpointer.tick()
         due = self.beacon.due()
         if due is not None:
             self.publisher.send(*due)
 
     def _ready(self, timeout_s: float) -> bool:
-        """Whether a request waits: polled without sleeping for a short while after the
-        last batch (the next request of a busy client is then served by a running CPU
-        instead of a woken one), then with a blocking poll."""
+        """Whether a request waits: polled without sleeping for a short while after a
+        batch whose request came soon after the one before (the next request of a busy
+        client is then served by a running CPU instead of a woken one), then with a
+        blocking poll."""
         sock = self.server.sock
         while time.perf_counter() < self._spin_until:
             if sock.get(zmq.EVENTS) & zmq.POLLIN:
