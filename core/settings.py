@@ -67,8 +67,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Most requests the registry commits in one transaction (group commit)."),
     Setting("registry_spin_us", "TRAINER_REGISTRY_SPIN_US", "500", _nonneg_int,
             "After answering, the registry polls without sleeping for this many "
-            "microseconds before it blocks, when the request it answered came within "
-            "that long of the one before: a busy client's next request is then taken on "
+            "microseconds before it blocks, when the last two requests each came within "
+            "that long of the answer before: a busy client's next request is then taken on "
             "a running CPU (about a third more commands/s from one client). 0 turns it "
             "off; an idle registry, or one asked now and then, never spins."),
     Setting("status_interval", "TRAINER_STATUS_INTERVAL", "2", _positive_float,

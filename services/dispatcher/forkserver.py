@@ -56,6 +56,12 @@ class ForkServer:
             raise ForkServerGone(f"the shim fork server exited ({self.proc.poll()})") from None
         self.requested += 1
 
+    def check(self) -> None:
+        """Raise ForkServerGone if the server has exited (also seen as end of its
+        output; this covers a server stopped but not yet gone)."""
+        if self.proc.poll() is not None:
+            raise ForkServerGone(f"the shim fork server exited ({self.proc.returncode})")
+
     def notices(self) -> list[dict[str, Any]]:
         """What the server reported since the last call (never blocks)."""
         chunks = []

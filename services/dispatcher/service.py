@@ -89,10 +89,10 @@ class DispatcherService:
 
     # --- the loop ------------------------------------------------------------------
     def step(self, timeout_s: float) -> None:
-        """Wait for a bus message, a child's exit or the next tick, then do what is due.
+        """Wait for a bus message, a shim's end or the next tick, then do what is due.
         If the registry stops answering, the state is re-read from it once it is back."""
-        woke = self._wait(min(timeout_s, self.settings.tick, TELEMETRY_S))
         try:
+            woke = self._wait(min(timeout_s, self.settings.tick, TELEMETRY_S))
             if self.resync_needed and self.resync is not None:
                 self.resync(self)
                 self.resync_needed = False
@@ -136,6 +136,7 @@ class DispatcherService:
         full = sweep and now >= self._next_full
         if full:
             self._next_full = now + FULL_SWEEP_S
+            self.forks.check()
         if sweep or child_exited:
             runs = list(self.active.values())
         else:  # only runs whose worker has not shown up yet

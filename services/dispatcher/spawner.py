@@ -95,6 +95,11 @@ def spawn_shim(run_dir: str, argv: list[str], env: dict[str, str]) -> int:
     code = 0
     try:
         os.setsid()
+        # Hold none of the parent's pipes: the fork server's end of input and its
+        # notices must close when it goes, whatever shims still run.
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 1)
         os.closerange(3, 65536)
         _shim(run_dir, argv, env)
     except BaseException:  # noqa: BLE001 - the shim must never return into the parent

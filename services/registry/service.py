@@ -40,6 +40,7 @@ class RegistryService:
         self.spin_s = spin_s
         self._spin_until = 0.0
         self._last_end = 0.0
+        self._quick = 0  # requests in a row that came within spin_s of the last answer
         self.log = log
         self.bad_frames = BadFrameLog(log)
         self.stats = {"requests": 0, "batches": 0, "largest_batch": 0, "events": 0,
@@ -59,9 +60,11 @@ class RegistryService:
             if batch:
                 self._run_batch(batch)
                 self._last_end = time.perf_counter()
-                # Spin only for a client that came back within the window last time:
-                # commands that come now and then (the dispatcher's) cost no CPU.
-                self._spin_until = self._last_end + self.spin_s if gap < self.spin_s else 0.0
+                # Spin only for a client that came back quickly twice in a row: a
+                # command that follows another now and then (the dispatcher's claim
+                # after a finish) costs no CPU.
+                self._quick = self._quick + 1 if gap < self.spin_s else 0
+                self._spin_until = self._last_end + self.spin_s if self._quick >= 2 else 0.0
         self.checkpointer.tick()
         due = self.beacon.due()
         if due is not None:
@@ -69,9 +72,9 @@ class RegistryService:
 
     def _ready(self, timeout_s: float) -> bool:
         """Whether a request waits: polled without sleeping for a short while after a
-        batch whose request came soon after the one before (the next request of a busy
-        client is then served by a running CPU instead of a woken one), then with a
-        blocking poll."""
+        batch when the requests keep coming soon after the answers (the next request
+        of a busy client is then served by a running CPU instead of a woken one), then
+        with a blocking poll."""
         sock = self.server.sock
         while time.perf_counter() < self._spin_until:
             if sock.get(zmq.EVENTS) & zmq.POLLIN:

@@ -104,3 +104,29 @@ def test_registry_restart_mid_run_loses_nothing(dstack: Stack) -> None:
     assert wait_status(dstack, second, TERMINAL, timeout=30)["status"] == "COMPLETED"
     assert dstack.dispatcher.alive()
     assert_nothing_left(dstack)
+
+
+def _fork_server_pid(stack: Stack) -> int:
+    pid = stack.dispatcher.pid
+    with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as fh:
+        for child in fh.read().split():
+            with open(f"/proc/{child}/cmdline", "rb") as cmd:
+                if b"services.dispatcher.forkserver" in cmd.read():
+                    return int(child)
+    raise AssertionError("the dispatcher has no fork server")
+
+
+def test_a_killed_fork_server_stops_the_dispatcher_and_a_restart_loses_nothing(
+        dstack: Stack) -> None:
+    running = submit(dstack, "test-sleep", params={"seconds": 3})
+    wait_status(dstack, running, {"RUNNING"})
+    os.kill(_fork_server_pid(dstack), signal.SIGKILL)
+    # the dispatcher sees its fork server gone and exits (supervisord restarts it)
+    wait_until(lambda: not dstack.dispatcher.alive(), 10, message="the dispatcher to exit")
+    assert "forkserver.gone" in dstack.dispatcher.log()
+    dstack.start_dispatcher()
+    later = submit(dstack, "test-sleep", seed=7, params={"seconds": 0.1})
+    runs = [wait_status(dstack, r, TERMINAL, timeout=30) for r in (running, later)]
+    assert [r["status"] for r in runs] == ["COMPLETED", "COMPLETED"], runs
+    assert runs[0]["adoptions"] == 1
+    assert_nothing_left(dstack)

@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from services.dispatcher.forkserver import ForkServer, ForkServerGone
-from services.dispatcher.spawner import EXIT_FILE, STDOUT, WORKER_FILE, read_json
+from services.dispatcher.spawner import (EXIT_FILE, STDOUT, WORKER_FILE, process_start_time,
+                                         read_json)
 from tests.helpers import wait_until
 
 
@@ -66,11 +67,21 @@ def test_end_of_input_ends_the_server_but_not_a_running_shim(tmp_path) -> None:
 def test_a_killed_server_is_reported_not_waited_for(tmp_path) -> None:
     server = ForkServer()
     try:
+        # a shim that outlives the server must not keep its pipes open
+        code = "import time; time.sleep(3)"
+        server.spawn(str(tmp_path), [sys.executable, "-c", code], dict(os.environ))
+        worker = wait_until(lambda: read_json(os.path.join(tmp_path, WORKER_FILE)), 20,
+                            message="worker.json")
         os.kill(server.proc.pid, signal.SIGKILL)
         server.proc.wait(10)
+        with pytest.raises(ForkServerGone):
+            server.check()
         with pytest.raises(ForkServerGone):
             wait_until(lambda: server.notices() and False, 5, message="EOF")
         with pytest.raises(ForkServerGone):
             server.spawn(str(tmp_path), [sys.executable, "-c", "pass"], dict(os.environ))
+        assert process_start_time(worker["shim_pid"]) is not None  # the shim lives on
     finally:
         server.close()
+        wait_until(lambda: read_json(os.path.join(tmp_path, EXIT_FILE)), 20,
+                   message="the orphaned shim's exit record")
