@@ -120,13 +120,12 @@ def bare_start(path: str, argv: list[str],
 
 
 def _fork_server(dispatcher: int) -> int:
-    """The dispatcher's shim fork server (its child running services.dispatcher.forkserver)."""
-    with open(f"/proc/{dispatcher}/task/{dispatcher}/children", encoding="ascii") as fh:
-        for pid in fh.read().split():
-            with open(f"/proc/{pid}/cmdline", "rb") as cmd:
-                if b"services.dispatcher.forkserver" in cmd.read():
-                    return int(pid)
-    raise RuntimeError("the dispatcher has no fork server")
+    """The dispatcher's shim fork server (its CPU is the dispatcher's work too)."""
+    from services.dispatcher.forkserver import fork_server_of
+    pid = fork_server_of(dispatcher)
+    if pid is None:
+        raise RuntimeError("the dispatcher has no fork server")
+    return pid
 
 
 def cpu_seconds(pid: int) -> float:

@@ -23,7 +23,7 @@ import select
 import signal
 import subprocess
 import sys
-from typing import Any
+from typing import Any, Optional
 
 from services.dispatcher.spawner import spawn_shim
 
@@ -88,6 +88,24 @@ class ForkServer:
             self.proc.wait()
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+
+
+def fork_server_of(dispatcher_pid: int) -> Optional[int]:
+    """The pid of a dispatcher's fork server (for tools and tests), or None."""
+    try:
+        with open(f"/proc/{dispatcher_pid}/task/{dispatcher_pid}/children",
+                  encoding="ascii") as fh:
+            children = fh.read().split()
+    except FileNotFoundError:
+        return None
+    for child in children:
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as cmd:
+                if b"services.dispatcher.forkserver" in cmd.read():
+                    return int(child)
+        except FileNotFoundError:
+            continue
+    return None
 
 
 # --- the server process --------------------------------------------------------------

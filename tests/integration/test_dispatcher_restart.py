@@ -7,6 +7,7 @@ import os
 import signal
 
 from bus.codec import envelope_from_map, event_from_envelope
+from services.dispatcher.forkserver import fork_server_of
 from services.dispatcher.spawner import read_json
 from tests.conftest import Stack
 from tests.integration.dispatch_helpers import (TERMINAL, assert_nothing_left, run_dir,
@@ -106,21 +107,13 @@ def test_registry_restart_mid_run_loses_nothing(dstack: Stack) -> None:
     assert_nothing_left(dstack)
 
 
-def _fork_server_pid(stack: Stack) -> int:
-    pid = stack.dispatcher.pid
-    with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as fh:
-        for child in fh.read().split():
-            with open(f"/proc/{child}/cmdline", "rb") as cmd:
-                if b"services.dispatcher.forkserver" in cmd.read():
-                    return int(child)
-    raise AssertionError("the dispatcher has no fork server")
-
-
 def test_a_killed_fork_server_stops_the_dispatcher_and_a_restart_loses_nothing(
         dstack: Stack) -> None:
     running = submit(dstack, "test-sleep", params={"seconds": 3})
     wait_status(dstack, running, {"RUNNING"})
-    os.kill(_fork_server_pid(dstack), signal.SIGKILL)
+    server = fork_server_of(dstack.dispatcher.pid)
+    assert server is not None
+    os.kill(server, signal.SIGKILL)
     # the dispatcher sees its fork server gone and exits (supervisord restarts it)
     wait_until(lambda: not dstack.dispatcher.alive(), 10, message="the dispatcher to exit")
     assert "forkserver.gone" in dstack.dispatcher.log()
