@@ -3,8 +3,13 @@ one DEALER socket, each reply matched to its call by request id, no thread hop.
 
 Same frames, ids, timeouts and bounded retries as ``RpcClient``. A retry resends the
 same request (same id) on the same socket: a DEALER, unlike a REQ, never gets stuck,
-and the server answers a repeated id from its record of the first attempt. Replies
-that come after their call gave up are dropped. Use it from its loop's thread only.
+and the server answers a repeated id from its record of the first attempt. The socket
+queues requests only for a live connection (``ZMQ_IMMEDIATE``) and a send never waits
+(with no connection the attempt just times out), so a server that is down neither
+stalls a call past its timeouts nor receives, when it is back, requests whose callers
+were told Unavailable; after a call gives up the socket is replaced, dropping what it
+still held. Replies that come after their call gave up are dropped. Calls that share a
+request id all get its reply. Use it from its loop's thread only.
 """
 
 from __future__ import annotations
@@ -35,12 +40,13 @@ class AsyncRpcClient:
         self.late_replies = 0
         self._sock: Optional[zmq.asyncio.Socket] = None
         self._reader: Optional[asyncio.Task[None]] = None
-        self._waiting: dict[str, asyncio.Future[Optional[Envelope]]] = {}
+        self._waiting: dict[str, list[asyncio.Future[Optional[Envelope]]]] = {}
 
     def _connect(self) -> zmq.asyncio.Socket:
         if self._sock is None:
             sock = self.ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.IMMEDIATE, 1)
             sock.connect(self.endpoint)
             self._sock = sock
             self._reader = asyncio.get_running_loop().create_task(self._read(sock))
@@ -57,12 +63,14 @@ class AsyncRpcClient:
                 env = decode(frame)
             except FrameError:
                 continue  # a garbled reply: its call retries or times out
-            fut = self._waiting.get(env.id or "") if env.type == MessageType.REPLY.value \
-                else None
-            if fut is None or fut.done():
+            waiting = self._waiting.get(env.id or "") \
+                if env.type == MessageType.REPLY.value else None
+            if not waiting:
                 self.late_replies += 1
                 continue
-            fut.set_result(env)
+            for fut in waiting:
+                if not fut.done():
+                    fut.set_result(env)
 
     async def call(self, method: str, args: dict[str, Any] | None = None, *,
                    timeout_s: float | None = None, retries: int | None = None,
@@ -75,26 +83,43 @@ class AsyncRpcClient:
         timeout = self.timeout_s if timeout_s is None else timeout_s
         attempts = 1 + (self.retries if retries is None else retries)
         loop = asyncio.get_running_loop()
-        try:
-            for attempt in range(attempts):
-                if attempt:
-                    self.retried += 1
-                # A fresh future per attempt; a late reply to an earlier attempt (same
-                # id, same answer) settles the current one just as well.
-                fut: asyncio.Future[Optional[Envelope]] = loop.create_future()
-                self._waiting[rid] = fut
-                await self._connect().send(frame)
-                timer = loop.call_later(timeout, _expire, fut)
-                try:
-                    reply = await fut
-                finally:
-                    timer.cancel()
-                if reply is not None:
-                    return result_of(reply)
-        finally:
-            self._waiting.pop(rid, None)
+        for attempt in range(attempts):
+            if attempt:
+                self.retried += 1
+            # A fresh future per attempt; a late reply to an earlier attempt (same id,
+            # same answer) settles the current one just as well.
+            fut: asyncio.Future[Optional[Envelope]] = loop.create_future()
+            waiting = self._waiting.setdefault(rid, [])
+            waiting.append(fut)
+            deadline = loop.time() + timeout
+            timer = loop.call_later(timeout, _expire, fut)
+            try:
+                await self._send(frame, deadline)
+                reply = await fut
+            finally:
+                timer.cancel()
+                waiting.remove(fut)
+                if not waiting and self._waiting.get(rid) is waiting:
+                    del self._waiting[rid]
+            if reply is not None:
+                return result_of(reply)
+        self.close()  # a fresh socket next time: nothing of this call is left queued
         raise Unavailable(f"{self.endpoint} did not answer {method} within {timeout:g}s "
                           f"({attempts} attempts)", method=method, endpoint=self.endpoint)
+
+    async def _send(self, frame: bytes, deadline: float) -> bool:
+        """Queue ``frame`` once a connection can take it, by ``deadline`` at the latest
+        (loop time); False if it could not be sent by then."""
+        loop = asyncio.get_running_loop()
+        sock = self._connect()
+        while True:
+            try:
+                await sock.send(frame, zmq.NOBLOCK)
+                return True
+            except zmq.Again:
+                left = deadline - loop.time()
+                if left <= 0 or not await sock.poll(int(left * 1000) + 1, zmq.POLLOUT):
+                    return False
 
     def close(self) -> None:
         if self._reader is not None and not self._reader.done():

@@ -38,8 +38,9 @@ class RunIds:
 
 
 def new_request_id() -> RequestId:
-    """19 hex digits: ~1 ms time units, then 32 random bits."""
-    return RequestId(f"{time.time_ns() >> 20:011x}{secrets.token_hex(4)}")
+    """27 hex digits: the time in ~1 ms units, then 64 random bits (an id is a
+    request's identity for a day: two alike would answer one with the other's reply)."""
+    return RequestId(f"{time.time_ns() >> 20:011x}{secrets.token_hex(8)}")
 
 
 def is_run_id(value: object) -> bool:

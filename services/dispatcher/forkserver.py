@@ -49,9 +49,11 @@ class ForkServer:
     def spawn(self, run_dir: str, argv: list[str], env: dict[str, str]) -> None:
         """Ask for a shim; returns at once (the shim writes worker.json when it has
         started the worker)."""
-        line = json.dumps([run_dir, argv, env]).encode() + b"\n"
+        line = memoryview(json.dumps([run_dir, argv, env]).encode() + b"\n")
+        fd = self.proc.stdin.fileno()  # type: ignore[union-attr]
         try:
-            self.proc.stdin.write(line)  # type: ignore[union-attr]
+            while line:  # a write may take part of the line (a signal, a full pipe)
+                line = line[os.write(fd, line):]
         except (BrokenPipeError, ValueError):
             raise ForkServerGone(f"the shim fork server exited ({self.proc.poll()})") from None
         self.requested += 1
@@ -110,14 +112,31 @@ def fork_server_of(dispatcher_pid: int) -> Optional[int]:
 
 # --- the server process --------------------------------------------------------------
 
-def _write(fd: int, obj: dict[str, Any]) -> None:
-    """One notice to the dispatcher; BrokenPipeError when it is gone."""
-    data = json.dumps(obj).encode() + b"\n"
-    while data:
-        data = data[os.write(fd, data):]
+class _Notices:
+    """Notices to the dispatcher, written only as fast as it reads them: the server
+    never blocks on its output, so it keeps reading requests (a dispatcher that starts
+    a thousand runs in one pass and reads notices only afterwards cannot deadlock it)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        os.set_blocking(fd, False)
+        self.pending = bytearray()
+
+    def add(self, obj: dict[str, Any]) -> None:
+        self.pending += json.dumps(obj).encode() + b"\n"
+        self.flush()
+
+    def flush(self) -> None:
+        """Write what the pipe takes now; BrokenPipeError when the dispatcher is gone."""
+        while self.pending:
+            try:
+                n = os.write(self.fd, self.pending)
+            except BlockingIOError:
+                return
+            del self.pending[:n]
 
 
-def _reap(out: int) -> None:
+def _reap(notices: _Notices) -> None:
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -125,7 +144,7 @@ def _reap(out: int) -> None:
             return
         if pid == 0:
             return
-        _write(out, {"exited": pid, "status": status})
+        notices.add({"exited": pid, "status": status})
 
 
 def serve(inp: int = 0, out: int = 1) -> int:
@@ -138,17 +157,20 @@ def serve(inp: int = 0, out: int = 1) -> int:
     signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
     try:
-        _loop(inp, out, wake_r)
+        _loop(inp, _Notices(out), wake_r)
     except BrokenPipeError:
         pass  # the dispatcher is gone (SIGKILL): so are we; the shims live on
     return 0
 
 
-def _loop(inp: int, out: int, wake_r: int) -> None:
+def _loop(inp: int, notices: _Notices, wake_r: int) -> None:
     """Until end of input: start the shims asked for, report the ones that ended."""
     buffered = b""
     while True:
-        ready, _, _ = select.select([inp, wake_r], [], [], 1.0)
+        writing = [notices.fd] if notices.pending else []
+        ready, can_write, _ = select.select([inp, wake_r], writing, [], 1.0)
+        if can_write:
+            notices.flush()
         if wake_r in ready:
             while True:
                 try:
@@ -165,8 +187,8 @@ def _loop(inp: int, out: int, wake_r: int) -> None:
             for line in lines:
                 run_dir, argv, env = json.loads(line)
                 pid = spawn_shim(run_dir, argv, env)
-                _write(out, {"shim": pid, "run_dir": run_dir})
-        _reap(out)
+                notices.add({"shim": pid, "run_dir": run_dir})
+        _reap(notices)
 
 
 if __name__ == "__main__":

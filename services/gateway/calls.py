@@ -118,10 +118,16 @@ class Registry:
                                     "deadline_exceeded") from None
             raise from_registry(exc) from None
 
-    def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+    def close_loop_client(self) -> None:
+        """On the event loop, as it ends: close the loop's registry client."""
         if self._async is not None:
             self._async.close()
+            self._async = None
+
+    def close(self) -> None:
+        """From the main thread, once the loop has ended (a client the loop did not
+        close, because it never ended, is left to the process's exit)."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             for c in self._clients:
                 c.close()

@@ -180,6 +180,7 @@ class GatewayService:
             ticker.cancel()
             await health_servicer.enter_graceful_shutdown()
             await server.stop(GRACE_S)
+            self.registry.close_loop_client()  # on the loop that owns its socket
 
     def _on_refused(self, method: str) -> None:
         self.refused += 1

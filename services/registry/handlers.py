@@ -29,6 +29,7 @@ from services.registry.replies import ReplyLog
 
 MAX_PAGE = 1000
 MAX_EVENTS_PAGE = 5000
+MAX_ID_TRIES = 1000  # new run ids tried at one submit (see _submit)
 
 
 @dataclass
@@ -153,11 +154,16 @@ class Registry:
         existing = store.run_by_digest(self.conn, events[0].digest)
         if existing is not None:
             return {"run": run_view(existing), "created": False}, []
-        try:
-            state, stored = self._append(None, events, rid, src)
-        except Conflict:  # the new id is taken (by a random id of an older registry)
-            events = cmds.decide_submit(cmd, config, self.make_run_id())
-            state, stored = self._append(None, events, rid, src)
+        for _ in range(MAX_ID_TRIES):
+            try:
+                state, stored = self._append(None, events, rid, src)
+                break
+            except Conflict:
+                # The new id is taken: by a random id of an older registry, or by one
+                # issued while the clock was ahead. The next ids are later ones.
+                events = cmds.decide_submit(cmd, config, self.make_run_id())
+        else:
+            raise Conflict(f"no free run id after {MAX_ID_TRIES} tries")
         assert state is not None
         return {"run": run_view(state), "created": True}, stored
 

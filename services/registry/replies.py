@@ -2,9 +2,12 @@
 that a command retried after a timeout gets its answer back instead of being
 applied twice.
 
-A stored reply is compact: a ``run`` view in it (~1 KB, the bulk of most replies) is
-kept as the run's id and filled in again, with the run as it is now, when a retry
-asks for it. Rows are pruned oldest first by rowid, which grows with time, so the
+A stored submit reply is compact: its ``run`` view (~1 KB, the bulk of it) is kept
+as the run's id and filled in again, with the run as it is now, when a retry asks
+for it (``created`` is the first answer's). Every other command's reply is kept
+whole: its caller acts on the run as that command left it (the dispatcher takes a
+claim's ``last_seq`` as the point up to which it has seen the run's events, so a
+cancel recorded after the claim must not be folded into a retried claim's answer). Rows are pruned oldest first by rowid, which grows with time, so the
 table needs no index but its primary key.
 """
 
@@ -16,6 +19,7 @@ from typing import Any, Callable, Optional
 from bus.codec import pack, unpack
 
 _RUN_REF = "run_ref"
+COMPACT = frozenset({"submit"})  # the commands whose run view is kept as its id
 
 
 class ReplyLog:
@@ -38,7 +42,8 @@ class ReplyLog:
 
     def record(self, request_id: str, method: str, reply: dict[str, Any], at: float) -> None:
         result = reply.get("result")
-        if isinstance(result, dict) and isinstance(result.get("run"), dict):
+        if method in COMPACT and isinstance(result, dict) \
+                and isinstance(result.get("run"), dict):
             result = {**result, _RUN_REF: result["run"]["run_id"]}
             del result["run"]
             reply = {**reply, "result": result}

@@ -67,21 +67,34 @@ def _client(endpoint: str, ctx: zmq.Context, **kw: Any) -> AsyncRpcClient:
     return AsyncRpcClient(ctx, endpoint, "test", **kw)
 
 
-def test_many_calls_in_flight_each_get_their_own_reply(endpoint: str) -> None:
-    server = Server(endpoint, lambda m, a, i: ok({"n": a["n"] * 2}), hold=8)
+def _exchange(endpoint: str, use: Callable[[AsyncRpcClient], Any],
+              answer: Callable[[str, dict, str], Any] | None = None, hold: int = 1,
+              **client_kw: Any) -> tuple[Any, AsyncRpcClient, Server | None]:
+    """Run ``await use(client)`` on a fresh loop against a Server (when ``answer``)."""
+    server = Server(endpoint, answer, hold) if answer is not None else None
     ctx = zmq.Context()
+    clients: list[AsyncRpcClient] = []
+
+    async def main() -> Any:
+        client = _client(endpoint, ctx, **client_kw)
+        clients.append(client)
+        try:
+            return await use(client)
+        finally:
+            client.close()
     try:
-        async def main() -> list[Any]:
-            client = _client(endpoint, ctx, timeout_s=5, retries=0)
-            try:
-                return await asyncio.gather(*(client.call("double", {"n": n})
-                                              for n in range(8)))
-            finally:
-                client.close()
-        results = asyncio.run(main())
+        return asyncio.run(main()), clients[0], server
     finally:
-        server.close()
+        if server is not None:
+            server.close()
         ctx.term()
+
+
+def test_many_calls_in_flight_each_get_their_own_reply(endpoint: str) -> None:
+    async def use(client: AsyncRpcClient) -> list[Any]:
+        return await asyncio.gather(*(client.call("double", {"n": n}) for n in range(8)))
+    results, _, _ = _exchange(endpoint, use, lambda m, a, i: ok({"n": a["n"] * 2}), hold=8,
+                              timeout_s=5, retries=0)
     assert [r["n"] for r in results] == [n * 2 for n in range(8)]
 
 
@@ -93,52 +106,67 @@ def test_a_lost_reply_is_retried_with_the_same_id(endpoint: str) -> None:
             dropped.append(rid)
             return None  # as if the reply were lost
         return ok({"id": rid})
-    server = Server(endpoint, answer)
-    ctx = zmq.Context()
-    try:
-        async def main() -> tuple[Any, int]:
-            client = _client(endpoint, ctx, timeout_s=0.3, retries=2)
-            try:
-                return await client.call("submit", {}, request_id="same-id"), client.retried
-            finally:
-                client.close()
-        result, retried = asyncio.run(main())
-    finally:
-        server.close()
-        ctx.term()
-    assert result == {"id": "same-id"} and retried == 1
-    assert server.seen == ["same-id", "same-id"]
+    result, client, server = _exchange(
+        endpoint, lambda c: c.call("submit", {}, request_id="same-id"), answer,
+        timeout_s=0.3, retries=2)
+    assert result == {"id": "same-id"} and client.retried == 1
+    assert server is not None and server.seen == ["same-id", "same-id"]
 
 
 def test_a_server_error_is_raised_typed(endpoint: str) -> None:
-    server = Server(endpoint, lambda m, a, i: error(NotFound("run r1 does not exist")))
-    ctx = zmq.Context()
-    try:
-        async def main() -> None:
-            client = _client(endpoint, ctx, timeout_s=5, retries=0)
-            try:
-                await client.call("get_run", {"run_id": "r1"})
-            finally:
-                client.close()
-        with pytest.raises(NotFound):
-            asyncio.run(main())
-    finally:
-        server.close()
-        ctx.term()
+    with pytest.raises(NotFound):
+        _exchange(endpoint, lambda c: c.call("get_run", {"run_id": "r1"}),
+                  lambda m, a, i: error(NotFound("run r1 does not exist")),
+                  timeout_s=5, retries=0)
 
 
 def test_nobody_answering_is_unavailable_after_every_attempt(endpoint: str) -> None:
+    async def use(client: AsyncRpcClient) -> int:
+        with pytest.raises(Unavailable):
+            await client.call("ping")
+        return client.retried
+    retried, _, _ = _exchange(endpoint, use, timeout_s=0.1, retries=2)
+    assert retried == 2
+
+
+def test_calls_to_a_server_that_is_down_end_in_time_and_are_never_delivered_later(
+        endpoint: str) -> None:
     ctx = zmq.Context()
+    server = None
     try:
-        async def main() -> AsyncRpcClient:
-            client = _client(endpoint, ctx, timeout_s=0.1, retries=2)
+        async def down_then_up() -> tuple[int, Any, float]:
+            nonlocal server
+            client = _client(endpoint, ctx, timeout_s=0.05, retries=1)
             try:
-                with pytest.raises(Unavailable):
-                    await client.call("ping")
+                loop = asyncio.get_running_loop()
+                t0 = loop.time()
+                failed = 0
+                for _ in range(50):  # more than one attempt's worth of queue, were it kept
+                    try:
+                        await client.call("submit", {"n": 1})
+                    except Unavailable:
+                        failed += 1
+                took = loop.time() - t0
+                server = Server(endpoint, lambda m, a, i: ok({"id": i}))
+                client.timeout_s = 5.0
+                fresh = await client.call("submit", {"n": 2}, request_id="after-restart")
+                return failed, fresh, took
             finally:
                 client.close()
-            return client
-        client = asyncio.run(main())
+        failed, fresh, took = asyncio.run(down_then_up())
     finally:
+        if server is not None:
+            server.close()
         ctx.term()
-    assert client.retried == 2
+    assert failed == 50 and took < 50 * 2 * 0.05 * 3  # each call: its two attempts, no hang
+    assert fresh == {"id": "after-restart"}
+    assert server is not None and server.seen == ["after-restart"]  # nothing stale
+
+
+def test_calls_sharing_a_request_id_all_get_its_reply(endpoint: str) -> None:
+    async def use(client: AsyncRpcClient) -> list[Any]:
+        return await asyncio.gather(client.call("submit", {}, request_id="twice"),
+                                    client.call("submit", {}, request_id="twice"))
+    results, _, _ = _exchange(endpoint, use, lambda m, a, i: ok({"id": i}), hold=2,
+                              timeout_s=5, retries=0)
+    assert results == [{"id": "twice"}, {"id": "twice"}]

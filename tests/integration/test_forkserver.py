@@ -85,3 +85,19 @@ def test_a_killed_server_is_reported_not_waited_for(tmp_path) -> None:
         server.close()
         wait_until(lambda: read_json(os.path.join(tmp_path, EXIT_FILE)), 20,
                    message="the orphaned shim's exit record")
+
+
+def test_many_requests_before_any_notice_is_read_do_not_stall(tmp_path) -> None:
+    """A dispatcher that asks for many shims in one pass and reads the notices only
+    afterwards: the server must keep taking requests while its notices pile up."""
+    server = ForkServer()
+    count = 1000  # ~95 KB of notices: more than a pipe holds (64 KB)
+    try:
+        for i in range(count):
+            run_dir = tmp_path / f"r{i}"
+            run_dir.mkdir()
+            server.spawn(str(run_dir), ["/bin/true"], {})
+        notices = _notices_until(server, count, timeout=120)
+    finally:
+        server.close()
+    assert sum(1 for n in notices if "shim" in n) == count

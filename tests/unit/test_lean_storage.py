@@ -117,4 +117,36 @@ def test_run_ids_grow_even_when_the_clock_goes_back() -> None:
 def test_request_ids_sort_by_time() -> None:
     a = new_request_id()
     b = new_request_id()
-    assert len(a) == 19 and a[:11] <= b[:11]
+    assert len(a) == 27 and a[:11] <= b[:11] and a != b
+
+
+def test_a_retried_claim_gets_its_first_answer_not_a_later_cancel(tmp_path) -> None:
+    """The dispatcher takes a claim's last_seq as what it has seen of the run: a retry
+    must not fold in a cancel recorded after the claim (it would never act on it)."""
+    conn, registry, clock = open_registry(str(tmp_path / "events.db"))
+    conn.execute("BEGIN IMMEDIATE")
+    run_id = registry.handle("submit", {"config": {"seed": 3, "resources": {"gpus": 1}}},
+                             "s", "test").reply["result"]["run"]["run_id"]
+    claim = {"run_id": run_id, "gpu_uuids": ["GPU-0"], "claimed_by": "dispatcher"}
+    first = registry.handle("claim_gpus", claim, "claim-1", "dispatcher").reply
+    registry.handle("request_cancel", {"run_id": run_id, "requested_by": "me"}, "c", "cli")
+    again = registry.handle("claim_gpus", claim, "claim-1", "dispatcher").reply
+    conn.execute("COMMIT")
+    assert again == first
+    assert again["result"]["run"]["last_seq"] < registry.log.head_seq
+    assert not again["result"]["run"]["cancel_requested_by"]
+
+
+def test_a_submit_walks_past_run_ids_already_taken(tmp_path) -> None:
+    path = str(tmp_path / "events.db")
+    conn = connect(path)
+    migrate(conn)
+    ids = iter(["r000000000001"] * 4 + ["r000000000002"])
+    registry = Registry(conn, FakeClock(), path, make_run_id=lambda: next(ids))
+    conn.execute("BEGIN IMMEDIATE")
+    first = registry.handle("submit", {"config": {"seed": 1}}, "a", "test").reply
+    second = registry.handle("submit", {"config": {"seed": 2}}, "b", "test").reply
+    conn.execute("COMMIT")
+    assert first["result"]["run"]["run_id"] == "r000000000001"
+    assert second["ok"] and second["result"]["run"]["run_id"] == "r000000000002"
+    assert registry.log.head_seq == 2
