@@ -91,12 +91,12 @@ def test_many_requests_before_any_notice_is_read_do_not_stall(tmp_path) -> None:
     """A dispatcher that asks for many shims in one pass and reads the notices only
     afterwards: the server must keep taking requests while its notices pile up."""
     server = ForkServer()
-    count = 1000  # ~95 KB of notices: more than a pipe holds (64 KB)
+    count = 800  # ~76 KB of notices: more than a pipe holds (64 KB)
     try:
         for i in range(count):
             run_dir = tmp_path / f"r{i}"
             run_dir.mkdir()
-            server.spawn(str(run_dir), ["/bin/true"], {})
+            server.spawn(str(run_dir), ["/bin/true"], dict(os.environ))  # real-sized asks
         notices = _notices_until(server, count, timeout=120)
     finally:
         server.close()
