@@ -25,6 +25,18 @@ def _notices_until(server: ForkServer, want: int, timeout: float = 20) -> list[d
     return seen
 
 
+def _gate(folder) -> str:
+    """A FIFO a worker blocks on (opening it to read) until _release opens it to write."""
+    path = os.path.join(folder, "gate")
+    os.mkfifo(path)
+    return path
+
+
+def _release(gate: str) -> None:
+    fd = os.open(gate, os.O_WRONLY)  # returns once the worker has it open to read
+    os.close(fd)
+
+
 def test_shims_run_their_worker_and_their_end_is_reported(tmp_path) -> None:
     server = ForkServer()
     try:
@@ -53,12 +65,15 @@ def test_end_of_input_ends_the_server_but_not_a_running_shim(tmp_path) -> None:
     server = ForkServer()
     run_dir = str(tmp_path)
     marker = tmp_path / "done"
-    code = f"import time, pathlib; time.sleep(0.5); pathlib.Path({str(marker)!r}).touch()"
+    gate = _gate(tmp_path)
+    code = f"import pathlib; open({gate!r}).read(); pathlib.Path({str(marker)!r}).touch()"
     server.spawn(run_dir, [sys.executable, "-c", code], dict(os.environ))
     worker = wait_until(lambda: read_json(os.path.join(run_dir, WORKER_FILE)), 20,
                         message="worker.json")
-    server.close()  # the dispatcher going away
+    server.close()  # the dispatcher going away, while the worker is still blocked
     assert server.proc.returncode == 0
+    assert not marker.exists()
+    _release(gate)
     wait_until(lambda: read_json(os.path.join(run_dir, EXIT_FILE)), 20, message="exit.json")
     assert marker.exists() and read_json(os.path.join(run_dir, EXIT_FILE))["exit_code"] == 0
     assert worker["shim_pid"] != server.proc.pid
@@ -68,7 +83,8 @@ def test_a_killed_server_is_reported_not_waited_for(tmp_path) -> None:
     server = ForkServer()
     try:
         # a shim that outlives the server must not keep its pipes open
-        code = "import time; time.sleep(3)"
+        gate = _gate(tmp_path)
+        code = f"open({gate!r}).read()"  # blocks until the test releases it
         server.spawn(str(tmp_path), [sys.executable, "-c", code], dict(os.environ))
         worker = wait_until(lambda: read_json(os.path.join(tmp_path, WORKER_FILE)), 20,
                             message="worker.json")
@@ -83,6 +99,7 @@ def test_a_killed_server_is_reported_not_waited_for(tmp_path) -> None:
         assert process_start_time(worker["shim_pid"]) is not None  # the shim lives on
     finally:
         server.close()
+        _release(gate)
         wait_until(lambda: read_json(os.path.join(tmp_path, EXIT_FILE)), 20,
                    message="the orphaned shim's exit record")
 
