@@ -8,7 +8,8 @@ it is cheap, and it runs beside the dispatcher's loop instead of inside it.
 
 Protocol (both pipes carry one JSON document per line):
 - stdin, from the dispatcher: ``[run_dir, argv, env]`` per shim to start;
-- stdout, to the dispatcher: ``{"shim": pid, "run_dir": ...}`` once forked, and
+- stdout, to the dispatcher: ``{"shim": pid, "run_dir": ...}`` once forked (for
+  tools and tests; the dispatcher reads shim pids from worker.json), and
   ``{"exited": pid, "status": wait status}`` when a shim ends (the dispatcher then
   reads the run's exit record).
 End of input (the dispatcher exited, even by SIGKILL) ends the server; shims and

@@ -37,7 +37,7 @@ from services.dispatcher.supervision import BusHealth, begin_kill, check
 SOURCE = "dispatcher"
 PROBE_S = 0.5    # our own status doubles as the bus probe: at least this often
 SWEEP_S = 0.25   # timeouts, log files and adopted runs' exit records: this often
-FULL_SWEEP_S = 2.0  # every run's exit record, in case a SIGCHLD was missed
+FULL_SWEEP_S = 2.0  # every run's exit record, in case an exit notice was missed
 TELEMETRY_S = 0.02  # heartbeats and reported artifacts are read at least this often
 _SIGNALS = {"TERM": signal.SIGTERM, "KILL": signal.SIGKILL}
 
@@ -129,7 +129,8 @@ class DispatcherService:
             self.dirty = False
             self._schedule()
         # A wake for a heartbeat costs O(1): the per-run work runs on the sweep timer,
-        # when a shim exits (SIGCHLD) and for runs whose worker has not shown up yet.
+        # when a shim has ended (the fork server's notice) and for runs whose worker has
+        # not shown up yet.
         sweep = now >= self._next_sweep
         if sweep:
             self._next_sweep = now + SWEEP_S
@@ -142,7 +143,7 @@ class DispatcherService:
         else:  # only runs whose worker has not shown up yet
             runs = [r for r in map(self.active.get, self.unstarted) if r is not None]
         for run in runs:
-            # exit records: ours signal SIGCHLD; adopted shims are not our children
+            # exit records: our shims are announced by the fork server; adopted ones are not
             check_exit = child_exited or full or run.pgid is None or (sweep and run.adopted)
             self._supervise(run, now, check_exit=check_exit)
             if sweep:

@@ -57,7 +57,8 @@ GATEWAY_SETTINGS: tuple[tuple[str, str, str, Callable[[str], object], str], ...]
     ("max_message", "TRAINER_GATEWAY_MAX_MESSAGE", str(1024 * 1024), _pos_int,
      "Largest request message in bytes (larger: RESOURCE_EXHAUSTED)."),
     ("workers", "TRAINER_GATEWAY_WORKERS", "16", _pos_int,
-     "Threads for blocking work (registry calls, file reads), one registry client each."),
+     "Threads for blocking work (file reads, long event fetches, health probes), one "
+     "registry client each; the RPCs' registry calls run on the event loop."),
     ("registry_timeout", "TRAINER_GATEWAY_REGISTRY_TIMEOUT", "2", _pos_float,
      "Seconds the gateway waits for one registry answer (per attempt)."),
     ("registry_retries", "TRAINER_GATEWAY_REGISTRY_RETRIES", "1", _nonneg_int,
