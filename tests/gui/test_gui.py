@@ -137,6 +137,12 @@ def test_submit_and_cancel_through_the_dialog(system: System, window: Any,
     qtbot.waitUntil(lambda: "cancelled: enough of that" in window.details.header.text(),
                     timeout=T)
     assert not window.details.cancel_button.isEnabled()
+    # the cancel's own answer (the run still RUNNING) may come after the event: ignored
+    header = window.details.header.text()
+    stale = {**window.model.run(run_id), "status": "running", "cause": "", "last_seq": 1}
+    window.details.update_header(stale)
+    assert window.details.header.text() == header
+    assert not window.details.cancel_button.isEnabled()
     qtbot.waitUntil(lambda: window.details.log.toPlainText() == "stopping\n", timeout=T)
 
 

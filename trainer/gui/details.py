@@ -48,6 +48,7 @@ class RunDetails(QWidget):
         self.run_id = ""
         self.metric_return: Optional[float] = None
         self.status = ""
+        self.shown_seq = -1  # last_seq of the record the header shows
         self.offset = 0
         self.polling = False
         self.log_thread: Optional[LogThread] = None
@@ -97,6 +98,7 @@ class RunDetails(QWidget):
     def _switch(self, run_id: str) -> None:
         self._retire_log()
         self.run_id, self.offset, self.status = run_id, 0, ""
+        self.shown_seq = -1
         self.metric_return = None
         self.curve.clear()
         self.log.clear()
@@ -127,8 +129,11 @@ class RunDetails(QWidget):
             self.retired = [r for r in self.retired if not r.isFinished()] + [t]
 
     def update_header(self, run: dict[str, Any]) -> None:
-        if run["run_id"] != self.run_id:
+        # A reply can come after the watch stream showed a later state of the run (a
+        # cancel's answer after the CANCELLED event): an older record changes nothing.
+        if run["run_id"] != self.run_id or run.get("last_seq", 0) < self.shown_seq:
             return
+        self.shown_seq = run.get("last_seq", 0)
         self.status = run["status"]
         bits = [f"<b>{run['run_id']}</b> {run.get('name') or ''}",
                 f"status <b>{run['status']}</b>" + (f" ({run['cause']})" if run.get("cause")
