@@ -87,6 +87,54 @@ class RpcClient:
         raise Unavailable(f"{self.endpoint} did not answer {method} within {timeout:g}s "
                           f"({attempts} attempts)", method=method, endpoint=self.endpoint)
 
+    def call_many(self, calls: list[tuple[str, dict[str, Any]]], *,
+                  timeout_s: float | None = None,
+                  retries: int | None = None) -> list[Any | OrchestratorError]:
+        """Several commands in flight at once (pipelined): all are sent, then every
+        reply is awaited, so the server may apply them in one batch and the caller pays
+        one round trip. The server applies them in the order given. Each entry of the
+        result is that call's result, or its typed error (returned, not raised); raises
+        Unavailable if some call is still unanswered after every retry. A retry resends
+        the unanswered calls, in order, with their first ids."""
+        frames: dict[str, bytes] = {}
+        for method, args in calls:
+            rid = new_request_id()
+            frames[rid] = encode(Envelope(
+                type=MessageType.REQUEST.value, source=self.source, ts=self.clock.now(),
+                payload={"method": method, "args": args}, id=rid))
+        rids = list(frames)
+        replies: dict[str, Envelope] = {}
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        attempts = 1 + (self.retries if retries is None else retries)
+        for attempt in range(attempts):
+            if attempt:
+                self.retried += 1
+            sock = self._connect()
+            for rid in rids:
+                if rid not in replies:
+                    sock.send(frames[rid])
+            self._await_all(sock, replies, frames, timeout)
+            if len(replies) == len(rids):
+                return [_outcome(replies[rid]) for rid in rids]
+            self._reset()
+        raise Unavailable(f"{self.endpoint} did not answer {len(rids) - len(replies)} of "
+                          f"{len(rids)} calls within {timeout:g}s ({attempts} attempts)",
+                          method=calls[0][0] if calls else "", endpoint=self.endpoint)
+
+    def _await_all(self, sock: zmq.Socket, replies: dict[str, Envelope],
+                   frames: dict[str, bytes], timeout: float) -> None:
+        deadline = self.clock.monotonic() + timeout
+        while len(replies) < len(frames):
+            left = deadline - self.clock.monotonic()
+            if left <= 0 or not sock.poll(int(left * 1000) + 1, zmq.POLLIN):
+                return
+            try:
+                env = decode(sock.recv())
+            except FrameError:
+                continue
+            if env.type == MessageType.REPLY.value and env.id in frames:
+                replies[env.id] = env
+
     def _await(self, sock: zmq.Socket, rid: str, timeout: float) -> Optional[Envelope]:
         deadline = self.clock.monotonic() + timeout
         while True:
@@ -99,6 +147,13 @@ class RpcClient:
                 continue  # a garbled reply: wait for a good one or time out
             if env.type == MessageType.REPLY.value and env.id == rid:
                 return env
+
+
+def _outcome(reply: Envelope) -> Any | OrchestratorError:
+    try:
+        return result_of(reply)
+    except OrchestratorError as exc:
+        return exc
 
 
 def result_of(reply: Envelope) -> Any:
