@@ -39,6 +39,7 @@ PROBE_S = 0.5    # our own status doubles as the bus probe: at least this often
 SWEEP_S = 0.25   # timeouts, log files and adopted runs' exit records: this often
 FULL_SWEEP_S = 2.0  # every run's exit record, in case an exit notice was missed
 TELEMETRY_S = 0.02  # heartbeats and reported artifacts are read at least this often
+PIPELINE = 200     # registry commands in flight at once (one round trip each such chunk)
 _SIGNALS = {"TERM": signal.SIGTERM, "KILL": signal.SIGKILL}
 
 
@@ -60,6 +61,9 @@ class DispatcherService:
         self.active: dict[str, ActiveRun] = {}
         self.unstarted: set[str] = set()  # active runs whose worker.json is not read yet
         self.waiting: dict[str, str] = {}
+        # Runs whose process group is gone and whose outcome goes to the registry with
+        # the next scheduling pass: their slots go to the next runs in the same round trip.
+        self.finishing: dict[str, tuple[ActiveRun, dict[str, Any]]] = {}
         self.known_seq: dict[str, int] = {}   # run -> last seq already reflected
         self.dirty = True
         # Our own status doubles as the bus probe, so it goes out at least every PROBE_S.
@@ -67,7 +71,7 @@ class DispatcherService:
         self.bus = BusHealth(3 * probe, clock.monotonic())
         self.stats = {"started": 0, "finished": 0, "adopted": 0, "kills": 0}
         self.beacon = StatusBeacon(SOURCE, probe, clock, self.counters)
-        # The fork server starts the shims; its pipe is readable when one has ended.
+        # The fork server starts the shims; wake_fd is readable when one has ended.
         self.forks = forks
         self.resync = resync
         self.resync_needed = False
@@ -76,7 +80,7 @@ class DispatcherService:
         self.poller.register(follower.sub.sock, zmq.POLLIN)
         # Telemetry (heartbeats, artifacts) does not wake the loop: it is drained every
         # TELEMETRY_S, so a thousand heartbeats a second cost a few dozen steps.
-        self.poller.register(forks.exits_fd, zmq.POLLIN)
+        self.poller.register(forks.wake_fd, zmq.POLLIN)
         telemetry.subscribe(Topic.HEARTBEAT.value + ".")
         telemetry.subscribe(Topic.ARTIFACT.value + ".")
         telemetry.subscribe(Topic.STATUS.topic(SOURCE))
@@ -109,8 +113,8 @@ class DispatcherService:
     def _wait(self, timeout_s: float) -> bool:
         """Block until something is ready; True if a run's shim has ended."""
         ready = dict(self.poller.poll(int(timeout_s * 1000)))
-        if self.forks.exits_fd in ready:
-            return any("exited" in notice for notice in self.forks.notices())
+        if self.forks.wake_fd in ready:
+            return self.forks.ended()
         return False
 
     def _step(self, child_exited: bool) -> None:
@@ -125,7 +129,7 @@ class DispatcherService:
                     run.watch.beat(now)  # a fresh window: silence during the outage proves nothing
         elif self.bus.lost:
             self.log.warning("bus.unreachable", hint="no run is killed for silence meanwhile")
-        if self.dirty:
+        while self.dirty:
             self.dirty = False
             self._schedule()
         # A wake for a heartbeat costs O(1): the per-run work runs on the sweep timer,
@@ -148,7 +152,7 @@ class DispatcherService:
             self._supervise(run, now, check_exit=check_exit)
             if sweep:
                 run.logs.poll(self.publisher, now)
-        if self.dirty:  # a run ended: its resources go to the next one now, not next step
+        while self.dirty:  # a run ended: its resources go to the next one now, not next step
             self.dirty = False
             self._schedule()
         due = self.beacon.due()
@@ -162,9 +166,25 @@ class DispatcherService:
         except Unavailable:
             raise
         except OrchestratorError as exc:
-            self.log.warning("registry.refused", method=method, run_id=args.get("run_id"),
-                             code=exc.code, reason=exc.message)
+            self._refused(method, args, exc)
             return None
+
+    def _send(self, calls: list[tuple[str, dict[str, Any], Callable[[Any], None]]]) -> None:
+        """Registry commands pipelined (one round trip; the registry applies them in
+        this order, usually in one transaction). Each reply goes to its handler; a
+        refused command is logged and its handler gets None."""
+        for lo in range(0, len(calls), PIPELINE):
+            chunk = calls[lo:lo + PIPELINE]
+            results = self.client.call_many([(method, args) for method, args, _ in chunk])
+            for (method, args, then), result in zip(chunk, results):
+                if isinstance(result, OrchestratorError):
+                    self._refused(method, args, result)
+                    result = None
+                then(result)
+
+    def _refused(self, method: str, args: dict[str, Any], exc: OrchestratorError) -> None:
+        self.log.warning("registry.refused", method=method, run_id=args.get("run_id"),
+                         code=exc.code, reason=exc.message)
 
     def _on_event(self, env: Any) -> None:
         try:
@@ -221,28 +241,44 @@ class DispatcherService:
 
     # --- scheduling and starting -----------------------------------------------------
     def _schedule(self) -> None:
-        cap = Capacity(self.inventory.gpus, {g for r in self.active.values() for g in r.gpus},
-                       self.cpu_slots, sum(r.cpu_slots for r in self.active.values()),
-                       self.settings.max_runs, len(self.active))
+        """Ended runs' outcomes first, then the claims their resources allow and any
+        new waiting reasons: one pipelined round trip to the registry."""
+        ending = list(self.finishing.values())
+        calls: list[tuple[str, dict[str, Any], Callable[[Any], None]]] = [
+            ("finish", {"run_id": run.run_id, **outcome},
+             lambda _reply, run=run, outcome=outcome: self._finished(run, outcome))
+            for run, outcome in ending]
+        held = [r for r in self.active.values() if r.run_id not in self.finishing]
+        cap = Capacity(self.inventory.gpus, {g for r in held for g in r.gpus},
+                       self.cpu_slots, sum(r.cpu_slots for r in held),
+                       self.settings.max_runs, len(held))
         for decision in plan(self.pending.values(), cap):
             run_id = decision.run_id
             if decision.action == "start":
-                self._start(self.pending.pop(run_id), list(decision.gpus))
+                pending, gpus = self.pending.pop(run_id), list(decision.gpus)
+                calls.append(("claim_gpus", {"run_id": run_id, "gpu_uuids": gpus,
+                                             "claimed_by": SOURCE},
+                              lambda reply, gpus=gpus: self._claimed(reply, gpus)))
             elif decision.action == "never":
                 self.pending.pop(run_id)
-                self._call("finish", run_id=run_id, outcome="failed", cause="unschedulable",
-                           message=decision.reason)
+                calls.append(("finish", {"run_id": run_id, "outcome": "failed",
+                                         "cause": "unschedulable", "message": decision.reason},
+                              lambda _reply: None))
             elif self.waiting.get(run_id) != decision.reason:
                 self.waiting[run_id] = decision.reason
-                self._call("record_waiting", run_id=run_id, reason=decision.reason)
+                calls.append(("record_waiting", {"run_id": run_id, "reason": decision.reason},
+                              lambda _reply: None))
+        self._send(calls)
+        for run, _ in ending:  # sent (were the registry away, they would go again)
+            if self.finishing.get(run.run_id, (None,))[0] is run:
+                del self.finishing[run.run_id]
 
-    def _start(self, pending: Pending, gpus: list[str]) -> None:
-        reply = self._call("claim_gpus", run_id=pending.run_id, gpu_uuids=gpus,
-                           claimed_by=SOURCE)
+    def _claimed(self, reply: Optional[dict[str, Any]], gpus: list[str]) -> None:
         if reply is None:
             return
-        self.waiting.pop(pending.run_id, None)
-        self.known_seq[pending.run_id] = reply["run"]["last_seq"]
+        run_id = reply["run"]["run_id"]
+        self.waiting.pop(run_id, None)
+        self.known_seq[run_id] = reply["run"]["last_seq"]
         self._launch(reply["run"], gpus)
 
     def _launch(self, run: dict[str, Any], gpus: list[str]) -> None:
@@ -310,16 +346,20 @@ class DispatcherService:
         self.log.info("run.signal", run_id=run.run_id, signal="TERM", cause="cancelled")
 
     def _finish(self, run: ActiveRun, outcome: dict[str, Any]) -> None:
+        """The run's process group is empty: its last log lines and artifacts go out
+        now, its outcome with the next scheduling pass (this step)."""
         run.logs.poll(self.publisher, self.clock.monotonic() + 3600)  # the final bytes
         def known() -> list[dict[str, Any]]:
             return self.client.call("list_artifacts", {"run_id": run.run_id})["artifacts"]
         for art in artifacts_to_register(run.run_dir, known):
             self._call("register_artifact", run_id=run.run_id, **art)
-        self._call("finish", run_id=run.run_id, **outcome)
+        self.finishing[run.run_id] = (run, outcome)
+        self.dirty = True
+
+    def _finished(self, run: ActiveRun, outcome: dict[str, Any]) -> None:
         self.active.pop(run.run_id, None)
         self.unstarted.discard(run.run_id)
         self.stats["finished"] += 1
-        self.dirty = True
         self.log.info("run.finished", run_id=run.run_id, **outcome)
 
     def close(self) -> None:
