@@ -35,7 +35,12 @@ class ForkServerGone(RuntimeError):
 
 
 class ForkServer:
-    """The dispatcher's side. ``exits_fd`` becomes readable when a shim has ended."""
+    """The dispatcher's side. ``wake_fd`` becomes readable when the server reported
+    something or a shim has ended; ``ended()`` then says whether a shim ended.
+
+    Each shim is also watched through a pidfd (Linux 5.3+), so that its end wakes the
+    dispatcher at once, without waiting for the server to be scheduled, reap it and
+    write its notice (which still comes, and covers a system without pidfds)."""
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
@@ -46,6 +51,10 @@ class ForkServer:
         os.set_blocking(self.exits_fd, False)
         self._partial = b""
         self.requested = 0
+        self._epoll = select.epoll()
+        self._epoll.register(self.exits_fd, select.EPOLLIN)
+        self.wake_fd = self._epoll.fileno()
+        self._pidfds: dict[int, int] = {}   # pidfd -> shim pid
 
     def spawn(self, run_dir: str, argv: list[str], env: dict[str, str]) -> None:
         """Ask for a shim; returns at once (the shim writes worker.json when it has
@@ -64,6 +73,36 @@ class ForkServer:
         output; this covers a server stopped but not yet gone)."""
         if self.proc.poll() is not None:
             raise ForkServerGone(f"the shim fork server exited ({self.proc.returncode})")
+
+    def ended(self) -> bool:
+        """Handle what is ready (never blocks); True if a shim has ended."""
+        ended = False
+        for fd, _ in self._epoll.poll(0):
+            if fd == self.exits_fd:
+                for notice in self.notices():
+                    if "shim" in notice:
+                        self._watch(int(notice["shim"]))
+                    elif "exited" in notice:
+                        ended = True
+                        self._unwatch(next((f for f, p in self._pidfds.items()
+                                            if p == notice["exited"]), None))
+            else:
+                ended = True
+                self._unwatch(fd)
+        return ended
+
+    def _watch(self, pid: int) -> None:
+        try:
+            fd = os.pidfd_open(pid)
+        except (ProcessLookupError, AttributeError, OSError):
+            return  # gone already (its notice follows), or no pidfds here
+        self._pidfds[fd] = pid
+        self._epoll.register(fd, select.EPOLLIN)
+
+    def _unwatch(self, fd: Optional[int]) -> None:
+        if fd is not None and self._pidfds.pop(fd, None) is not None:
+            self._epoll.unregister(fd)
+            os.close(fd)
 
     def notices(self) -> list[dict[str, Any]]:
         """What the server reported since the last call (never blocks)."""
@@ -91,6 +130,9 @@ class ForkServer:
             self.proc.wait()
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+        for fd in list(self._pidfds):
+            self._unwatch(fd)
+        self._epoll.close()
 
 
 def fork_server_of(dispatcher_pid: int) -> Optional[int]:

@@ -118,3 +118,29 @@ def test_many_requests_before_any_notice_is_read_do_not_stall(tmp_path) -> None:
     finally:
         server.close()
     assert sum(1 for n in notices if "shim" in n) == count
+
+
+def test_a_shim_end_wakes_the_dispatcher_through_its_pidfd_before_any_notice(tmp_path) -> None:
+    """With the server stopped (it cannot reap the shim or write its notice), the
+    shim's end is still seen, through the pidfd opened on its start notice."""
+    import select
+    server = ForkServer()
+    gate = _gate(tmp_path)
+    try:
+        server.spawn(str(tmp_path), [sys.executable, "-c", f"open({gate!r}).read()"],
+                     dict(os.environ))
+        wait_until(lambda: server._pidfds or server.ended(), 20, message="the shim's pidfd")
+        assert not server.ended()  # running: nothing to report
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            _release(gate)
+            ready = select.select([server.wake_fd], [], [], 20)[0]
+            assert ready == [server.wake_fd]
+            assert server.ended() and not server._pidfds
+            assert read_json(os.path.join(tmp_path, EXIT_FILE))["exit_code"] == 0
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        # the server's own notice still comes, and changes nothing
+        wait_until(server.ended, 20, message="the exited notice")
+    finally:
+        server.close()
