@@ -106,6 +106,7 @@ def watchers_main(index: str) -> None:
         call = stub.WatchRuns(pb.WatchRunsRequest(since_seq=since), metadata=meta)
         expect, lat = since + 1, out["lat"]
         async for msg in call:
+            out["msgs"] += 1
             if not started.is_set():
                 counter[0] += 1
                 if counter[0] == out["n"]:
@@ -125,7 +126,8 @@ def watchers_main(index: str) -> None:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        state: dict[str, Any] = {"lat": [], "bad": 0, "last": {}, "stop": 0, "n": 0}
+        state: dict[str, Any] = {"lat": [], "bad": 0, "last": {}, "stop": 0, "n": 0,
+                                 "msgs": 0}
         tasks: list[asyncio.Task[None]] = []
         while True:
             line = await reader.readline()
@@ -145,7 +147,7 @@ def watchers_main(index: str) -> None:
             else:
                 state["stop"] = cmd["until"]
                 await asyncio.wait_for(asyncio.gather(*tasks), 60)
-                reply = {"lat": state["lat"], "bad": state["bad"],
+                reply = {"lat": state["lat"], "bad": state["bad"], "msgs": state["msgs"],
                          "short": sum(1 for v in state["last"].values() if v < cmd["until"])}
                 await channel.close()
             sys.stdout.write(json.dumps(reply) + "\n")
@@ -298,7 +300,9 @@ def _fanout(lab: Lab, addr: str, token: str, count: int) -> list[dict[str, Any]]
     p50, p99 = _pct(lat, 0.50), _pct(lat, 0.99)
     rate = count / elapsed
     ok = p99 < P99_TARGET_MS and missing == 0 and bad == 0
-    note = f"{WATCHERS} watchers, {rate:.0f} events/s, {missing} missing, {bad} out of order"
+    msgs = sum(r["msgs"] for r in replies)
+    note = (f"{WATCHERS} watchers, {rate:.0f} events/s, {missing} missing, {bad} out of "
+            f"order; {len(lat) / max(1, msgs):.1f} events per message")
     return [
         {"name": "gateway WatchRuns fan-out p50", "ours": p50, "baseline": None,
          "unit": "ms", "ratio": None, "target": "-", "ok": None, "notes": note},
