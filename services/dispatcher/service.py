@@ -23,7 +23,7 @@ from bus.status import StatusBeacon
 from bus.topics import Topic
 from core import events as ev
 from core.clock import Clock
-from core.errors import OrchestratorError
+from core.errors import OrchestratorError, ResourceBusy
 from core.settings import Settings
 from services.dispatcher import launch, spawner
 from services.dispatcher.active import ActiveRun, pending_from_run
@@ -171,15 +171,14 @@ class DispatcherService:
 
     def _send(self, calls: list[tuple[str, dict[str, Any], Callable[[Any], None]]]) -> None:
         """Registry commands pipelined (one round trip; the registry applies them in
-        this order, usually in one transaction). Each reply goes to its handler; a
-        refused command is logged and its handler gets None."""
+        this order, usually in one transaction). Each result goes to its handler; a
+        refused command is logged and its handler gets the typed error."""
         for lo in range(0, len(calls), PIPELINE):
             chunk = calls[lo:lo + PIPELINE]
             results = self.client.call_many([(method, args) for method, args, _ in chunk])
             for (method, args, then), result in zip(chunk, results):
                 if isinstance(result, OrchestratorError):
                     self._refused(method, args, result)
-                    result = None
                 then(result)
 
     def _refused(self, method: str, args: dict[str, Any], exc: OrchestratorError) -> None:
@@ -258,7 +257,7 @@ class DispatcherService:
                 pending, gpus = self.pending.pop(run_id), list(decision.gpus)
                 calls.append(("claim_gpus", {"run_id": run_id, "gpu_uuids": gpus,
                                              "claimed_by": SOURCE},
-                              lambda reply, gpus=gpus: self._claimed(reply, gpus)))
+                              lambda reply, p=pending, gpus=gpus: self._claimed(reply, p, gpus)))
             elif decision.action == "never":
                 self.pending.pop(run_id)
                 calls.append(("finish", {"run_id": run_id, "outcome": "failed",
@@ -273,9 +272,12 @@ class DispatcherService:
             if self.finishing.get(run.run_id, (None,))[0] is run:
                 del self.finishing[run.run_id]
 
-    def _claimed(self, reply: Optional[dict[str, Any]], gpus: list[str]) -> None:
-        if reply is None:
+    def _claimed(self, reply: Any, pending: Pending, gpus: list[str]) -> None:
+        if isinstance(reply, ResourceBusy):
+            self.pending[pending.run_id] = pending  # still PENDING: a later pass retries
             return
+        if isinstance(reply, OrchestratorError):
+            return  # no longer PENDING (cancelled meanwhile): nothing to start
         run_id = reply["run"]["run_id"]
         self.waiting.pop(run_id, None)
         self.known_seq[run_id] = reply["run"]["last_seq"]
