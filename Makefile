@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: test bench demo install clean
+.PHONY: test bench demo gpu-check install clean
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ bench: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py
+
+# The GPU check (docs/WORKERS.md): exits 3 where there is no NVIDIA GPU.
+gpu-check: $(STAMP)
+	$(PY) scripts/gpu_check.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

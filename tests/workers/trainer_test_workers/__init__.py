@@ -9,6 +9,11 @@
   ``long_line`` bytes, then exits 0.
 - test-mark: its first line records time.time(); writes it to ``$TRAINER_RUN_DIR/mark``
   (or the config's ``hyperparameters.mark`` path) and exits 0 (bench/dispatcher.py).
+- test-gpu-hold (``gpu_hold.py``): records CUDA_VISIBLE_DEVICES, ``nvidia-smi -L`` and
+  what torch and the CUDA driver see in ``gpu_seen.json``, allocates ``gib`` GiB of
+  device memory (default 2; torch, else cuMemAlloc through libcuda) and holds it,
+  heartbeating, until stopped; exits 3 with a clear message when no GPU is visible
+  (scripts/gpu_check.py, the GPU check).
 """
 
 from __future__ import annotations
