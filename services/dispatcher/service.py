@@ -39,6 +39,7 @@ PROBE_S = 0.5    # our own status doubles as the bus probe: at least this often
 SWEEP_S = 0.25   # timeouts, log files and adopted runs' exit records: this often
 FULL_SWEEP_S = 2.0  # every run's exit record, in case an exit notice was missed
 TELEMETRY_S = 0.02  # heartbeats and reported artifacts are read at least this often
+INTERNAL = "internal"  # an error code meaning "not applied": the request may be retried
 PIPELINE = 200     # registry commands in flight at once (one round trip each such chunk)
 _SIGNALS = {"TERM": signal.SIGTERM, "KILL": signal.SIGKILL}
 
@@ -64,6 +65,7 @@ class DispatcherService:
         # Runs whose process group is gone and whose outcome goes to the registry with
         # the next scheduling pass: their slots go to the next runs in the same round trip.
         self.finishing: dict[str, tuple[ActiveRun, dict[str, Any]]] = {}
+        self.held_elsewhere: dict[str, str] = {}  # GPU -> run we do not supervise holding it
         self.known_seq: dict[str, int] = {}   # run -> last seq already reflected
         self.dirty = True
         # Our own status doubles as the bus probe, so it goes out at least every PROBE_S.
@@ -129,15 +131,14 @@ class DispatcherService:
                     run.watch.beat(now)  # a fresh window: silence during the outage proves nothing
         elif self.bus.lost:
             self.log.warning("bus.unreachable", hint="no run is killed for silence meanwhile")
-        while self.dirty:
-            self.dirty = False
-            self._schedule()
+        self._schedule_while_dirty()
         # A wake for a heartbeat costs O(1): the per-run work runs on the sweep timer,
         # when a shim has ended (the fork server's notice) and for runs whose worker has
         # not shown up yet.
         sweep = now >= self._next_sweep
         if sweep:
             self._next_sweep = now + SWEEP_S
+            self.dirty = self.dirty or bool(self.finishing)  # outcomes not stored yet
         full = sweep and now >= self._next_full
         if full:
             self._next_full = now + FULL_SWEEP_S
@@ -147,14 +148,14 @@ class DispatcherService:
         else:  # only runs whose worker has not shown up yet
             runs = [r for r in map(self.active.get, self.unstarted) if r is not None]
         for run in runs:
+            if run.run_id in self.finishing:
+                continue  # its process group is empty: nothing to watch or signal
             # exit records: our shims are announced by the fork server; adopted ones are not
             check_exit = child_exited or full or run.pgid is None or (sweep and run.adopted)
             self._supervise(run, now, check_exit=check_exit)
             if sweep:
                 run.logs.poll(self.publisher, now)
-        while self.dirty:  # a run ended: its resources go to the next one now, not next step
-            self.dirty = False
-            self._schedule()
+        self._schedule_while_dirty()  # a run ended: its resources go to the next one now
         due = self.beacon.due()
         if due is not None:
             self.publisher.send(*due)
@@ -193,6 +194,10 @@ class DispatcherService:
             return
         if env.seq <= self.known_seq.get(event.run_id, 0):
             return
+        if self.held_elsewhere and isinstance(event, ev.GpusReleased):
+            for gpu in [g for g, holder in self.held_elsewhere.items() if holder == event.run_id]:
+                del self.held_elsewhere[gpu]
+                self.dirty = True
         if isinstance(event, ev.RunSubmitted):
             self.pending[event.run_id] = pending_from_run({
                 "run_id": event.run_id, "priority": event.priority, "submitted_seq": env.seq,
@@ -202,7 +207,8 @@ class DispatcherService:
             if self.pending.pop(event.run_id, None) is not None:
                 self.waiting.pop(event.run_id, None)
                 self.dirty = True
-        elif isinstance(event, ev.CancelRequested) and event.run_id in self.active:
+        elif isinstance(event, ev.CancelRequested) and event.run_id in self.active \
+                and event.run_id not in self.finishing:
             run = self.active[event.run_id]
             run.cancel = (event.requested_by, event.reason)
             self._begin_cancel(run)
@@ -242,13 +248,13 @@ class DispatcherService:
     def _schedule(self) -> None:
         """Ended runs' outcomes first, then the claims their resources allow and any
         new waiting reasons: one pipelined round trip to the registry."""
-        ending = list(self.finishing.values())
         calls: list[tuple[str, dict[str, Any], Callable[[Any], None]]] = [
             ("finish", {"run_id": run.run_id, **outcome},
-             lambda _reply, run=run, outcome=outcome: self._finished(run, outcome))
-            for run, outcome in ending]
+             lambda reply, run=run, outcome=outcome: self._finished(reply, run, outcome))
+            for run, outcome in self.finishing.values()]
         held = [r for r in self.active.values() if r.run_id not in self.finishing]
-        cap = Capacity(self.inventory.gpus, {g for r in held for g in r.gpus},
+        busy = {g for r in held for g in r.gpus} | set(self.held_elsewhere)
+        cap = Capacity(self.inventory.gpus, busy,
                        self.cpu_slots, sum(r.cpu_slots for r in held),
                        self.settings.max_runs, len(held))
         for decision in plan(self.pending.values(), cap):
@@ -264,20 +270,36 @@ class DispatcherService:
                                          "cause": "unschedulable", "message": decision.reason},
                               lambda _reply: None))
             elif self.waiting.get(run_id) != decision.reason:
-                self.waiting[run_id] = decision.reason
                 calls.append(("record_waiting", {"run_id": run_id, "reason": decision.reason},
-                              lambda _reply: None))
+                              lambda reply, r=run_id, why=decision.reason:
+                              self._waited(reply, r, why)))
         self._send(calls)
-        for run, _ in ending:  # sent (were the registry away, they would go again)
-            if self.finishing.get(run.run_id, (None,))[0] is run:
-                del self.finishing[run.run_id]
+
+    def _schedule_while_dirty(self) -> None:
+        while self.dirty:
+            self.dirty = False
+            try:
+                self._schedule()
+            except BaseException:
+                self.dirty = True  # the registry went away: schedule again once it is back
+                raise
+
+    def _waited(self, reply: Any, run_id: str, reason: str) -> None:
+        if not isinstance(reply, OrchestratorError):
+            self.waiting[run_id] = reason
 
     def _claimed(self, reply: Any, pending: Pending, gpus: list[str]) -> None:
         if isinstance(reply, ResourceBusy):
+            # Held by a run we do not supervise: not offered again until that run ends.
+            gpu, holder = reply.details.get("gpu_uuid"), reply.details.get("holder")
+            if gpu:
+                self.held_elsewhere[str(gpu)] = str(holder or "")
             self.pending[pending.run_id] = pending  # still PENDING: a later pass retries
             return
         if isinstance(reply, OrchestratorError):
-            return  # no longer PENDING (cancelled meanwhile): nothing to start
+            if reply.code == INTERNAL:  # not applied (its batch failed): still PENDING
+                self.pending[pending.run_id] = pending
+            return  # otherwise no longer PENDING (cancelled meanwhile): nothing to start
         run_id = reply["run"]["run_id"]
         self.waiting.pop(run_id, None)
         self.known_seq[run_id] = reply["run"]["last_seq"]
@@ -358,8 +380,13 @@ class DispatcherService:
         self.finishing[run.run_id] = (run, outcome)
         self.dirty = True
 
-    def _finished(self, run: ActiveRun, outcome: dict[str, Any]) -> None:
-        self.active.pop(run.run_id, None)
+    def _finished(self, reply: Any, run: ActiveRun, outcome: dict[str, Any]) -> None:
+        if isinstance(reply, OrchestratorError) and reply.code == INTERNAL:
+            return  # not stored (its batch failed): sent again at the next sweep
+        if self.finishing.get(run.run_id, (None,))[0] is run:
+            del self.finishing[run.run_id]
+        if self.active.pop(run.run_id, None) is None:
+            return  # reported already
         self.unstarted.discard(run.run_id)
         self.stats["finished"] += 1
         self.log.info("run.finished", run_id=run.run_id, **outcome)

@@ -1,0 +1,82 @@
+"""How the dispatcher's loop reads the registry's answers to a pipelined scheduling
+pass (services/dispatcher/service.py): an answer that says "not applied" (code
+``internal``: its batch failed) leaves the run where it was, to be sent again; a
+claim refused because another run holds the GPU keeps the run queued and that GPU
+out of the next plans until its holder releases it. The handlers are driven directly
+with the typed errors the RPC client returns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bus.logs import ServiceLogger
+from core.errors import IllegalTransition, OrchestratorError, ResourceBusy
+from services.dispatcher.active import ActiveRun
+from services.dispatcher.allocator import Pending
+from services.dispatcher.service import DispatcherService
+
+
+def _service() -> DispatcherService:
+    svc = DispatcherService.__new__(DispatcherService)  # the handlers' state only
+    svc.pending, svc.active, svc.finishing, svc.waiting = {}, {}, {}, {}
+    svc.held_elsewhere, svc.unstarted = {}, set()
+    svc.stats = {"finished": 0}
+    svc.log = ServiceLogger("dispatcher-test")
+    return svc
+
+
+def _internal() -> OrchestratorError:
+    return OrchestratorError.from_dict({"code": "internal", "message": "disk I/O error"})
+
+
+def _run(run_id: str) -> ActiveRun:
+    return ActiveRun(run_id, "/nonexistent", {}, ["GPU-a"], 1, logs=None)  # type: ignore[arg-type]
+
+
+def test_a_finish_not_applied_stays_to_be_sent_again() -> None:
+    svc = _service()
+    run = _run("r1")
+    svc.active["r1"], svc.finishing["r1"] = run, (run, {"outcome": "completed"})
+    svc._finished(_internal(), run, {"outcome": "completed"})
+    assert "r1" in svc.finishing and "r1" in svc.active and svc.stats["finished"] == 0
+    svc._finished({"run": {"run_id": "r1"}}, run, {"outcome": "completed"})
+    assert not svc.finishing and not svc.active and svc.stats["finished"] == 1
+
+
+def test_a_finish_refused_for_good_is_done_and_counted_once() -> None:
+    svc = _service()
+    run = _run("r1")
+    svc.active["r1"], svc.finishing["r1"] = run, (run, {"outcome": "completed"})
+    svc._finished(IllegalTransition("r1", "COMPLETED", "RunCompleted"), run, {})
+    svc._finished(IllegalTransition("r1", "COMPLETED", "RunCompleted"), run, {})
+    assert not svc.finishing and not svc.active and svc.stats["finished"] == 1
+
+
+def test_a_claim_not_applied_puts_the_run_back_in_the_queue() -> None:
+    svc = _service()
+    pending = Pending("r2", 0, 7, 1, 0, 1)
+    svc._claimed(_internal(), pending, ["GPU-a"])
+    assert svc.pending == {"r2": pending} and not svc.held_elsewhere
+
+
+def test_a_gpu_held_elsewhere_is_left_out_until_released() -> None:
+    svc = _service()
+    pending = Pending("r2", 0, 7, 1, 0, 1)
+    busy = ResourceBusy("GPU GPU-a is held by run r9", gpu_uuid="GPU-a", holder="r9")
+    svc._claimed(busy, pending, ["GPU-a"])
+    assert svc.pending == {"r2": pending} and svc.held_elsewhere == {"GPU-a": "r9"}
+
+
+def test_a_claim_refused_for_a_cancelled_run_drops_it() -> None:
+    svc = _service()
+    refused: Any = IllegalTransition("r2", "CANCELLED", "GpusClaimed")
+    svc._claimed(refused, Pending("r2", 0, 7, 1, 0, 1), ["GPU-a"])
+    assert not svc.pending
+
+
+def test_a_waiting_reason_is_remembered_only_once_stored() -> None:
+    svc = _service()
+    svc._waited(_internal(), "r3", "no free GPU")
+    assert "r3" not in svc.waiting
+    svc._waited({"run": {}}, "r3", "no free GPU")
+    assert svc.waiting == {"r3": "no free GPU"}
