@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import sys
 
 import zmq
@@ -21,8 +22,23 @@ from services.dispatcher.recovery import recover
 from services.dispatcher.service import SOURCE, DispatcherService
 
 
+def raise_fd_limit(log: ServiceLogger) -> int:
+    """Each running shim costs the dispatcher a file descriptor (its pidfd), and each
+    followed log file one more: the soft limit (often 1024) goes up to the hard one.
+    Returns the soft limit as it was (the fork server puts it back for the workers)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("fd_limit.unchanged", soft=soft, hard=hard, reason=str(exc))
+    return soft
+
+
 def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> DispatcherService:
     clock = SystemClock()
+    fd_soft_limit = raise_fd_limit(log)
     inventory = read_inventory(settings.fake_gpus)
     if inventory.gpus:
         log.info("gpus.found", source=inventory.source, count=len(inventory.gpus),
@@ -44,7 +60,7 @@ def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> Dispatche
     cpu_slots = settings.cpu_slots or os.cpu_count() or 1
     svc = DispatcherService(settings, client, follower, Subscriber(telemetry_sock, bad),
                             Publisher(pub, SOURCE, clock), inventory, cpu_slots, clock, log,
-                            forks=ForkServer(), resync=recover)
+                            forks=ForkServer(fd_soft_limit), resync=recover)
     recover(svc)
     return svc
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import select
 import signal
 import subprocess
@@ -42,9 +43,12 @@ class ForkServer:
     dispatcher at once, without waiting for the server to be scheduled, reap it and
     write its notice (which still comes, and covers a system without pidfds)."""
 
-    def __init__(self) -> None:
+    def __init__(self, fd_soft_limit: Optional[int] = None) -> None:
+        """``fd_soft_limit``: the RLIMIT_NOFILE soft limit the shims and workers get
+        (the dispatcher raises its own; they keep the one it was started with)."""
+        limit = [] if fd_soft_limit is None else [str(fd_soft_limit)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "services.dispatcher.forkserver"],
+            [sys.executable, "-m", "services.dispatcher.forkserver", *limit],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True, bufsize=0)
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.exits_fd = self.proc.stdout.fileno()
@@ -55,6 +59,7 @@ class ForkServer:
         self._epoll.register(self.exits_fd, select.EPOLLIN)
         self.wake_fd = self._epoll.fileno()
         self._pidfds: dict[int, int] = {}   # pidfd -> shim pid
+        self._ended_pids: set[int] = set()  # seen ended by pidfd; the notice is still due
 
     def spawn(self, run_dir: str, argv: list[str], env: dict[str, str]) -> None:
         """Ask for a shim; returns at once (the shim writes worker.json when it has
@@ -75,29 +80,39 @@ class ForkServer:
             raise ForkServerGone(f"the shim fork server exited ({self.proc.returncode})")
 
     def ended(self) -> bool:
-        """Handle what is ready (never blocks); True if a shim has ended."""
+        """Handle what is ready (never blocks); True if a shim has ended that was not
+        reported before (by its pidfd, or by the server's notice)."""
+        ready = [fd for fd, _ in self._epoll.poll(0)]
         ended = False
-        for fd, _ in self._epoll.poll(0):
-            if fd == self.exits_fd:
-                for notice in self.notices():
-                    if "shim" in notice:
-                        self._watch(int(notice["shim"]))
-                    elif "exited" in notice:
-                        ended = True
-                        self._unwatch(next((f for f, p in self._pidfds.items()
-                                            if p == notice["exited"]), None))
-            else:
-                ended = True
+        for fd in ready:  # pidfds first: the notices below may reuse their numbers
+            if fd != self.exits_fd and fd in self._pidfds:
+                self._ended_pids.add(self._pidfds[fd])
                 self._unwatch(fd)
+                ended = True
+        if self.exits_fd in ready:
+            for notice in self.notices():
+                if "shim" in notice:
+                    self._watch(int(notice["shim"]))
+                elif "exited" in notice:
+                    pid = notice["exited"]
+                    if pid in self._ended_pids:  # its pidfd told us already
+                        self._ended_pids.discard(pid)
+                        continue
+                    ended = True
+                    self._unwatch(next((f for f, p in self._pidfds.items() if p == pid), None))
         return ended
 
     def _watch(self, pid: int) -> None:
         try:
             fd = os.pidfd_open(pid)
         except (ProcessLookupError, AttributeError, OSError):
-            return  # gone already (its notice follows), or no pidfds here
+            return  # gone already (its notice follows), no pidfds here, or no fd left
         self._pidfds[fd] = pid
-        self._epoll.register(fd, select.EPOLLIN)
+        try:
+            self._epoll.register(fd, select.EPOLLIN)
+        except OSError:
+            del self._pidfds[fd]
+            os.close(fd)
 
     def _unwatch(self, fd: Optional[int]) -> None:
         if fd is not None and self._pidfds.pop(fd, None) is not None:
@@ -235,4 +250,7 @@ def _loop(inp: int, notices: _Notices, wake_r: int) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1:  # the file-descriptor soft limit for the shims and workers
+        _hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), _hard))
     sys.exit(serve())

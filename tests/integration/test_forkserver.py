@@ -140,7 +140,27 @@ def test_a_shim_end_wakes_the_dispatcher_through_its_pidfd_before_any_notice(tmp
             assert read_json(os.path.join(tmp_path, EXIT_FILE))["exit_code"] == 0
         finally:
             os.kill(server.proc.pid, signal.SIGCONT)
-        # the server's own notice still comes, and changes nothing
-        wait_until(server.ended, 20, message="the exited notice")
+        # the server's own notice still comes, and is not a second end
+        seen: list[bool] = []
+        wait_until(lambda: seen.append(server.ended()) or not server._ended_pids, 20,
+                   message="the exited notice")
+        assert not any(seen)
     finally:
         server.close()
+
+
+def test_workers_get_the_file_limit_the_dispatcher_was_started_with(tmp_path) -> None:
+    """The dispatcher raises its own RLIMIT_NOFILE (a pidfd per shim); the fork server
+    puts the soft limit it is given back, for the shims and their workers."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(soft, 512)
+    server = ForkServer(want)
+    try:
+        code = "import resource; print(*resource.getrlimit(resource.RLIMIT_NOFILE))"
+        server.spawn(str(tmp_path), [sys.executable, "-c", code], dict(os.environ))
+        _notices_until(server, 1)
+    finally:
+        server.close()
+    with open(os.path.join(tmp_path, STDOUT), encoding="utf-8") as fh:
+        assert fh.read().split() == [str(want), str(hard)]
