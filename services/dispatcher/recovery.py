@@ -6,6 +6,8 @@ one is FAILED ``lost``; a DISPATCHING run with no process is started again."""
 
 from __future__ import annotations
 
+import signal
+import time
 from typing import Any
 
 from services.dispatcher import launch, spawner
@@ -31,8 +33,10 @@ def snapshot(svc: DispatcherService) -> tuple[list[dict[str, Any]], int]:
 
 def recover(svc: DispatcherService) -> dict[str, int]:
     runs, as_of = snapshot(svc)
-    counts = {"pending": 0, "adopted": 0, "finished_later": 0, "lost": 0, "restarted": 0}
+    counts = {"pending": 0, "adopted": 0, "finished_later": 0, "lost": 0, "restarted": 0,
+              "group_left": 0}
     svc.pending.clear()
+    svc.held_elsewhere.clear()  # the claims' refusals say again which GPUs others hold
     for run in runs:
         svc.known_seq[run["run_id"]] = run["last_seq"]
         if run["run_id"] in svc.active:
@@ -78,6 +82,11 @@ def _resume(svc: DispatcherService, run: dict[str, Any]) -> str:
         svc.log.info("run.adopted", run_id=run_id, pid=worker["pid"])
         return "adopted"
     svc.active.pop(run_id)
+    if worker is not None and not _group_emptied(int(worker["pgid"])):
+        svc.log.error("run.group_left", run_id=run_id, pgid=worker["pgid"],
+                      hint="processes of its group survive SIGKILL; checked again at the "
+                           "next start-up, its GPUs stay booked meanwhile")
+        return "group_left"
     if active.recorded_started or worker is not None:
         svc._call("finish", run_id=run_id, outcome="failed", cause="lost",
                   message="the worker is gone and left no exit record")
@@ -85,3 +94,16 @@ def _resume(svc: DispatcherService, run: dict[str, Any]) -> str:
         return "lost"
     svc._launch(run, list(run["gpus"]))
     return "restarted"
+
+
+def _group_emptied(pgid: int, timeout_s: float = 5.0) -> bool:
+    """The worker is gone but children of its group may live on: they are killed (its
+    GPUs are released only once the group is empty). True when it is empty."""
+    if spawner.group_alive(pgid):
+        spawner.signal_group(pgid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout_s
+        while spawner.group_alive(pgid):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+    return True

@@ -1,7 +1,9 @@
 """Test workers. Parameters come from the run config's ``hyperparameters``:
 
 - test-sleep: heartbeats, records CUDA_VISIBLE_DEVICES and its start, sleeps
-  ``seconds`` (default 0.2) in small steps checking the stop flag, exits 0.
+  ``seconds`` (default 0.2) in small steps checking the stop flag, exits 0; with
+  ``child``, first starts a child in its process group that waits for a signal
+  (its pid in ``child.pid``).
 - test-exit: exits with ``code`` after writing ``message`` to stderr.
 - test-ignore-term: heartbeats but ignores SIGTERM (only SIGKILL stops it).
 - test-silent: never heartbeats, sleeps ``seconds``.
@@ -47,6 +49,11 @@ def sleep() -> int:
     p = _params()
     with Run.from_env() as run:
         _record_start()  # after the SDK is up: SIGTERM now sets the stop flag
+        if p.get("child"):  # a child in the worker's process group, waiting for a signal
+            import subprocess
+            child = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
+            with open(os.path.join(run.run_dir, "child.pid"), "w") as fh:
+                fh.write(str(child.pid))
         if p.get("artifact_early"):
             with open(os.path.join(run.run_dir, "early.txt"), "w") as fh:
                 fh.write("early")
