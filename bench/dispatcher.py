@@ -307,7 +307,9 @@ def _services(quick: bool) -> list[Row]:
     rows.append(Row(f"dispatcher: {count} test-mark runs, 2 at a time, makespan", "s", o, b,
                     f"<= {MAKESPAN_RATIO:g}x plain subprocess",
                     o <= MAKESPAN_RATIO * b and not failed,
-                    f"median of {repeats}; first submit -> last RunCompleted vs plain "
+                    f"median of {repeats} (each pair: "
+                    f"{', '.join(f'{x / y:.2f}x' for x, y in zip(ours, bare))}); "
+                    f"first submit -> last RunCompleted vs plain "
                     f"Popen 2 at a time ({o / count * 1000:.1f} vs {b / count * 1000:.1f} "
                     f"ms/run); medians per run, ms: {phases}, bare Popen->main "
                     f"{statistics.median(bare_start_ms):.1f}; CPU ms per run: {cpu}"
