@@ -164,3 +164,35 @@ def test_workers_get_the_file_limit_the_dispatcher_was_started_with(tmp_path) ->
         server.close()
     with open(os.path.join(tmp_path, STDOUT), encoding="utf-8") as fh:
         assert fh.read().split() == [str(want), str(hard)]
+
+
+def test_a_worker_that_cannot_be_started_leaves_an_exit_record_saying_why(tmp_path) -> None:
+    server = ForkServer()
+    try:
+        server.spawn(str(tmp_path), [str(tmp_path / "no-such-program"), "--x"],
+                     dict(os.environ))
+        _notices_until(server, 1)
+    finally:
+        server.close()
+    record = read_json(os.path.join(tmp_path, EXIT_FILE))
+    assert record is not None and record["pid"] is None and record["exit_code"] is None
+    assert "No such file" in record["spawn_error"] and "no-such-program" in record["spawn_error"]
+    assert read_json(os.path.join(tmp_path, WORKER_FILE)) is None
+
+
+def test_the_worker_gets_its_own_group_the_run_dir_and_default_signals(tmp_path) -> None:
+    """What a shell worker sees: its own process group, the run directory, stdin at end
+    of file, and no ignored signal (the shim's Python ignores SIGPIPE; Popen reset it)."""
+    server = ForkServer()
+    script = ("echo $(ps -o pgid= -p $$) $$; pwd; cat; echo eof; "
+              "grep SigIgn /proc/self/status")
+    try:
+        server.spawn(str(tmp_path), ["sh", "-c", script], dict(os.environ))
+        _notices_until(server, 1)
+    finally:
+        server.close()
+    with open(os.path.join(tmp_path, STDOUT), encoding="utf-8") as fh:
+        group, cwd, eof, ignored = fh.read().splitlines()
+    pgid, pid = group.split()
+    assert pgid == pid and cwd == str(tmp_path) and eof == "eof"
+    assert int(ignored.split()[1], 16) & (1 << (signal.SIGPIPE - 1)) == 0, ignored
