@@ -134,6 +134,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children_cpu_seconds(pid: int) -> float:
+    """CPU of the reaped children of ``pid`` and of their reaped children."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+
 def quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     if len(ordered) == 1:
@@ -233,6 +240,8 @@ def _makespan_ours(lab: Lab, terms: Terminals, disp: Child, count: int, rep: int
     from services.dispatcher.spawner import EXIT_FILE, WORKER_FILE, read_json
     client = lab.client(lab.settings.registry, timeout_s=10.0)
     cpu0 = {name: cpu_seconds(pid) for name, pid in services.items()}
+    forks = services.get("forkserver")
+    shims0 = children_cpu_seconds(forks) if forks else 0.0
     t_first = time.time()
     ids = [client.call("submit", {"config": mark_config(f"ms{rep}", i),
                                   "submitted_by": "bench"})["run"]["run_id"]
@@ -241,6 +250,12 @@ def _makespan_ours(lab: Lab, terms: Terminals, disp: Child, count: int, rep: int
     span = max(terms.done[r][1] for r in ids) - t_first
     info = {f"{name} CPU": (cpu_seconds(pid) - cpu0[name]) * 1000 / count
             for name, pid in services.items()}
+    if forks:  # the shims: the fork server's children, less the workers they reaped
+        workers = 0.0
+        for r in ids:
+            record = read_json(os.path.join(lab.settings.runs_dir, r, EXIT_FILE)) or {}
+            workers += float(record.get("utime_s", 0)) + float(record.get("stime_s", 0))
+        info["shims CPU"] = (children_cpu_seconds(forks) - shims0 - workers) * 1000 / count
     failed = sum(1 for r in ids if terms.done[r][0] != "RunCompleted")
     if failed:
         return span, failed, info
