@@ -69,23 +69,9 @@ class RpcClient:
              timeout_s: float | None = None, retries: int | None = None,
              request_id: str | None = None) -> Any:
         """The result of ``method``; raises the server's typed error, or Unavailable."""
-        rid = request_id or new_request_id()
-        env = Envelope(type=MessageType.REQUEST.value, source=self.source, ts=self.clock.now(),
-                       payload={"method": method, "args": args or {}}, id=rid)
-        frame = encode(env)
-        timeout = self.timeout_s if timeout_s is None else timeout_s
-        attempts = 1 + (self.retries if retries is None else retries)
-        for attempt in range(attempts):
-            if attempt:
-                self.retried += 1
-            sock = self._connect()
-            sock.send(frame)
-            reply = self._await(sock, rid, timeout)
-            if reply is not None:
-                return result_of(reply)
-            self._reset()  # Lazy Pirate: a fresh socket drops any late reply
-        raise Unavailable(f"{self.endpoint} did not answer {method} within {timeout:g}s "
-                          f"({attempts} attempts)", method=method, endpoint=self.endpoint)
+        rid, frame = self._request(method, args or {}, request_id)
+        replies = self._exchange({rid: frame}, method, timeout_s, retries)
+        return result_of(replies[rid])
 
     def call_many(self, calls: list[tuple[str, dict[str, Any]]], *,
                   timeout_s: float | None = None,
@@ -96,13 +82,21 @@ class RpcClient:
         result is that call's result, or its typed error (returned, not raised); raises
         Unavailable if some call is still unanswered after every retry. A retry resends
         the unanswered calls, in order, with their first ids."""
-        frames: dict[str, bytes] = {}
-        for method, args in calls:
-            rid = new_request_id()
-            frames[rid] = encode(Envelope(
-                type=MessageType.REQUEST.value, source=self.source, ts=self.clock.now(),
-                payload={"method": method, "args": args}, id=rid))
-        rids = list(frames)
+        frames = dict(self._request(method, args) for method, args in calls)
+        replies = self._exchange(frames, calls[0][0] if calls else "", timeout_s, retries)
+        return [_outcome(replies[rid]) for rid in frames]
+
+    def _request(self, method: str, args: dict[str, Any],
+                 rid: str | None = None) -> tuple[str, bytes]:
+        rid = rid or new_request_id()
+        return rid, encode(Envelope(type=MessageType.REQUEST.value, source=self.source,
+                                    ts=self.clock.now(),
+                                    payload={"method": method, "args": args}, id=rid))
+
+    def _exchange(self, frames: dict[str, bytes], method: str, timeout_s: float | None,
+                  retries: int | None) -> dict[str, Envelope]:
+        """Send every frame and collect the replies by id; on a timeout, a fresh socket
+        (a late reply is dropped with the old one) and the unanswered frames again."""
         replies: dict[str, Envelope] = {}
         timeout = self.timeout_s if timeout_s is None else timeout_s
         attempts = 1 + (self.retries if retries is None else retries)
@@ -110,16 +104,17 @@ class RpcClient:
             if attempt:
                 self.retried += 1
             sock = self._connect()
-            for rid in rids:
+            for rid, frame in frames.items():
                 if rid not in replies:
-                    sock.send(frames[rid])
+                    sock.send(frame)
             self._await_all(sock, replies, frames, timeout)
-            if len(replies) == len(rids):
-                return [_outcome(replies[rid]) for rid in rids]
-            self._reset()
-        raise Unavailable(f"{self.endpoint} did not answer {len(rids) - len(replies)} of "
-                          f"{len(rids)} calls within {timeout:g}s ({attempts} attempts)",
-                          method=calls[0][0] if calls else "", endpoint=self.endpoint)
+            if len(replies) == len(frames):
+                return replies
+            self._reset()  # Lazy Pirate: a fresh socket drops any late reply
+        what = method if len(frames) == 1 else \
+            f"{len(frames) - len(replies)} of {len(frames)} calls"
+        raise Unavailable(f"{self.endpoint} did not answer {what} within {timeout:g}s "
+                          f"({attempts} attempts)", method=method, endpoint=self.endpoint)
 
     def _await_all(self, sock: zmq.Socket, replies: dict[str, Envelope],
                    frames: dict[str, bytes], timeout: float) -> None:
@@ -131,22 +126,9 @@ class RpcClient:
             try:
                 env = decode(sock.recv())
             except FrameError:
-                continue
+                continue  # a garbled reply: wait for a good one or time out
             if env.type == MessageType.REPLY.value and env.id in frames:
                 replies[env.id] = env
-
-    def _await(self, sock: zmq.Socket, rid: str, timeout: float) -> Optional[Envelope]:
-        deadline = self.clock.monotonic() + timeout
-        while True:
-            left = deadline - self.clock.monotonic()
-            if left <= 0 or not sock.poll(int(left * 1000) + 1, zmq.POLLIN):
-                return None
-            try:
-                env = decode(sock.recv())
-            except FrameError:
-                continue  # a garbled reply: wait for a good one or time out
-            if env.type == MessageType.REPLY.value and env.id == rid:
-                return env
 
 
 def _outcome(reply: Envelope) -> Any | OrchestratorError:
