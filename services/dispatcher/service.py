@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 import zmq
 
 from bus.catchup import EventFollower
-from bus.codec import FrameError, MessageType, event_from_envelope
+from bus.codec import FrameError, event_from_envelope
 from bus.logs import ServiceLogger
 from bus.pubsub import Publisher, Subscriber
 from bus.rpc import RpcClient, Unavailable
@@ -25,7 +25,7 @@ from core import events as ev
 from core.clock import Clock
 from core.errors import OrchestratorError, ResourceBusy
 from core.settings import Settings
-from services.dispatcher import launch, spawner
+from services.dispatcher import launch, spawner, telemetry
 from services.dispatcher.active import ActiveRun, pending_from_run
 from services.dispatcher.allocator import Capacity, Pending, plan
 from services.dispatcher.forkserver import ForkServer, ForkServerGone
@@ -33,8 +33,8 @@ from services.dispatcher.inventory import Inventory
 from services.dispatcher.logfollow import RunLogs
 from services.dispatcher.outcome import artifacts_to_register, outcome_of
 from services.dispatcher.supervision import BusHealth, begin_kill, check
+from services.dispatcher.telemetry import SOURCE
 
-SOURCE = "dispatcher"
 PROBE_S = 0.5    # our own status doubles as the bus probe: at least this often
 SWEEP_S = 0.25   # timeouts, log files and adopted runs' exit records: this often
 FULL_SWEEP_S = 2.0  # every run's exit record, in case an exit notice was missed
@@ -122,7 +122,7 @@ class DispatcherService:
     def _step(self, child_exited: bool) -> None:
         for env in self.follower.poll(0):
             self._on_event(env)
-        self._drain_telemetry()
+        telemetry.drain(self)
         now = self.clock.monotonic()
         if self.bus.recovered(now):
             self.log.info("bus.reachable")
@@ -207,42 +207,13 @@ class DispatcherService:
             if self.pending.pop(event.run_id, None) is not None:
                 self.waiting.pop(event.run_id, None)
                 self.dirty = True
+            if isinstance(event, ev.GpusClaimed) and event.claimed_by == SOURCE:
+                self._claimed_unawares(event.run_id)
         elif isinstance(event, ev.CancelRequested) and event.run_id in self.active \
                 and event.run_id not in self.finishing:
             run = self.active[event.run_id]
             run.cancel = (event.requested_by, event.reason)
             self._begin_cancel(run)
-
-    def _drain_telemetry(self) -> None:
-        now = self.clock.monotonic()
-        while True:
-            msg = self.telemetry.recv_nowait() if self.telemetry.sock.poll(0) else None
-            if msg is None:
-                return
-            env = msg.envelope
-            if env.type == MessageType.HEARTBEAT.value:
-                run = self.active.get(str(env.payload.get("run_id")))
-                if run is not None and run.watch is not None:
-                    run.watch.beat(now)
-            elif env.type == MessageType.ARTIFACT_REPORTED.value:
-                self._register_reported(env.payload)
-            elif env.type == MessageType.SERVICE_STATUS.value and env.source == SOURCE:
-                if env.payload.get("pid") == os.getpid():
-                    self.bus.seen(now)
-
-    def _register_reported(self, payload: dict[str, Any]) -> None:
-        """An artifact a worker reported on the bus: registered at once. (One whose
-        message was lost is found in the run's manifest when the run ends.)"""
-        run = self.active.get(str(payload.get("run_id")))
-        if run is None:
-            return
-        self._note_started(run, self.clock.monotonic())  # RunStarted comes first
-        fields = {k: payload.get(k) for k in ("kind", "path", "size")}
-        fields["meta"] = payload.get("meta") or {}
-        if fields["path"] in run.artifacts:
-            return
-        if self._call("register_artifact", run_id=run.run_id, **fields) is not None:
-            run.artifacts.add(str(fields["path"]))
 
     # --- scheduling and starting -----------------------------------------------------
     def _schedule(self) -> None:
@@ -304,6 +275,19 @@ class DispatcherService:
         self.waiting.pop(run_id, None)
         self.known_seq[run_id] = reply["run"]["last_seq"]
         self._launch(reply["run"], gpus)
+
+    def _claimed_unawares(self, run_id: str) -> None:
+        """Our claim whose answer never reached us (a retry that the registry applied
+        late, after a resync read the run as PENDING): the run is started now instead
+        of staying DISPATCHING with nobody to start it."""
+        if run_id in self.active:
+            return
+        reply = self._call("get_run", run_id=run_id)
+        run = reply["run"] if reply else None
+        if run is not None and run["status"] == "DISPATCHING" and run_id not in self.active:
+            self.known_seq[run_id] = run["last_seq"]
+            self.log.info("run.claim_found", run_id=run_id, gpus=run["gpus"])
+            self._launch(run, list(run["gpus"]))
 
     def _launch(self, run: dict[str, Any], gpus: list[str]) -> None:
         run_id = run["run_id"]

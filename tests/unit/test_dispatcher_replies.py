@@ -80,3 +80,34 @@ def test_a_waiting_reason_is_remembered_only_once_stored() -> None:
     assert "r3" not in svc.waiting
     svc._waited({"run": {}}, "r3", "no free GPU")
     assert svc.waiting == {"r3": "no free GPU"}
+
+
+class _Registry:
+    """Answers get_run with a fixed record (the handler's only registry call)."""
+
+    def __init__(self, run: dict[str, Any]) -> None:
+        self.run, self.calls = run, []
+
+    def call(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append((method, args))
+        return {"run": self.run, "head_seq": 10}
+
+
+def test_a_claim_of_ours_that_we_never_heard_of_is_started() -> None:
+    """A retried claim the registry applied after a resync read the run as PENDING:
+    its GpusClaimed event is the only news, and the run is started from it."""
+    svc = _service()
+    svc.known_seq = {}
+    svc.client = _Registry({"run_id": "r4", "status": "DISPATCHING", "gpus": ["GPU-a"],
+                            "last_seq": 9})
+    launched: list[tuple[str, list[str]]] = []
+    svc._launch = lambda run, gpus: launched.append((run["run_id"], gpus))  # type: ignore
+    svc._claimed_unawares("r4")
+    assert launched == [("r4", ["GPU-a"])] and svc.known_seq["r4"] == 9
+    # already supervised, or no longer DISPATCHING: nothing is started
+    svc.active["r4"] = _run("r4")
+    svc._claimed_unawares("r4")
+    del svc.active["r4"]
+    svc.client.run = {**svc.client.run, "status": "CANCELLED"}
+    svc._claimed_unawares("r4")
+    assert launched == [("r4", ["GPU-a"])]

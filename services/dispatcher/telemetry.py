@@ -1,0 +1,48 @@
+"""The dispatcher's telemetry: heartbeats (each resets its run's silence timer), its
+own status coming back (the proof that the bus works) and artifacts that workers
+report (registered at once). Read every TELEMETRY_S, never waking the loop."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from bus.codec import MessageType
+
+if TYPE_CHECKING:
+    from services.dispatcher.service import DispatcherService
+
+SOURCE = "dispatcher"
+
+
+def drain(svc: "DispatcherService") -> None:
+    now = svc.clock.monotonic()
+    while True:
+        msg = svc.telemetry.recv_nowait() if svc.telemetry.sock.poll(0) else None
+        if msg is None:
+            return
+        env = msg.envelope
+        if env.type == MessageType.HEARTBEAT.value:
+            run = svc.active.get(str(env.payload.get("run_id")))
+            if run is not None and run.watch is not None:
+                run.watch.beat(now)
+        elif env.type == MessageType.ARTIFACT_REPORTED.value:
+            register_reported(svc, env.payload)
+        elif env.type == MessageType.SERVICE_STATUS.value and env.source == SOURCE:
+            if env.payload.get("pid") == os.getpid():
+                svc.bus.seen(now)
+
+
+def register_reported(svc: "DispatcherService", payload: dict[str, Any]) -> None:
+    """An artifact a worker reported on the bus: registered at once. (One whose
+    message was lost is found in the run's manifest when the run ends.)"""
+    run = svc.active.get(str(payload.get("run_id")))
+    if run is None or run.run_id in svc.finishing:
+        return
+    svc._note_started(run, svc.clock.monotonic())  # RunStarted comes first
+    fields = {k: payload.get(k) for k in ("kind", "path", "size")}
+    fields["meta"] = payload.get("meta") or {}
+    if fields["path"] in run.artifacts:
+        return
+    if svc._call("register_artifact", run_id=run.run_id, **fields) is not None:
+        run.artifacts.add(str(fields["path"]))
