@@ -66,6 +66,7 @@ class DispatcherService:
         # the next scheduling pass: their slots go to the next runs in the same round trip.
         self.finishing: dict[str, tuple[ActiveRun, dict[str, Any]]] = {}
         self.held_elsewhere: dict[str, str] = {}  # GPU -> run we do not supervise holding it
+        self.retry_due = False  # a command came back "not applied": schedule at the sweep
         self.known_seq: dict[str, int] = {}   # run -> last seq already reflected
         self.dirty = True
         # Our own status doubles as the bus probe, so it goes out at least every PROBE_S.
@@ -138,7 +139,8 @@ class DispatcherService:
         sweep = now >= self._next_sweep
         if sweep:
             self._next_sweep = now + SWEEP_S
-            self.dirty = self.dirty or bool(self.finishing)  # outcomes not stored yet
+            self.dirty = self.dirty or self.retry_due or bool(self.finishing)
+            self.retry_due = False
         full = sweep and now >= self._next_full
         if full:
             self._next_full = now + FULL_SWEEP_S
@@ -258,6 +260,8 @@ class DispatcherService:
     def _waited(self, reply: Any, run_id: str, reason: str) -> None:
         if not isinstance(reply, OrchestratorError):
             self.waiting[run_id] = reason
+        elif reply.code == INTERNAL:
+            self.retry_due = True
 
     def _claimed(self, reply: Any, pending: Pending, gpus: list[str]) -> None:
         if isinstance(reply, ResourceBusy):
@@ -270,6 +274,7 @@ class DispatcherService:
         if isinstance(reply, OrchestratorError):
             if reply.code == INTERNAL:  # not applied (its batch failed): still PENDING
                 self.pending[pending.run_id] = pending
+                self.retry_due = True
             return  # otherwise no longer PENDING (cancelled meanwhile): nothing to start
         run_id = reply["run"]["run_id"]
         self.waiting.pop(run_id, None)

@@ -19,7 +19,7 @@ from services.dispatcher.service import DispatcherService
 def _service() -> DispatcherService:
     svc = DispatcherService.__new__(DispatcherService)  # the handlers' state only
     svc.pending, svc.active, svc.finishing, svc.waiting = {}, {}, {}, {}
-    svc.held_elsewhere, svc.unstarted = {}, set()
+    svc.held_elsewhere, svc.unstarted, svc.retry_due = {}, set(), False
     svc.stats = {"finished": 0}
     svc.log = ServiceLogger("dispatcher-test")
     return svc
@@ -57,6 +57,7 @@ def test_a_claim_not_applied_puts_the_run_back_in_the_queue() -> None:
     pending = Pending("r2", 0, 7, 1, 0, 1)
     svc._claimed(_internal(), pending, ["GPU-a"])
     assert svc.pending == {"r2": pending} and not svc.held_elsewhere
+    assert svc.retry_due  # the next sweep schedules again, even with nothing else new
 
 
 def test_a_gpu_held_elsewhere_is_left_out_until_released() -> None:
@@ -77,7 +78,7 @@ def test_a_claim_refused_for_a_cancelled_run_drops_it() -> None:
 def test_a_waiting_reason_is_remembered_only_once_stored() -> None:
     svc = _service()
     svc._waited(_internal(), "r3", "no free GPU")
-    assert "r3" not in svc.waiting
+    assert "r3" not in svc.waiting and svc.retry_due
     svc._waited({"run": {}}, "r3", "no free GPU")
     assert svc.waiting == {"r3": "no free GPU"}
 
@@ -111,3 +112,24 @@ def test_a_claim_of_ours_that_we_never_heard_of_is_started() -> None:
     svc.client.run = {**svc.client.run, "status": "CANCELLED"}
     svc._claimed_unawares("r4")
     assert launched == [("r4", ["GPU-a"])]
+
+
+def test_a_cancel_for_a_run_being_reported_signals_nobody() -> None:
+    """Its process group is empty (its outcome is on its way to the registry): a
+    cancel arriving now must not signal a process group id that may be reused."""
+    from bus.codec import Envelope
+    from core import events as ev
+    svc = _service()
+    svc.known_seq = {}
+    cancels: list[str] = []
+    svc._begin_cancel = lambda run: cancels.append(run.run_id)  # type: ignore
+    event = ev.CancelRequested(run_id="r5", requested_by="u", reason="stop")
+    env = Envelope(type="CancelRequested", source="registry", ts=0.0,
+                   payload=event.to_payload(), seq=12, stream="run-r5")
+    run = _run("r5")
+    svc.active["r5"], svc.finishing["r5"] = run, (run, {"outcome": "completed"})
+    svc._on_event(env)
+    assert cancels == [] and run.cancel is None
+    del svc.finishing["r5"]
+    svc._on_event(env)
+    assert cancels == ["r5"] and run.cancel == ("u", "stop")
