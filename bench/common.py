@@ -106,6 +106,9 @@ class Lab:
         for key in [k for k in self.env if k.startswith("TRAINER_") and k != "TRAINER_HOME"]:
             del self.env[key]  # the services' defaults, whatever the caller's shell says
         self.env.update(env or {})
+        # Experiments: BENCH_TRAINER_X=v in the caller's shell sets TRAINER_X for the services.
+        self.env.update({k[len("BENCH_"):]: v for k, v in os.environ.items()
+                         if k.startswith("BENCH_TRAINER_")})
         self.settings = Settings.from_env(self.env)
         self.ctx = zmq.Context()
         self.children: list[Child] = []
