@@ -19,8 +19,9 @@ def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> Broker:
     xpub.setsockopt(zmq.SNDHWM, 10_000)
     xsub.setsockopt(zmq.RCVHWM, 10_000)
     for sock, endpoint in ((xsub, settings.bus_pub), (xpub, settings.bus_sub)):
-        endpoints.prepare(endpoint)
-        sock.bind(endpoint)
+        if not endpoints.bind(sock, endpoint, settings.home):
+            log.warning("endpoint.not_private", endpoint=endpoint,
+                        hint="its folder lets other users in; use one inside TRAINER_HOME")
     log.info("bus.listening", publishers=settings.bus_pub, subscribers=settings.bus_sub)
     status_pub = ctx.socket(zmq.PUB)
     status_pub.connect(settings.bus_pub)

@@ -56,13 +56,19 @@ class Broker:
         return dict(self.stats)
 
     def refresh_stats(self, timeout_ms: int = 1000) -> bool:
+        # A reply that came after an earlier call gave up would answer this call with
+        # old counters, and every later call one step late: take the late ones first.
+        while self.control.poll(0):
+            self._take_stats(self.control.recv_multipart())
         self.control.send(b"STATISTICS")
         if not self.control.poll(timeout_ms):
             return False
-        frames = self.control.recv_multipart()
+        self._take_stats(self.control.recv_multipart())
+        return True
+
+    def _take_stats(self, frames: list[bytes]) -> None:
         if len(frames) == len(_STAT_NAMES):
             self.stats = {n: struct.unpack("=Q", f)[0] for n, f in zip(_STAT_NAMES, frames)}
-        return True
 
     def step(self, timeout_s: float) -> None:
         if not self.thread.is_alive():

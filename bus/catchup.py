@@ -23,6 +23,7 @@ from core.clock import Clock, SystemClock
 Fetch = Callable[[int, int], tuple[list[Envelope], int]]
 
 PAGE = 1000
+COMMITTER = "registry"  # the source of every committed event on the bus
 
 
 def registry_fetch(client: Any) -> Fetch:
@@ -43,6 +44,7 @@ class EventFollower:
         self.clock = clock or SystemClock()
         self.fetched = 0        # events that came from the registry, not the bus
         self.duplicates = 0
+        self.foreign = 0        # event.* messages not from the registry: ignored
         self.sub.subscribe(Topic.EVENT.value + ".")
         self._synced = False
         self._last_activity = self.clock.monotonic()
@@ -73,6 +75,11 @@ class EventFollower:
     def _take(self, env: Envelope, out: list[Envelope]) -> None:
         seq = env.seq
         if seq is None:
+            return
+        if env.source != COMMITTER:
+            # Anyone on the bus can publish on event.*: a worker's stray message must not
+            # take a seq (the registry's own event would then be dropped as a duplicate).
+            self.foreign += 1
             return
         if seq <= self.last_seq:
             self.duplicates += 1

@@ -96,6 +96,7 @@ class Envelope:
         return out
 
 
+_INFINITE = (float("inf"), float("-inf"))
 _OPTIONAL_KEYS: dict[str, type] = {"seq": int, "stream": str, "stream_version": int,
                                    "schema": int, "id": str}
 
@@ -154,8 +155,8 @@ def envelope_from_map(obj: Any) -> Envelope:
         raise UnknownMessageType(f"unknown message type {mtype[:64]!r}", type=mtype[:64])
     if type(source) is not str:
         raise FrameMalformed("envelope field source is missing or not a string")
-    if type(ts) is not float and type(ts) is not int:
-        raise FrameMalformed("envelope field ts is missing or not a number")
+    if type(ts) is not float and type(ts) is not int or ts != ts or ts in _INFINITE:
+        raise FrameMalformed("envelope field ts is missing or not a finite number")
     if type(payload) is not dict:
         raise FrameMalformed("envelope field payload is missing or not a map")
     if len(obj) == 5:  # no optional keys: the common case of telemetry

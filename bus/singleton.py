@@ -13,6 +13,9 @@ from typing import IO
 from core.errors import OrchestratorError
 
 
+_WINDOWS_LOCK_OFFSET = 1 << 20
+
+
 class AlreadyRunning(OrchestratorError):
     code = "already_running"
 
@@ -21,6 +24,9 @@ def _try_lock(fh: IO[str]) -> bool:
     if os.name == "nt":  # pragma: no cover - exercised on Windows only
         import msvcrt
         try:
+            # msvcrt locks bytes from the file position: always the same byte, far
+            # past the pid, so that a waiting instance can still read the pid.
+            fh.seek(_WINDOWS_LOCK_OFFSET)
             msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
             return True
         except OSError:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional
 
 from core import events as ev
-from core.digest import canonical_json, config_digest
+from core.digest import canonical_json, check_depth, config_digest
 from core.errors import IllegalTransition, NotFound, ResourceBusy, ValidationError
 from core.runconfig import RunConfig
 from core.runstate import RunState, RunStatus
@@ -213,6 +213,7 @@ def decide_artifact(state: Optional[RunState], cmd: RegisterArtifact,
     if not path or path.startswith("/") or norm == ".." or norm.startswith("../") \
             or "\\" in path or norm == ".":
         raise ValidationError("path", "must be a relative path inside the run directory")
+    check_depth(cmd.meta, "meta")
     try:
         canonical_json(cmd.meta)
     except (TypeError, ValueError):

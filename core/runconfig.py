@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from core.errors import ValidationError
+from core.digest import check_depth
 
 SCHEMA_VERSION = 1
 DEFAULT_WORKER = "cartpole"
@@ -85,6 +86,7 @@ class RunConfig:
         hyper = data.get("hyperparameters", {})
         if not isinstance(hyper, dict) or not all(isinstance(k, str) for k in hyper):
             raise ValidationError("hyperparameters", "must be a map with string keys")
+        check_depth(hyper, "hyperparameters")
         tags = data.get("tags", [])
         if not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) and t for t in tags):
             raise ValidationError("tags", "must be a list of non-empty strings")

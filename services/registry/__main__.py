@@ -33,8 +33,9 @@ def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> RegistryS
     router = ctx.socket(zmq.ROUTER)
     router.setsockopt(zmq.LINGER, 0)
     router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # count replies to vanished clients
-    endpoints.prepare(settings.registry)
-    router.bind(settings.registry)
+    if not endpoints.bind(router, settings.registry, settings.home):
+        log.warning("endpoint.not_private", endpoint=settings.registry,
+                    hint="its folder lets other users in; use one inside TRAINER_HOME")
     pub = ctx.socket(zmq.PUB)
     pub.setsockopt(zmq.SNDHWM, 100_000)
     pub.connect(settings.bus_pub)

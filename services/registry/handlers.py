@@ -77,7 +77,9 @@ class Registry:
                 return Outcome({"ok": True, "result": self.queries[method](args)})
             except OrchestratorError as exc:
                 return Outcome({"ok": False, "error": exc.to_dict()})
-            except (TypeError, ValueError, OverflowError) as exc:
+            except Exception as exc:
+                if not self.conn.in_transaction:
+                    raise  # SQLite rolled the whole batch back (I/O error, full disk)
                 return Outcome({"ok": False, "error": _internal(method, exc)})
         if method not in self.commands:
             err = ValidationError("method", f"unknown method {method!r}")
@@ -98,17 +100,20 @@ class Registry:
             self.conn.execute("ROLLBACK TO request")
             self.log.reset(mark)
             outcome = Outcome({"ok": False, "error": exc.to_dict()})
-        except (TypeError, ValueError, OverflowError) as exc:
+        except Exception as exc:
+            self.log.reset(mark)
+            if not self.conn.in_transaction:
+                raise  # SQLite rolled the whole batch back (I/O error, full disk)
             # A bug or an input no check caught: this request fails alone, not its batch,
             # and its reply is not stored, so a retry after a fix can succeed.
             self.conn.execute("ROLLBACK TO request")
             self.conn.execute("RELEASE request")
-            self.log.reset(mark)
             return Outcome({"ok": False, "error": _internal(method, exc)})
         except BaseException:
-            self.conn.execute("ROLLBACK TO request")
-            self.conn.execute("RELEASE request")
             self.log.reset(mark)
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK TO request")
+                self.conn.execute("RELEASE request")
             raise
         self.replies.record(request_id, method, outcome.reply, self.clock.now())
         self.conn.execute("RELEASE request")
@@ -217,7 +222,8 @@ class Registry:
             raise ValidationError("status", "must be a status name or a list of them")
         for s in statuses:
             if not isinstance(s, str) or s not in RunStatus.__members__:
-                raise ValidationError("status", f"unknown status {s!r}")
+                raise ValidationError("status", f"unknown status {str(s)[:40]!r}")
+        statuses = sorted(set(statuses))  # at most one per status: a bounded query
         limit = _int(args, "limit", 100, 1, MAX_PAGE)
         offset = _int(args, "offset", 0, 0, 2**62)
         tag = args.get("tag") or ""
@@ -262,7 +268,8 @@ class Registry:
 
 
 def _internal(method: str, exc: Exception) -> dict[str, Any]:
-    return {"code": "internal", "message": f"{method} failed: {type(exc).__name__}: {exc}",
+    return {"code": "internal", "message": f"{method} failed: {type(exc).__name__}: "
+                                           f"{str(exc)[:300]}",
             "details": {}}
 
 

@@ -105,7 +105,8 @@ class RegistryService:
         except Exception:
             # A bug or a storage failure: nothing of this batch is kept or published,
             # and every client gets an error it may retry.
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # (SQLite may have rolled it back itself)
+                conn.execute("ROLLBACK")
             self.registry.log.reset(mark)
             self.log.exception("batch.failed", size=len(batch))
             for req in batch:
@@ -120,6 +121,10 @@ class RegistryService:
             self.server.reply(req.identity, req.id, outcome.reply)
             if not outcome.reply.get("ok"):
                 self.stats["errors"] += 1
+                error = outcome.reply.get("error") or {}
+                if error.get("code") == "internal":  # a bug, or an input no check caught
+                    self.log.error("request.internal", method=req.method, source=req.source,
+                                   request_id=req.id, message=error.get("message", ""))
         for outcome in outcomes:
             for stored in outcome.events:
                 self._publish(stored)

@@ -102,11 +102,26 @@ def test_a_late_follower_gets_the_backlog_then_live_events(stack: Stack) -> None
     backlog = follower.poll(0)
     assert [e.seq for e in backlog] == list(range(1, 51)) and follower.fetched == 50
 
+    # A stray message on event.* that is not the registry's (a buggy worker) takes no
+    # seq: the registry's own event 51 is still delivered, not dropped as a duplicate.
+    stray = stack.socket(zmq.PUB)
+    stray.connect(stack.settings.bus_pub)
+    fake = encode(Envelope(type="RunSubmitted", source="worker:r0123456789ab", ts=1.0,
+                           payload={"run_id": "r0123456789ab"}, seq=51,
+                           stream="run-r0123456789ab", stream_version=1, schema=1))
+
+    def stray_ignored() -> bool:
+        stray.send_multipart([b"event.r0123456789ab.RunSubmitted", fake])
+        assert follower.poll(0.05) == [], "a stray event.* message was delivered"
+        return follower.foreign > 0
+    wait_until(stray_ignored, 10, message="the follower to see the stray message")
+
     delivered = list(backlog)
     for i in range(20):
         c.call("submit", {"config": {"seed": 1000 + i}})
         follow_until(follower, 51 + i, delivered, timeout=10)
     assert_exactly_once_in_order(delivered, 70)
+    assert {e.source for e in delivered} == {"registry"}
     assert follower.fetched == 50  # the 20 new ones came live
     assert [e.payload["config"]["seed"] for e in delivered[50:]] == list(range(1000, 1020))
 

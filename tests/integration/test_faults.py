@@ -19,7 +19,7 @@ import pytest
 import zmq
 
 from bus.codec import MAX_FRAME_BYTES, Envelope, MessageType, decode, encode, pack, unpack
-from bus.endpoints import ipc_path
+from bus.endpoints import MAX_MESSAGE_BYTES, ipc_path
 from core.chain import chain_hash
 from core.errors import IllegalTransition, ValidationError
 from tests.conftest import Stack
@@ -404,11 +404,25 @@ def test_registry_survives_malformed_requests_and_logs_each_kind_once(stack: Sta
     kinds = {kind for _, kind in REGISTRY_GARBAGE}
     assert sorted(mine) == sorted(kinds), mine  # once per (sender, kind), not per frame
 
+    # A message over the socket's limit: libzmq drops the sender's connection before
+    # buffering it (a multi-GB frame never fills the registry's memory).
+    huge = stack.socket(zmq.DEALER)
+    huge.setsockopt(zmq.IDENTITY, b"huge-sender")
+    monitor = huge.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    huge.connect(stack.settings.registry)
+    huge.send(b"\x00" * (MAX_MESSAGE_BYTES + 1))
+    assert wait_until(lambda: monitor.poll(100) and monitor.recv_multipart(), 10,
+                      message="the registry dropping the oversized sender")
+    huge.disable_monitor()
+    monitor.close(linger=0)
+
     # Still a working registry: a new event is committed and published.
     run_id = c.call("submit", {"config": {**CONFIG, "seed": 8}})["run"]["run_id"]
     (event,) = stack.events(sub, 1)
     assert event.seq == 2 and event.stream == f"run-{run_id}"
     assert c.call("ping")["head_seq"] == 2
+    assert stack.registry.alive() and "huge-sender" not in stack.registry.log() \
+        and b"huge-sender".hex() not in stack.registry.log()
 
 
 @pytest.mark.timeout(60)
@@ -458,8 +472,17 @@ def test_broker_forwards_garbage_without_dying_and_subscribers_skip_it(stack: St
     c.call("submit", {"config": CONFIG})
     (event,) = stack.events(sub, 1)
     assert event.seq == 1 and event.type == "RunSubmitted"
-    wait_until(lambda: (m := sub.recv(100)) is not None and m.topic == "status.bus", 10,
-               message="a bus status message after the garbage")
+    # The broker's counters (frames, not messages) count all of it, garbage included.
+    sent_frames = sum(len(f) for f in garbage) + 2
+
+    def counted() -> Any:
+        m = sub.recv(100)
+        if m is None or m.topic != "status.bus":
+            return None
+        counters = m.envelope.payload["counters"]
+        return counters if counters["frames_in"] >= sent_frames else None
+    counters = wait_until(counted, 10, message="bus counters that include the garbage")
+    assert counters["frames_out"] >= sent_frames and counters["bytes_in"] > 0
     assert stack.bus.alive()
 
 

@@ -40,6 +40,8 @@ def test_message_round_trip_with_topic() -> None:
      codec.FrameMalformed),
     (msgpack.packb({"v": 1, "type": "Heartbeat", "source": "x", "ts": 1.0, "payload": {},
                     "seq": "7"}), codec.FrameMalformed),
+    *[(msgpack.packb({"v": 1, "type": "Heartbeat", "source": "x", "ts": ts, "payload": {}}),
+       codec.FrameMalformed) for ts in (float("nan"), float("inf"), float("-inf"))],
     (msgpack.packb({"v": 1, "type": "Heartbeat", "source": "x", "ts": 1.0,
                     "payload": msgpack.ExtType(5, b"xx")}), codec.FrameMalformed),
     (codec.encode(codec.Envelope("Heartbeat", "x", 1.0))[:-3], codec.FrameMalformed),

@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import stat
 
 import pytest
 
-from bus import logs
+from bus import endpoints, logs
 from bus.singleton import AlreadyRunning, SingletonLock
 from bus.versions import version_problems
 from core.clock import FakeClock
@@ -84,3 +86,31 @@ def test_checkpointer_logs_the_triple_and_warns_on_busy_streak(tmp_path) -> None
     events = [json.loads(l)["event"] for l in stream.getvalue().splitlines()]
     assert cp.busy_streak == 2 and "wal.checkpoint_blocked" in events
     logging.getLogger("trainer").handlers.clear()
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_ipc_folders_are_made_private_only_inside_trainer_home(tmp_path) -> None:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)
+    # A new folder is created private.
+    assert endpoints.prepare(f"ipc://{home}/sock/registry", str(home))
+    assert _mode(home / "sock") == 0o700
+    # An existing folder inside TRAINER_HOME is tightened.
+    (home / "open").mkdir(mode=0o755)
+    os.chmod(home / "open", 0o755)
+    assert endpoints.prepare(f"ipc://{home}/open/bus-in", str(home))
+    assert _mode(home / "open") == 0o700
+    # An existing folder elsewhere (think /tmp) is left as it is, and reported.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    assert not endpoints.prepare(f"ipc://{shared}/bus-in", str(home))
+    assert _mode(shared) == 0o1777
+    # Abstract and tcp endpoints have no folder to touch (not even the cwd).
+    before = _mode(os.getcwd())
+    assert endpoints.prepare("ipc://@trainer-test", str(home))
+    assert endpoints.prepare("tcp://127.0.0.1:5555", str(home))
+    assert _mode(os.getcwd()) == before
