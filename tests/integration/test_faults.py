@@ -488,6 +488,24 @@ def test_broker_forwards_garbage_without_dying_and_subscribers_skip_it(stack: St
 
 # --- 8. one instance per TRAINER_HOME ------------------------------------------------
 
+_OLD_PYZMQ = ("import importlib.metadata as m, runpy, sys; real = m.version; "
+              "m.version = lambda d: '20.0' if d == 'pyzmq' else real(d); "
+              "sys.argv = [sys.argv[1]]; runpy.run_module(sys.argv[0], run_name='__main__')")
+
+
+@pytest.mark.parametrize("module", ["services.registry", "bus"])
+def test_a_service_refuses_to_start_on_a_too_old_dependency(tmp_path, module: str) -> None:
+    """The process itself, with pyzmq reported as 20.0: exit 3 and the reason, and
+    nothing started (no lock taken, no socket bound)."""
+    env = {**os.environ, "TRAINER_HOME": str(tmp_path)}
+    env = {k: v for k, v in env.items() if not k.startswith("TRAINER_") or k == "TRAINER_HOME"}
+    done = subprocess.run([sys.executable, "-c", _OLD_PYZMQ, module], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert "refusing to start: pyzmq 20.0 is older than the minimum 25.1" in done.stderr
+    assert not os.path.exists(tmp_path / "locks") and not os.path.exists(tmp_path / "sock")
+
+
 @pytest.mark.parametrize("module,name,attr", [("services.registry", "registry", "registry"),
                                               ("bus", "bus", "bus")])
 def test_a_second_instance_on_the_same_home_refuses_to_start(stack: Stack, module: str,

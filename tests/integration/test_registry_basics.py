@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import zmq
 
-from bus.codec import event_from_envelope
+from bus.codec import Envelope, MessageType, decode, encode, event_from_envelope
 from core.errors import IllegalTransition, NotFound, ValidationError
 from tests.conftest import Stack
+from tests.helpers import wait_until
 
 CONFIG = {"env": "CartPole-v1", "seed": 7, "worker": "cartpole"}
 
@@ -41,6 +43,36 @@ def test_lifecycle_releases_gpus_in_the_terminal_transaction(stack: Stack) -> No
     assert [s for s, _ in seen] == list(range(1, 8))
     assert [t for _, t in seen] == ["RunSubmitted", "GpusClaimed", "RunSubmitted", "RunStarted",
                                     "RunCompleted", "GpusReleased", "GpusClaimed"]
+
+
+def test_concurrent_claimers_never_share_a_gpu(stack: Stack) -> None:
+    """Eight clients, each on its own connection, claim overlapping GPUs for their own
+    runs at the same moment, round after round: each GPU ends with one holder."""
+    c = stack.client()
+    socks = []
+    for _ in range(8):
+        d = stack.socket(zmq.DEALER)
+        d.connect(stack.settings.registry)
+        socks.append(d)
+    for rnd in range(5):
+        runs = [c.call("submit", {"config": {**CONFIG, "seed": 1000 + rnd * 10 + i}})["run"]
+                ["run_id"] for i in range(len(socks))]
+        gpus = [[f"GPU-{rnd}-a", f"GPU-{rnd}-b"][: 1 + i % 2] for i in range(len(socks))]
+        for i, (d, run_id) in enumerate(zip(socks, runs)):  # all sent before any reply
+            d.send(encode(Envelope(
+                type=MessageType.REQUEST.value, source=f"claimer-{i}", ts=0.0,
+                id=f"claim-{rnd}-{i}", payload={"method": "claim_gpus", "args": {
+                    "run_id": run_id, "gpu_uuids": gpus[i], "claimed_by": f"c{i}"}})))
+        replies = [wait_until(lambda d=d: d.poll(100) and decode(d.recv()).payload, 10,
+                              message="a claim reply") for d in socks]
+        won = [i for i, r in enumerate(replies) if r["ok"]]
+        assert all(r["error"]["code"] == "resource_busy" for r in replies if not r["ok"])
+        held = {s["gpu_uuid"]: s["run_id"] for s in c.call("gpu_slots")["slots"]
+                if s["gpu_uuid"].startswith(f"GPU-{rnd}-")}
+        # Every winner holds all it asked for; no GPU was given twice.
+        claimed = [g for i in won for g in gpus[i]]
+        assert len(claimed) == len(set(claimed)) == len(held) >= 1, (won, held)
+        assert all(held[g] == runs[i] for i in won for g in gpus[i])
 
 
 def test_typed_errors_name_the_field(stack: Stack) -> None:

@@ -114,3 +114,13 @@ def test_ipc_folders_are_made_private_only_inside_trainer_home(tmp_path) -> None
     assert endpoints.prepare("ipc://@trainer-test", str(home))
     assert endpoints.prepare("tcp://127.0.0.1:5555", str(home))
     assert _mode(os.getcwd()) == before
+
+
+def test_the_registry_connection_is_wal_with_synchronous_normal(tmp_path) -> None:
+    conn = connect(str(tmp_path / "events.db"))
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        assert conn.isolation_level is None  # autocommit: the registry BEGINs itself
+    finally:
+        conn.close()
