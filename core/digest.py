@@ -30,7 +30,49 @@ def canonical_json(config: Any) -> str:
 
 
 def config_digest(config: Any) -> str:
+    """SHA-256 of the canonical JSON, with whole-valued floats in ``hyperparameters``
+    written as integers: a gRPC Struct cannot tell 1.0 from 1, so a config sent as
+    JSON text and the same config sent as a Struct get one digest. (The typed fields
+    need no such care: validation gives each one type.)"""
+    numbers = _free_numbers_as_ints(config)
+    text = _ENCODER.encode(numbers) if numbers is not None else canonical_json(config)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def legacy_digest(config: Any) -> str | None:
+    """The digest as computed before whole floats in ``hyperparameters`` were read as
+    integers, when it differs: runs stored then are still found as duplicates."""
+    if _free_numbers_as_ints(config) is None:
+        return None
     return hashlib.sha256(canonical_json(config).encode("utf-8")).hexdigest()
+
+
+def _free_numbers_as_ints(config: Any) -> Any:
+    """``config`` with whole floats in its hyperparameters as ints; None if it has none."""
+    if not isinstance(config, dict) or not isinstance(config.get("hyperparameters"), dict):
+        return None
+    hyper, changed = _whole_floats_as_ints(config["hyperparameters"])
+    return {**config, "hyperparameters": hyper} if changed else None
+
+
+def _whole_floats_as_ints(value: Any) -> tuple[Any, bool]:
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 2**53:
+            return int(value), True
+        return value, False
+    if isinstance(value, dict):
+        changed = False
+        out = {}
+        for key, item in value.items():
+            out[key], c = _whole_floats_as_ints(item)
+            changed = changed or c
+        return (out, True) if changed else (value, False)
+    if isinstance(value, (list, tuple)):
+        pairs = [_whole_floats_as_ints(item) for item in value]
+        if any(c for _, c in pairs):
+            return [v for v, _ in pairs], True
+        return value, False
+    return value, False
 
 
 def check_depth(value: Any, field: str, limit: int = MAX_DEPTH) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from core import commands as cmds
 from core.clock import Clock
+from core.digest import legacy_digest
 from core.errors import Conflict, NotFound, OrchestratorError, ValidationError
 from core.events import Event
 from core.fields import from_map
@@ -157,6 +158,8 @@ class Registry:
         config = cmds.validate_config(cmd, self.known_worker, self.known_env)
         events = cmds.decide_submit(cmd, config, self.make_run_id())
         existing = store.run_by_digest(self.conn, events[0].digest)
+        if existing is None and (legacy := legacy_digest(config.canonical_map())):
+            existing = store.run_by_digest(self.conn, legacy)
         if existing is not None:
             return {"run": run_view(existing), "created": False}, []
         for _ in range(MAX_ID_TRIES):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from core import commands as c
 from core import events as ev
+from core.digest import canonical_json, legacy_digest
 from core.errors import IllegalTransition, NotFound, ResourceBusy, ValidationError
 from core.runstate import apply
 
@@ -61,6 +64,24 @@ def test_config_must_be_json_compatible_and_small() -> None:
     with pytest.raises(ValidationError) as err:
         c.validate_config(c.SubmitRun(config={"priority": 5000}))
     assert err.value.field == "priority"
+
+
+def test_whole_floats_in_hyperparameters_do_not_change_the_digest() -> None:
+    """A Struct cannot tell 1.0 from 1: JSON text with 1.0 and a Struct with 1 are one
+    config. Configs without such numbers keep the digest they always had."""
+    def digest(config: dict) -> str:
+        return c.decide_submit(c.SubmitRun({}), c.validate_config(c.SubmitRun(config=config)),
+                               "r1")[0].digest
+    as_json = {"seed": 3, "hyperparameters": {"gamma": 1.0, "arch": [64.0, 64], "lr": 0.5}}
+    as_struct = {"seed": 3, "hyperparameters": {"gamma": 1, "arch": [64, 64], "lr": 0.5}}
+    assert digest(as_json) == digest(as_struct)
+    assert digest(as_json) != digest({**as_struct, "hyperparameters": {"gamma": 1.5}})
+    plain = c.validate_config(c.SubmitRun(config={"seed": 3, "hyperparameters": {"lr": 0.5}}))
+    old = hashlib.sha256(canonical_json(plain.canonical_map()).encode()).hexdigest()
+    assert digest({"seed": 3, "hyperparameters": {"lr": 0.5}}) == old
+    assert legacy_digest(plain.canonical_map()) is None
+    whole = c.validate_config(c.SubmitRun(config=as_json)).canonical_map()
+    assert legacy_digest(whole) == hashlib.sha256(canonical_json(whole).encode()).hexdigest()
 
 
 def test_defaults_are_applied_before_the_digest() -> None:

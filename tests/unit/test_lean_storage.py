@@ -150,3 +150,38 @@ def test_a_submit_walks_past_run_ids_already_taken(tmp_path) -> None:
     assert first["result"]["run"]["run_id"] == "r000000000001"
     assert second["ok"] and second["result"]["run"]["run_id"] == "r000000000002"
     assert registry.log.head_seq == 2
+
+
+def test_a_run_stored_under_the_legacy_digest_is_still_a_duplicate(tmp_path, monkeypatch) -> None:
+    """Runs whose digest was computed before whole floats in hyperparameters were read
+    as integers are found again by a resubmission of the same config."""
+    import hashlib
+
+    from core import commands
+    from core.digest import canonical_json
+
+    conn, registry, _ = open_registry(str(tmp_path / "events.db"))
+    config = {"seed": 5, "hyperparameters": {"gamma": 1.0}}
+    with monkeypatch.context() as m:  # the old digest: the canonical JSON as given
+        m.setattr(commands, "config_digest",
+                  lambda cfg: hashlib.sha256(canonical_json(cfg).encode()).hexdigest())
+        conn.execute("BEGIN IMMEDIATE")
+        first = registry.handle("submit", {"config": config}, "old-1", "t").reply
+        conn.execute("COMMIT")
+    conn.execute("BEGIN IMMEDIATE")
+    again = registry.handle("submit", {"config": config}, "new-1", "t").reply
+    struct = registry.handle("submit", {"config": {**config, "hyperparameters": {"gamma": 1}}},
+                             "new-2", "t").reply
+    conn.execute("COMMIT")
+    assert first["result"]["created"] is True
+    assert again["result"] == {**again["result"], "created": False}
+    assert again["result"]["run"]["run_id"] == first["result"]["run"]["run_id"]
+    # The Struct form (gamma 1) has the new digest of gamma 1.0: the new run it makes is
+    # the same config under the new digest, and a JSON resubmission now finds that one.
+    assert struct["result"]["created"] is True
+    conn.execute("BEGIN IMMEDIATE")
+    third = registry.handle("submit", {"config": config}, "new-3", "t").reply
+    conn.execute("COMMIT")
+    assert third["result"]["created"] is False
+    assert third["result"]["run"]["run_id"] == struct["result"]["run"]["run_id"]
+    conn.close()
