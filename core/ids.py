@@ -15,7 +15,7 @@ from typing import Callable, NewType, Optional
 RunId = NewType("RunId", str)
 RequestId = NewType("RequestId", str)
 
-RUN_ID_RE = re.compile(r"^r[0-9a-f]{12}$")
+RUN_ID_RE = re.compile(r"\Ar[0-9a-f]{12}\Z")  # \Z, not $: "$" also matches before a final "\n"
 
 
 _EPOCH_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
@@ -44,7 +44,7 @@ def new_request_id() -> RequestId:
 
 
 def is_run_id(value: object) -> bool:
-    return isinstance(value, str) and bool(RUN_ID_RE.match(value))
+    return isinstance(value, str) and RUN_ID_RE.fullmatch(value) is not None
 
 
 def run_stream(run_id: str) -> str:

@@ -26,6 +26,8 @@ from trainer.v1 import trainer_pb2_grpc as pb_grpc
 
 DEFAULT_ADDR = "127.0.0.1:50055"
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED})
+MAX_PAGE_SIZE = 1000                  # ListRuns page_size at most
+PIN_TIMEOUT_S = 5.0                   # GetHealth that pins a live watch's start
 STREAMS = {"stdout": pb.LOG_STREAM_STDOUT, "stderr": pb.LOG_STREAM_STDERR}
 
 
@@ -89,12 +91,25 @@ def _stream(name: Any) -> int:
 
 
 class _Resume:
-    """Where a watch stands, to reconnect without loss or repeats."""
+    """Where a watch stands, to reconnect without loss or repeats.
+
+    ``position`` is the resume point: ``since_seq``, then the ``seq`` of every message
+    received outside a snapshot. A live watch (no ``since_seq``) is pinned by its first
+    message; if a connection fails before any message, ``pin`` sets it to the log's
+    head from GetHealth, so what is committed while reconnecting is not lost.
+
+    During a snapshot ``have`` holds, per run, the newest seq the caller has (a
+    record's ``last_seq`` or an event's ``seq``). A snapshot cut off is asked for
+    again, and ``accept`` passes on only what the caller does not have: a record only
+    if it is newer, an event only if its seq is above the run's.
+    """
 
     def __init__(self, run_ids: Iterable[str], since_seq: Optional[int], snapshot: bool) -> None:
         self.run_ids = list(run_ids)
         self.position = since_seq
         self.in_snapshot = snapshot
+        self.have: dict[str, int] = {}
+        self.restarted = False
 
     def request(self) -> pb.WatchRunsRequest:
         req = pb.WatchRunsRequest(run_ids=self.run_ids, snapshot=self.in_snapshot)
@@ -102,13 +117,43 @@ class _Resume:
             req.since_seq = self.position
         return req
 
-    def seen(self, msg: pb.WatchRunsResponse) -> None:
-        if self.in_snapshot:
-            if msg.snapshot_complete:
-                self.in_snapshot = False
-                self.position = msg.seq
-        else:
+    def reconnecting(self) -> None:
+        """The stream broke: the next snapshot (if any) is a repeat to filter."""
+        self.restarted = self.in_snapshot
+
+    @property
+    def unpinned(self) -> bool:
+        return self.position is None and not self.in_snapshot
+
+    def pin(self, health: pb.GetHealthResponse) -> None:
+        """Start from the log's head (when the registry answered GetHealth)."""
+        if self.unpinned and any(s.name == "registry" and s.alive for s in health.services):
+            self.position = health.last_seq
+
+    def accept(self, msg: pb.WatchRunsResponse) -> Optional[pb.WatchRunsResponse]:
+        """Take ``msg`` into account; the message for the caller (None: nothing new)."""
+        if not self.in_snapshot:
             self.position = msg.seq
+            return msg
+        if self.restarted:
+            msg = self._unseen(msg)
+        for rec in msg.snapshot:
+            self.have[rec.run_id] = max(self.have.get(rec.run_id, 0), rec.last_seq)
+        for ev in msg.events:
+            self.have[ev.run_id] = max(self.have.get(ev.run_id, 0), ev.seq)
+        if msg.snapshot_complete:
+            self.in_snapshot = self.restarted = False
+            self.position = msg.seq
+            self.have = {}
+            return msg
+        return msg if msg.snapshot or msg.events else None
+
+    def _unseen(self, msg: pb.WatchRunsResponse) -> pb.WatchRunsResponse:
+        out = pb.WatchRunsResponse(seq=msg.seq, snapshot_complete=msg.snapshot_complete)
+        out.snapshot.extend(r for r in msg.snapshot
+                            if r.run_id not in self.have or r.last_seq > self.have[r.run_id])
+        out.events.extend(e for e in msg.events if e.seq > self.have.get(e.run_id, 0))
+        return out
 
 
 class Client:
@@ -184,16 +229,19 @@ class Client:
               snapshot: bool = False, *, resume: bool = True, max_backoff: float = 2.0,
               give_up_after: Optional[float] = None) -> Iterator[pb.WatchRunsResponse]:
         """Watch messages for ever; on a lost connection, reconnect from the last
-        ``seq`` received (a snapshot cut short starts again)."""
+        ``seq`` received: nothing is lost or repeated (docs/API.md, WatchRuns). A
+        snapshot cut short is asked for again; only what the caller does not have yet
+        (newer records, later events) is passed on."""
         state = _Resume(run_ids, since_seq, snapshot)
         backoff, down_since = 0.05, None
         while True:
             call = self.stub.WatchRuns(state.request(), metadata=self.metadata)
             try:
                 for msg in call:
-                    state.seen(msg)
                     backoff, down_since = 0.05, None
-                    yield msg
+                    out = state.accept(msg)
+                    if out is not None:
+                        yield out
                 return
             except grpc.RpcError as err:
                 error = TrainerError.from_rpc(err)
@@ -204,6 +252,12 @@ class Client:
                     raise error from None
             finally:
                 call.cancel()
+            state.reconnecting()
+            if state.unpinned:
+                try:
+                    state.pin(self._call("GetHealth", pb.GetHealthRequest(), PIN_TIMEOUT_S))
+                except TrainerError:
+                    pass  # the gateway is away too: the next answer pins the start
             time.sleep(backoff)  # reconnect backoff
             backoff = min(backoff * 2, max_backoff)
 
@@ -249,10 +303,10 @@ class AsyncClient:
     async def close(self) -> None:
         await self.channel.close()
 
-    async def _call(self, method: str, request: Any) -> Any:
+    async def _call(self, method: str, request: Any, timeout: Optional[float] = None) -> Any:
         try:
             return await getattr(self.stub, method)(request, metadata=self.metadata,
-                                                    timeout=self.timeout)
+                                                    timeout=timeout or self.timeout)
         except grpc.RpcError as err:
             raise TrainerError.from_rpc(err) from None
 
@@ -287,6 +341,7 @@ class AsyncClient:
     async def watch(self, run_ids: Iterable[str] = (), since_seq: Optional[int] = None,
                     snapshot: bool = False, *, resume: bool = True,
                     max_backoff: float = 2.0) -> AsyncIterator[pb.WatchRunsResponse]:
+        """As Client.watch."""
         import asyncio
         state = _Resume(run_ids, since_seq, snapshot)
         backoff = 0.05
@@ -294,9 +349,10 @@ class AsyncClient:
             call = self.stub.WatchRuns(state.request(), metadata=self.metadata)
             try:
                 async for msg in call:
-                    state.seen(msg)
                     backoff = 0.05
-                    yield msg
+                    out = state.accept(msg)
+                    if out is not None:
+                        yield out
                 return
             except grpc.RpcError as err:
                 error = TrainerError.from_rpc(err)
@@ -304,6 +360,13 @@ class AsyncClient:
                     raise error from None
             finally:
                 call.cancel()
+            state.reconnecting()
+            if state.unpinned:
+                try:
+                    state.pin(await self._call("GetHealth", pb.GetHealthRequest(),
+                                               PIN_TIMEOUT_S))
+                except TrainerError:
+                    pass  # the gateway is away too: the next answer pins the start
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, max_backoff)
 

@@ -3,12 +3,17 @@
 Reads the shared settings (core.settings) and its own TRAINER_GATEWAY_* variables
 (services/gateway/config.py). Refuses to start on a non-loopback address unless a
 token was provisioned (TRAINER_GATEWAY_TOKEN or $TRAINER_HOME/gateway.token).
+
+The server and the generated trainer/v1 code are imported only in ``build``, after
+bus.bootstrap's version check: trainer_pb2 fails at import on an older protobuf, and
+the check's "refusing to start" (exit code 3) must come first.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import zmq
 
@@ -18,7 +23,9 @@ from core.errors import ValidationError
 from core.settings import Settings
 from services.gateway.auth import TokenError, load_or_create, token_path, too_open
 from services.gateway.config import GatewayConfig, is_loopback
-from services.gateway.server import GatewayService
+
+if TYPE_CHECKING:
+    from services.gateway.server import GatewayService
 
 EXIT_NO_TOKEN = 5
 
@@ -39,6 +46,7 @@ def main() -> int:
         return EXIT_NO_TOKEN
 
     def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> GatewayService:
+        from services.gateway.server import GatewayService  # after the version check
         if created:
             log.info("token.created", path=token_path(settings.home))
         if not cfg.token and too_open(settings.home):

@@ -21,6 +21,15 @@ from services.gateway.errors import CallError, from_registry
 
 T = TypeVar("T")
 SOURCE = "gateway"
+RESERVE = 0.2        # of a call's remaining time, kept back to answer before its deadline
+MAX_RESERVE_S = 0.5
+
+
+def usable(budget: Optional[float]) -> Optional[float]:
+    """Of the time left before a call's deadline, what the gateway may spend waiting
+    for the registry: it stops early enough that its own DEADLINE_EXCEEDED (naming
+    the registry method) reaches the client before the client's timer fires."""
+    return None if budget is None else budget - min(RESERVE * budget, MAX_RESERVE_S)
 
 
 def _settle(fut: "asyncio.Future[Any]", result: Any, exc: Optional[BaseException]) -> None:
@@ -93,14 +102,15 @@ class Registry:
                    context: Optional[grpc.aio.ServicerContext] = None, *,
                    request_id: Optional[str] = None, retries: Optional[int] = None) -> Any:
         """The registry's answer; raises CallError (mapped code) on any failure."""
-        budget = context.time_remaining() if context is not None else None
+        budget = usable(context.time_remaining()) if context is not None else None
         if budget is not None and budget <= 0:
             raise CallError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded",
                             "deadline_exceeded")
         tries = 1 + (self.retries if retries is None else retries)
         timeout = self.timeout_s
-        if budget is not None:
-            timeout = max(0.01, min(timeout, budget / tries))
+        cut_short = budget is not None and budget / tries < timeout
+        if budget is not None and cut_short:
+            timeout = max(0.01, budget / tries)
         if self._async is None:
             self._async = AsyncRpcClient(self.ctx, self.endpoint, SOURCE,
                                          timeout_s=self.timeout_s, retries=self.retries)
@@ -111,8 +121,7 @@ class Registry:
         except OrchestratorError as exc:
             if exc.code == "unavailable":
                 self.unavailable += 1
-                left = context.time_remaining() if context is not None else None
-                if left is not None and left <= 0.01:
+                if cut_short:  # the deadline, not the registry timeout, ended the wait
                     raise CallError(grpc.StatusCode.DEADLINE_EXCEEDED,
                                     f"deadline exceeded waiting for the registry ({method})",
                                     "deadline_exceeded") from None

@@ -15,7 +15,7 @@ from bus.status import PACKAGE_VERSION
 from bus.versions import installed_versions
 from core.errors import OrchestratorError
 from services.gateway.buslisten import Telemetry
-from services.gateway.calls import Registry
+from services.gateway.calls import Registry, usable
 from services.gateway.mapping import struct, timestamp
 from trainer.v1 import trainer_pb2 as pb
 
@@ -35,7 +35,8 @@ class Health:
 
     def _registry_facts(self, budget: Optional[float]) -> tuple[Optional[dict], dict, str]:
         """In a pool thread: (ping result or None, gpu holder by uuid, error)."""
-        timeout = PING_TIMEOUT_S if budget is None else max(0.05, min(PING_TIMEOUT_S, budget))
+        timeout = PING_TIMEOUT_S if budget is None else \
+            max(0.05, min(PING_TIMEOUT_S, budget / 2))   # two calls within the budget
         try:
             ping = self.registry.call_blocking("ping", {}, budget_s=timeout, retries=0)
             slots = self.registry.call_blocking("gpu_slots", {}, budget_s=timeout, retries=0)
@@ -45,7 +46,7 @@ class Health:
 
     async def report(self, context: grpc.aio.ServicerContext) -> pb.GetHealthResponse:
         ping, holders, error = await self.registry.run(self._registry_facts,
-                                                       context.time_remaining())
+                                                       usable(context.time_remaining()))
         now = time.time()
         statuses = self.telemetry.statuses()
         out = pb.GetHealthResponse(gateway_seq=self.gateway_seq(),

@@ -29,7 +29,8 @@ from trainer.v1 import trainer_pb2 as pb
 CHUNK = 64 * 1024
 RECHECK_S = 2.0                     # re-read the run's status this often while following
 METRICS_FILE = "metrics.jsonl"
-MAX_METRICS_READ = 4 * 1024 * 1024
+MAX_METRICS_READ = 4 * 1024 * 1024   # a metrics line longer than this is skipped
+MAX_SKIPS = 4                        # oversized lines skipped per GetMetrics call
 STREAM_FILES = {pb.LOG_STREAM_UNSPECIFIED: "stdout.log", pb.LOG_STREAM_STDOUT: "stdout.log",
                 pb.LOG_STREAM_STDERR: "stderr.log"}
 _TERMINAL = {s.value for s in TERMINAL}
@@ -103,20 +104,42 @@ class LogFiles:
 
     def metrics(self, run_id: str, offset: int, limit: int,
                 keys: frozenset[str]) -> pb.GetMetricsResponse:
-        """In a pool thread: up to ``limit`` points from ``offset`` (whole lines only)."""
+        """In a pool thread: up to ``limit`` points from ``offset`` (whole lines only).
+        A line longer than MAX_METRICS_READ is skipped once it is complete, so
+        ``next_offset`` always moves past every complete line it read."""
+        path = self.path(run_id, METRICS_FILE)
         out = pb.GetMetricsResponse(next_offset=offset)
-        data = read_chunk(self.path(run_id, METRICS_FILE), offset, MAX_METRICS_READ)
-        pos = 0
-        while len(out.points) < limit:
-            end = data.find(b"\n", pos)
-            if end < 0:
-                break
-            point = _point(data[pos:end], keys)
-            pos = end + 1
-            if point is not None:
-                out.points.append(point)
-        out.next_offset = offset + pos
+        for _ in range(MAX_SKIPS + 1):
+            data = read_chunk(path, offset, MAX_METRICS_READ)
+            pos = 0
+            while len(out.points) < limit:
+                end = data.find(b"\n", pos)
+                if end < 0:
+                    break
+                point = _point(data[pos:end], keys)
+                pos = end + 1
+                if point is not None:
+                    out.points.append(point)
+            if pos or len(data) < MAX_METRICS_READ:
+                out.next_offset = offset + pos
+                return out
+            end = _line_end(path, offset + len(data))   # one line fills the whole read
+            if end is None:
+                break                                    # not complete yet: wait for it
+            offset = out.next_offset = end + 1
         return out
+
+
+def _line_end(path: str, start: int) -> Optional[int]:
+    """The offset of the first newline at or after ``start``; None before the end."""
+    while True:
+        data = read_chunk(path, start, CHUNK * 16)
+        at = data.find(b"\n")
+        if at >= 0:
+            return start + at
+        if len(data) < CHUNK * 16:
+            return None
+        start += len(data)
 
 
 def _point(line: bytes, keys: frozenset[str]) -> Optional[pb.MetricPoint]:
@@ -136,5 +159,8 @@ def _point(line: bytes, keys: frozenset[str]) -> Optional[pb.MetricPoint]:
         if keys and key not in keys:
             continue
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            point.values[str(key)] = float(value)
-    return point
+            try:
+                point.values[str(key)] = float(value)
+            except OverflowError:   # an integer too large for a double
+                continue
+    return point if point.values else None  # nothing asked for (or no number): no point

@@ -2,7 +2,7 @@
 
 Enum mapping is defensive both ways: a core value the wire does not know becomes
 UNSPECIFIED, and a wire number core does not know becomes None; each such unknown
-value is logged once (per EnumMap), never raised.
+value is logged once (per EnumMap, the first MAX_LOGGED of them), never raised.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from core.runstate import TRANSITIONS, RunStatus
 from trainer.v1 import trainer_pb2 as pb
 
 E = TypeVar("E")
+MAX_LOGGED = 100   # distinct unknown values logged per EnumMap; then one line says so
 
 
 class EnumMap(Generic[E]):
@@ -40,6 +41,7 @@ class EnumMap(Generic[E]):
                 self._to_wire[member.value] = number
                 self._to_core[number] = member
         self._logged: set[tuple[str, Any]] = set()
+        self.unlogged = 0   # unknown values seen once the set was full (not logged)
 
     def to_wire(self, value: Any) -> int:
         """The wire number of a core member (or its value); 0 for anything unknown."""
@@ -66,6 +68,13 @@ class EnumMap(Generic[E]):
     def _unknown(self, direction: str, value: Any) -> None:
         key = (direction, repr(value)[:80])
         if key in self._logged:
+            return
+        if len(self._logged) >= MAX_LOGGED:   # bounded: a flood of new values costs nothing
+            self.unlogged += 1
+            if self.unlogged == 1 and self.log is not None:
+                self.log.warning("enum.unknown_values_not_logged", enum=self.name,
+                                 logged=MAX_LOGGED, hint="later unknown values of this "
+                                 "enum are no longer logged one by one")
             return
         self._logged.add(key)
         if self.log is not None:

@@ -232,6 +232,21 @@ def test_error_codes_carry_field_and_reason(gateway: Gateway) -> None:
     assert rpc_error(c.list, page_size=5000).field == "page_size"
     assert rpc_error(c.list, statuses=[99]).field == "statuses"  # unknown enum value
     assert rpc_error(c.metrics, run_id, limit=-1).field == "limit"
+    assert rpc_error(c.metrics, "r000000000000").code == grpc.StatusCode.NOT_FOUND
+    assert rpc_error(c.cancel, "r000000000000").code == grpc.StatusCode.NOT_FOUND
+    assert rpc_error(c.cancel, "r000000000000\n").field == "run_id"
+    assert rpc_error(c.cancel, run_id, reason="x" * 1001).field == "reason"
+    both = gateway.stub().WatchRuns(pb.WatchRunsRequest(snapshot=True, since_seq=0),
+                                    metadata=gateway.auth, timeout=10)
+    with pytest.raises(grpc.RpcError) as mixed:
+        next(both)
+    assert TrainerError.from_rpc(mixed.value).field == "since_seq"
+    assert mixed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    bad_id = rpc_error(next, c.watch(run_ids=[run_id, "r1"], resume=False))
+    assert (bad_id.code, bad_id.field) == (grpc.StatusCode.INVALID_ARGUMENT, "run_ids")
+    ahead = rpc_error(next, c.watch(since_seq=1000, resume=False))
+    assert (ahead.code, ahead.field) == (grpc.StatusCode.OUT_OF_RANGE, "since_seq")
+    assert "beyond" in ahead.message and not ahead.retryable
 
 
 def test_oversized_requests_are_resource_exhausted(gateway: Gateway) -> None:
@@ -250,11 +265,20 @@ def test_registry_down_is_unavailable_and_deadlines_hold(gateway: Gateway, stack
     stack.registry.kill9()
     down = rpc_error(c.get, run_id)
     assert down.code == grpc.StatusCode.UNAVAILABLE and down.retryable
-    quick = Client(gateway.addr, gateway.token, timeout=0.2)
+    # A deadline shorter than the gateway's registry wait (2 x 0.5 s): the gateway
+    # itself gives up before the deadline and says so (trainer-code and the registry
+    # method come from the server; the client's own timer would give neither).
+    quick = Client(gateway.addr, gateway.token, timeout=0.6)
     gateway.clients.append(quick)
-    assert rpc_error(quick.get, run_id).code == grpc.StatusCode.DEADLINE_EXCEEDED
+    for call in (lambda: quick.get(run_id), lambda: quick.submit({**CONFIG, "seed": 2})):
+        late = rpc_error(call)
+        assert late.code == grpc.StatusCode.DEADLINE_EXCEEDED, late
+        assert late.trainer_code == "deadline_exceeded" and "registry" in late.message
+    assert rpc_error(c.submit, {**CONFIG, "seed": 3}).code == grpc.StatusCode.UNAVAILABLE
     stack.start_registry()
     assert c.get(run_id).run_id == run_id
+    # The submits the callers were told failed were never queued for the new registry.
+    assert [r.run_id for r in c.list().runs] == [run_id]
 
 
 # --- security and standard services -------------------------------------------------

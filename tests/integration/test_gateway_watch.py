@@ -15,7 +15,7 @@ import zmq
 from bus.codec import Envelope, MessageType, decode, encode
 from tests.conftest import Stack
 from tests.helpers import wait_until
-from tests.integration.test_gateway import CONFIG, Gateway, gateway  # noqa: F401 - fixture
+from tests.integration.test_gateway import CONFIG, Gateway, gateway, rpc_error  # noqa: F401
 from trainer.client import Client
 from trainer.v1 import trainer_pb2 as pb
 
@@ -144,7 +144,8 @@ def test_resume_after_gateway_and_registry_sigkill_is_exact(gateway: Gateway,
 
 
 def test_stalled_watcher_does_not_delay_others_and_loses_nothing(stack: Stack) -> None:
-    gw = Gateway(stack, {"TRAINER_GATEWAY_WATCH_BUFFER": "50"})
+    gw = Gateway(stack, {"TRAINER_GATEWAY_WATCH_BUFFER": "50",
+                         "TRAINER_GATEWAY_MAX_WATCHERS": "2"})
     try:
         gw.start()
         stalled = gw.stub().WatchRuns(pb.WatchRunsRequest(), metadata=gw.auth)
@@ -157,6 +158,8 @@ def test_stalled_watcher_does_not_delay_others_and_loses_nothing(stack: Stack) -
         done = time.time()
         assert healthy.seqs == list(range(start + 1, start + n + 1))
         assert max(healthy.latency) < 5.0 and done - t0 < 30
+        third = rpc_error(next, gw.client().watch(resume=False))   # 2 streams at most
+        assert (third.code, third.field) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "streams")
         wait_until(lambda: '"watch.lagging"' in gw.log(), 10, message="the lagging warning")
         got: list[int] = []
         for msg in stalled:                            # read again: catch-up, then live

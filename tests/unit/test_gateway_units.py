@@ -70,6 +70,29 @@ def test_unknown_enum_values_map_to_unspecified_and_are_logged_once(
                        ("RunStatus", "to_core", "99")]
 
 
+def test_unknown_enum_values_logged_are_bounded(log_lines: io.StringIO) -> None:
+    from services.gateway.mapping import MAX_LOGGED
+    m = Mapper(logs.service_logger("gateway"))
+    for i in range(MAX_LOGGED * 5):
+        assert m.status.to_wire(f"NEW_{i}") == 0 and m.status.to_core(1000 + i) is None
+    assert len(m.status._logged) == MAX_LOGGED and m.status.unlogged == 9 * MAX_LOGGED
+    events = [json.loads(line)["event"] for line in log_lines.getvalue().splitlines()]
+    assert events.count("enum.unknown_value") == MAX_LOGGED
+    assert events.count("enum.unknown_values_not_logged") == 1
+
+
+def test_run_ids_are_exact() -> None:
+    from core.ids import is_run_id
+    from services.gateway.logs import check_run_id
+    assert is_run_id("r0123456789ab") and check_run_id("r0123456789ab") == "r0123456789ab"
+    for bad in ("r0123456789ab\n", "r0123456789ab\n\n", "\nr0123456789ab", "r0123456789AB",
+                "r0123456789abc", " r0123456789ab", None, 12):
+        assert not is_run_id(bad), repr(bad)
+    with pytest.raises(CallError) as err:
+        check_run_id("r0123456789ab\n")
+    assert err.value.field == "run_id" and err.value.code.name == "INVALID_ARGUMENT"
+
+
 def test_a_record_from_a_newer_server_reads_unknown_numbers_safely() -> None:
     raw = pb.RunRecord(run_id="r0123456789ab", status=42, cause=77).SerializeToString()
     rec = pb.RunRecord.FromString(raw)

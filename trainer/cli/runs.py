@@ -11,7 +11,7 @@ from typing import Any, Optional
 import click
 
 from trainer.cli import format as fmt
-from trainer.client import Client, TrainerError
+from trainer.client import MAX_PAGE_SIZE, Client, TrainerError
 from trainer.v1 import trainer_pb2 as pb
 
 TERMINAL = {pb.RUN_STATUS_COMPLETED, pb.RUN_STATUS_FAILED, pb.RUN_STATUS_CANCELLED}
@@ -105,19 +105,36 @@ def follow_to_end(c: Client, run_id: str, interval: float = 0.5) -> int:
                                  "CANCELLED"], case_sensitive=False),
               help="Only runs in this status (repeatable).")
 @click.option("--tag", default="", help="Only runs with this tag.")
-@click.option("--limit", default=50, show_default=True, help="Most runs to show.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1),
+              help="Most runs to show (fetched in pages of up to 1000).")
 def ls(statuses: tuple[str, ...], tag: str, limit: int) -> None:
     """List runs, newest first."""
     wanted = [pb.RunStatus.Value("RUN_STATUS_" + s.upper()) for s in statuses]
     with client() as c:
         try:
-            page = c.list(wanted, tag, page_size=limit)
+            runs, total = newest_runs(c, wanted, tag, limit)
         except TrainerError as err:
             raise fail(err)
     now = time.time()
-    click.echo(fmt.table(fmt.RUN_HEADERS, [fmt.run_row(r, now) for r in page.runs]))
-    if page.total_size > len(page.runs):
-        click.echo(f"({len(page.runs)} of {page.total_size} runs; --limit for more)")
+    click.echo(fmt.table(fmt.RUN_HEADERS, [fmt.run_row(r, now) for r in runs]))
+    if total > len(runs):
+        click.echo(f"({len(runs)} of {total} runs; --limit for more)")
+
+
+def newest_runs(c: Client, statuses: list[int], tag: str,
+                limit: int) -> tuple[list[pb.RunRecord], int]:
+    """Up to ``limit`` runs, newest first, page by page; and how many match."""
+    runs: list[pb.RunRecord] = []
+    token, total = "", 0
+    while len(runs) < limit:
+        page = c.list(statuses, tag, page_size=min(limit - len(runs), MAX_PAGE_SIZE),
+                      page_token=token)
+        runs.extend(page.runs)
+        total = page.total_size
+        token = page.next_page_token
+        if not token:
+            break
+    return runs[:limit], total
 
 
 @click.command("show")

@@ -1,0 +1,69 @@
+"""`trainer ls --limit N` pages through ListRuns (at most 1000 runs a page) until it
+has N runs or there are no more. The client is a stand-in with the server's paging
+rules (no server)."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import grpc
+import pytest
+from click.testing import CliRunner
+
+from trainer.cli import runs as cli_runs
+from trainer.client import TrainerError
+from trainer.v1 import trainer_pb2 as pb
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class FakeClient:
+    """ListRuns over ``n`` runs, newest first, with the gateway's page_size limits."""
+
+    def __init__(self, n: int) -> None:
+        self.runs = [pb.RunRecord(run_id=f"r{i:012x}", status=pb.RUN_STATUS_PENDING)
+                     for i in range(n, 0, -1)]
+        self.sizes: list[int] = []
+
+    def __enter__(self) -> "FakeClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def list(self, statuses: Iterable[int] = (), tag: str = "", page_size: int = 0,
+             page_token: str = "") -> pb.ListRunsResponse:
+        if not 0 < page_size <= 1000:
+            raise TrainerError(grpc.StatusCode.INVALID_ARGUMENT, "page_size: must be from "
+                               "1 to 1000", "page_size", "must be from 1 to 1000")
+        self.sizes.append(page_size)
+        start = int(page_token or 0)
+        out = pb.ListRunsResponse(runs=self.runs[start:start + page_size],
+                                  total_size=len(self.runs))
+        if start + page_size < len(self.runs):
+            out.next_page_token = str(start + page_size)
+        return out
+
+
+def _ls(monkeypatch: pytest.MonkeyPatch, n: int, *args: str) -> tuple[Any, FakeClient]:
+    fake = FakeClient(n)
+    monkeypatch.setattr(cli_runs, "client", lambda: fake)
+    return CliRunner().invoke(cli_runs.ls, list(args)), fake
+
+
+def _ids(output: str) -> list[str]:
+    return [line.split()[0] for line in output.splitlines() if line.startswith("r0")]
+
+
+def test_ls_pages_past_1000(monkeypatch: pytest.MonkeyPatch) -> None:
+    got, fake = _ls(monkeypatch, 2500, "--limit", "2100")
+    assert got.exit_code == 0, got.output
+    assert _ids(got.output) == [r.run_id for r in fake.runs[:2100]]
+    assert fake.sizes == [1000, 1000, 100] and "(2100 of 2500 runs" in got.output
+    got, fake = _ls(monkeypatch, 1200, "--limit", "5000")
+    assert got.exit_code == 0 and len(_ids(got.output)) == 1200 and fake.sizes == [1000, 1000]
+    assert "of 1200" not in got.output
+    got, fake = _ls(monkeypatch, 10, "--limit", "3")
+    assert len(_ids(got.output)) == 3 and fake.sizes == [3]
+    got, fake = _ls(monkeypatch, 10, "--limit", "0")
+    assert got.exit_code == 2 and "--limit" in got.output and fake.sizes == []
