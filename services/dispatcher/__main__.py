@@ -60,7 +60,9 @@ def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> Dispatche
     cpu_slots = settings.cpu_slots or os.cpu_count() or 1
     svc = DispatcherService(settings, client, follower, Subscriber(telemetry_sock, bad),
                             Publisher(pub, SOURCE, clock), inventory, cpu_slots, clock, log,
-                            forks=ForkServer(fd_soft_limit), resync=recover)
+                            forks=ForkServer(fd_soft_limit), resync=recover,
+                            read_gpus=None if settings.fake_gpus > 0 else
+                            (lambda ours: read_inventory(0, ours)))
     recover(svc)
     return svc
 

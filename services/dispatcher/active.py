@@ -39,6 +39,20 @@ class ActiveRun:
                      float(c.get("startup_grace_s", 120.0)), float(c.get("time_limit_s", 0.0)),
                      float(c.get("cancel_grace_s", 30.0)))
 
+    def watch_from(self, worker: dict[str, Any], now: float, wall_now: float) -> Watch:
+        """The watch of the worker that worker.json names, from its true start (the
+        shim's ``started_at``, wall clock), also when it is adopted after a restart:
+        the wall-clock limit counts from then, a worker still within its start-up
+        grace keeps it, and one past it (it has been beating, or it would have been
+        killed) gets a fresh heartbeat window from now."""
+        started_at = worker.get("started_at")
+        age = max(0.0, wall_now - float(started_at)) \
+            if isinstance(started_at, (int, float)) else 0.0
+        watch = self.new_watch(now - age)
+        if age > watch.startup_grace_s:
+            watch.beat(now)
+        return watch
+
 
 def pending_from_run(run: dict[str, Any]) -> Pending:
     res = run["config"].get("resources", {})

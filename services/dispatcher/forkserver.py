@@ -8,10 +8,10 @@ it is cheap, and it runs beside the dispatcher's loop instead of inside it.
 
 Protocol (both pipes carry one JSON document per line):
 - stdin, from the dispatcher: ``[run_dir, argv, env]`` per shim to start;
-- stdout, to the dispatcher: ``{"shim": pid, "run_dir": ...}`` once forked (for
-  tools and tests; the dispatcher reads shim pids from worker.json), and
+- stdout, to the dispatcher: ``{"shim": pid, "run_dir": ...}`` once forked, and
   ``{"exited": pid, "status": wait status}`` when a shim ends (the dispatcher then
-  reads the run's exit record).
+  reads the run's exit record; a run whose shim ended without one, and that no other
+  shim holds, is lost: ``ended_dirs``).
 End of input (the dispatcher exited, even by SIGKILL) ends the server; shims and
 workers live on, as they do when the dispatcher itself goes.
 """
@@ -60,6 +60,10 @@ class ForkServer:
         self.wake_fd = self._epoll.fileno()
         self._pidfds: dict[int, int] = {}   # pidfd -> shim pid
         self._ended_pids: set[int] = set()  # seen ended by pidfd; the notice is still due
+        self._dirs: dict[int, str] = {}     # live shim pid -> its run directory
+        # Run directories whose shim (started here) has ended; the dispatcher discards
+        # each once it is done with the run.
+        self.ended_dirs: set[str] = set()
 
     def spawn(self, run_dir: str, argv: list[str], env: dict[str, str]) -> None:
         """Ask for a shim; returns at once (the shim writes worker.json when it has
@@ -87,11 +91,13 @@ class ForkServer:
         for fd in ready:  # pidfds first: the notices below may reuse their numbers
             if fd != self.exits_fd and fd in self._pidfds:
                 self._ended_pids.add(self._pidfds[fd])
+                self._shim_ended(self._pidfds[fd])
                 self._unwatch(fd)
                 ended = True
         if self.exits_fd in ready:
             for notice in self.notices():
                 if "shim" in notice:
+                    self._dirs[int(notice["shim"])] = str(notice.get("run_dir", ""))
                     self._watch(int(notice["shim"]))
                 elif "exited" in notice:
                     pid = notice["exited"]
@@ -99,8 +105,14 @@ class ForkServer:
                         self._ended_pids.discard(pid)
                         continue
                     ended = True
+                    self._shim_ended(pid)
                     self._unwatch(next((f for f, p in self._pidfds.items() if p == pid), None))
         return ended
+
+    def _shim_ended(self, pid: int) -> None:
+        run_dir = self._dirs.pop(pid, None)
+        if run_dir:
+            self.ended_dirs.add(run_dir)
 
     def _watch(self, pid: int) -> None:
         try:

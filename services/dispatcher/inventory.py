@@ -4,6 +4,7 @@ state, logged once. TRAINER_FAKE_GPUS=N declares N fake GPUs (tests, development
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 FAKE_GPU_MEMORY = 16 * 1024**3
 
@@ -37,6 +38,15 @@ class Inventory:
 def fake_inventory(count: int) -> Inventory:
     return Inventory([Gpu(i, f"GPU-fake-{i:04d}", "Fake GPU", FAKE_GPU_MEMORY, FAKE_GPU_MEMORY)
                       for i in range(count)], source="fake")
+
+
+def refreshed(current: Inventory, fresh: Inventory) -> Optional[Inventory]:
+    """The inventory to use after a re-read: ``fresh`` if it differs (free memory,
+    processes we did not start), None to keep ``current``; also None when the re-read
+    failed (a passing NVML error must not make every queued GPU run unschedulable)."""
+    if fresh.source != current.source or fresh.gpus == current.gpus:
+        return None
+    return fresh
 
 
 def read_inventory(fake_gpus: int, our_pids: set[int] = frozenset()) -> Inventory:  # type: ignore[assignment]

@@ -1,8 +1,10 @@
 """Start-up reconciliation: every non-terminal run in the registry is put back where
 it belongs. A live worker (same pid and same process start time as recorded) is
 adopted, and the adoption recorded; a worker that exited while the dispatcher was
-away is finished from its exit record; a RUNNING run whose process is gone without
-one is FAILED ``lost``; a DISPATCHING run with no process is started again."""
+away is finished from its exit record; a run whose shim still holds the run's lock
+(starting its worker, or about to write its exit record) is awaited; a RUNNING run
+whose process and shim are gone without an exit record is FAILED ``lost``; a
+DISPATCHING run with no process and no shim is started again."""
 
 from __future__ import annotations
 
@@ -19,22 +21,29 @@ PAGE = 500
 
 
 def snapshot(svc: DispatcherService) -> tuple[list[dict[str, Any]], int]:
+    """The non-terminal runs, oldest first, and the head seq before the first page.
+    Pages are keyed by submission seq, newest first: a run that ends between two
+    pages cannot shift a later one (as an offset would, skipping a run); one
+    submitted meanwhile comes as an event after ``as_of``."""
     runs: list[dict[str, Any]] = []
     as_of = None
+    before = 0  # 0: no bound (the first page)
     while True:
         page = svc.client.call("list_runs", {"status": ["PENDING", "DISPATCHING", "RUNNING"],
-                                             "newest_first": False, "limit": PAGE,
-                                             "offset": len(runs)})
+                                             "newest_first": True, "limit": PAGE,
+                                             "before_seq": before})
         as_of = page["head_seq"] if as_of is None else as_of
         runs.extend(page["runs"])
         if len(page["runs"]) < PAGE:
+            runs.reverse()
             return runs, as_of
+        before = min(int(r["submitted_seq"]) for r in page["runs"])
 
 
 def recover(svc: DispatcherService) -> dict[str, int]:
     runs, as_of = snapshot(svc)
-    counts = {"pending": 0, "adopted": 0, "finished_later": 0, "lost": 0, "restarted": 0,
-              "group_left": 0}
+    counts = {"pending": 0, "adopted": 0, "awaited": 0, "finished_later": 0, "lost": 0,
+              "restarted": 0, "group_left": 0}
     svc.pending.clear()
     svc.held_elsewhere.clear()  # the claims' refusals say again which GPUs others hold
     for run in runs:
@@ -70,8 +79,7 @@ def _resume(svc: DispatcherService, run: dict[str, Any]) -> str:
     if worker is not None and worker.get("start_time") is not None and \
             spawner.process_start_time(int(worker["pid"])) == float(worker["start_time"]):
         active.pgid = int(worker["pgid"])
-        active.watch = active.new_watch(now)
-        active.watch.beat(now)
+        active.watch = active.watch_from(worker, now, svc.clock.now())
         active.logs.skip_to_end()
         if active.recorded_started:
             svc._call("record_adopted", run_id=run_id, pid=int(worker["pid"]),
@@ -81,6 +89,16 @@ def _resume(svc: DispatcherService, run: dict[str, Any]) -> str:
             svc._begin_cancel(active)
         svc.log.info("run.adopted", run_id=run_id, pid=worker["pid"])
         return "adopted"
+    if spawner.shim_alive(path):
+        # A shim owns the run: it is starting the worker (worker.json follows; starting
+        # another would run it twice), or the worker has ended and its exit record is
+        # on the way. Supervision waits for either, or for the shim to go (lost).
+        if worker is None:
+            svc.unstarted.add(run_id)
+        else:
+            active.pgid = int(worker["pgid"])  # its worker is gone: nothing to watch
+        svc.log.info("run.awaited", run_id=run_id, started=worker is not None)
+        return "awaited"
     svc.active.pop(run_id)
     if worker is not None and not _group_emptied(int(worker["pgid"])):
         svc.log.error("run.group_left", run_id=run_id, pgid=worker["pgid"],

@@ -8,7 +8,6 @@ dispatcher does to a run goes through a registry command first or after.
 
 from __future__ import annotations
 
-import os
 import signal
 from typing import Any, Callable, Optional
 
@@ -25,13 +24,14 @@ from core import events as ev
 from core.clock import Clock
 from core.errors import OrchestratorError, ResourceBusy
 from core.settings import Settings
-from services.dispatcher import launch, spawner, telemetry
+from services.dispatcher import launch, runwatch, spawner, telemetry
 from services.dispatcher.active import ActiveRun, pending_from_run
 from services.dispatcher.allocator import Capacity, Pending, plan
 from services.dispatcher.forkserver import ForkServer, ForkServerGone
-from services.dispatcher.inventory import Inventory
+from services.dispatcher.inventory import Inventory, refreshed
 from services.dispatcher.logfollow import RunLogs
-from services.dispatcher.outcome import artifacts_to_register, outcome_of
+from services.dispatcher.outcome import artifacts_to_register
+from services.dispatcher.runwatch import INTERNAL
 from services.dispatcher.supervision import BusHealth, begin_kill, check
 from services.dispatcher.telemetry import SOURCE
 
@@ -39,7 +39,6 @@ PROBE_S = 0.5    # our own status doubles as the bus probe: at least this often
 SWEEP_S = 0.25   # timeouts, log files and adopted runs' exit records: this often
 FULL_SWEEP_S = 2.0  # every run's exit record, in case an exit notice was missed
 TELEMETRY_S = 0.02  # heartbeats and reported artifacts are read at least this often
-INTERNAL = "internal"  # an error code meaning "not applied": the request may be retried
 PIPELINE = 200     # registry commands in flight at once (one round trip each such chunk)
 _SIGNALS = {"TERM": signal.SIGTERM, "KILL": signal.SIGKILL}
 
@@ -48,13 +47,15 @@ class DispatcherService:
     def __init__(self, settings: Settings, client: RpcClient, follower: EventFollower,
                  telemetry: Subscriber, publisher: Publisher, inventory: Inventory,
                  cpu_slots: int, clock: Clock, log: ServiceLogger, forks: ForkServer,
-                 resync: Optional[Callable[["DispatcherService"], object]] = None) -> None:
+                 resync: Optional[Callable[["DispatcherService"], object]] = None,
+                 read_gpus: Optional[Callable[[set[int]], Inventory]] = None) -> None:
         self.settings = settings
         self.client = client
         self.follower = follower
         self.telemetry = telemetry
         self.publisher = publisher
         self.inventory = inventory
+        self.read_gpus = read_gpus  # re-reads the GPUs (given the pids that are ours)
         self.cpu_slots = cpu_slots
         self.clock = clock
         self.log = log
@@ -145,6 +146,7 @@ class DispatcherService:
         if full:
             self._next_full = now + FULL_SWEEP_S
             self.forks.check()
+            self._refresh_inventory()
         if sweep or child_exited:
             runs = list(self.active.values())
         else:  # only runs whose worker has not shown up yet
@@ -161,6 +163,16 @@ class DispatcherService:
         due = self.beacon.due()
         if due is not None:
             self.publisher.send(*due)
+
+    def _refresh_inventory(self) -> None:
+        """While a run waits for GPUs: their free memory and the processes on them
+        that are not of our runs, read again (both change under us)."""
+        if self.read_gpus is None or not any(p.gpus for p in self.pending.values()):
+            return
+        ours = spawner.group_members({r.pgid for r in self.active.values() if r.pgid})
+        fresh = refreshed(self.inventory, self.read_gpus(ours))
+        if fresh is not None:
+            self.inventory, self.dirty = fresh, True
 
     def _call(self, method: str, **args: Any) -> Optional[dict[str, Any]]:
         """A registry command; None (logged) if the registry refused it."""
@@ -238,10 +250,10 @@ class DispatcherService:
                                              "claimed_by": SOURCE},
                               lambda reply, p=pending, gpus=gpus: self._claimed(reply, p, gpus)))
             elif decision.action == "never":
-                self.pending.pop(run_id)
+                pending = self.pending.pop(run_id)
                 calls.append(("finish", {"run_id": run_id, "outcome": "failed",
                                          "cause": "unschedulable", "message": decision.reason},
-                              lambda _reply: None))
+                              lambda reply, p=pending: self._judged_never(reply, p)))
             elif self.waiting.get(run_id) != decision.reason:
                 calls.append(("record_waiting", {"run_id": run_id, "reason": decision.reason},
                               lambda reply, r=run_id, why=decision.reason:
@@ -261,6 +273,11 @@ class DispatcherService:
         if not isinstance(reply, OrchestratorError):
             self.waiting[run_id] = reason
         elif reply.code == INTERNAL:
+            self.retry_due = True
+
+    def _judged_never(self, reply: Any, pending: Pending) -> None:
+        if isinstance(reply, OrchestratorError) and reply.code == INTERNAL:
+            self.pending[pending.run_id] = pending  # not applied: still PENDING, sent again
             self.retry_due = True
 
     def _claimed(self, reply: Any, pending: Pending, gpus: list[str]) -> None:
@@ -300,6 +317,8 @@ class DispatcherService:
         active = ActiveRun(run_id, path, run["config"], gpus,
                            int(run["config"].get("resources", {}).get("cpu_slots", 1)),
                            RunLogs(run_id, path, self.settings.log_rate))
+        if run.get("cancel_requested_by"):  # asked while it was starting: done once it has
+            active.cancel = (str(run["cancel_requested_by"]), str(run.get("cancel_reason") or ""))
         self.active[run_id] = active
         self.unstarted.add(run_id)
         try:
@@ -315,13 +334,8 @@ class DispatcherService:
     # --- supervision -----------------------------------------------------------------
     def _supervise(self, run: ActiveRun, now: float, check_exit: bool) -> None:
         self._note_started(run, now)
-        record = run.exit_record() if check_exit else None
-        if record is not None:
-            if run.pgid is not None and spawner.group_alive(run.pgid):
-                spawner.signal_group(run.pgid, signal.SIGKILL)  # leftovers of the worker
-                return
-            self._finish(run, outcome_of(record, run))
-            return
+        if check_exit and runwatch.ended(self, run):
+            return  # its outcome is on its way, or its group's leftovers are being killed
         if run.watch is not None and run.pgid is not None:
             action = check(run.watch, now, self.bus.last_seen)
             if action is not None:
@@ -331,23 +345,7 @@ class DispatcherService:
                 spawner.signal_group(run.pgid, _SIGNALS[action.signal])
 
     def _note_started(self, run: ActiveRun, now: float) -> None:
-        """Once the shim has written worker.json: RunStarted, and the watch begins."""
-        if run.recorded_started and run.pgid is not None:
-            return
-        worker = run.worker_record()
-        if worker is None:
-            return
-        if not run.recorded_started:
-            self._call("record_started", run_id=run.run_id, pid=int(worker["pid"]),
-                       pid_start_time=float(worker.get("start_time") or 0.0),
-                       host=os.uname().nodename)
-            run.recorded_started = True
-        if run.pgid is None:
-            self.unstarted.discard(run.run_id)
-            run.pgid = int(worker["pgid"])
-            run.watch = run.watch or run.new_watch(now)
-            if run.cancel is not None:
-                self._begin_cancel(run)
+        runwatch.note_started(self, run, now)
 
     def _begin_cancel(self, run: ActiveRun) -> None:
         if run.watch is None or run.pgid is None or run.watch.kill is not None:
@@ -377,6 +375,7 @@ class DispatcherService:
         if self.active.pop(run.run_id, None) is None:
             return  # reported already
         self.unstarted.discard(run.run_id)
+        self.forks.ended_dirs.discard(run.run_dir)
         self.stats["finished"] += 1
         self.log.info("run.finished", run_id=run.run_id, **outcome)
 

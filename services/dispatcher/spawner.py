@@ -7,19 +7,28 @@ its own with stdout/stderr appended to files in the run directory, writes
 exit status (code, signal, resource usage) atomically to ``exit.json``. The shim does
 not depend on the dispatcher: a dispatcher restart, or SIGKILL, loses nothing, and a
 worker killed by SIGKILL or a segfault still leaves an exit record.
+
+Before it starts the worker the shim takes an exclusive lock (flock) on the run's
+``shim.lock`` and keeps it until it exits: a held lock means "a shim owns this run"
+(starting its worker, or waiting for it). A second shim of the same run (a spawn
+request that a dispatcher killed mid-start left in its fork server's pipe) waits for
+the lock, then finds ``worker.json`` or ``exit.json`` and leaves without starting
+anything: a run's worker is started at most once.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import signal
 import time
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 WORKER_FILE = "worker.json"
 EXIT_FILE = "exit.json"
+LOCK_FILE = "shim.lock"
 STDOUT = "stdout.log"
 STDERR = "stderr.log"
 
@@ -68,6 +77,11 @@ def group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
+    return any(group == pgid for _, group in _live_processes())
+
+
+def _live_processes() -> Iterator[tuple[int, int]]:
+    """(pid, process group) of each live (non-zombie) process, from /proc."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -77,9 +91,39 @@ def group_alive(pgid: int) -> bool:
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
         fields = stat[stat.rfind(")") + 2:].split()
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
+        if fields[0] not in ("Z", "X"):
+            yield int(entry), int(fields[2])
+
+
+def group_members(pgids: set[int]) -> set[int]:
+    """The live (non-zombie) processes of these process groups (one pass over /proc)."""
+    return {pid for pid, group in _live_processes() if group in pgids} if pgids else set()
+
+
+def shim_holds(run_dir: str) -> Optional[bool]:
+    """Does a shim hold the run's lock (it owns the run: starting or watching its
+    worker)? None when no shim that takes the lock ever ran for it (no lock file)."""
+    try:
+        fd = os.open(os.path.join(run_dir, LOCK_FILE), os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:  # a shared probe, released at once: a shim asking meanwhile just waits for it
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
     return False
+
+
+def shim_alive(run_dir: str) -> bool:
+    """Is a shim still in charge of the run? Its lock says; for a shim from before
+    the lock existed (no lock file), whether the pid in worker.json still lives."""
+    held = shim_holds(run_dir)
+    if held is not None:
+        return held
+    worker = read_json(os.path.join(run_dir, WORKER_FILE)) or {}
+    return process_start_time(int(worker.get("shim_pid") or 0)) is not None
 
 
 def signal_group(pgid: int, sig: signal.Signals) -> bool:
@@ -140,6 +184,12 @@ def _shim(run_dir: str, argv: list[str], env: dict[str, str]) -> None:
     signal.set_wakeup_fd(-1)  # the parent's, closed by closerange
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
+    # Held (never closed) until this process exits; not inherited by the worker.
+    lock = os.open(os.path.join(run_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # another shim of this run first: wait for its end
+    if os.path.exists(os.path.join(run_dir, WORKER_FILE)) or \
+            os.path.exists(os.path.join(run_dir, EXIT_FILE)):
+        return  # that shim started the worker already (a stale second request)
     started = time.time()
     try:
         pid = _spawn_worker(run_dir, argv, env)

@@ -13,7 +13,7 @@ from bus.pubsub import Publisher
 from bus.rpc import RpcServer
 from core.clock import SystemClock
 from core.settings import Settings
-from services.registry.catalog import EnvCatalog
+from services.registry.catalog import EnvCatalog, WorkerCatalog
 from services.registry.handlers import Registry
 from services.registry.maintenance import Checkpointer, anchor_path
 from services.registry.migrations import connect, migrate
@@ -39,7 +39,8 @@ def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> RegistryS
     pub = ctx.socket(zmq.PUB)
     pub.setsockopt(zmq.SNDHWM, 100_000)
     pub.connect(settings.bus_pub)
-    registry = Registry(conn, clock, settings.db_path, known_env=EnvCatalog())
+    registry = Registry(conn, clock, settings.db_path, known_worker=WorkerCatalog(),
+                        known_env=EnvCatalog())
     log.info("registry.listening", endpoint=settings.registry, head_seq=registry.log.head_seq)
     checkpointer = Checkpointer(conn, settings.checkpoint_interval,
                                 settings.checkpoint_busy_warn, clock, log,

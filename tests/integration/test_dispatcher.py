@@ -4,6 +4,7 @@ timeouts, kills, output floods."""
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
@@ -40,6 +41,19 @@ def test_a_run_that_can_never_fit_fails_at_once(dstack: Stack) -> None:
     run = wait_status(dstack, run_id, TERMINAL, timeout=10)
     assert run["status"] == "FAILED" and run["cause"] == "unschedulable"
     assert "3 GPU" in run["message"] and "has 2" in run["message"]
+
+
+def test_a_run_whose_shim_dies_ends_lost_and_frees_its_gpu(dstack: Stack) -> None:
+    """Its shim killed while the dispatcher runs: nobody can record the worker's end
+    any more, so the worker is killed and the run ends FAILED lost at once."""
+    run_id = submit(dstack, "test-sleep", gpus=1, params={"seconds": 60})
+    wait_status(dstack, run_id, {"RUNNING"})
+    worker = wait_until(lambda: read_json(os.path.join(run_dir(dstack, run_id),
+                                                       "worker.json")), 10)
+    os.kill(int(worker["shim_pid"]), signal.SIGKILL)
+    run = wait_status(dstack, run_id, TERMINAL, timeout=10)
+    assert run["status"] == "FAILED" and run["cause"] == "lost", run
+    assert_nothing_left(dstack)  # the worker is gone, the GPU free
 
 
 @pytest.mark.timeout(120)

@@ -7,6 +7,7 @@ with the typed errors the RPC client returns."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from bus.logs import ServiceLogger
@@ -22,6 +23,7 @@ def _service() -> DispatcherService:
     svc.held_elsewhere, svc.unstarted, svc.retry_due = {}, set(), False
     svc.stats = {"finished": 0}
     svc.log = ServiceLogger("dispatcher-test")
+    svc.forks = SimpleNamespace(ended_dirs=set())  # type: ignore[assignment]
     return svc
 
 

@@ -1,0 +1,96 @@
+"""The steps of supervising one run that read its folder: RunStarted once its shim has
+written worker.json, and the run's end, from its exit record or, when its shim is
+gone without leaving one, FAILED ``lost``.
+
+Whether a shim still owns a run is told by the run's lock (spawner.shim_alive): a
+shim holds it from before it starts the worker until after it has written the exit
+record, so "no shim holds it, and no exit record" read in that order is final.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import TYPE_CHECKING, Any
+
+from bus.rpc import Unavailable
+from core.errors import OrchestratorError
+from services.dispatcher import spawner
+from services.dispatcher.active import ActiveRun
+from services.dispatcher.outcome import outcome_of
+
+if TYPE_CHECKING:
+    from services.dispatcher.service import DispatcherService
+
+INTERNAL = "internal"  # an error code meaning "not applied": the request may be retried
+LOST = "the run's shim is gone and left no exit record (its worker's end is unknown)"
+
+
+def note_started(svc: "DispatcherService", run: ActiveRun, now: float) -> None:
+    """Once the shim has written worker.json: RunStarted, and the watch begins."""
+    if run.recorded_started and run.pgid is not None:
+        return
+    worker = run.worker_record()
+    if worker is None:
+        return
+    if not run.recorded_started:
+        run.recorded_started = _record_started(svc, run, worker)
+    if run.pgid is None:
+        svc.unstarted.discard(run.run_id)
+        run.pgid = int(worker["pgid"])
+        run.watch = run.watch or run.watch_from(worker, now, svc.clock.now())
+        if run.cancel is not None:
+            svc._begin_cancel(run)
+
+
+def _record_started(svc: "DispatcherService", run: ActiveRun, worker: dict[str, Any]) -> bool:
+    """True once the registry has RunStarted; False when the answer was "not applied"
+    (asked again at the next sweep; the run's end is reported only after it)."""
+    args = {"run_id": run.run_id, "pid": int(worker["pid"]),
+            "pid_start_time": float(worker.get("start_time") or 0.0),
+            "host": os.uname().nodename}
+    try:
+        svc.client.call("record_started", args)
+    except Unavailable:
+        raise
+    except OrchestratorError as exc:
+        svc._refused("record_started", args, exc)
+        # Otherwise refused for good: RUNNING already (an earlier try was applied and
+        # its answer lost) or ended meanwhile; asking again would change nothing.
+        return exc.code != INTERNAL
+    return True
+
+
+def shim_gone(svc: "DispatcherService", run: ActiveRun) -> bool:
+    """Has the run's shim gone for good? For a shim we started, only once the fork
+    server has reported its end (before it takes the lock, no lock is held either);
+    then, as for an adopted run, when no shim holds the run's lock."""
+    if not run.adopted and run.run_dir not in svc.forks.ended_dirs:
+        return False
+    return not spawner.shim_alive(run.run_dir)
+
+
+def ended(svc: "DispatcherService", run: ActiveRun) -> bool:
+    """True when the run is over: its outcome is queued for the registry, or the
+    leftovers of its process group are being killed first."""
+    record = run.exit_record()
+    if record is None:
+        if not shim_gone(svc, run):
+            return False
+        record = run.exit_record()  # written before its shim let go of the run
+    if not run.recorded_started and run.pgid is not None:
+        return True  # RunStarted first (retried at the next sweep), then the end
+    if run.pgid is not None and spawner.group_alive(run.pgid):
+        # Leftovers of the worker; or, its shim gone, a worker whose end nobody could
+        # record any more.
+        if record is None:
+            svc.log.warning("run.shim_gone", run_id=run.run_id, pgid=run.pgid,
+                            hint="its worker is killed: its end can no longer be recorded")
+        spawner.signal_group(run.pgid, signal.SIGKILL)
+        return True
+    if record is None:
+        svc.log.warning("run.lost", run_id=run.run_id, reason=LOST)
+        svc._finish(run, {"outcome": "failed", "cause": "lost", "message": LOST})
+    else:
+        svc._finish(run, outcome_of(record, run))
+    return True

@@ -1,0 +1,37 @@
+"""The registry as ``python -m services.registry`` builds it refuses, at submission, a
+config naming a worker that no entry point of ``trainer.workers`` provides (the run
+would only fail later, at start, as ``spawn_error``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import zmq
+
+from bus.logs import ServiceLogger
+from core.settings import Settings
+from services.registry.__main__ import build
+
+
+def _submit(svc: Any, request_id: str, worker: str) -> dict[str, Any]:
+    conn = svc.registry.conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        config = {"worker": worker, "env": "CartPole-v1", "seed": 1}
+        return svc.registry.handle("submit", {"config": config}, request_id, "test").reply
+    finally:
+        conn.execute("COMMIT")
+
+
+def test_an_unknown_worker_is_refused_at_submission(tmp_path: Any, ctx: zmq.Context) -> None:
+    settings = Settings.from_env({"TRAINER_HOME": str(tmp_path)})
+    svc = build(settings, ctx, ServiceLogger("registry-test"))
+    try:
+        refused = _submit(svc, "req-1", "no-such-worker")
+        assert not refused["ok"], refused
+        assert refused["error"]["code"] == "invalid_argument"
+        assert refused["error"]["details"]["field"] == "worker"
+        accepted = _submit(svc, "req-2", "test-sleep")  # tests/workers registers it
+        assert accepted["ok"] and accepted["result"]["run"]["status"] == "PENDING", accepted
+    finally:
+        svc.close()
