@@ -5,7 +5,6 @@ in for workers (``sleep``, in a session of their own)."""
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import json
 import os
@@ -26,8 +25,8 @@ from services.dispatcher.allocator import Pending
 from services.dispatcher.inventory import Inventory, read_inventory
 from services.dispatcher.logfollow import RunLogs
 from services.dispatcher.service import DispatcherService
-from services.dispatcher.spawner import (EXIT_FILE, LOCK_FILE, WORKER_FILE, group_alive,
-                                         process_start_time)
+from services.dispatcher.spawner import (EXIT_FILE, RUN_LOCK, WORKER_FILE, group_alive,
+                                         process_start_time, shim_alive, take_run_lock)
 from services.dispatcher.supervision import BusHealth, check
 from tests.helpers import REPO, wait_until
 
@@ -119,7 +118,8 @@ def _folder(svc: DispatcherService, run_id: str, pid: int | None = None,
     if pid is not None:
         with open(os.path.join(path, WORKER_FILE), "w", encoding="utf-8") as fh:
             json.dump({"pid": pid, "pgid": pid, "start_time": process_start_time(pid) or 1.0,
-                       "shim_pid": 0, "started_at": svc.clock.now() - age_s}, fh)
+                       "shim_pid": 0, "started_at": svc.clock.now() - age_s,
+                       RUN_LOCK: True}, fh)
     return path
 
 
@@ -130,9 +130,7 @@ def _exit(path: str, code: int) -> None:
 
 def _hold_lock(path: str) -> int:
     """This test as the run's shim: the lock held (released when the fd is closed)."""
-    fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
+    return take_run_lock(path)
 
 
 def _record(run_id: str, status: str, **config: Any) -> dict[str, Any]:
@@ -157,7 +155,6 @@ def _outcome(svc: DispatcherService, run_id: str) -> dict[str, Any] | None:
 def test_a_run_whose_shim_ended_without_an_exit_record_ends_lost(
         svc: DispatcherService, procs: list) -> None:
     path = _folder(svc, "r1", _worker(procs, alive=False))
-    open(os.path.join(path, LOCK_FILE), "w").close()  # its shim took the lock, then died
     run = _ours(svc, "r1", path)
     svc._supervise(run, svc.clock.monotonic(), check_exit=True)
     assert _outcome(svc, "r1") is None  # the fork server has not reported its shim's end
@@ -181,7 +178,6 @@ def test_a_worker_left_without_its_shim_is_killed_then_the_run_is_lost(
         svc: DispatcherService, procs: list) -> None:
     pid = _worker(procs)
     path = _folder(svc, "r3", pid)
-    open(os.path.join(path, LOCK_FILE), "w").close()
     run = _ours(svc, "r3", path)
     svc.forks.ended_dirs.add(path)  # type: ignore[attr-defined]
     svc._supervise(run, svc.clock.monotonic(), check_exit=True)
@@ -254,7 +250,6 @@ def test_recovery_never_starts_again_a_run_whose_shim_holds_it(
 
 def test_recovery_starts_a_run_that_no_shim_holds(svc: DispatcherService) -> None:
     path = _folder(svc, "r8")
-    open(os.path.join(path, LOCK_FILE), "w").close()  # a shim that died before the worker
     assert recovery._resume(svc, _record("r8", "DISPATCHING")) == "restarted"
     assert svc.forks.spawned == [path]  # type: ignore[attr-defined]
 
@@ -368,3 +363,24 @@ def test_the_gpus_are_read_again_and_our_own_processes_are_not_foreign(
     svc._refresh_inventory()
     svc._schedule()
     assert launched == [[nvml.UUID]]
+
+
+def test_a_shim_from_before_the_lock_counts_as_alive_while_its_pid_lives(
+        svc: DispatcherService, procs: list) -> None:
+    """After an upgrade, a run's shim may be one that never takes the lock: its pid
+    (worker.json, no run_lock) tells whether it is still in charge."""
+    path = _folder(svc, "r11", _worker(procs, alive=False))
+    worker_file = os.path.join(path, WORKER_FILE)
+    with open(worker_file, encoding="utf-8") as fh:
+        record = json.load(fh)
+    shim = _worker(procs)  # stands in for the old shim
+    record.pop(RUN_LOCK)
+    for pid, alive in ((shim, True), (_worker(procs, alive=False), False)):
+        record["shim_pid"] = pid
+        with open(worker_file, "w", encoding="utf-8") as fh:
+            json.dump(record, fh)
+        assert shim_alive(path) is alive
+    record.update(shim_pid=shim, **{RUN_LOCK: True})  # a shim that locks: its lock says
+    with open(worker_file, "w", encoding="utf-8") as fh:
+        json.dump(record, fh)
+    assert shim_alive(path) is False

@@ -16,7 +16,7 @@ from tests.helpers import wait_until
 
 def test_two_shims_of_one_run_start_its_worker_once(tmp_path: Path) -> None:
     run_dir = str(tmp_path)
-    assert shim_holds(run_dir) is None  # no shim ever ran for it
+    assert shim_holds(run_dir) is False  # no shim ever ran for it
     argv = ["/bin/sh", "-c", "echo $$ >> starts.txt; sleep 0.3"]
     env = {"PATH": os.environ.get("PATH", os.defpath)}
     forks = ForkServer()
