@@ -1,7 +1,9 @@
 """Pure scheduling: which PENDING runs start now, on which GPUs, and why the others
 wait. Order: priority (high first), then submission seq. A run that does not fit
-does not block smaller runs behind it (greedy backfill); one that can never fit is
-reported as unschedulable."""
+does not block the runs behind it that need no GPU, or only GPUs it cannot use; but
+the first run in that order that waits for GPUs keeps the free ones it can use, so
+that a stream of smaller runs behind it never starves it. One that can never fit (more
+GPUs than exist, or more memory than any GPU has) is reported as unschedulable."""
 
 from __future__ import annotations
 
@@ -46,6 +48,8 @@ def queue_order(runs: Iterable[Pending]) -> list[Pending]:
 def plan(pending: Iterable[Pending], cap: Capacity) -> list[Decision]:
     out: list[Decision] = []
     busy = set(cap.busy_gpus)
+    kept: set[str] = set()   # free GPUs kept for the first run that waits for GPUs
+    kept_for = ""
     cpu_used = cap.busy_cpu_slots
     active = cap.active_runs
     for run in queue_order(pending):
@@ -56,6 +60,12 @@ def plan(pending: Iterable[Pending], cap: Capacity) -> list[Decision]:
         if run.cpu_slots > cap.cpu_slots:
             out.append(Decision(run.run_id, "never", reason=(
                 f"asks for {run.cpu_slots} CPU slots but there are {cap.cpu_slots}")))
+            continue
+        big_enough = sum(g.memory_total >= run.min_gpu_memory_mb * 1024**2 for g in cap.gpus)
+        if run.gpus and big_enough < run.gpus:
+            out.append(Decision(run.run_id, "never", reason=(
+                f"asks for {run.gpus} GPU(s) with {run.min_gpu_memory_mb} MiB each but "
+                f"only {big_enough} here have that much memory")))
             continue
         if cap.max_runs and active >= cap.max_runs:
             out.append(Decision(run.run_id, "wait", reason=(
@@ -68,13 +78,19 @@ def plan(pending: Iterable[Pending], cap: Capacity) -> list[Decision]:
         need_mb = run.min_gpu_memory_mb
         usable = [g for g in cap.gpus if g.uuid not in busy and not g.foreign_pids
                   and g.memory_free >= need_mb * 1024**2]
-        if len(usable) < run.gpus:
+        if len([g for g in usable if g.uuid not in kept]) < run.gpus:
             free = [g for g in cap.gpus if g.uuid not in busy]
             why = f"needs {run.gpus} GPU(s), {len(free)} free"
-            if len(free) >= run.gpus:
+            if len(usable) >= run.gpus:
+                why += f", kept for {kept_for} (ahead in the queue)"
+            elif len(free) >= run.gpus:
                 why += f" but too few with {need_mb} MiB free and no foreign process"
+            if not kept_for:
+                kept.update(g.uuid for g in usable)
+                kept_for = run.run_id
             out.append(Decision(run.run_id, "wait", reason=why))
             continue
+        usable = [g for g in usable if g.uuid not in kept]
         chosen = tuple(g.uuid for g in usable[:run.gpus])
         busy.update(chosen)
         cpu_used += run.cpu_slots

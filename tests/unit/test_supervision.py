@@ -58,10 +58,38 @@ def test_plan_orders_by_priority_backfills_and_reports_reasons() -> None:
     cap = Capacity(inv.gpus, set(), 4, 0, 0, 0)
     decisions = {d.run_id: d for d in plan(pending, cap)}
     assert decisions["huge"].action == "never" and "has 2" in decisions["huge"].reason
-    assert decisions["hi"].action == "start" and decisions["small"].action == "start"
+    assert decisions["hi"].action == "start" and decisions["small"].action == "wait"
     assert decisions["big"].action == "wait" and "1 free" in decisions["big"].reason
-    assert set(decisions["hi"].gpus) | set(decisions["small"].gpus) == set(inv.uuids)
+    # "big" waits for GPUs and is ahead of "small": the free GPU is kept for it.
+    assert "kept for big" in decisions["small"].reason
+    cpu_only = plan([*pending, Pending("cpu", 0, 5, 0, 0, 1)], cap)
+    assert [d.action for d in cpu_only if d.run_id == "cpu"] == ["start"]  # needs no GPU
     capped = plan(pending[:1], Capacity(inv.gpus, set(), 4, 0, 1, 1))
     assert capped[0].action == "wait" and "cap" in capped[0].reason
     cpu = plan([Pending("c", 0, 1, 0, 0, 3)], Capacity(inv.gpus, set(), 4, 2, 0, 1))
     assert cpu[0].action == "wait" and "CPU" in cpu[0].reason
+
+
+def test_a_run_waiting_for_gpus_is_not_starved_by_smaller_runs_behind_it() -> None:
+    """Two GPUs, one busy; a 2-GPU run waits ahead of a stream of 1-GPU runs: none of
+    them takes the free GPU, and once the busy one is released the big run starts."""
+    inv = fake_inventory(2)
+    big = Pending("big", 0, 1, 2, 0, 1)
+    stream = [Pending(f"s{i}", 0, 10 + i, 1, 0, 1) for i in range(5)]
+    busy = {inv.gpus[0].uuid}
+    waiting = plan([big, *stream], Capacity(inv.gpus, busy, 8, 1, 0, 1))
+    assert [d.action for d in waiting] == ["wait"] * 6
+    freed = plan([big, *stream], Capacity(inv.gpus, set(), 8, 0, 0, 0))
+    assert freed[0].action == "start" and set(freed[0].gpus) == set(inv.uuids)
+    # A higher-priority 1-GPU run still goes first: the order is the queue's.
+    urgent = plan([big, Pending("urgent", 9, 20, 1, 0, 1)], Capacity(inv.gpus, busy, 8, 1, 0, 1))
+    assert [(d.run_id, d.action) for d in urgent] == [("urgent", "start"), ("big", "wait")]
+
+
+def test_a_run_asking_more_gpu_memory_than_any_gpu_has_is_unschedulable() -> None:
+    inv = fake_inventory(2)  # 16 GiB each
+    decisions = plan([Pending("fat", 0, 1, 1, 17 * 1024, 1), Pending("ok", 0, 2, 2, 16 * 1024, 1)],
+                     Capacity(inv.gpus, set(), 8, 0, 0, 0))
+    assert decisions[0].action == "never" and "16384" not in decisions[0].reason
+    assert "only 0 here have that much memory" in decisions[0].reason
+    assert decisions[1].action == "start"
