@@ -29,6 +29,10 @@ class StatusBeacon:
                         "version": PACKAGE_VERSION, "versions": installed_versions(),
                         "started_at": self.started_at}
 
+    def hurry(self) -> None:
+        """The next ``due()`` answers at once (a probe wanted now)."""
+        self._next = min(self._next, self.clock.monotonic())
+
     def due(self) -> tuple[str, Envelope] | None:
         now = self.clock.monotonic()
         if now < self._next:

@@ -16,6 +16,7 @@ from services.dispatcher import launch, spawner
 from services.dispatcher.active import ActiveRun, pending_from_run
 from services.dispatcher.logfollow import RunLogs
 from services.dispatcher.service import SOURCE, DispatcherService
+from services.dispatcher.supervision import deadline
 
 PAGE = 500
 
@@ -80,6 +81,7 @@ def _resume(svc: DispatcherService, run: dict[str, Any]) -> str:
             spawner.process_start_time(int(worker["pid"])) == float(worker["start_time"]):
         active.pgid = int(worker["pgid"])
         active.watch = active.watch_from(worker, now, svc.clock.now())
+        svc.next_deadline = min(svc.next_deadline, deadline(active.watch))
         active.logs.skip_to_end()
         if active.recorded_started:
             svc._call("record_adopted", run_id=run_id, pid=int(worker["pid"]),

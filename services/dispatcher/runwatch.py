@@ -9,6 +9,7 @@ record, so "no shim holds it, and no exit record" read in that order is final.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 from typing import TYPE_CHECKING, Any
@@ -18,11 +19,13 @@ from core.errors import OrchestratorError
 from services.dispatcher import spawner
 from services.dispatcher.active import ActiveRun
 from services.dispatcher.outcome import outcome_of
+from services.dispatcher.supervision import awaits_evidence, deadline
 
 if TYPE_CHECKING:
     from services.dispatcher.service import DispatcherService
 
 INTERNAL = "internal"  # an error code meaning "not applied": the request may be retried
+PROBE_GAP_S = 0.02  # an overdue run asks for a fresh bus probe at most this often
 LOST = "the run's shim is gone and left no exit record (its worker's end is unknown)"
 
 
@@ -39,6 +42,7 @@ def note_started(svc: "DispatcherService", run: ActiveRun, now: float) -> None:
         svc.unstarted.discard(run.run_id)
         run.pgid = int(worker["pgid"])
         run.watch = run.watch or run.watch_from(worker, now, svc.clock.now())
+        svc.next_deadline = min(svc.next_deadline, deadline(run.watch))
         if run.cancel is not None:
             svc._begin_cancel(run)
 
@@ -94,3 +98,29 @@ def ended(svc: "DispatcherService", run: ActiveRun) -> bool:
     else:
         svc._finish(run, outcome_of(record, run))
     return True
+
+
+def watch_deadlines(svc: "DispatcherService", now: float) -> None:
+    """Between sweeps: a silent run is acted on as soon as its heartbeat is overdue
+    (or its time limit reached), not at the next sweep; when the only evidence that
+    the bus works is older than the deadline, a probe (our status) goes out at once
+    and the run is checked again as soon as it comes back. O(1) until the earliest
+    deadline; then one pass over the watched runs."""
+    if now < svc.next_deadline:
+        return
+    nearest, probe = math.inf, False
+    for run in svc.active.values():
+        watch = run.watch
+        if watch is None or run.pgid is None or run.run_id in svc.finishing:
+            continue
+        svc._act(run, now)
+        if watch.kill is not None:
+            continue
+        if awaits_evidence(watch, now, svc.bus.last_seen) and svc.bus.healthy(now):
+            probe = True
+        else:
+            nearest = min(nearest, deadline(watch))
+    if probe:
+        svc.beacon.hurry()
+        nearest = min(nearest, now + PROBE_GAP_S)
+    svc.next_deadline = nearest

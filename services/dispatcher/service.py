@@ -80,6 +80,7 @@ class DispatcherService:
         self.resync = resync
         self.resync_needed = False
         self._next_sweep = self._next_full = clock.monotonic()
+        self.next_deadline = 0.0  # the earliest a watched run may be overdue (runwatch)
         self.poller = zmq.Poller()
         self.poller.register(follower.sub.sock, zmq.POLLIN)
         # Telemetry (heartbeats, artifacts) does not wake the loop: it is drained every
@@ -159,6 +160,7 @@ class DispatcherService:
             self._supervise(run, now, check_exit=check_exit)
             if sweep:
                 run.logs.poll(self.publisher, now)
+        runwatch.watch_deadlines(self, now)
         self._schedule_while_dirty()  # a run ended: its resources go to the next one now
         due = self.beacon.due()
         if due is not None:
@@ -336,6 +338,10 @@ class DispatcherService:
         self._note_started(run, now)
         if check_exit and runwatch.ended(self, run):
             return  # its outcome is on its way, or its group's leftovers are being killed
+        self._act(run, now)
+
+    def _act(self, run: ActiveRun, now: float) -> None:
+        """Silence, the time limit or a kill in progress: the signal due now, if any."""
         if run.watch is not None and run.pgid is not None:
             action = check(run.watch, now, self.bus.last_seen)
             if action is not None:

@@ -77,6 +77,26 @@ def check(watch: Watch, now: float, bus_seen_at: Optional[float]) -> Optional[Ac
     return None
 
 
+def deadline(watch: Watch) -> float:
+    """When ``check`` may next have something to do about silence or the time limit
+    (monotonic), if no heartbeat comes meanwhile."""
+    since = watch.last_beat if watch.last_beat is not None else watch.started
+    due = since + watch.silence_limit()
+    if watch.time_limit_s:
+        due = min(due, watch.started + watch.time_limit_s)
+    return due
+
+
+def awaits_evidence(watch: Watch, now: float, bus_seen_at: Optional[float]) -> bool:
+    """Silent past its limit, but the bus was last seen working before that: a probe
+    of the bus now settles it (instead of the next scheduled status message)."""
+    if watch.kill is not None:
+        return False
+    since = watch.last_beat if watch.last_beat is not None else watch.started
+    overdue_at = since + watch.silence_limit()
+    return now > overdue_at and (bus_seen_at is None or bus_seen_at <= overdue_at)
+
+
 class BusHealth:
     """Healthy while our own status messages come back within ``window`` seconds."""
 

@@ -25,6 +25,9 @@ def drain(svc: "DispatcherService") -> None:
         if env.type == MessageType.HEARTBEAT.value:
             run = svc.active.get(str(env.payload.get("run_id")))
             if run is not None and run.watch is not None:
+                if run.watch.last_beat is None:  # the start-up grace ends: due sooner
+                    svc.next_deadline = min(svc.next_deadline,
+                                            now + run.watch.heartbeat_timeout_s)
                 run.watch.beat(now)
         elif env.type == MessageType.ARTIFACT_REPORTED.value:
             register_reported(svc, env.payload)

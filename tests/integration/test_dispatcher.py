@@ -3,7 +3,9 @@ timeouts, kills, output floods."""
 
 from __future__ import annotations
 
+import json
 import os
+from datetime import datetime, timezone
 import signal
 
 import pytest
@@ -106,13 +108,23 @@ def test_a_worker_ignoring_sigterm_is_killed_after_the_grace(dstack: Stack) -> N
 
 
 def test_heartbeat_loss_fails_the_run_within_timeout_plus_interval(dstack: Stack) -> None:
-    run_id = submit(dstack, "test-silent", heartbeat_timeout_s=1.0, startup_grace_s=0.0,
-                    cancel_grace_s=0.2)
-    started = wait_status(dstack, run_id, {"RUNNING", *TERMINAL})
+    """A worker that heartbeats, then hangs: SIGTERM within timeout + one interval of
+    its last heartbeat (read from the dispatcher's log), then FAILED heartbeat_timeout."""
+    timeout, interval = 1.0, 0.2
+    run_id = submit(dstack, "test-silent", params={"beat_for": 0.6},
+                    heartbeat_timeout_s=timeout, heartbeat_interval_s=interval,
+                    startup_grace_s=5.0, cancel_grace_s=0.2)
     run = wait_status(dstack, run_id, TERMINAL, timeout=15)
     assert run["status"] == "FAILED" and run["cause"] == "heartbeat_timeout"
-    # timeout 1 s + one interval 0.2 s + the kill grace 0.2 s + a tick, measured from start
-    assert run["finished_at"] - started["started_at"] < 1.0 + 0.2 + 0.2 + 1.0
+    with open(os.path.join(run_dir(dstack, run_id), "silent.json")) as fh:
+        last_beat = json.load(fh)["last_beat"]
+    term = [json.loads(line) for line in dstack.dispatcher.log().splitlines()
+            if '"run.signal"' in line and run_id in line and '"TERM"' in line]
+    assert len(term) == 1, term
+    term_at = datetime.strptime(term[0]["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=timezone.utc).timestamp()
+    # (the log's clock has millisecond steps)
+    assert timeout - 0.002 <= term_at - last_beat < timeout + interval, (term_at - last_beat)
     assert_nothing_left(dstack)
 
 

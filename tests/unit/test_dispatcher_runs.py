@@ -83,6 +83,7 @@ def svc(tmp_path: Any) -> DispatcherService:
     s.settings = Settings.from_env({"TRAINER_HOME": str(tmp_path)})
     s.pending, s.active, s.finishing, s.waiting = {}, {}, {}, {}
     s.held_elsewhere, s.unstarted, s.retry_due, s.known_seq = {}, set(), False, {}
+    s.next_deadline = 0.0
     s.stats = {"started": 0, "finished": 0, "adopted": 0, "kills": 0}
     s.log = ServiceLogger("dispatcher-test")
     s.clock = FakeClock()

@@ -88,8 +88,27 @@ def ignore_sigterm() -> int:
 
 
 def silent() -> int:
-    _record_start()
-    threading.Event().wait(float(_params().get("seconds", 60)))  # works without a heartbeat
+    """Never heartbeats; with ``beat_for`` (s), heartbeats for that long first, then
+    stops (a hung worker), writing the time of its last heartbeat to ``silent.json``.
+    It ignores SIGTERM (the SDK only sets a flag), so it ends by SIGKILL."""
+    p = _params()
+    beat_for = float(p.get("beat_for", 0))
+    if beat_for > 0:
+        from worker.sdk import Run
+        run = Run.from_env()
+        run._stop.set()  # no SDK thread: this worker beats by hand, to know its last beat
+        run._thread.join(5)
+        _record_start()
+        end, last = time.monotonic() + beat_for, 0.0
+        while time.monotonic() < end:
+            run.heartbeat()
+            last = time.time()
+            time.sleep(run.heartbeat_interval)
+        with open(os.path.join(run.run_dir, "silent.json"), "w") as fh:
+            json.dump({"last_beat": last}, fh)  # then it hangs
+    else:
+        _record_start()
+    threading.Event().wait(float(p.get("seconds", 60)))  # works without a heartbeat
     return 0
 
 
