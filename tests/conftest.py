@@ -157,6 +157,9 @@ def dstack(service_env: dict[str, str], ctx: zmq.Context) -> Iterator[Stack]:
         s.start_registry()
         s.start_dispatcher()
         yield s
+        if s.registry.alive():  # after every test: no run's process left, no GPU booked
+            from tests.integration.dispatch_helpers import assert_nothing_left
+            assert_nothing_left(s)
     finally:
         s.close()
 

@@ -44,11 +44,25 @@ def seen(stack: Stack, run_id: str) -> dict[str, Any]:
 
 
 def assert_nothing_left(stack: Stack) -> None:
-    """No process of any run alive, every GPU slot free."""
+    """No process of any run alive (its worker's group and its shim), every GPU slot
+    free. (The dstack fixture also checks this after every test.)"""
     for run_id in os.listdir(stack.settings.runs_dir) if os.path.isdir(
             stack.settings.runs_dir) else []:
         worker = read_json(os.path.join(run_dir(stack, run_id), "worker.json"))
         if worker is not None:
             wait_until(lambda: not group_alive(int(worker["pgid"])), 10,
                        message=f"run {run_id}'s processes to be gone")
+            shim = int(worker.get("shim_pid") or 0)
+            wait_until(lambda: not _running(shim), 10, message=f"run {run_id}'s shim to end")
     assert stack.client().call("gpu_slots")["slots"] == []
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a shim whose parent died is reaped by init, or not)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            stat = fh.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return pid > 0 and stat[stat.rfind(")") + 2:].split()[0] not in ("Z", "X")
+

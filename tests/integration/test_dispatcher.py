@@ -68,8 +68,11 @@ def test_twenty_runs_on_two_gpus_never_overlap(dstack: Stack) -> None:
     for run in runs:
         info = seen(dstack, run["run_id"])
         assert info["cuda"] == run["gpus"][0]  # the worker saw exactly its GPU
+        # From the shim's start of the worker (before any of its imports) to its end.
+        start = read_json(os.path.join(run_dir(dstack, run["run_id"]), "worker.json"))[
+            "started_at"]
         end = read_json(os.path.join(run_dir(dstack, run["run_id"]), "exit.json"))["ended_at"]
-        spans.setdefault(info["cuda"], []).append((info["start"], end))
+        spans.setdefault(info["cuda"], []).append((start, end))
     assert set(spans) == {"GPU-fake-0000", "GPU-fake-0001"}
     for gpu, intervals in spans.items():
         intervals.sort()
