@@ -73,18 +73,23 @@ def plan(pending: Iterable[Pending], cap: Capacity) -> list[Decision]:
             continue
         if cpu_used + run.cpu_slots > cap.cpu_slots:
             out.append(Decision(run.run_id, "wait", reason=(
-                f"needs {run.cpu_slots} CPU slot(s), {cap.cpu_slots - cpu_used} free")))
+                f"needs {run.cpu_slots} CPU slot(s), more than are free")))
             continue
         need_mb = run.min_gpu_memory_mb
         usable = [g for g in cap.gpus if g.uuid not in busy and not g.foreign_pids
                   and g.memory_free >= need_mb * 1024**2]
         if len([g for g in usable if g.uuid not in kept]) < run.gpus:
             free = [g for g in cap.gpus if g.uuid not in busy]
-            why = f"needs {run.gpus} GPU(s), {len(free)} free"
+            # No counts in the reason: it is recorded (RunWaiting) each time it changes,
+            # and a count would change for every waiting run whenever a GPU frees.
             if len(usable) >= run.gpus:
-                why += f", kept for {kept_for} (ahead in the queue)"
+                why = f"needs {run.gpus} GPU(s): free ones are kept for {kept_for} (ahead " \
+                      "in the queue)"
             elif len(free) >= run.gpus:
-                why += f" but too few with {need_mb} MiB free and no foreign process"
+                why = f"needs {run.gpus} GPU(s) with {need_mb} MiB free and no foreign " \
+                      "process: too few are"
+            else:
+                why = f"needs {run.gpus} GPU(s), more than are free"
             if not kept_for:
                 kept.update(g.uuid for g in usable)
                 kept_for = run.run_id

@@ -59,7 +59,7 @@ def test_plan_orders_by_priority_backfills_and_reports_reasons() -> None:
     decisions = {d.run_id: d for d in plan(pending, cap)}
     assert decisions["huge"].action == "never" and "has 2" in decisions["huge"].reason
     assert decisions["hi"].action == "start" and decisions["small"].action == "wait"
-    assert decisions["big"].action == "wait" and "1 free" in decisions["big"].reason
+    assert decisions["big"].action == "wait" and "more than are free" in decisions["big"].reason
     # "big" waits for GPUs and is ahead of "small": the free GPU is kept for it.
     assert "kept for big" in decisions["small"].reason
     cpu_only = plan([*pending, Pending("cpu", 0, 5, 0, 0, 1)], cap)
@@ -93,3 +93,14 @@ def test_a_run_asking_more_gpu_memory_than_any_gpu_has_is_unschedulable() -> Non
     assert decisions[0].action == "never" and "16384" not in decisions[0].reason
     assert "only 0 here have that much memory" in decisions[0].reason
     assert decisions[1].action == "start"
+
+
+def test_a_waiting_reason_does_not_change_with_the_number_of_free_gpus() -> None:
+    """It is recorded as an event each time it changes: a long queue must not add one
+    event per waiting run every time a GPU is taken or freed."""
+    inv = fake_inventory(8)
+    queue = [Pending("big", 0, 1, 8, 0, 1), *(Pending(f"w{i}", 0, 2 + i, 7, 0, 1) for i in range(3))]
+    reasons = [{d.run_id: d.reason for d in plan(queue, Capacity(inv.gpus, busy, 8, 0, 0, 0))}
+               for busy in ({g.uuid for g in inv.gpus[:n]} for n in (2, 3, 4))]
+    assert reasons[0] == reasons[1] == reasons[2], reasons
+    assert all("more than are free" in r for r in reasons[0].values())
