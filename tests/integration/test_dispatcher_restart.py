@@ -110,6 +110,32 @@ def test_cancel_right_after_submit_ends_cancelled_whatever_the_state(dstack: Sta
     assert_nothing_left(dstack)
 
 
+def test_a_cancel_while_the_run_is_starting_is_sent_once_its_worker_has_started(
+        dstack: Stack) -> None:
+    """The fork server held (SIGSTOP): the run is DISPATCHING, its worker not started,
+    when the cancel is recorded; once it starts, it gets SIGTERM and ends CANCELLED."""
+    server = fork_server_of(dstack.dispatcher.pid)
+    assert server is not None
+    client = dstack.client()
+    os.kill(server, signal.SIGSTOP)
+    try:
+        run_id = submit(dstack, "test-sleep", params={"seconds": 20})
+        wait_status(dstack, run_id, {"DISPATCHING"})
+        client.call("request_cancel", {"run_id": run_id, "requested_by": "alice",
+                                       "reason": "while starting"})
+        assert client.call("get_run", {"run_id": run_id})["run"]["status"] == "DISPATCHING"
+    finally:
+        os.kill(server, signal.SIGCONT)
+    run = wait_status(dstack, run_id, TERMINAL, timeout=30)
+    assert run["status"] == "CANCELLED" and run["cancel_requested_by"] == "alice", run
+    events = client.call("events_since", {"after_seq": 0, "limit": 1000})["events"]
+    order = [e.TYPE for e in map(event_from_envelope, map(envelope_from_map, events))
+             if e.run_id == run_id]
+    assert order.index("GpusClaimed") < order.index("CancelRequested") < order.index(
+        "RunStarted"), order
+    assert_nothing_left(dstack)
+
+
 def test_pending_queue_survives_a_dispatcher_restart(dstack: Stack) -> None:
     hog = submit(dstack, "test-sleep", seed=1, gpus=2, params={"seconds": 3})
     wait_status(dstack, hog, {"RUNNING"})
