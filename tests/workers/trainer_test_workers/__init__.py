@@ -54,6 +54,12 @@ def sleep() -> int:
             child = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
             with open(os.path.join(run.run_dir, "child.pid"), "w") as fh:
                 fh.write(str(child.pid))
+        if p.get("manifest_only"):  # an artifact whose bus message was "lost": only the
+            with open(os.path.join(run.run_dir, "left.bin"), "wb") as fh:  # manifest has it
+                fh.write(b"left")
+            with open(os.path.join(run.run_dir, "artifacts.jsonl"), "a") as fh:
+                fh.write(json.dumps({"run_id": run.run_id, "kind": "file", "path": "left.bin",
+                                     "size": 4, "meta": {}}) + "\n")
         if p.get("artifact_early"):
             with open(os.path.join(run.run_dir, "early.txt"), "w") as fh:
                 fh.write("early")
