@@ -4,12 +4,14 @@ artifacts, the GPU inventory in GetHealth, and a cancel."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 
 import pytest
 
 from tests.conftest import Stack
-from tests.helpers import wait_until
+from tests.helpers import REPO, wait_until
 from tests.integration.test_gateway import Gateway
 from trainer.v1 import trainer_pb2 as pb
 
@@ -50,6 +52,15 @@ def test_a_run_through_the_public_api(dstack: Stack) -> None:
                              and r, 30, message="a heartbeat of the running worker")
         assert running.status == pb.RUN_STATUS_RUNNING and len(running.gpus) == 1
         assert running.last_heartbeat.beat >= 1 and running.pid > 0
+        # A run that waits says why, in GetRun and in `trainer show`.
+        waiter = c.submit(sleeper(3, 0.1, gpus=2)).run
+        waiting = wait_until(lambda: (r := c.get(waiter.run_id)).waiting_reason and r, 20,
+                             message="the 2-GPU run's waiting reason")
+        assert waiting.status == pb.RUN_STATUS_PENDING and "GPU" in waiting.waiting_reason
+        shown = subprocess.run([sys.executable, "-m", "trainer.cli.main", "show", waiter.run_id],
+                               env=gw.env, cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert shown.returncode == 0, shown.stderr
+        assert "waiting because" in shown.stdout and "GPU" in shown.stdout, shown.stdout
         held = {g.uuid: g.run_id for g in c.health().gpus}
         assert held[running.gpus[0]] == run.run_id
         logs = b"".join(ch.data for ch in c.logs(run.run_id, "stdout", follow=True))
