@@ -10,8 +10,8 @@ import zmq
 from bus.codec import MAX_FRAME_BYTES, MAX_TOPIC_BYTES
 
 IPC_PREFIX = "ipc://"
-# libzmq drops a peer's connection when one message (all its frames) is larger than
-# this, before the bytes are buffered: a 2 GB frame never reaches the codec's check.
+# libzmq drops a peer's connection when one frame of a message is larger than this,
+# before the bytes are buffered: a 2 GB frame never reaches the codec's check.
 MAX_MESSAGE_BYTES = MAX_FRAME_BYTES + MAX_TOPIC_BYTES + 1024
 
 
@@ -40,7 +40,7 @@ def prepare(endpoint: str, home: str = "") -> bool:
 
 
 def bind(sock: zmq.Socket, endpoint: str, home: str = "") -> bool:
-    """Bind ``sock`` for peers: its ipc folder prepared (see ``prepare``) and messages
+    """Bind ``sock`` for peers: its ipc folder prepared (see ``prepare``) and frames
     over MAX_MESSAGE_BYTES refused. Returns whether the ipc folder is private."""
     private = prepare(endpoint, home)
     sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)

@@ -90,7 +90,11 @@ def plan(pending: Iterable[Pending], cap: Capacity) -> list[Decision]:
                       "process: too few are"
             else:
                 why = f"needs {run.gpus} GPU(s), more than are free"
-            if not kept_for:
+            # Kept only if our own runs' ends can give it what it needs: GPUs taken by
+            # processes we did not start may never come back, and must not idle others.
+            ours_can = sum(1 for g in cap.gpus if not g.foreign_pids
+                           and g.memory_total >= need_mb * 1024**2) >= run.gpus
+            if not kept_for and ours_can:
                 kept.update(g.uuid for g in usable)
                 kept_for = run.run_id
             out.append(Decision(run.run_id, "wait", reason=why))

@@ -3,8 +3,12 @@ state, logged once. TRAINER_FAKE_GPUS=N declares N fake GPUs (tests, development
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from services.dispatcher.service import DispatcherService
 
 FAKE_GPU_MEMORY = 16 * 1024**3
 
@@ -86,3 +90,26 @@ def read_inventory(fake_gpus: int, our_pids: set[int] = frozenset()) -> Inventor
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def refresh_in_background(svc: "DispatcherService", executor: Executor) -> None:
+    """While a run waits for GPUs: their free memory and the processes on them that
+    are not of our runs, read again (both change under us), in a thread: nvmlInit
+    can take long, and the dispatcher's loop must not wait for it. The result of the
+    previous read is applied here, on the loop."""
+    from services.dispatcher import spawner
+    read = svc.gpu_read
+    if read is not None and read.done():
+        svc.gpu_read = None
+        try:
+            fresh = refreshed(svc.inventory, read.result())
+        except Exception:  # a bug in the read: keep what we have, say so
+            svc.log.exception("gpus.read_failed")
+            fresh = None
+        if fresh is not None:
+            svc.inventory, svc.dirty = fresh, True
+    if svc.read_gpus is None or svc.gpu_read is not None or \
+            not any(p.gpus for p in svc.pending.values()):
+        return
+    pgids, reader = {r.pgid for r in svc.active.values() if r.pgid}, svc.read_gpus
+    svc.gpu_read = executor.submit(lambda: reader(spawner.group_members(pgids)))

@@ -101,6 +101,9 @@ def _resume(svc: DispatcherService, run: dict[str, Any]) -> str:
             active.pgid = int(worker["pgid"])  # its worker is gone: nothing to watch
         svc.log.info("run.awaited", run_id=run_id, started=worker is not None)
         return "awaited"
+    if active.exit_record() is not None:  # written just before its shim let go of the run
+        svc.unstarted.add(run_id)
+        return "finished_later"
     svc.active.pop(run_id)
     if worker is not None and not _group_emptied(int(worker["pgid"])):
         svc.log.error("run.group_left", run_id=run_id, pgid=worker["pgid"],

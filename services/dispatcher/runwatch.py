@@ -69,8 +69,10 @@ def shim_gone(svc: "DispatcherService", run: ActiveRun) -> bool:
     """Has the run's shim gone for good? For a shim we started, only once the fork
     server has reported its end (before it takes the lock, no lock is held either);
     then, as for an adopted run, when no shim holds the run's lock."""
-    if not run.adopted and run.run_dir not in svc.forks.ended_dirs:
-        return False
+    if not run.adopted:
+        # Ours: gone once the fork server has reported its end, unless another shim
+        # of the run (a stale second request) holds it now.
+        return run.run_dir in svc.forks.ended_dirs and not spawner.shim_holds(run.run_dir)
     return not spawner.shim_alive(run.run_dir)
 
 
@@ -116,11 +118,17 @@ def watch_deadlines(svc: "DispatcherService", now: float) -> None:
         svc._act(run, now)
         if watch.kill is not None:
             continue
-        if awaits_evidence(watch, now, svc.bus.last_seen) and svc.bus.healthy(now):
+        if not svc.bus.healthy(now):
+            # No silence is acted on while the bus is out: only the time limit is due.
+            if watch.time_limit_s:
+                nearest = min(nearest, watch.started + watch.time_limit_s)
+        elif awaits_evidence(watch, now, svc.bus.last_seen):
             probe = True
         else:
             nearest = min(nearest, deadline(watch))
     if probe:
         svc.beacon.hurry()
         nearest = min(nearest, now + PROBE_GAP_S)
+    elif not svc.bus.healthy(now):
+        nearest = min(nearest, now + 1.0)  # look again once the bus may be back
     svc.next_deadline = nearest

@@ -19,6 +19,7 @@ file created per run costs every run ~0.5 ms on ext4.)
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -101,17 +102,25 @@ def group_members(pgids: set[int]) -> set[int]:
     return {pid for pid, group in _live_processes() if group in pgids} if pgids else set()
 
 
-def take_run_lock(run_dir: str) -> int:
+def take_run_lock(run_dir: str) -> Optional[int]:
     """The run's lock (an flock on its folder), waiting for another holder to end;
-    the fd holds it until it is closed or its process exits."""
+    the fd holds it until it is closed or its process exits. None where the file
+    system cannot lock a folder (NFS emulates flock with record locks, which need a
+    file open for writing): the run is then judged by its shim's pid."""
     fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
-    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as exc:
+        if exc.errno == errno.EINTR:
+            raise
+        os.close(fd)
+        return None
     return fd
 
 
-def shim_holds(run_dir: str) -> bool:
+def shim_holds(run_dir: str) -> Optional[bool]:
     """Does a shim hold the run's lock (it owns the run: starting or watching its
-    worker)?"""
+    worker)? None where the folder cannot be locked (see take_run_lock)."""
     try:
         fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
     except FileNotFoundError:
@@ -120,6 +129,8 @@ def shim_holds(run_dir: str) -> bool:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
+    except OSError:
+        return None
     finally:
         os.close(fd)
     return False
@@ -128,9 +139,12 @@ def shim_holds(run_dir: str) -> bool:
 def shim_alive(run_dir: str) -> bool:
     """Is a shim still in charge of the run? Its lock says; for a shim from before
     the lock existed (worker.json without ``run_lock``), whether its pid still lives."""
-    if shim_holds(run_dir):
+    held = shim_holds(run_dir)
+    if held:
         return True
     worker = read_json(os.path.join(run_dir, WORKER_FILE)) or {}
+    if held is None and not worker:
+        return True  # no lock here and no pid yet: a shim may be starting the worker
     return bool(worker) and not worker.get(RUN_LOCK) and \
         process_start_time(int(worker.get("shim_pid") or 0)) is not None
 
@@ -194,7 +208,7 @@ def _shim(run_dir: str, argv: list[str], env: dict[str, str]) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
     # Held (never closed) until this process exits; not inherited by the worker.
-    take_run_lock(run_dir)  # another shim of this run first: wait for its end
+    locked = take_run_lock(run_dir) is not None  # another shim of this run first: its end
     if os.path.exists(os.path.join(run_dir, WORKER_FILE)) or \
             os.path.exists(os.path.join(run_dir, EXIT_FILE)):
         return  # that shim started the worker already (a stale second request)
@@ -208,7 +222,7 @@ def _shim(run_dir: str, argv: list[str], env: dict[str, str]) -> None:
         return
     write_atomic(os.path.join(run_dir, WORKER_FILE), {
         "pid": pid, "pgid": pid, "start_time": process_start_time(pid),
-        "shim_pid": os.getpid(), "started_at": started, RUN_LOCK: True}, durable=False)
+        "shim_pid": os.getpid(), "started_at": started, RUN_LOCK: locked}, durable=False)
     _, status, usage = os.wait4(pid, 0)
     record: dict[str, Any] = {
         "pid": pid, "started_at": started, "ended_at": time.time(),

@@ -354,14 +354,18 @@ def test_the_gpus_are_read_again_and_our_own_processes_are_not_foreign(
     run = _ours(svc, "r1", _folder(svc, "r1", pid))
     run.pgid, run.gpus = pid, [nvml.UUID]
     svc.pending["r2"] = Pending("r2", 0, 9, 1, 0, 1)
-    svc._refresh_inventory()
-    assert svc.inventory.gpus[0].foreign_pids == ()  # the adopted worker is ours
+    svc.gpu_read = None
+    wait_until(lambda: (svc._refresh_inventory(), svc.inventory.gpus[0].foreign_pids == ())[1],
+               10, message="the re-read (in its thread) to count the adopted worker as ours")
+    held_free = svc.inventory.gpus[0].memory_free
     procs[-1].kill()  # the adopted run ends: its GPU goes to the queued one
     procs[-1].wait()
     del svc.active["r1"]
     launched: list[list[str]] = []
     svc._launch = lambda record, gpus: launched.append(gpus)  # type: ignore[assignment]
-    svc._refresh_inventory()
+    wait_until(lambda: (svc._refresh_inventory(),
+                        svc.inventory.gpus[0].memory_free > held_free)[1],
+               10, message="the GPU's memory freed, read again")
     svc._schedule()
     assert launched == [[nvml.UUID]]
 
@@ -385,3 +389,51 @@ def test_a_shim_from_before_the_lock_counts_as_alive_while_its_pid_lives(
     with open(worker_file, "w", encoding="utf-8") as fh:
         json.dump(record, fh)
     assert shim_alive(path) is False
+
+
+def test_where_folders_cannot_be_locked_the_shim_pid_decides(
+        svc: DispatcherService, procs: list, monkeypatch: Any) -> None:
+    """NFS emulates flock with record locks, which a folder opened read-only cannot
+    take: the lock is then given up (not an error) and the shim's pid decides."""
+    import errno
+
+    from services.dispatcher import spawner
+
+    def no_locks(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(spawner.fcntl, "flock", no_locks)
+    path = _folder(svc, "r12")
+    assert spawner.take_run_lock(path) is None and spawner.shim_holds(path) is None
+    assert spawner.shim_alive(path)  # no worker.json yet: a shim may be starting it
+    _folder(svc, "r12", _worker(procs, alive=False))
+    worker_file = os.path.join(path, WORKER_FILE)
+    with open(worker_file, encoding="utf-8") as fh:
+        record = json.load(fh)
+    for pid, alive in ((_worker(procs), True), (_worker(procs, alive=False), False)):
+        record.update(shim_pid=pid, **{RUN_LOCK: False})  # what such a shim writes
+        with open(worker_file, "w", encoding="utf-8") as fh:
+            json.dump(record, fh)
+        assert spawner.shim_alive(path) is alive
+    run = _ours(svc, "r12", path)  # ours, its shim reported ended: lost, not awaited
+    svc.forks.ended_dirs.add(path)  # type: ignore[attr-defined]
+    run.pgid = record["pgid"]
+    svc._supervise(run, svc.clock.monotonic(), check_exit=True)
+    assert (_outcome(svc, "r12") or {}).get("cause") == "lost"
+
+
+def test_recovery_finds_the_exit_record_its_shim_wrote_as_it_let_go(
+        svc: DispatcherService, procs: list, monkeypatch: Any) -> None:
+    """The worker has ended and no shim holds the run any more, but the exit record
+    appeared after recovery first looked: the run is finished from it, not lost."""
+    from services.dispatcher import spawner
+    path = _folder(svc, "r13", _worker(procs, alive=False))
+    real = spawner.shim_alive
+
+    def shim_just_left(run_dir: str) -> bool:
+        _exit(run_dir, 0)  # written just before the shim let go
+        return real(run_dir)
+    monkeypatch.setattr(spawner, "shim_alive", shim_just_left)
+    assert recovery._resume(svc, _record("r13", "RUNNING")) == "finished_later"
+    assert "finish" not in svc.client.methods()  # type: ignore[attr-defined]
+    svc._supervise(svc.active["r13"], svc.clock.monotonic(), check_exit=True)
+    assert _outcome(svc, "r13") == {"outcome": "completed", "exit_code": 0}

@@ -35,3 +35,17 @@ def test_an_unknown_worker_is_refused_at_submission(tmp_path: Any, ctx: zmq.Cont
         assert accepted["ok"] and accepted["result"]["run"]["status"] == "PENDING", accepted
     finally:
         svc.close()
+
+
+def test_an_unknown_name_rescans_the_installed_workers_at_most_every_few_seconds() -> None:
+    from services.registry.catalog import WorkerCatalog
+    now = [100.0]
+    catalog = WorkerCatalog(reload_s=5.0, clock=lambda: now[0])
+    assert catalog("test-sleep") and catalog.loads == 1
+    now[0] += 6.0
+    for _ in range(50):  # a client hammering with a bad name
+        assert not catalog("no-such-worker")
+    assert catalog.loads == 2  # one rescan for the first miss, none for the next 49
+    now[0] += 5.0
+    assert not catalog("no-such-worker") and catalog.loads == 3
+    assert catalog("test-sleep") and catalog.loads == 3  # hits never rescan

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from services.dispatcher.allocator import Capacity, Pending, plan
 from services.dispatcher.inventory import fake_inventory
 from services.dispatcher.supervision import BusHealth, Watch, check
@@ -104,3 +106,14 @@ def test_a_waiting_reason_does_not_change_with_the_number_of_free_gpus() -> None
                for busy in ({g.uuid for g in inv.gpus[:n]} for n in (2, 3, 4))]
     assert reasons[0] == reasons[1] == reasons[2], reasons
     assert all("more than are free" in r for r in reasons[0].values())
+
+
+def test_gpus_are_not_kept_for_a_run_that_waits_on_a_process_we_did_not_start() -> None:
+    """g1 is used by someone's notebook: a 2-GPU run may wait for ever, and must not
+    idle g0 for the 1-GPU runs behind it."""
+    inv = fake_inventory(2)
+    gpus = [inv.gpus[0], dataclasses.replace(inv.gpus[1], foreign_pids=(4242,))]
+    decisions = plan([Pending("both", 0, 1, 2, 0, 1), Pending("one", 0, 2, 1, 0, 1)],
+                     Capacity(gpus, set(), 8, 0, 0, 0))
+    assert [(d.run_id, d.action) for d in decisions] == [("both", "wait"), ("one", "start")]
+    assert decisions[1].gpus == (gpus[0].uuid,)
