@@ -52,6 +52,7 @@ class Registry:
         self.log = EventLog(conn)
         self.proj = store.SqlProjection(conn)
         self.replies = ReplyLog(conn, self._view_of)
+        self.legacy_until = store.legacy_digests_until(conn)
         self.make_run_id = make_run_id or self._run_ids()
         self.known_worker = known_worker
         self.known_env = known_env
@@ -158,8 +159,9 @@ class Registry:
         config = cmds.validate_config(cmd, self.known_worker, self.known_env)
         events = cmds.decide_submit(cmd, config, self.make_run_id())
         existing = store.run_by_digest(self.conn, events[0].digest)
-        if existing is None and (legacy := legacy_digest(config.canonical_map())):
-            existing = store.run_by_digest(self.conn, legacy)
+        if existing is None and self.legacy_until and \
+                (legacy := legacy_digest(config.canonical_map())):
+            existing = store.run_by_digest(self.conn, legacy)  # a run from before the rule
         if existing is not None:
             return {"run": run_view(existing), "created": False}, []
         for _ in range(MAX_ID_TRIES):

@@ -91,11 +91,20 @@ def _m004_fewer_pages_per_commit(db: sqlite_utils.Database) -> None:
     db.execute("DROP TABLE IF EXISTS projection_state")
 
 
+def _m005_digest_rule(db: sqlite_utils.Database) -> None:
+    """Where whole floats in hyperparameters started to count as integers in the
+    digest (core.digest): runs submitted up to ``before_seq`` may carry the older
+    digest, so only a log that has such runs needs the second lookup."""
+    db.execute("CREATE TABLE digest_rule (before_seq INTEGER NOT NULL)")
+    db.execute("INSERT INTO digest_rule SELECT IFNULL(MAX(seq), 0) FROM events")
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_events", _m001_events),
     ("002_projections", _m002_projections),
     ("003_requests", _m003_requests),
     ("004_fewer_pages_per_commit", _m004_fewer_pages_per_commit),
+    ("005_digest_rule", _m005_digest_rule),
 ]
 
 

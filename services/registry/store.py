@@ -38,6 +38,13 @@ def run_by_digest(conn: sqlite3.Connection, digest: str) -> Optional[RunState]:
     return run_from_row(row) if row else None
 
 
+def legacy_digests_until(conn: sqlite3.Connection) -> int:
+    """The last seq that may hold a run with the digest of before whole floats in
+    hyperparameters counted as integers (migration 005); 0: no run can."""
+    row = conn.execute("SELECT before_seq FROM digest_rule").fetchone()
+    return int(row[0]) if row else 0
+
+
 def gpu_holders(conn: sqlite3.Connection, uuids: Iterable[str]) -> dict[str, str]:
     uuids = list(uuids)
     if not uuids:

@@ -160,7 +160,8 @@ def test_a_run_stored_under_the_legacy_digest_is_still_a_duplicate(tmp_path, mon
     from core import commands
     from core.digest import canonical_json
 
-    conn, registry, _ = open_registry(str(tmp_path / "events.db"))
+    conn, registry, clock = open_registry(str(tmp_path / "events.db"))
+    assert registry.legacy_until == 0  # a log begun under the rule: no second lookup
     config = {"seed": 5, "hyperparameters": {"gamma": 1.0}}
     with monkeypatch.context() as m:  # the old digest: the canonical JSON as given
         m.setattr(commands, "config_digest",
@@ -168,6 +169,13 @@ def test_a_run_stored_under_the_legacy_digest_is_still_a_duplicate(tmp_path, mon
         conn.execute("BEGIN IMMEDIATE")
         first = registry.handle("submit", {"config": config}, "old-1", "t").reply
         conn.execute("COMMIT")
+    # That log, upgraded: migration 005 marks where the rule began.
+    conn.execute("DROP TABLE digest_rule")
+    conn.execute("DELETE FROM _migrations WHERE name = '005_digest_rule'")
+    assert migrate(conn) == ["005_digest_rule"]
+    registry = Registry(conn, clock, str(tmp_path / "events.db"),
+                        make_run_id=registry.make_run_id)
+    assert registry.legacy_until == registry.log.head_seq == 1
     conn.execute("BEGIN IMMEDIATE")
     again = registry.handle("submit", {"config": config}, "new-1", "t").reply
     struct = registry.handle("submit", {"config": {**config, "hyperparameters": {"gamma": 1}}},
