@@ -2,7 +2,8 @@
 wait. Order: priority (high first), then submission seq. A run that does not fit
 does not block the runs behind it that need no GPU, or only GPUs it cannot use; but
 the first run in that order that waits for GPUs keeps the free ones it can use, so
-that a stream of smaller runs behind it never starves it. One that can never fit (more
+that a stream of smaller runs behind it never starves it (unless what it waits for
+are GPUs that processes we did not start use, as NVML lists them). One that can never fit (more
 GPUs than exist, or more memory than any GPU has) is reported as unschedulable."""
 
 from __future__ import annotations

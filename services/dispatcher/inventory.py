@@ -3,9 +3,9 @@ state, logged once. TRAINER_FAKE_GPUS=N declares N fake GPUs (tests, development
 
 from __future__ import annotations
 
-from concurrent.futures import Executor
+import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 if TYPE_CHECKING:
     from services.dispatcher.service import DispatcherService
@@ -92,24 +92,43 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def refresh_in_background(svc: "DispatcherService", executor: Executor) -> None:
+class BackgroundRead:
+    """One inventory read in a daemon thread: a slow or hung NVML call blocks neither
+    the dispatcher's loop nor its exit."""
+
+    def __init__(self, read: Callable[[], Inventory]) -> None:
+        self.result: Optional[Inventory] = None
+        self.error: Optional[BaseException] = None
+        self._done = threading.Event()
+        threading.Thread(target=self._run, args=(read,), name="gpu-read", daemon=True).start()
+
+    def _run(self, read: Callable[[], Inventory]) -> None:
+        try:
+            self.result = read()
+        except Exception as exc:  # noqa: BLE001 - reported by the loop, which keeps going
+            self.error = exc
+        finally:
+            self._done.set()
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+
+def refresh_in_background(svc: "DispatcherService", start: bool) -> None:
     """While a run waits for GPUs: their free memory and the processes on them that
-    are not of our runs, read again (both change under us), in a thread: nvmlInit
-    can take long, and the dispatcher's loop must not wait for it. The result of the
-    previous read is applied here, on the loop."""
+    are not of our runs, read again (both change under us), in a thread. A finished
+    read is applied here, on the loop; with ``start``, the next one begins."""
     from services.dispatcher import spawner
     read = svc.gpu_read
     if read is not None and read.done():
         svc.gpu_read = None
-        try:
-            fresh = refreshed(svc.inventory, read.result())
-        except Exception:  # a bug in the read: keep what we have, say so
-            svc.log.exception("gpus.read_failed")
-            fresh = None
+        if read.error is not None:  # a bug in the read: keep what we have, say so
+            svc.log.error("gpus.read_failed", error=repr(read.error))
+        fresh = refreshed(svc.inventory, read.result) if read.result is not None else None
         if fresh is not None:
             svc.inventory, svc.dirty = fresh, True
-    if svc.read_gpus is None or svc.gpu_read is not None or \
+    if not start or svc.read_gpus is None or svc.gpu_read is not None or \
             not any(p.gpus for p in svc.pending.values()):
         return
     pgids, reader = {r.pgid for r in svc.active.values() if r.pgid}, svc.read_gpus
-    svc.gpu_read = executor.submit(lambda: reader(spawner.group_members(pgids)))
+    svc.gpu_read = BackgroundRead(lambda: reader(spawner.group_members(pgids)))

@@ -9,7 +9,6 @@ dispatcher does to a run goes through a registry command first or after.
 from __future__ import annotations
 
 import signal
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Optional
 
 import zmq
@@ -29,7 +28,7 @@ from services.dispatcher import launch, runwatch, spawner, telemetry
 from services.dispatcher.active import ActiveRun, pending_from_run
 from services.dispatcher.allocator import Capacity, Pending, plan
 from services.dispatcher.forkserver import ForkServer, ForkServerGone
-from services.dispatcher.inventory import Inventory, refresh_in_background
+from services.dispatcher.inventory import BackgroundRead, Inventory, refresh_in_background
 from services.dispatcher.logfollow import RunLogs
 from services.dispatcher.outcome import artifacts_to_register
 from services.dispatcher.runwatch import INTERNAL
@@ -42,7 +41,6 @@ FULL_SWEEP_S = 2.0  # every run's exit record, in case an exit notice was missed
 TELEMETRY_S = 0.02  # heartbeats and reported artifacts are read at least this often
 PIPELINE = 200     # registry commands in flight at once (one round trip each such chunk)
 _SIGNALS = {"TERM": signal.SIGTERM, "KILL": signal.SIGKILL}
-_GPU_READS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpu-read")
 
 
 class DispatcherService:
@@ -58,7 +56,7 @@ class DispatcherService:
         self.publisher = publisher
         self.inventory = inventory
         self.read_gpus = read_gpus  # re-reads the GPUs (given the pids that are ours)
-        self.gpu_read: Optional[Future[Inventory]] = None  # the re-read in flight
+        self.gpu_read: Optional[BackgroundRead] = None  # the re-read in flight
         self.cpu_slots = cpu_slots
         self.clock = clock
         self.log = log
@@ -152,7 +150,8 @@ class DispatcherService:
             self.forks.check()
             # (a shim's end noticed after its run was finished: nothing will ask again)
             self.forks.ended_dirs &= {r.run_dir for r in self.active.values()}
-            self._refresh_inventory()
+        if sweep:  # a finished GPU read is applied at once; a new one starts every 2 s
+            refresh_in_background(self, start=full)
         if sweep or child_exited:
             runs = list(self.active.values())
         else:  # only runs whose worker has not shown up yet
@@ -170,9 +169,6 @@ class DispatcherService:
         due = self.beacon.due()
         if due is not None:
             self.publisher.send(*due)
-
-    def _refresh_inventory(self) -> None:
-        refresh_in_background(self, _GPU_READS)
 
     def _call(self, method: str, **args: Any) -> Optional[dict[str, Any]]:
         """A registry command; None (logged) if the registry refused it."""

@@ -19,7 +19,6 @@ file created per run costs every run ~0.5 ms on ext4.)
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
@@ -31,6 +30,7 @@ from typing import Any, Iterator, Optional
 WORKER_FILE = "worker.json"
 EXIT_FILE = "exit.json"
 RUN_LOCK = "run_lock"  # in worker.json: written by a shim that holds the run's lock
+SHIM_FILE = "shim.json"  # the shim's pid and start time, where the run cannot be locked
 STDOUT = "stdout.log"
 STDERR = "stderr.log"
 
@@ -105,14 +105,13 @@ def group_members(pgids: set[int]) -> set[int]:
 def take_run_lock(run_dir: str) -> Optional[int]:
     """The run's lock (an flock on its folder), waiting for another holder to end;
     the fd holds it until it is closed or its process exits. None where the file
-    system cannot lock a folder (NFS emulates flock with record locks, which need a
-    file open for writing): the run is then judged by its shim's pid."""
+    system refuses to flock a folder (Linux flocks folders locally, NFS included;
+    this is for the odd file system that does not): the run is then judged by its
+    shim's pid and start time, recorded in ``shim.json`` before the worker starts."""
     fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-    except OSError as exc:
-        if exc.errno == errno.EINTR:
-            raise
+    except OSError:
         os.close(fd)
         return None
     return fd
@@ -120,13 +119,17 @@ def take_run_lock(run_dir: str) -> Optional[int]:
 
 def shim_holds(run_dir: str) -> Optional[bool]:
     """Does a shim hold the run's lock (it owns the run: starting or watching its
-    worker)? None where the folder cannot be locked (see take_run_lock)."""
+    worker)? None when that cannot be told (the folder cannot be locked, or a read
+    error). The probe takes the same exclusive lock the shim takes, released at
+    once, so it fails where the shim's lock fails (a shim asking meanwhile waits)."""
     try:
         fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
     except FileNotFoundError:
         return False
-    try:  # a shared probe, released at once: a shim asking meanwhile just waits for it
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
     except OSError:
@@ -137,16 +140,21 @@ def shim_holds(run_dir: str) -> Optional[bool]:
 
 
 def shim_alive(run_dir: str) -> bool:
-    """Is a shim still in charge of the run? Its lock says; for a shim from before
-    the lock existed (worker.json without ``run_lock``), whether its pid still lives."""
+    """Is a shim still in charge of the run? Its lock says. When the lock cannot
+    tell, or for a shim from before the lock existed (worker.json without
+    ``run_lock``): whether the shim's recorded process (pid and start time) lives;
+    no record at all means no shim ever started the run."""
     held = shim_holds(run_dir)
     if held:
         return True
     worker = read_json(os.path.join(run_dir, WORKER_FILE)) or {}
-    if held is None and not worker:
-        return True  # no lock here and no pid yet: a shim may be starting the worker
-    return bool(worker) and not worker.get(RUN_LOCK) and \
-        process_start_time(int(worker.get("shim_pid") or 0)) is not None
+    if held is False and worker.get(RUN_LOCK):
+        return False
+    record = worker or read_json(os.path.join(run_dir, SHIM_FILE)) or {}
+    pid = int(record.get("shim_pid") or 0)
+    started = process_start_time(pid) if pid > 0 else None
+    recorded = record.get("shim_start_time")
+    return started is not None and (recorded is None or started == float(recorded))
 
 
 def signal_group(pgid: int, sig: signal.Signals) -> bool:
@@ -209,6 +217,9 @@ def _shim(run_dir: str, argv: list[str], env: dict[str, str]) -> None:
         signal.signal(sig, signal.SIG_DFL)
     # Held (never closed) until this process exits; not inherited by the worker.
     locked = take_run_lock(run_dir) is not None  # another shim of this run first: its end
+    me = {"shim_pid": os.getpid(), "shim_start_time": process_start_time(os.getpid())}
+    if not locked:  # nothing to tell a restarted dispatcher that a shim owns the run
+        write_atomic(os.path.join(run_dir, SHIM_FILE), me, durable=False)
     if os.path.exists(os.path.join(run_dir, WORKER_FILE)) or \
             os.path.exists(os.path.join(run_dir, EXIT_FILE)):
         return  # that shim started the worker already (a stale second request)
@@ -222,7 +233,7 @@ def _shim(run_dir: str, argv: list[str], env: dict[str, str]) -> None:
         return
     write_atomic(os.path.join(run_dir, WORKER_FILE), {
         "pid": pid, "pgid": pid, "start_time": process_start_time(pid),
-        "shim_pid": os.getpid(), "started_at": started, RUN_LOCK: locked}, durable=False)
+        **me, "started_at": started, RUN_LOCK: locked}, durable=False)
     _, status, usage = os.wait4(pid, 0)
     record: dict[str, Any] = {
         "pid": pid, "started_at": started, "ended_at": time.time(),

@@ -22,7 +22,7 @@ from core.settings import Settings
 from services.dispatcher import recovery
 from services.dispatcher.active import ActiveRun
 from services.dispatcher.allocator import Pending
-from services.dispatcher.inventory import Inventory, read_inventory
+from services.dispatcher.inventory import Inventory, read_inventory, refresh_in_background
 from services.dispatcher.logfollow import RunLogs
 from services.dispatcher.service import DispatcherService
 from services.dispatcher.spawner import (EXIT_FILE, RUN_LOCK, WORKER_FILE, group_alive,
@@ -355,7 +355,8 @@ def test_the_gpus_are_read_again_and_our_own_processes_are_not_foreign(
     run.pgid, run.gpus = pid, [nvml.UUID]
     svc.pending["r2"] = Pending("r2", 0, 9, 1, 0, 1)
     svc.gpu_read = None
-    wait_until(lambda: (svc._refresh_inventory(), svc.inventory.gpus[0].foreign_pids == ())[1],
+    wait_until(lambda: (refresh_in_background(svc, start=True),
+                        svc.inventory.gpus[0].foreign_pids == ())[1],
                10, message="the re-read (in its thread) to count the adopted worker as ours")
     held_free = svc.inventory.gpus[0].memory_free
     procs[-1].kill()  # the adopted run ends: its GPU goes to the queued one
@@ -363,7 +364,7 @@ def test_the_gpus_are_read_again_and_our_own_processes_are_not_foreign(
     del svc.active["r1"]
     launched: list[list[str]] = []
     svc._launch = lambda record, gpus: launched.append(gpus)  # type: ignore[assignment]
-    wait_until(lambda: (svc._refresh_inventory(),
+    wait_until(lambda: (refresh_in_background(svc, start=True),
                         svc.inventory.gpus[0].memory_free > held_free)[1],
                10, message="the GPU's memory freed, read again")
     svc._schedule()
@@ -393,8 +394,8 @@ def test_a_shim_from_before_the_lock_counts_as_alive_while_its_pid_lives(
 
 def test_where_folders_cannot_be_locked_the_shim_pid_decides(
         svc: DispatcherService, procs: list, monkeypatch: Any) -> None:
-    """NFS emulates flock with record locks, which a folder opened read-only cannot
-    take: the lock is then given up (not an error) and the shim's pid decides."""
+    """On a file system that refuses to flock a folder, the lock is given up (not an
+    error) and the shim's recorded process (shim.json, then worker.json) decides."""
     import errno
 
     from services.dispatcher import spawner
@@ -404,7 +405,14 @@ def test_where_folders_cannot_be_locked_the_shim_pid_decides(
     monkeypatch.setattr(spawner.fcntl, "flock", no_locks)
     path = _folder(svc, "r12")
     assert spawner.take_run_lock(path) is None and spawner.shim_holds(path) is None
-    assert spawner.shim_alive(path)  # no worker.json yet: a shim may be starting it
+    assert not spawner.shim_alive(path)  # no record at all: no shim ever started it
+    shim = _worker(procs)  # a shim that has not started the worker yet: shim.json only
+    with open(os.path.join(path, spawner.SHIM_FILE), "w", encoding="utf-8") as fh:
+        json.dump({"shim_pid": shim, "shim_start_time": process_start_time(shim)}, fh)
+    assert spawner.shim_alive(path)
+    with open(os.path.join(path, spawner.SHIM_FILE), "w", encoding="utf-8") as fh:
+        json.dump({"shim_pid": shim, "shim_start_time": 1.0}, fh)  # the pid, reused
+    assert not spawner.shim_alive(path)
     _folder(svc, "r12", _worker(procs, alive=False))
     worker_file = os.path.join(path, WORKER_FILE)
     with open(worker_file, encoding="utf-8") as fh:
