@@ -1,154 +1,24 @@
-"""The dispatcher's decisions about one run, driven without a stack: the service is
-built with __new__ around a scripted registry and a stand-in fork server, over real
-run folders (worker.json, exit.json, the shim's lock) and real processes standing
-in for workers (``sleep``, in a session of their own)."""
+"""The dispatcher's decisions about one run while it supervises it: a shim that
+vanishes, RunStarted or a verdict not applied, the GPUs read again, the run lock."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
-import signal
-import subprocess
 import sys
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from bus.logs import ServiceLogger
-from core.clock import FakeClock
-from core.errors import OrchestratorError
-from core.settings import Settings
-from services.dispatcher import recovery
-from services.dispatcher.active import ActiveRun
 from services.dispatcher.allocator import Pending
-from services.dispatcher.inventory import Inventory, read_inventory, refresh_in_background
-from services.dispatcher.logfollow import RunLogs
+from services.dispatcher.inventory import read_inventory, refresh_in_background
 from services.dispatcher.service import DispatcherService
-from services.dispatcher.spawner import (EXIT_FILE, RUN_LOCK, WORKER_FILE, group_alive,
-                                         process_start_time, shim_alive, take_run_lock)
-from services.dispatcher.supervision import BusHealth, check
+from services.dispatcher.spawner import (RUN_LOCK, WORKER_FILE, group_alive,
+                                         process_start_time, shim_alive)
 from tests.helpers import REPO, wait_until
-
-
-def _internal() -> OrchestratorError:
-    return OrchestratorError.from_dict({"code": "internal", "message": "disk I/O error"})
-
-
-class Registry:
-    """Records every command; ``fail[method]`` lists errors its next calls raise."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.fail: dict[str, list[OrchestratorError]] = {}
-
-    def call(self, method: str, args: Any = None) -> dict[str, Any]:
-        self.calls.append((method, dict(args or {})))
-        if self.fail.get(method):
-            raise self.fail[method].pop(0)
-        if method == "list_artifacts":
-            return {"artifacts": []}
-        return {"run": {"run_id": (args or {}).get("run_id"), "last_seq": 1}}
-
-    def call_many(self, requests: list[tuple[str, dict[str, Any]]]) -> list[Any]:
-        out: list[Any] = []
-        for method, args in requests:
-            try:
-                out.append(self.call(method, args))
-            except OrchestratorError as exc:
-                out.append(exc)
-        return out
-
-    def methods(self) -> list[str]:
-        return [m for m, _ in self.calls]
-
-
-class Forks:
-    def __init__(self) -> None:
-        self.spawned: list[str] = []
-        self.ended_dirs: set[str] = set()
-
-    def spawn(self, run_dir: str, argv: list[str], env: dict[str, str]) -> None:
-        self.spawned.append(run_dir)
-
-
-class Publisher:
-    def publish(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def svc(tmp_path: Any) -> DispatcherService:
-    s = DispatcherService.__new__(DispatcherService)
-    s.settings = Settings.from_env({"TRAINER_HOME": str(tmp_path)})
-    s.pending, s.active, s.finishing, s.waiting = {}, {}, {}, {}
-    s.held_elsewhere, s.unstarted, s.retry_due, s.known_seq = {}, set(), False, {}
-    s.next_deadline = 0.0
-    s.stats = {"started": 0, "finished": 0, "adopted": 0, "kills": 0}
-    s.log = ServiceLogger("dispatcher-test")
-    s.clock = FakeClock()
-    s.bus = BusHealth(1.5, s.clock.monotonic())
-    s.client, s.forks, s.publisher = Registry(), Forks(), Publisher()  # type: ignore
-    s.inventory, s.cpu_slots, s.dirty = Inventory(), 4, False
-    return s
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    out: list[subprocess.Popen[bytes]] = []
-    yield out
-    for p in out:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
-
-
-def _worker(procs: list[subprocess.Popen[bytes]], alive: bool = True) -> int:
-    """A stand-in worker in its own process group; with ``alive`` False, already reaped."""
-    p = subprocess.Popen(["sleep", "30"] if alive else ["true"], start_new_session=True)
-    procs.append(p)
-    if not alive:
-        p.wait()
-    return p.pid
-
-
-def _folder(svc: DispatcherService, run_id: str, pid: int | None = None,
-            age_s: float = 1.0) -> str:
-    path = os.path.join(svc.settings.runs_dir, run_id)
-    os.makedirs(path, exist_ok=True)
-    if pid is not None:
-        with open(os.path.join(path, WORKER_FILE), "w", encoding="utf-8") as fh:
-            json.dump({"pid": pid, "pgid": pid, "start_time": process_start_time(pid) or 1.0,
-                       "shim_pid": 0, "started_at": svc.clock.now() - age_s,
-                       RUN_LOCK: True}, fh)
-    return path
-
-
-def _exit(path: str, code: int) -> None:
-    with open(os.path.join(path, EXIT_FILE), "w", encoding="utf-8") as fh:
-        json.dump({"exit_code": code, "signal": None}, fh)
-
-
-def _hold_lock(path: str) -> int:
-    """This test as the run's shim: the lock held (released when the fd is closed)."""
-    return take_run_lock(path)
-
-
-def _record(run_id: str, status: str, **config: Any) -> dict[str, Any]:
-    return {"run_id": run_id, "status": status, "gpus": [], "last_seq": 5,
-            "cancel_requested_by": "", "cancel_reason": "", "priority": 0, "submitted_seq": 1,
-            "config": {"worker": "test-sleep", "resources": {"cpu_slots": 1}, **config}}
-
-
-def _ours(svc: DispatcherService, run_id: str, path: str) -> ActiveRun:
-    run = ActiveRun(run_id, path, {}, [], 1, RunLogs(run_id, path, 1 << 20))
-    svc.active[run_id] = run
-    return run
-
-
-def _outcome(svc: DispatcherService, run_id: str) -> dict[str, Any] | None:
-    entry = svc.finishing.get(run_id)
-    return entry[1] if entry else None
+from tests.unit.dispatcher_fakes import (svc, procs, _worker, _folder, _exit, _ours, _outcome,
+                                         _internal)
 
 
 # --- a shim that vanishes ----------------------------------------------------------
@@ -215,119 +85,6 @@ def test_an_unschedulable_verdict_not_applied_keeps_the_run_queued(
     assert svc.pending == {"r5": pending} and svc.retry_due
     svc._schedule()
     assert not svc.pending and svc.client.methods() == ["finish", "finish"]  # type: ignore
-
-
-# --- start-up: a shim that still owns the run -------------------------------------
-
-def test_recovery_waits_for_the_exit_record_of_a_shim_still_at_work(
-        svc: DispatcherService, procs: list) -> None:
-    path = _folder(svc, "r6", _worker(procs, alive=False))  # the worker has exited...
-    lock = _hold_lock(path)  # ...and its shim is still writing the exit record
-    assert recovery._resume(svc, _record("r6", "RUNNING")) == "awaited"
-    assert "finish" not in svc.client.methods()  # type: ignore[attr-defined]
-    run = svc.active["r6"]
-    svc._supervise(run, svc.clock.monotonic(), check_exit=True)
-    assert _outcome(svc, "r6") is None
-    _exit(path, 0)
-    os.close(lock)
-    svc._supervise(run, svc.clock.monotonic(), check_exit=True)
-    assert _outcome(svc, "r6") == {"outcome": "completed", "exit_code": 0}
-
-
-def test_recovery_never_starts_again_a_run_whose_shim_holds_it(
-        svc: DispatcherService, procs: list) -> None:
-    path = _folder(svc, "r7")  # DISPATCHING, no worker.json: its shim is starting it
-    lock = _hold_lock(path)
-    try:
-        assert recovery._resume(svc, _record("r7", "DISPATCHING")) == "awaited"
-        assert svc.forks.spawned == [] and "r7" in svc.unstarted  # type: ignore
-        _folder(svc, "r7", _worker(procs))  # the shim's worker.json appears
-        svc._supervise(svc.active["r7"], svc.clock.monotonic(), check_exit=True)
-        assert "record_started" in svc.client.methods()  # type: ignore[attr-defined]
-        assert svc.active["r7"].pgid is not None and "r7" not in svc.unstarted
-    finally:
-        os.close(lock)
-
-
-def test_recovery_starts_a_run_that_no_shim_holds(svc: DispatcherService) -> None:
-    path = _folder(svc, "r8")
-    assert recovery._resume(svc, _record("r8", "DISPATCHING")) == "restarted"
-    assert svc.forks.spawned == [path]  # type: ignore[attr-defined]
-
-
-# --- start-up: what an adopted run keeps ------------------------------------------
-
-def test_an_adopted_worker_keeps_its_time_limit_and_its_startup_grace(
-        svc: DispatcherService, procs: list) -> None:
-    _folder(svc, "r9", _worker(procs), age_s=2.5)
-    assert recovery._resume(svc, _record("r9", "RUNNING", time_limit_s=3.0)) == "adopted"
-    watch = svc.active["r9"].watch
-    assert watch is not None and watch.last_beat is None  # no beat yet: the grace stands
-    later = svc.clock.monotonic() + 0.6
-    action = check(watch, later, later)
-    assert action is not None and action.plan.cause == "time_limit"
-
-
-def test_an_adopted_worker_past_its_startup_grace_gets_a_fresh_heartbeat_window(
-        svc: DispatcherService, procs: list) -> None:
-    _folder(svc, "r10", _worker(procs), age_s=600.0)
-    assert recovery._resume(svc, _record("r10", "RUNNING", startup_grace_s=120.0,
-                                         heartbeat_timeout_s=30.0)) == "adopted"
-    watch = svc.active["r10"].watch
-    assert watch is not None and watch.last_beat == svc.clock.monotonic()
-    later = svc.clock.monotonic() + 29.0
-    assert check(watch, later, later) is None
-
-
-def test_a_cancel_asked_while_the_run_was_starting_survives_a_restart(
-        svc: DispatcherService, procs: list) -> None:
-    record = {**_record("r11", "DISPATCHING"), "cancel_requested_by": "alice",
-              "cancel_reason": "stop it"}
-    assert recovery._resume(svc, record) == "restarted"
-    run = svc.active["r11"]
-    assert run.cancel == ("alice", "stop it")
-    pid = _worker(procs)
-    _folder(svc, "r11", pid)  # the relaunched worker shows up: it is stopped at once
-    svc._supervise(run, svc.clock.monotonic(), check_exit=True)
-    assert run.watch is not None and run.watch.kill is not None
-    assert run.watch.kill.outcome == "cancelled"
-    assert procs[-1].wait(5) == -signal.SIGTERM
-
-
-# --- the start-up snapshot ---------------------------------------------------------
-
-class Listing(Registry):
-    """list_runs over runs that change between pages: after the first page, the
-    oldest run ends."""
-
-    def __init__(self, seqs: list[int]) -> None:
-        super().__init__()
-        self.live = {s: {**_record(f"r{s}", "RUNNING"), "submitted_seq": s} for s in seqs}
-
-    def call(self, method: str, args: Any = None) -> dict[str, Any]:
-        assert method == "list_runs"
-        first = not self.calls
-        self.calls.append((method, dict(args)))
-        runs = sorted(self.live.values(), key=lambda r: r["submitted_seq"],
-                      reverse=bool(args.get("newest_first", True)))
-        if args.get("before_seq"):
-            runs = [r for r in runs if r["submitted_seq"] < args["before_seq"]]
-        offset = int(args.get("offset", 0))
-        page = runs[offset:offset + int(args["limit"])]
-        if first:
-            del self.live[min(self.live)]  # a run ends before the next page is read
-        return {"runs": page, "total": len(runs), "head_seq": 100}
-
-
-def test_the_startup_snapshot_misses_no_run_when_one_ends_between_pages(
-        svc: DispatcherService, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(recovery, "PAGE", 2)
-    listing = Listing([1, 2, 3, 4, 5])
-    svc.client = listing  # type: ignore[assignment]
-    runs, as_of = recovery.snapshot(svc)
-    seqs = [r["submitted_seq"] for r in runs]
-    assert set(listing.live) <= set(seqs) and as_of == 100
-    assert seqs == sorted(seqs) and len(seqs) == len(set(seqs))  # oldest first, once each
 
 
 # --- the GPUs, read again ------------------------------------------------------------
@@ -427,21 +184,3 @@ def test_where_folders_cannot_be_locked_the_shim_pid_decides(
     run.pgid = record["pgid"]
     svc._supervise(run, svc.clock.monotonic(), check_exit=True)
     assert (_outcome(svc, "r12") or {}).get("cause") == "lost"
-
-
-def test_recovery_finds_the_exit_record_its_shim_wrote_as_it_let_go(
-        svc: DispatcherService, procs: list, monkeypatch: Any) -> None:
-    """The worker has ended and no shim holds the run any more, but the exit record
-    appeared after recovery first looked: the run is finished from it, not lost."""
-    from services.dispatcher import spawner
-    path = _folder(svc, "r13", _worker(procs, alive=False))
-    real = spawner.shim_alive
-
-    def shim_just_left(run_dir: str) -> bool:
-        _exit(run_dir, 0)  # written just before the shim let go
-        return real(run_dir)
-    monkeypatch.setattr(spawner, "shim_alive", shim_just_left)
-    assert recovery._resume(svc, _record("r13", "RUNNING")) == "finished_later"
-    assert "finish" not in svc.client.methods()  # type: ignore[attr-defined]
-    svc._supervise(svc.active["r13"], svc.clock.monotonic(), check_exit=True)
-    assert _outcome(svc, "r13") == {"outcome": "completed", "exit_code": 0}
