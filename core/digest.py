@@ -51,11 +51,13 @@ def _free_numbers_as_ints(config: Any) -> Any:
     """``config`` with whole floats in its hyperparameters as ints; None if it has none."""
     if not isinstance(config, dict) or not isinstance(config.get("hyperparameters"), dict):
         return None
-    hyper, changed = _whole_floats_as_ints(config["hyperparameters"])
+    hyper, changed = whole_floats_as_ints(config["hyperparameters"])
     return {**config, "hyperparameters": hyper} if changed else None
 
 
-def _whole_floats_as_ints(value: Any) -> tuple[Any, bool]:
+def whole_floats_as_ints(value: Any) -> tuple[Any, bool]:
+    """``value`` with every whole-valued float (below 2**53) as an int, in maps and
+    lists too; and whether anything changed (if not, ``value`` itself comes back)."""
     if isinstance(value, float):
         if value.is_integer() and abs(value) < 2**53:
             return int(value), True
@@ -64,11 +66,11 @@ def _whole_floats_as_ints(value: Any) -> tuple[Any, bool]:
         changed = False
         out = {}
         for key, item in value.items():
-            out[key], c = _whole_floats_as_ints(item)
+            out[key], c = whole_floats_as_ints(item)
             changed = changed or c
         return (out, True) if changed else (value, False)
     if isinstance(value, (list, tuple)):
-        pairs = [_whole_floats_as_ints(item) for item in value]
+        pairs = [whole_floats_as_ints(item) for item in value]
         if any(c for _, c in pairs):
             return [v for v, _ in pairs], True
         return value, False

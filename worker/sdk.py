@@ -117,6 +117,7 @@ class Run:
         # as the method below.
         self.progress = self._progress.update  # type: ignore[method-assign]
         self._beats = 0
+        self.last_heartbeat_at: Optional[float] = None  # time.time() of the last one sent
         self._t0 = time.monotonic()
         self._gpu = gpu or GpuProbe(os.environ.get("CUDA_VISIBLE_DEVICES"))
         self._stop = threading.Event()
@@ -182,6 +183,7 @@ class Run:
                    "rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                    "gpu_mem_bytes": self._gpu.memory_used()}
         self._send(Topic.HEARTBEAT.topic(self.run_id), MessageType.HEARTBEAT.value, payload)
+        self.last_heartbeat_at = time.time()
 
     def log_metrics(self, step: int, **values: float) -> None:
         record = {"run_id": self.run_id, "step": int(step), "ts": time.time(),

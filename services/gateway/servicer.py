@@ -7,7 +7,6 @@ import base64
 import binascii
 import functools
 import json
-import math
 from collections import Counter
 from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
@@ -15,7 +14,7 @@ import grpc
 from google.protobuf import json_format
 
 from bus.logs import ServiceLogger
-from core.digest import canonical_json
+from core.digest import canonical_json, whole_floats_as_ints
 from services.gateway.buslisten import Telemetry
 from services.gateway.calls import Registry
 from services.gateway.config import MAX_CONFIG_BYTES, GatewayConfig
@@ -211,7 +210,8 @@ def _config(request: pb.SubmitRunRequest) -> dict[str, Any]:
         if not isinstance(config, dict):
             raise invalid("config_json", "must be a JSON object")
     elif which == "config":
-        config = _integral(json_format.MessageToDict(request.config))
+        # Struct numbers are doubles: whole ones become ints (seed, steps, ...)
+        config = whole_floats_as_ints(json_format.MessageToDict(request.config))[0]
     else:
         raise invalid("config", "is required (config or config_json)")
     try:
@@ -222,18 +222,6 @@ def _config(request: pb.SubmitRunRequest) -> dict[str, Any]:
         raise exhausted("config", f"is {size} bytes; the limit is {MAX_CONFIG_BYTES} bytes "
                         "(canonical JSON)")
     return config
-
-
-def _integral(value: Any) -> Any:
-    """Struct numbers are doubles: a whole number becomes an int (seed, steps, ...)."""
-    if isinstance(value, dict):
-        return {k: _integral(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_integral(v) for v in value]
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer() \
-            and abs(value) < 2**53:
-        return int(value)
-    return value
 
 
 def _text(value: str, field: str, limit: int) -> str:

@@ -7,7 +7,7 @@ import json
 import os
 from typing import Any
 
-from services.dispatcher.spawner import group_alive, read_json
+from services.dispatcher.spawner import group_alive, process_start_time, read_json
 from tests.conftest import Stack
 from tests.helpers import wait_until
 
@@ -52,17 +52,7 @@ def assert_nothing_left(stack: Stack) -> None:
         if worker is not None:
             wait_until(lambda: not group_alive(int(worker["pgid"])), 10,
                        message=f"run {run_id}'s processes to be gone")
-            shim = int(worker.get("shim_pid") or 0)
-            wait_until(lambda: not _running(shim), 10, message=f"run {run_id}'s shim to end")
+            shim = int(worker.get("shim_pid") or 0)  # (a zombie counts as gone)
+            wait_until(lambda: process_start_time(shim) is None, 10,
+                       message=f"run {run_id}'s shim to end")
     assert stack.client().call("gpu_slots")["slots"] == []
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (a shim whose parent died is reaped by init, or not)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            stat = fh.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return pid > 0 and stat[stat.rfind(")") + 2:].split()[0] not in ("Z", "X")
-

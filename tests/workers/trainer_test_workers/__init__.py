@@ -102,16 +102,11 @@ def silent() -> int:
     if beat_for > 0:
         from worker.sdk import Run
         run = Run.from_env()
-        run._stop.set()  # no SDK thread: this worker beats by hand, to know its last beat
-        run._thread.join(5)
         _record_start()
-        end, last = time.monotonic() + beat_for, 0.0
-        while time.monotonic() < end:
-            run.heartbeat()
-            last = time.time()
-            time.sleep(run.heartbeat_interval)
+        run.wait_for_stop(beat_for)  # the SDK's thread heartbeats meanwhile
+        run.close()  # heartbeats stop; the worker hangs (SIGTERM only sets the SDK's flag)
         with open(os.path.join(run.run_dir, "silent.json"), "w") as fh:
-            json.dump({"last_beat": last}, fh)  # then it hangs
+            json.dump({"last_beat": run.last_heartbeat_at}, fh)
     else:
         _record_start()
     threading.Event().wait(float(p.get("seconds", 60)))  # works without a heartbeat
