@@ -98,6 +98,11 @@ def ended(svc: "DispatcherService", run: ActiveRun) -> bool:
         svc.log.warning("run.lost", run_id=run.run_id, reason=LOST)
         svc._finish(run, {"outcome": "failed", "cause": "lost", "message": LOST})
     else:
+        if record.get("leftovers_killed"):
+            svc.log.warning("run.leftovers_killed", run_id=run.run_id,
+                            count=record["leftovers_killed"],
+                            hint="processes the worker left running (in a session of "
+                                 "their own?) were killed by its shim when it exited")
         svc._finish(run, outcome_of(record, run))
     return True
 

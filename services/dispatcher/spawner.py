@@ -15,6 +15,13 @@ request that a dispatcher killed mid-start left in its fork server's pipe) waits
 the lock, then finds ``worker.json`` or ``exit.json`` and leaves without starting
 anything: a run's worker is started at most once. (The folder, not a lock file: a
 file created per run costs every run ~0.5 ms on ext4.)
+
+The shim is also the run's subreaper (Linux ``PR_SET_CHILD_SUBREAPER``): a process the
+worker starts in a session of its own (``setsid``, ``start_new_session``) leaves the
+worker's process group but not the shim, whose child it becomes when its parent ends.
+When the worker has exited, the shim kills (SIGKILL) and reaps whatever is still
+below it before it writes ``exit.json``, so a run never ends while a process of it
+still holds its GPU.
 """
 
 from __future__ import annotations
@@ -24,8 +31,9 @@ import json
 import os
 import shutil
 import signal
+import sys
 import time
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 WORKER_FILE = "worker.json"
 EXIT_FILE = "exit.json"
@@ -187,6 +195,77 @@ def spawn_shim(run_dir: str, argv: list[str], env: dict[str, str]) -> int:
         os._exit(code)
 
 
+def _subreaper_switch() -> Optional[Callable[[], bool]]:
+    """A call that makes the calling process the subreaper of its descendants (Linux
+    3.4+), or None where there is none. Looked up once, in the fork server, so that a
+    shim pays only for the call (the setting is not inherited across fork)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+PR_SET_CHILD_SUBREAPER = 36
+_become_subreaper = _subreaper_switch()
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (zombies included), from /proc's children lists."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children", encoding="ascii") as fh:
+                    kids = [int(k) for k in fh.read().split()]
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue
+            found.extend(kids)
+            todo.extend(kids)
+    return found
+
+
+def end_leftovers() -> int:
+    """Kill (SIGKILL) and reap every process still below this one: what a worker left
+    when it exited, its own orphans included (they came to us, the subreaper). Waits
+    until they are gone; returns how many were signalled."""
+    me, killed = os.getpid(), set()
+    while True:
+        below = descendants(me)
+        if not below:
+            return len(killed)
+        for pid in below:
+            if pid in killed:
+                continue  # (dead, and not reaped yet)
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+            except ProcessLookupError:
+                pass
+        try:
+            os.waitpid(-1, 0)  # one of our children ends (all were killed); look again
+        except ChildProcessError:
+            pass
+
+
+def _wait_worker(pid: int) -> tuple[int, Any]:
+    """The worker's wait status and resource usage; orphans that end before it (they
+    are the subreaper's children now) are reaped on the way."""
+    while True:
+        got, status, usage = os.wait4(-1, 0)
+        if got == pid:
+            return status, usage
+
+
 def _spawn_worker(run_dir: str, argv: list[str], env: dict[str, str]) -> int:
     """The worker, in a process group of its own, in the run directory, stdin from
     /dev/null, stdout/stderr appended to the log files. posix_spawn (vfork and exec in
@@ -224,6 +303,7 @@ def _shim(run_dir: str, argv: list[str], env: dict[str, str]) -> None:
             os.path.exists(os.path.join(run_dir, EXIT_FILE)):
         return  # that shim started the worker already (a stale second request)
     started = time.time()
+    reaper = _become_subreaper() if _become_subreaper is not None else False
     try:
         pid = _spawn_worker(run_dir, argv, env)
     except OSError as exc:
@@ -234,12 +314,15 @@ def _shim(run_dir: str, argv: list[str], env: dict[str, str]) -> None:
     write_atomic(os.path.join(run_dir, WORKER_FILE), {
         "pid": pid, "pgid": pid, "start_time": process_start_time(pid),
         **me, "started_at": started, RUN_LOCK: locked}, durable=False)
-    _, status, usage = os.wait4(pid, 0)
+    status, usage = _wait_worker(pid) if reaper else os.wait4(pid, 0)[1:]
+    ended = time.time()
     record: dict[str, Any] = {
-        "pid": pid, "started_at": started, "ended_at": time.time(),
+        "pid": pid, "started_at": started, "ended_at": ended,
         "exit_code": os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else None,
         "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
         "core_dumped": os.WCOREDUMP(status) if os.WIFSIGNALED(status) else False,
         "maxrss_kb": usage.ru_maxrss, "utime_s": usage.ru_utime, "stime_s": usage.ru_stime,
+        # processes the worker left behind, killed before this record was written
+        "leftovers_killed": end_leftovers() if reaper else 0,
     }
     write_atomic(os.path.join(run_dir, EXIT_FILE), record)

@@ -43,6 +43,15 @@ def seen(stack: Stack, run_id: str) -> dict[str, Any]:
         return json.load(fh)
 
 
+def read_text(path: str) -> str | None:
+    """A small file's text, stripped; None while it is missing or empty."""
+    try:
+        with open(path, encoding="ascii") as fh:
+            return fh.read().strip() or None
+    except FileNotFoundError:
+        return None
+
+
 def assert_nothing_left(stack: Stack) -> None:
     """No process of any run alive (its worker's group and its shim), every GPU slot
     free. (The dstack fixture also checks this after every test.)"""

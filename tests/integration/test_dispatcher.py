@@ -10,10 +10,10 @@ import signal
 
 import pytest
 
-from services.dispatcher.spawner import read_json
+from services.dispatcher.spawner import process_start_time, read_json
 from tests.conftest import Stack
-from tests.integration.dispatch_helpers import (TERMINAL, assert_nothing_left, run_dir,
-                                                seen, submit, wait_status)
+from tests.integration.dispatch_helpers import (TERMINAL, assert_nothing_left, read_text,
+                                                run_dir, seen, submit, wait_status)
 from tests.helpers import wait_until
 
 
@@ -45,6 +45,29 @@ def test_a_run_that_can_never_fit_fails_at_once(dstack: Stack) -> None:
     run = wait_status(dstack, run_id, TERMINAL, timeout=10)
     assert run["status"] == "FAILED" and run["cause"] == "unschedulable"
     assert "3 GPU" in run["message"] and "has 2" in run["message"]
+
+
+@pytest.mark.parametrize("end", ["exit", "cancel"])
+def test_processes_that_left_the_group_end_with_the_run(dstack: Stack, end: str) -> None:
+    """The worker starts a process in a session of its own (out of its process group,
+    which the dispatcher signals), which starts another the same way: whether the
+    worker exits or is cancelled, both are gone before the run ends and its GPU is
+    free."""
+    run_id = submit(dstack, "test-sleep", gpus=1, cancel_grace_s=5,
+                    params={"seconds": 0.3 if end == "exit" else 60, "escape": True})
+    folder = run_dir(dstack, run_id)
+    pids = [int(wait_until(lambda f=f: read_text(os.path.join(folder, f)), 20, message=f))
+            for f in ("escaped.pid", "escaped2.pid")]
+    if end == "cancel":
+        wait_status(dstack, run_id, {"RUNNING"})
+        dstack.client().call("request_cancel", {"run_id": run_id, "reason": "stop"})
+    run = wait_status(dstack, run_id, TERMINAL, timeout=20)
+    assert run["status"] == ("COMPLETED" if end == "exit" else "CANCELLED"), run
+    assert [process_start_time(p) for p in pids] == [None, None]
+    assert read_json(os.path.join(folder, "exit.json"))["leftovers_killed"] == 2
+    assert any('"run.leftovers_killed"' in line and run_id in line
+               for line in dstack.dispatcher.log().splitlines())
+    assert_nothing_left(dstack)
 
 
 def test_a_run_whose_shim_dies_ends_lost_and_frees_its_gpu(dstack: Stack) -> None:

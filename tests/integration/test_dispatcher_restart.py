@@ -10,7 +10,7 @@ from bus.codec import envelope_from_map, event_from_envelope
 from services.dispatcher.forkserver import fork_server_of
 from services.dispatcher.spawner import process_start_time, read_json
 from tests.conftest import Stack
-from tests.integration.dispatch_helpers import (TERMINAL, assert_nothing_left, run_dir,
+from tests.integration.dispatch_helpers import (TERMINAL, assert_nothing_left, read_text, run_dir,
                                                 submit, wait_status)
 from tests.helpers import wait_until
 
@@ -65,7 +65,7 @@ def test_a_lost_run_whose_group_lives_on_is_emptied_before_its_gpu_is_freed(
     wait_status(dstack, run_id, {"RUNNING"})
     worker = _worker(dstack, run_id)
     child_file = os.path.join(run_dir(dstack, run_id), "child.pid")
-    child = int(wait_until(lambda: read_json_text(child_file), 20, message="child.pid"))
+    child = int(wait_until(lambda: read_text(child_file), 20, message="child.pid"))
     dstack.dispatcher.kill9()
     os.kill(int(worker["shim_pid"]), signal.SIGKILL)
     os.kill(int(worker["pid"]), signal.SIGKILL)  # the child is not killed
@@ -76,14 +76,6 @@ def test_a_lost_run_whose_group_lives_on_is_emptied_before_its_gpu_is_freed(
     assert run["status"] == "FAILED" and run["cause"] == "lost", run
     assert process_start_time(child) is None  # gone before the run was ended
     assert_nothing_left(dstack)
-
-
-def read_json_text(path: str) -> str | None:
-    try:
-        with open(path, encoding="ascii") as fh:
-            return fh.read().strip() or None
-    except FileNotFoundError:
-        return None
 
 
 def test_worker_killed_by_sigkill_while_the_dispatcher_is_down_has_its_true_status(

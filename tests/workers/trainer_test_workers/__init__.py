@@ -3,7 +3,8 @@
 - test-sleep: heartbeats, records CUDA_VISIBLE_DEVICES and its start, sleeps
   ``seconds`` (default 0.2) in small steps checking the stop flag, exits 0; with
   ``child``, first starts a child in its process group that waits for a signal
-  (its pid in ``child.pid``).
+  (its pid in ``child.pid``); with ``escape``, one in a session of its own that
+  starts a grandchild in another (their pids in ``escaped.pid``, ``escaped2.pid``).
 - test-exit: exits with ``code`` after writing ``message`` to stderr.
 - test-ignore-term: heartbeats but ignores SIGTERM (only SIGKILL stops it).
 - test-silent: never heartbeats, sleeps ``seconds``.
@@ -54,6 +55,21 @@ def sleep() -> int:
             child = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
             with open(os.path.join(run.run_dir, "child.pid"), "w") as fh:
                 fh.write(str(child.pid))
+        if p.get("escape"):  # a child in a session of its own (out of the worker's
+            import subprocess  # process group), which starts a grandchild the same way
+            pause = "import signal; signal.pause()"
+            child = subprocess.Popen(
+                [sys.executable, "-c", "import subprocess, sys; g = subprocess.Popen("
+                 f"[sys.executable, '-c', {pause!r}], start_new_session=True); "
+                 "open('escaped2.pid', 'w').write(str(g.pid)); " + pause],
+                cwd=run.run_dir, start_new_session=True)
+            with open(os.path.join(run.run_dir, "escaped.pid"), "w") as fh:
+                fh.write(str(child.pid))
+            grandchild = os.path.join(run.run_dir, "escaped2.pid")
+            deadline = time.monotonic() + 20  # both started before the worker goes on
+            while not os.path.exists(grandchild) and time.monotonic() < deadline and \
+                    not run.wait_for_stop(0.01):
+                pass
         if p.get("manifest_only"):  # an artifact whose bus message was "lost": only the
             with open(os.path.join(run.run_dir, "left.bin"), "wb") as fh:  # manifest has it
                 fh.write(b"left")
