@@ -27,7 +27,7 @@ import subprocess
 import sys
 from typing import Any, Optional
 
-from services.dispatcher.spawner import spawn_shim
+from services.dispatcher.spawner import prepare_fork_server, spawn_shim
 
 
 class ForkServerGone(RuntimeError):
@@ -226,6 +226,7 @@ def serve(inp: int = 0, out: int = 1) -> int:
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
+    prepare_fork_server()
     try:
         _loop(inp, _Notices(out), wake_r)
     except BrokenPipeError:

@@ -26,7 +26,9 @@ still holds its GPU.
 
 from __future__ import annotations
 
+import codecs
 import fcntl
+import gc
 import json
 import os
 import shutil
@@ -193,6 +195,15 @@ def spawn_shim(run_dir: str, argv: list[str], env: dict[str, str]) -> int:
         code = 1
     finally:
         os._exit(code)
+
+
+def prepare_fork_server() -> None:
+    """Done once in the fork server, so that no shim does it after its fork (each
+    page a shim's Python touches is copied): the ASCII codec that reading /proc uses
+    is loaded, and the server's objects are moved out of the garbage collector's
+    reach (a shim's collections then leave them, and their pages, alone)."""
+    codecs.lookup("ascii")
+    gc.freeze()
 
 
 def _subreaper_switch() -> Optional[Callable[[], bool]]:
