@@ -84,11 +84,11 @@ def _resume(svc: DispatcherService, run: dict[str, Any]) -> str:
         svc.next_deadline = min(svc.next_deadline, deadline(active.watch))
         active.logs.skip_to_end()
         if active.recorded_started:
-            svc._call("record_adopted", run_id=run_id, pid=int(worker["pid"]),
+            svc.call_registry("record_adopted", run_id=run_id, pid=int(worker["pid"]),
                       adopted_by=SOURCE)
         svc.stats["adopted"] += 1
         if active.cancel is not None:
-            svc._begin_cancel(active)
+            svc.begin_cancel(active)
         svc.log.info("run.adopted", run_id=run_id, pid=worker["pid"])
         return "adopted"
     if spawner.shim_alive(path):
@@ -111,11 +111,11 @@ def _resume(svc: DispatcherService, run: dict[str, Any]) -> str:
                            "next start-up, its GPUs stay booked meanwhile")
         return "group_left"
     if active.recorded_started or worker is not None:
-        svc._call("finish", run_id=run_id, outcome="failed", cause="lost",
+        svc.call_registry("finish", run_id=run_id, outcome="failed", cause="lost",
                   message="the worker is gone and left no exit record")
         svc.log.warning("run.lost", run_id=run_id)
         return "lost"
-    svc._launch(run, list(run["gpus"]))
+    svc.start_run(run, list(run["gpus"]))
     return "restarted"
 
 

@@ -44,7 +44,7 @@ def note_started(svc: "DispatcherService", run: ActiveRun, now: float) -> None:
         run.watch = run.watch or run.watch_from(worker, now, svc.clock.now())
         svc.next_deadline = min(svc.next_deadline, deadline(run.watch))
         if run.cancel is not None:
-            svc._begin_cancel(run)
+            svc.begin_cancel(run)
 
 
 def _record_started(svc: "DispatcherService", run: ActiveRun, worker: dict[str, Any]) -> bool:
@@ -58,7 +58,7 @@ def _record_started(svc: "DispatcherService", run: ActiveRun, worker: dict[str, 
     except Unavailable:
         raise
     except OrchestratorError as exc:
-        svc._refused("record_started", args, exc)
+        svc.log_refused("record_started", args, exc)
         # Otherwise refused for good: RUNNING already (an earlier try was applied and
         # its answer lost) or ended meanwhile; asking again would change nothing.
         return exc.code != INTERNAL
@@ -96,14 +96,14 @@ def ended(svc: "DispatcherService", run: ActiveRun) -> bool:
         return True
     if record is None:
         svc.log.warning("run.lost", run_id=run.run_id, reason=LOST)
-        svc._finish(run, {"outcome": "failed", "cause": "lost", "message": LOST})
+        svc.finish(run, {"outcome": "failed", "cause": "lost", "message": LOST})
     else:
         if record.get("leftovers_killed"):
             svc.log.warning("run.leftovers_killed", run_id=run.run_id,
                             count=record["leftovers_killed"],
                             hint="processes the worker left running (in a session of "
                                  "their own?) were killed by its shim when it exited")
-        svc._finish(run, outcome_of(record, run))
+        svc.finish(run, outcome_of(record, run))
     return True
 
 
@@ -120,7 +120,7 @@ def watch_deadlines(svc: "DispatcherService", now: float) -> None:
         watch = run.watch
         if watch is None or run.pgid is None or run.run_id in svc.finishing:
             continue
-        svc._act(run, now)
+        svc.act_on(run, now)
         if watch.kill is not None:
             continue
         if not svc.bus.healthy(now):

@@ -170,14 +170,14 @@ class DispatcherService:
         if due is not None:
             self.publisher.send(*due)
 
-    def _call(self, method: str, **args: Any) -> Optional[dict[str, Any]]:
+    def call_registry(self, method: str, **args: Any) -> Optional[dict[str, Any]]:
         """A registry command; None (logged) if the registry refused it."""
         try:
             return self.client.call(method, args)
         except Unavailable:
             raise
         except OrchestratorError as exc:
-            self._refused(method, args, exc)
+            self.log_refused(method, args, exc)
             return None
 
     def _send(self, calls: list[tuple[str, dict[str, Any], Callable[[Any], None]]]) -> None:
@@ -189,10 +189,10 @@ class DispatcherService:
             results = self.client.call_many([(method, args) for method, args, _ in chunk])
             for (method, args, then), result in zip(chunk, results):
                 if isinstance(result, OrchestratorError):
-                    self._refused(method, args, result)
+                    self.log_refused(method, args, result)
                 then(result)
 
-    def _refused(self, method: str, args: dict[str, Any], exc: OrchestratorError) -> None:
+    def log_refused(self, method: str, args: dict[str, Any], exc: OrchestratorError) -> None:
         self.log.warning("registry.refused", method=method, run_id=args.get("run_id"),
                          code=exc.code, reason=exc.message)
 
@@ -223,7 +223,7 @@ class DispatcherService:
                 and event.run_id not in self.finishing:
             run = self.active[event.run_id]
             run.cancel = (event.requested_by, event.reason)
-            self._begin_cancel(run)
+            self.begin_cancel(run)
 
     # --- scheduling and starting -----------------------------------------------------
     def _schedule(self) -> None:
@@ -292,7 +292,7 @@ class DispatcherService:
         run_id = reply["run"]["run_id"]
         self.waiting.pop(run_id, None)
         self.known_seq[run_id] = reply["run"]["last_seq"]
-        self._launch(reply["run"], gpus)
+        self.start_run(reply["run"], gpus)
 
     def _claimed_unawares(self, run_id: str) -> None:
         """Our claim whose answer never reached us (a retry that the registry applied
@@ -300,14 +300,14 @@ class DispatcherService:
         of staying DISPATCHING with nobody to start it."""
         if run_id in self.active:
             return
-        reply = self._call("get_run", run_id=run_id)
+        reply = self.call_registry("get_run", run_id=run_id)
         run = reply["run"] if reply else None
         if run is not None and run["status"] == "DISPATCHING" and run_id not in self.active:
             self.known_seq[run_id] = run["last_seq"]
             self.log.info("run.claim_found", run_id=run_id, gpus=run["gpus"])
-            self._launch(run, list(run["gpus"]))
+            self.start_run(run, list(run["gpus"]))
 
-    def _launch(self, run: dict[str, Any], gpus: list[str]) -> None:
+    def start_run(self, run: dict[str, Any], gpus: list[str]) -> None:
         run_id = run["run_id"]
         path = launch.run_dir(self.settings, run_id)
         active = ActiveRun(run_id, path, run["config"], gpus,
@@ -320,7 +320,7 @@ class DispatcherService:
         try:
             path, argv, env = launch.prepare(self.settings, run, gpus)
         except (launch.UnknownWorker, OSError) as exc:
-            self._finish(active, {"outcome": "failed", "cause": "spawn_error",
+            self.finish(active, {"outcome": "failed", "cause": "spawn_error",
                                   "message": str(exc)})
             return
         self.forks.spawn(path, argv, env)
@@ -329,12 +329,12 @@ class DispatcherService:
 
     # --- supervision -----------------------------------------------------------------
     def _supervise(self, run: ActiveRun, now: float, check_exit: bool) -> None:
-        self._note_started(run, now)
+        self.note_started(run, now)
         if check_exit and runwatch.ended(self, run):
             return  # its outcome is on its way, or its group's leftovers are being killed
-        self._act(run, now)
+        self.act_on(run, now)
 
-    def _act(self, run: ActiveRun, now: float) -> None:
+    def act_on(self, run: ActiveRun, now: float) -> None:
         """Silence, the time limit or a kill in progress: the signal due now, if any."""
         if run.watch is not None and run.pgid is not None:
             action = check(run.watch, now, self.bus.last_seen)
@@ -344,10 +344,10 @@ class DispatcherService:
                               cause=action.plan.cause)
                 spawner.signal_group(run.pgid, _SIGNALS[action.signal])
 
-    def _note_started(self, run: ActiveRun, now: float) -> None:
+    def note_started(self, run: ActiveRun, now: float) -> None:
         runwatch.note_started(self, run, now)
 
-    def _begin_cancel(self, run: ActiveRun) -> None:
+    def begin_cancel(self, run: ActiveRun) -> None:
         if run.watch is None or run.pgid is None or run.watch.kill is not None:
             return  # not started yet: done when its worker record appears
         by, reason = run.cancel or ("", "")
@@ -356,14 +356,14 @@ class DispatcherService:
         spawner.signal_group(run.pgid, _SIGNALS[action.signal])
         self.log.info("run.signal", run_id=run.run_id, signal="TERM", cause="cancelled")
 
-    def _finish(self, run: ActiveRun, outcome: dict[str, Any]) -> None:
+    def finish(self, run: ActiveRun, outcome: dict[str, Any]) -> None:
         """The run's process group is empty: its last log lines and artifacts go out
         now, its outcome with the next scheduling pass (this step)."""
         run.logs.poll(self.publisher, self.clock.monotonic() + 3600)  # the final bytes
         def known() -> list[dict[str, Any]]:
             return self.client.call("list_artifacts", {"run_id": run.run_id})["artifacts"]
         for art in artifacts_to_register(run.run_dir, known):
-            self._call("register_artifact", run_id=run.run_id, **art)
+            self.call_registry("register_artifact", run_id=run.run_id, **art)
         self.finishing[run.run_id] = (run, outcome)
         self.dirty = True
 

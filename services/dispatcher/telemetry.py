@@ -42,10 +42,10 @@ def register_reported(svc: "DispatcherService", payload: dict[str, Any]) -> None
     run = svc.active.get(str(payload.get("run_id")))
     if run is None or run.run_id in svc.finishing:
         return
-    svc._note_started(run, svc.clock.monotonic())  # RunStarted comes first
+    svc.note_started(run, svc.clock.monotonic())  # RunStarted comes first
     fields = {k: payload.get(k) for k in ("kind", "path", "size")}
     fields["meta"] = payload.get("meta") or {}
     if fields["path"] in run.artifacts:
         return
-    if svc._call("register_artifact", run_id=run.run_id, **fields) is not None:
+    if svc.call_registry("register_artifact", run_id=run.run_id, **fields) is not None:
         run.artifacts.add(str(fields["path"]))

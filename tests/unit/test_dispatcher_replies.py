@@ -104,7 +104,7 @@ def test_a_claim_of_ours_that_we_never_heard_of_is_started() -> None:
     svc.client = _Registry({"run_id": "r4", "status": "DISPATCHING", "gpus": ["GPU-a"],
                             "last_seq": 9})
     launched: list[tuple[str, list[str]]] = []
-    svc._launch = lambda run, gpus: launched.append((run["run_id"], gpus))  # type: ignore
+    svc.start_run = lambda run, gpus: launched.append((run["run_id"], gpus))  # type: ignore
     svc._claimed_unawares("r4")
     assert launched == [("r4", ["GPU-a"])] and svc.known_seq["r4"] == 9
     # already supervised, or no longer DISPATCHING: nothing is started
@@ -124,7 +124,7 @@ def test_a_cancel_for_a_run_being_reported_signals_nobody() -> None:
     svc = _service()
     svc.known_seq = {}
     cancels: list[str] = []
-    svc._begin_cancel = lambda run: cancels.append(run.run_id)  # type: ignore
+    svc.begin_cancel = lambda run: cancels.append(run.run_id)  # type: ignore
     event = ev.CancelRequested(run_id="r5", requested_by="u", reason="stop")
     env = Envelope(type="CancelRequested", source="registry", ts=0.0,
                    payload=event.to_payload(), seq=12, stream="run-r5")

@@ -120,7 +120,7 @@ def test_the_gpus_are_read_again_and_our_own_processes_are_not_foreign(
     procs[-1].wait()
     del svc.active["r1"]
     launched: list[list[str]] = []
-    svc._launch = lambda record, gpus: launched.append(gpus)  # type: ignore[assignment]
+    svc.start_run = lambda record, gpus: launched.append(gpus)  # type: ignore[assignment]
     wait_until(lambda: (refresh_in_background(svc, start=True),
                         svc.inventory.gpus[0].memory_free > held_free)[1],
                10, message="the GPU's memory freed, read again")
