@@ -10,6 +10,7 @@ from importlib import metadata
 from typing import Any
 
 from core.settings import Settings
+from services.dispatcher import spawner
 
 GROUP = "trainer.workers"
 
@@ -50,7 +51,7 @@ def prepare(settings: Settings, run: dict[str, Any], gpus: list[str]) -> tuple[s
             "--config", config_path]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINER_")}
     env.update({
-        "TRAINER_RUN_ID": run["run_id"], "TRAINER_RUN_DIR": path,
+        spawner.RUN_ID_VAR: run["run_id"], "TRAINER_RUN_DIR": path,
         "TRAINER_BUS_PUB": settings.bus_pub, "TRAINER_HOME": settings.home,
         "TRAINER_HEARTBEAT_INTERVAL": str(config.get("heartbeat_interval_s", 1.0)),
         "CUDA_VISIBLE_DEVICES": ",".join(gpus), "PYTHONUNBUFFERED": "1",

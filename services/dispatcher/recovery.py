@@ -8,7 +8,6 @@ DISPATCHING run with no process and no shim is started again."""
 
 from __future__ import annotations
 
-import signal
 import time
 from typing import Any
 
@@ -44,7 +43,7 @@ def snapshot(svc: DispatcherService) -> tuple[list[dict[str, Any]], int]:
 def recover(svc: DispatcherService) -> dict[str, int]:
     runs, as_of = snapshot(svc)
     counts = {"pending": 0, "adopted": 0, "awaited": 0, "finished_later": 0, "lost": 0,
-              "restarted": 0, "group_left": 0}
+              "restarted": 0, "processes_left": 0}
     svc.pending.clear()
     svc.held_elsewhere.clear()  # the claims' refusals say again which GPUs others hold
     for run in runs:
@@ -105,28 +104,35 @@ def _resume(svc: DispatcherService, run: dict[str, Any]) -> str:
         svc.unstarted.add(run_id)
         return "finished_later"
     svc.active.pop(run_id)
-    if worker is not None and not _group_emptied(int(worker["pgid"])):
-        svc.log.error("run.group_left", run_id=run_id, pgid=worker["pgid"],
-                      hint="processes of its group survive SIGKILL; checked again at the "
+    # No shim is left to end what the worker started (or the worker itself, when its
+    # shim died before it could write worker.json): killed first, found by process
+    # group and by the run id in their environment; its GPUs go only when none is left.
+    pgid = int(worker["pgid"]) if worker is not None else None
+    found = spawner.run_processes(run_id, pgid)
+    if found and not _ended(run_id, pgid, found):
+        svc.log.error("run.processes_left", run_id=run_id, pgid=pgid,
+                      hint="processes of the run survive SIGKILL; checked again at the "
                            "next start-up, its GPUs stay booked meanwhile")
-        return "group_left"
-    if active.recorded_started or worker is not None:
+        return "processes_left"
+    if active.recorded_started or worker is not None or found:
         svc.call_registry("finish", run_id=run_id, outcome="failed", cause="lost",
-                  message="the worker is gone and left no exit record")
-        svc.log.warning("run.lost", run_id=run_id)
+                          message="the worker is gone and left no exit record"
+                          if worker is not None or active.recorded_started else
+                          "its shim died before it recorded the worker's start; the "
+                          "worker was killed")
+        svc.log.warning("run.lost", run_id=run_id, killed=len(found))
         return "lost"
     svc.start_run(run, list(run["gpus"]))
     return "restarted"
 
 
-def _group_emptied(pgid: int, timeout_s: float = 5.0) -> bool:
-    """The worker is gone but children of its group may live on: they are killed (its
-    GPUs are released only once the group is empty). True when it is empty."""
-    if spawner.group_alive(pgid):
-        spawner.signal_group(pgid, signal.SIGKILL)
-        deadline = time.monotonic() + timeout_s
-        while spawner.group_alive(pgid):
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.01)
+def _ended(run_id: str, pgid: int | None, found: set[int], timeout_s: float = 5.0) -> bool:
+    """Kill the run's processes until none is left; False if some outlive the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while found:
+        spawner.kill_processes(found)
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)  # (between kills: dying processes take a moment to go)
+        found = spawner.run_processes(run_id, pgid)
     return True

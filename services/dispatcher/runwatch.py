@@ -86,13 +86,21 @@ def ended(svc: "DispatcherService", run: ActiveRun) -> bool:
         record = run.exit_record()  # written before its shim let go of the run
     if not run.recorded_started and run.pgid is not None:
         return True  # RunStarted first (retried at the next sweep), then the end
-    if run.pgid is not None and spawner.group_alive(run.pgid):
-        # Leftovers of the worker; or, its shim gone, a worker whose end nobody could
-        # record any more.
-        if record is None:
+    if record is None:
+        # Its shim is gone, and with it the subreaper that would have ended the rest:
+        # the worker (if the shim started one, even before it could write worker.json)
+        # and all it started, found by process group and by the run id in their
+        # environment, are killed; the run ends once none is left.
+        left = spawner.run_processes(run.run_id, run.pgid)
+        if left:
             svc.log.warning("run.shim_gone", run_id=run.run_id, pgid=run.pgid,
-                            hint="its worker is killed: its end can no longer be recorded")
-        spawner.signal_group(run.pgid, signal.SIGKILL)
+                            processes=len(left),
+                            hint="its processes are killed: its end can no longer be "
+                                 "recorded")
+            spawner.kill_processes(left)
+            return True
+    elif run.pgid is not None and spawner.group_alive(run.pgid):
+        spawner.signal_group(run.pgid, signal.SIGKILL)  # (its shim killed the rest)
         return True
     if record is None:
         svc.log.warning("run.lost", run_id=run.run_id, reason=LOST)

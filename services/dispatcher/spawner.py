@@ -41,6 +41,7 @@ WORKER_FILE = "worker.json"
 EXIT_FILE = "exit.json"
 RUN_LOCK = "run_lock"  # in worker.json: written by a shim that holds the run's lock
 SHIM_FILE = "shim.json"  # the shim's pid and start time, where the run cannot be locked
+RUN_ID_VAR = "TRAINER_RUN_ID"  # in every worker's environment (launch.py sets it)
 STDOUT = "stdout.log"
 STDERR = "stderr.log"
 
@@ -105,6 +106,35 @@ def _live_processes() -> Iterator[tuple[int, int]]:
         fields = stat[stat.rfind(")") + 2:].split()
         if fields[0] not in ("Z", "X"):
             yield int(entry), int(fields[2])
+
+
+def run_processes(run_id: str, pgid: Optional[int] = None) -> set[int]:
+    """The live processes of a run found without its shim: those of its worker's
+    process group, and those whose environment names the run (``TRAINER_RUN_ID``, which
+    the worker and all it starts inherit), wherever they went (setsid). Used once the
+    shim, the subreaper that would have ended them, is gone. One pass over /proc."""
+    tag = b"\0" + f"{RUN_ID_VAR}={run_id}".encode() + b"\0"
+    found = set()
+    for pid, group in _live_processes():
+        if group == pgid:
+            found.add(pid)
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                if tag in b"\0" + fh.read():
+                    found.add(pid)
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    found.discard(os.getpid())
+    return found
+
+
+def kill_processes(pids: set[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def group_members(pgids: set[int]) -> set[int]:

@@ -72,14 +72,19 @@ def test_processes_that_left_the_group_end_with_the_run(dstack: Stack, end: str)
 
 def test_a_run_whose_shim_dies_ends_lost_and_frees_its_gpu(dstack: Stack) -> None:
     """Its shim killed while the dispatcher runs: nobody can record the worker's end
-    any more, so the worker is killed and the run ends FAILED lost at once."""
-    run_id = submit(dstack, "test-sleep", gpus=1, params={"seconds": 60})
+    any more, so the worker is killed, and the processes it started in sessions of
+    their own (which its shim, their subreaper, would have ended), and the run ends
+    FAILED lost at once."""
+    run_id = submit(dstack, "test-sleep", gpus=1, params={"seconds": 60, "escape": True})
+    folder = run_dir(dstack, run_id)
+    escaped = [int(wait_until(lambda f=f: read_text(os.path.join(folder, f)), 20, message=f))
+               for f in ("escaped.pid", "escaped2.pid")]
     wait_status(dstack, run_id, {"RUNNING"})
-    worker = wait_until(lambda: read_json(os.path.join(run_dir(dstack, run_id),
-                                                       "worker.json")), 10)
+    worker = wait_until(lambda: read_json(os.path.join(folder, "worker.json")), 10)
     os.kill(int(worker["shim_pid"]), signal.SIGKILL)
     run = wait_status(dstack, run_id, TERMINAL, timeout=10)
     assert run["status"] == "FAILED" and run["cause"] == "lost", run
+    assert [process_start_time(p) for p in escaped] == [None, None]
     assert_nothing_left(dstack)  # the worker is gone, the GPU free
 
 

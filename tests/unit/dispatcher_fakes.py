@@ -106,6 +106,15 @@ def _worker(procs: list[subprocess.Popen[bytes]], alive: bool = True) -> int:
     return p.pid
 
 
+def _tagged(procs: list[subprocess.Popen[bytes]], run_id: str) -> int:
+    """A process of run ``run_id`` known only by its environment (as a worker's, or a
+    process it started), in a session of its own."""
+    p = subprocess.Popen(["sleep", "30"], start_new_session=True,
+                         env={**os.environ, "TRAINER_RUN_ID": run_id})
+    procs.append(p)
+    return p.pid
+
+
 def _folder(svc: DispatcherService, run_id: str, pid: int | None = None,
             age_s: float = 1.0) -> str:
     path = os.path.join(svc.settings.runs_dir, run_id)

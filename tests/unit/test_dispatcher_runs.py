@@ -18,7 +18,7 @@ from services.dispatcher.spawner import (RUN_LOCK, WORKER_FILE, group_alive,
                                          process_start_time, shim_alive)
 from tests.helpers import REPO, wait_until
 from tests.unit.dispatcher_fakes import (svc, procs, _worker, _folder, _exit, _ours, _outcome,
-                                         _internal)
+                                         _internal, _tagged)
 
 
 # --- a shim that vanishes ----------------------------------------------------------
@@ -56,6 +56,25 @@ def test_a_worker_left_without_its_shim_is_killed_then_the_run_is_lost(
     wait_until(lambda: not group_alive(pid), 5, message="the orphaned worker killed")
     svc._supervise(run, svc.clock.monotonic(), check_exit=True)
     assert (_outcome(svc, "r3") or {}).get("cause") == "lost"
+
+
+def test_processes_of_a_run_whose_shim_died_unrecorded_are_killed_then_it_is_lost(
+        svc: DispatcherService, procs: list) -> None:
+    """Its shim died after starting the worker but before writing worker.json (or the
+    worker started a process in a session of its own): found by the run id in their
+    environment, they are killed before the run ends lost; another run's are not."""
+    pids = [_tagged(procs, "r4"), _tagged(procs, "r4")]
+    other = _tagged(procs, "r44")
+    path = _folder(svc, "r4")  # no worker.json, no lock, no exit record
+    run = _ours(svc, "r4", path)
+    svc.forks.ended_dirs.add(path)  # type: ignore[attr-defined]
+    svc._supervise(run, svc.clock.monotonic(), check_exit=True)
+    assert _outcome(svc, "r4") is None  # killed first
+    wait_until(lambda: all(process_start_time(p) is None for p in pids), 5,
+               message="the run's processes killed")
+    svc._supervise(run, svc.clock.monotonic(), check_exit=True)
+    assert (_outcome(svc, "r4") or {}).get("cause") == "lost"
+    assert process_start_time(other) is not None
 
 
 # --- RunStarted refused ----------------------------------------------------------

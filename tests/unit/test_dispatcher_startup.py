@@ -13,8 +13,9 @@ import pytest
 from services.dispatcher import recovery
 from services.dispatcher.service import DispatcherService
 from services.dispatcher.supervision import check
+from services.dispatcher.spawner import process_start_time
 from tests.unit.dispatcher_fakes import (Registry, svc, procs, _worker, _folder, _exit,
-                                         _hold_lock, _record, _outcome)
+                                         _hold_lock, _record, _outcome, _tagged)
 
 
 # --- start-up: a shim that still owns the run -------------------------------------
@@ -53,6 +54,20 @@ def test_recovery_starts_a_run_that_no_shim_holds(svc: DispatcherService) -> Non
     path = _folder(svc, "r8")
     assert recovery._resume(svc, _record("r8", "DISPATCHING")) == "restarted"
     assert svc.forks.spawned == [path]  # type: ignore[attr-defined]
+
+
+def test_recovery_kills_a_worker_whose_shim_died_before_recording_it(
+        svc: DispatcherService, procs: list) -> None:
+    """No worker.json, no shim, no exit record, but the worker runs (its shim died
+    between starting it and recording it): killed, and the run ends lost instead of
+    being started a second time."""
+    pid = _tagged(procs, "r9")
+    _folder(svc, "r9")
+    assert recovery._resume(svc, _record("r9", "DISPATCHING")) == "lost"
+    assert process_start_time(pid) is None
+    assert svc.forks.spawned == []  # type: ignore[attr-defined]
+    finish = [a for m, a in svc.client.calls if m == "finish"]  # type: ignore[attr-defined]
+    assert [(a["run_id"], a["cause"]) for a in finish] == [("r9", "lost")]
 
 
 # --- start-up: what an adopted run keeps ------------------------------------------
