@@ -109,17 +109,30 @@ class AsyncRpcClient:
 
     async def _send(self, frame: bytes, deadline: float) -> bool:
         """Queue ``frame`` once a connection can take it, by ``deadline`` at the latest
-        (loop time); False if it could not be sent by then."""
+        (loop time); False if it could not be sent by then.
+
+        While nothing can take it (no server: ZMQ_IMMEDIATE) the send is tried again
+        after short pauses. Not a POLLOUT poll: zmq.asyncio queues every later send of
+        the socket behind a pending poll, and such a send (another call's) would then
+        wait for a POLLOUT that never comes while no server is there."""
         loop = asyncio.get_running_loop()
-        sock = self._connect()
+        pause = 0.005
         while True:
+            sock = self._connect()  # another call that gave up may have replaced it
             try:
                 await sock.send(frame, zmq.NOBLOCK)
                 return True
             except zmq.Again:
-                left = deadline - loop.time()
-                if left <= 0 or not await sock.poll(int(left * 1000) + 1, zmq.POLLOUT):
-                    return False
+                pass
+            except zmq.ZMQError:
+                if sock is self._sock:
+                    raise
+                continue  # closed under us by a call that gave up: the fresh one
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, 0.1)
 
     def close(self) -> None:
         if self._reader is not None and not self._reader.done():
