@@ -15,7 +15,7 @@ the first attempt instead of applying it twice.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import zmq
 
@@ -26,6 +26,7 @@ from core.ids import new_request_id
 
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_RETRIES = 3
+WAIT_SLICE_S = 0.25  # how often on_wait is called while a reply is awaited
 
 
 class Unavailable(OrchestratorError):
@@ -39,8 +40,12 @@ class RpcClient:
 
     def __init__(self, ctx: zmq.Context, endpoint: str, source: str, *,
                  timeout_s: float = DEFAULT_TIMEOUT_S, retries: int = DEFAULT_RETRIES,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None,
+                 on_wait: Callable[[], None] | None = None) -> None:
+        """``on_wait``: called every WAIT_SLICE_S while a reply is awaited (a service
+        whose loop the call holds keeps publishing its status meanwhile)."""
         self.ctx = ctx
+        self.on_wait = on_wait
         self.endpoint = endpoint
         self.source = source
         self.timeout_s = timeout_s
@@ -121,8 +126,13 @@ class RpcClient:
         deadline = self.clock.monotonic() + timeout
         while len(replies) < len(frames):
             left = deadline - self.clock.monotonic()
-            if left <= 0 or not sock.poll(int(left * 1000) + 1, zmq.POLLIN):
+            if left <= 0:
                 return
+            wait = left if self.on_wait is None else min(left, WAIT_SLICE_S)
+            if not sock.poll(int(wait * 1000) + 1, zmq.POLLIN):
+                if self.on_wait is not None:
+                    self.on_wait()
+                continue
             try:
                 env = decode(sock.recv())
             except FrameError:

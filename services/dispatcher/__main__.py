@@ -13,7 +13,7 @@ from bus.bootstrap import run_service
 from bus.catchup import EventFollower, registry_fetch
 from bus.logs import ServiceLogger
 from bus.pubsub import Publisher, Subscriber
-from bus.rpc import RpcClient
+from bus.rpc import RpcClient, Unavailable
 from core.clock import SystemClock
 from core.settings import Settings
 from services.dispatcher.forkserver import ForkServer
@@ -55,7 +55,9 @@ def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> Dispatche
     telemetry_sock.connect(settings.bus_sub)
     pub = ctx.socket(zmq.PUB)
     pub.connect(settings.bus_pub)
-    client = RpcClient(ctx, settings.registry, SOURCE, timeout_s=3.0, retries=5)
+    # A call holds the loop: at most 2 x 2 s, then the registry counts as away (the
+    # loop goes on, pinging it every second, and re-reads its state once it is back).
+    client = RpcClient(ctx, settings.registry, SOURCE, timeout_s=2.0, retries=1)
     follower = EventFollower(Subscriber(events_sock, bad), registry_fetch(client))
     cpu_slots = settings.cpu_slots or os.cpu_count() or 1
     svc = DispatcherService(settings, client, follower, Subscriber(telemetry_sock, bad),
@@ -63,7 +65,12 @@ def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> Dispatche
                             forks=ForkServer(fd_soft_limit), resync=recover,
                             read_gpus=None if settings.fake_gpus > 0 else
                             (lambda ours: read_inventory(0, ours)))
-    recover(svc)
+    client.on_wait = svc.send_status
+    try:
+        recover(svc)
+    except Unavailable as exc:  # the loop reads the state once the registry answers
+        log.warning("registry.unavailable", reason=exc.message)
+        svc.resync_needed = True
     return svc
 
 

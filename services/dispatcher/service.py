@@ -39,6 +39,8 @@ PROBE_S = 0.5    # our own status doubles as the bus probe: at least this often
 SWEEP_S = 0.25   # timeouts, log files and adopted runs' exit records: this often
 FULL_SWEEP_S = 2.0  # every run's exit record, in case an exit notice was missed
 TELEMETRY_S = 0.02  # heartbeats and reported artifacts are read at least this often
+RESYNC_PROBE_S = 1.0  # while the registry is away: a quick ping this often
+PROBE_TIMEOUT_S = 0.5
 PIPELINE = 200     # registry commands in flight at once (one round trip each such chunk)
 _SIGNALS = {"TERM": signal.SIGTERM, "KILL": signal.SIGKILL}
 
@@ -80,6 +82,7 @@ class DispatcherService:
         self.forks = forks
         self.resync = resync
         self.resync_needed = False
+        self._next_probe = 0.0  # the next ping while the registry is away
         self._next_sweep = self._next_full = clock.monotonic()
         self.next_deadline = 0.0  # the earliest a watched run may be overdue (runwatch)
         self.poller = zmq.Poller()
@@ -95,7 +98,8 @@ class DispatcherService:
         return {**self.stats, "pending": len(self.pending), "active": len(self.active),
                 "gpus": [g.to_map() for g in self.inventory.gpus],
                 "gpu_source": self.inventory.source, "cpu_slots": self.cpu_slots,
-                "bus_healthy": self.bus.healthy(self.clock.monotonic())}
+                "bus_healthy": self.bus.healthy(self.clock.monotonic()),
+                "registry_reachable": not self.resync_needed}
 
     # --- the loop ------------------------------------------------------------------
     def step(self, timeout_s: float) -> None:
@@ -104,9 +108,11 @@ class DispatcherService:
         try:
             woke = self._wait(min(timeout_s, self.settings.tick, TELEMETRY_S))
             if self.resync_needed and self.resync is not None:
-                self.resync(self)
-                self.resync_needed = False
-            self._step(woke)
+                if self._registry_back():
+                    self.resync(self)
+                    self.resync_needed = False
+            if not self.resync_needed:
+                self._step(woke)
         except ForkServerGone as exc:
             self.log.error("forkserver.gone", reason=str(exc),
                            hint="exiting; runs are adopted or started again at restart")
@@ -115,6 +121,28 @@ class DispatcherService:
             if not self.resync_needed:
                 self.log.warning("registry.unavailable", reason=exc.message)
             self.resync_needed = True
+        self.send_status()
+
+    def send_status(self) -> None:
+        """Our status when it is due: every step, also while the registry is away, and
+        while a registry call holds the loop (the client's on_wait): the dispatcher is
+        alive, and its status is its probe of the bus."""
+        due = self.beacon.due()
+        if due is not None:
+            self.publisher.send(*due)
+
+    def _registry_back(self) -> bool:
+        """While the registry is away: does it answer a quick ping (asked at most every
+        RESYNC_PROBE_S, so that the loop is never held for long)?"""
+        now = self.clock.monotonic()
+        if now < self._next_probe:
+            return False
+        self._next_probe = now + RESYNC_PROBE_S
+        try:
+            self.client.call("ping", {}, timeout_s=PROBE_TIMEOUT_S, retries=0)
+        except Unavailable:
+            return False
+        return True
 
     def _wait(self, timeout_s: float) -> bool:
         """Block until something is ready; True if a run's shim has ended."""
@@ -166,9 +194,6 @@ class DispatcherService:
                 run.logs.poll(self.publisher, now)
         runwatch.watch_deadlines(self, now)
         self._schedule_while_dirty()  # a run ended: its resources go to the next one now
-        due = self.beacon.due()
-        if due is not None:
-            self.publisher.send(*due)
 
     def call_registry(self, method: str, **args: Any) -> Optional[dict[str, Any]]:
         """A registry command; None (logged) if the registry refused it."""

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 from bus.codec import envelope_from_map, event_from_envelope
+from bus.topics import Topic
 from services.dispatcher.forkserver import fork_server_of
 from services.dispatcher.spawner import process_start_time, read_json
 from tests.conftest import Stack
@@ -143,9 +145,25 @@ def test_pending_queue_survives_a_dispatcher_restart(dstack: Stack) -> None:
 
 
 def test_registry_restart_mid_run_loses_nothing(dstack: Stack) -> None:
-    run_id = submit(dstack, "test-sleep", params={"seconds": 3})
+    """The registry killed mid-run and started again later: meanwhile the dispatcher
+    keeps publishing its status (it is alive: `trainer health` must not call it down,
+    also while its call to finish the run waits for the registry), and once the
+    registry is back the run completes and a new one runs."""
+    run_id = submit(dstack, "test-sleep", params={"seconds": 1})
     wait_status(dstack, run_id, {"RUNNING"})
+    topic = Topic.STATUS.topic("dispatcher")
+    status = dstack.subscriber(topic)
     dstack.registry.kill9()
+    wait_until(lambda: os.path.exists(os.path.join(run_dir(dstack, run_id), "exit.json")),
+               15, message="the worker to end while the registry is down")
+    arrivals, end = [time.monotonic()], time.monotonic() + 4.5  # a window to measure in
+    while time.monotonic() < end:
+        msg = status.recv(100)
+        if msg is not None and msg.topic == topic:
+            arrivals.append(time.monotonic())
+    arrivals.append(end)
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+    assert max(gaps) < 1.5, gaps  # every 0.5 s (TRAINER_STATUS_INTERVAL is 0.5 here)
     dstack.start_registry()
     run = wait_status(dstack, run_id, TERMINAL, timeout=30)
     assert run["status"] == "COMPLETED", run
