@@ -117,7 +117,9 @@ class RunConfig:
             raise ValidationError("worker", f"{cfg.worker!r} is not a registered entry point "
                                   "in the group trainer.workers")
         if known_env is not None and not known_env(cfg.env):
-            raise ValidationError("env", f"gymnasium does not know the env id {cfg.env!r}")
+            raise ValidationError("env", f"gymnasium does not know the env id {cfg.env!r}"
+                                  if ":" not in cfg.env else f"{cfg.env!r} is not a "
+                                  "module:Env-v0 id whose module's package is installed")
         return cfg
 
 

@@ -8,6 +8,7 @@ int, is the exit code; the SDK reads the rest from the environment.
 
 from __future__ import annotations
 
+import os
 import sys
 from importlib import metadata
 
@@ -20,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m worker.launch NAME --run-id ID --config PATH", file=sys.stderr)
         return 2
     name = args[0]
+    if "--run-id" in args[1:-1] and "TRAINER_RUN_ID" not in os.environ:
+        # Run by hand (docs/WORKERS.md): the SDK reads the run id from the environment.
+        os.environ["TRAINER_RUN_ID"] = args[args.index("--run-id", 1) + 1]
     found = [ep for ep in metadata.entry_points(group=GROUP) if ep.name == name]
     if not found:
         print(f"worker {name!r} is not a registered entry point in {GROUP}", file=sys.stderr)

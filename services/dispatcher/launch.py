@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from importlib import metadata
 from typing import Any
 
@@ -13,6 +14,7 @@ from core.settings import Settings
 from services.dispatcher import spawner
 
 GROUP = "trainer.workers"
+RELOAD_S = 5.0
 
 
 class UnknownWorker(Exception):
@@ -20,14 +22,18 @@ class UnknownWorker(Exception):
 
 
 _known: set[str] = set()
+_read_at = [-RELOAD_S]
 
 
 def is_worker(name: str) -> bool:
-    """Is ``name`` a registered worker? Re-reads the entry points on a miss only (a
-    scan costs ~3 ms), so a worker installed after the dispatcher started is found."""
-    if name not in _known:
+    """Is ``name`` a registered worker? The entry points are read again when the last
+    read is RELOAD_S old (a scan costs ~3 ms), so a worker installed or uninstalled
+    after the dispatcher started is seen within seconds."""
+    now = time.monotonic()
+    if now - _read_at[0] >= RELOAD_S:
         _known.clear()
         _known.update(ep.name for ep in metadata.entry_points(group=GROUP))
+        _read_at[0] = now
     return name in _known
 
 

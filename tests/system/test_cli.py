@@ -120,8 +120,8 @@ def test_restarting_each_service_in_turn_loses_no_run(system: System) -> None:
         result = system.supervisorctl("restart", name)
         assert result.returncode == 0, result.stdout + result.stderr
     def all_done() -> bool:
-        out = system.trainer("ls").stdout
-        return all(f"{i}  COMPLETED" in out for i in ids)
+        rows = system.trainer("ls").stdout.splitlines()
+        return all(any(r.startswith(i) and " COMPLETED" in r for r in rows) for i in ids)
     wait_until(all_done, 60, interval=0.5, message="every run to complete")
     assert "chain intact" in system.ok("replay", "--verify")
     for run_id in ids:

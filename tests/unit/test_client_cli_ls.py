@@ -67,3 +67,16 @@ def test_ls_pages_past_1000(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(_ids(got.output)) == 3 and fake.sizes == [3]
     got, fake = _ls(monkeypatch, 10, "--limit", "0")
     assert got.exit_code == 2 and "--limit" in got.output and fake.sizes == []
+
+
+def test_ls_rows_show_the_name_cut_and_the_gpu_tails() -> None:
+    from trainer.cli import format as fmt
+    config = {"name": "a-rather-long-sweep-name-lr-0.0003-seed-7", "worker": "cartpole",
+              "env": "CartPole-v1", "tags": ["sweep"]}
+    run = pb.RunRecord(run_id="r0123456789ab", status=pb.RUN_STATUS_RUNNING,
+                       config_json=__import__("json").dumps(config),
+                       gpus=["GPU-8f3e1a2b-0000-4c3d-9e8f-0123abcd4567", "GPU-1"])
+    row = dict(zip(fmt.RUN_HEADERS, fmt.run_row(run, 0.0)))
+    assert row["NAME"] == "a-rather-long-sweep-nam…" and len(row["NAME"]) == fmt.NAME_WIDTH
+    assert row["GPUS"] == "…abcd4567,GPU-1"
+    assert row["STATUS"] == "RUNNING" and row["WORKER"] == "cartpole"

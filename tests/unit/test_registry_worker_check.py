@@ -48,4 +48,19 @@ def test_an_unknown_name_rescans_the_installed_workers_at_most_every_few_seconds
     assert catalog.loads == 2  # one rescan for the first miss, none for the next 49
     now[0] += 5.0
     assert not catalog("no-such-worker") and catalog.loads == 3
-    assert catalog("test-sleep") and catalog.loads == 3  # hits never rescan
+    assert catalog("test-sleep") and catalog.loads == 3  # a fresh read: no rescan
+    now[0] += 5.0  # a known name asked after reload_s: read again (uninstalled?)
+    assert catalog("test-sleep") and catalog.loads == 4
+
+
+def test_a_module_env_id_is_checked_without_importing_its_module() -> None:
+    """``module:Env-v0``: the form and an installed top-level package, nothing run
+    (importing it is the worker's job); plain ids against gymnasium's registry."""
+    import sys
+    from services.registry.catalog import EnvCatalog
+    catalog = EnvCatalog()
+    assert catalog("CartPole-v1") and not catalog("NoSuchEnv-v9")
+    assert catalog("trainer_test_workers.envs:Walk-v0")
+    assert "trainer_test_workers.envs" not in sys.modules
+    assert not catalog("no_such_package_xyz:Walk-v0")
+    assert not catalog("bad module:Walk-v0") and not catalog("pkg:")

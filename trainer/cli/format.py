@@ -74,7 +74,18 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-RUN_HEADERS = ("RUN", "STATUS", "WORKER", "ENV", "PROGRESS", "RETURN", "GPUS", "AGE")
+RUN_HEADERS = ("RUN", "NAME", "STATUS", "WORKER", "ENV", "PROGRESS", "RETURN", "GPUS", "AGE")
+NAME_WIDTH = 24
+
+
+def short(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters, an ellipsis marking the cut."""
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def gpu_tail(uuid: str) -> str:
+    """The last 8 characters of a GPU UUID (what tells GPUs apart), marked as cut."""
+    return uuid if len(uuid) <= 8 else "…" + uuid[-8:]
 
 
 def run_row(run: pb.RunRecord, now: float) -> list[str]:
@@ -86,8 +97,9 @@ def run_row(run: pb.RunRecord, now: float) -> list[str]:
     prog = f"{100 * step / budget:.0f}%" if budget and step else "-"
     if status == "COMPLETED":
         prog = "100%"
-    return [run.run_id, status, cfg.get("worker", "-"), cfg.get("env", "-"), prog, ret,
-            ",".join(g[-8:] for g in run.gpus) or "-", age(now - run.submitted_at.seconds)]
+    return [run.run_id, short(str(cfg.get("name") or "-"), NAME_WIDTH), status,
+            cfg.get("worker", "-"), cfg.get("env", "-"), prog, ret,
+            ",".join(gpu_tail(g) for g in run.gpus) or "-", age(now - run.submitted_at.seconds)]
 
 
 def bar(step: int, budget: int, width: int = 30) -> str:

@@ -101,9 +101,9 @@ def replay(db: Optional[str], do_verify: bool, until: Optional[str], run_id: Opt
     path = db or Settings.from_env(os.environ).db_path
     if not (do_verify or until or run_id or export):
         raise click.UsageError("choose --verify, --until, --run or --export")
+    if not os.path.exists(path):  # exit 2, as the audit module: not a failed check
+        raise click.UsageError(f"no event log at {path} (give --db, or set TRAINER_HOME)")
     if do_verify:
-        if not os.path.exists(path):
-            raise click.ClickException(f"no event log at {path}")
         ok, message = verify(path)
         if not ok:
             raise click.ClickException(message)

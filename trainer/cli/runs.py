@@ -152,7 +152,9 @@ def show(run_id: str) -> None:
     cfg = fmt.config_of(run)
     step, budget, sps, ret = fmt.progress(run)
     lines = [
-        ("run", run.run_id), ("status", fmt.status_name(run.status)),
+        ("run", run.run_id), ("name", cfg.get("name") or "-"),
+        ("tags", ", ".join(cfg.get("tags") or []) or "-"),
+        ("status", fmt.status_name(run.status)),
         ("cause", fmt.cause_name(run.cause) or "-"),
         ("exit code", run.exit_code if run.HasField("exit_code") else "-"),
         ("signal", run.signal if run.HasField("signal") else "-"),

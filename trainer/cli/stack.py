@@ -75,6 +75,7 @@ def up(timeout: float) -> None:
     """Start every service under supervisord (in the background) and wait until
     GetHealth says each one is up."""
     home = settings().home
+    os.makedirs(home, mode=0o700, exist_ok=True)  # (makedirs' mode is the last folder's)
     os.makedirs(os.path.join(home, "logs"), mode=0o700, exist_ok=True)
     if supervisord_pid(home) is None:
         started = supervisor("supervisord")
@@ -101,8 +102,8 @@ def up(timeout: float) -> None:
 
 @click.command("down")
 def down() -> None:
-    """Stop every service and supervisord. Running workers are stopped by their
-    dispatcher's absence only if you cancel them first; a later `up` adopts them."""
+    """Stop every service and supervisord. Running workers keep running under their
+    shims (cancel them first to stop them); the next `up` adopts them."""
     home = settings().home
     pid = supervisord_pid(home)
     if pid is None:
