@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any, Optional
 
 import grpc
@@ -29,6 +30,7 @@ from trainer.v1 import trainer_pb2 as pb
 
 SERVICE = "trainer.v1.TrainerService"
 GRACE_S = 1.0
+REFUSED_LOG_S = 10.0  # at most one rpc.unauthenticated line this often
 
 
 def _serialize(message: Any) -> bytes:
@@ -63,6 +65,7 @@ class GatewayService:
         self.log = log
         self.port = 0
         self.refused = 0
+        self._refused_logged, self._refused_logged_at = 0, -REFUSED_LOG_S
         self._ready = threading.Event()
         self._error: Optional[BaseException] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -183,8 +186,14 @@ class GatewayService:
             self.registry.close_loop_client()  # on the loop that owns its socket
 
     def _on_refused(self, method: str) -> None:
+        """Counted always (status counter ``refused``), logged at most every
+        REFUSED_LOG_S: a client polling without its token must not flood the log."""
         self.refused += 1
-        self.log.warning("rpc.unauthenticated", method=method)
+        now = time.monotonic()
+        if now - self._refused_logged_at >= REFUSED_LOG_S:
+            self.log.warning("rpc.unauthenticated", method=method,
+                             since_last_line=self.refused - self._refused_logged)
+            self._refused_logged_at, self._refused_logged = now, self.refused
 
 
 def _read(path: str) -> bytes:

@@ -291,7 +291,8 @@ def test_calls_without_the_token_are_refused(gateway: Gateway) -> None:
         assert rpc_error(next, watch).code == grpc.StatusCode.UNAUTHENTICATED
     assert oct(os.stat(os.path.join(gateway.stack.settings.home, "gateway.token")).st_mode
                & 0o777) == "0o600"
-    assert '"rpc.unauthenticated"' in gateway.log()
+    # four refusals, one log line: a client polling without its token floods nothing
+    assert gateway.log().count('"rpc.unauthenticated"') == 1
 
 
 def test_standard_health_and_reflection(gateway: Gateway) -> None:

@@ -1,6 +1,7 @@
 """The runs table: a model of run dicts (convert.run), kept current by the watch's
-snapshot and events (each applied once: events at or below a run's last_seq, or the
-watch position, are counted as duplicates and skipped), and a filter proxy."""
+snapshot and events (each applied once: an event at or below the watch position is
+counted as a duplicate, one at or below its run's last_seq as already shown, and
+both are skipped), and a filter proxy."""
 
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ class RunsModel(QAbstractTableModel):
         self.rows: dict[str, int] = {}
         self.seq = 0                 # the highest event seq applied
         self.applied: list[int] = []  # seqs of the events applied, in order (for tests)
-        self.duplicates = 0
+        self.duplicates = 0     # events the watch delivered twice
+        self.already_shown = 0  # events a newer record of their run already reflected
 
     # --- Qt ---------------------------------------------------------------------
     def rowCount(self, parent: Index = QModelIndex()) -> int:
@@ -141,8 +143,12 @@ class RunsModel(QAbstractTableModel):
     def apply_events(self, events: list[dict[str, Any]]) -> None:
         for e in events:
             old = self.run(e["run_id"])
-            if e["seq"] <= self.seq or (old is not None and e["seq"] <= old["last_seq"]):
-                self.duplicates += 1
+            if e["seq"] <= self.seq:
+                self.duplicates += 1  # the watch sent it again: never expected
+                continue
+            if old is not None and e["seq"] <= old["last_seq"]:
+                self.already_shown += 1  # a record (GetRun, a snapshot) was newer
+                self.seq = e["seq"]
                 continue
             self.seq = e["seq"]
             self.applied.append(e["seq"])
