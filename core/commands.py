@@ -18,6 +18,7 @@ from core.runconfig import RunConfig
 from core.runstate import RunState, RunStatus
 
 MAX_CONFIG_BYTES = 64 * 1024
+MAX_META_BYTES = 16 * 1024  # an artifact's meta, as canonical JSON
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,9 +216,11 @@ def decide_artifact(state: Optional[RunState], cmd: RegisterArtifact,
         raise ValidationError("path", "must be a relative path inside the run directory")
     check_depth(cmd.meta, "meta")
     try:
-        canonical_json(cmd.meta)
+        meta_bytes = len(canonical_json(cmd.meta).encode())
     except (TypeError, ValueError):
         raise ValidationError("meta", "must be JSON-compatible") from None
+    if meta_bytes > MAX_META_BYTES:
+        raise ValidationError("meta", f"is larger than {MAX_META_BYTES} bytes")
     if already_registered:
         return []
     if cmd.size < 0:

@@ -34,7 +34,7 @@ def snapshot(svc: DispatcherService) -> tuple[list[dict[str, Any]], int]:
                                              "before_seq": before})
         as_of = page["head_seq"] if as_of is None else as_of
         runs.extend(page["runs"])
-        if len(page["runs"]) < PAGE:
+        if not page["more"] or not page["runs"]:
             runs.reverse()
             return runs, as_of
         before = min(int(r["submitted_seq"]) for r in page["runs"])

@@ -127,14 +127,14 @@ class Servicer:
         size = request.page_size or DEFAULT_PAGE
         if not 0 < size <= MAX_PAGE:
             raise invalid("page_size", f"must be from 1 to {MAX_PAGE}")
-        args = {"status": statuses, "tag": _text(request.tag, "tag", 200), "limit": size + 1,
+        args = {"status": statuses, "tag": _text(request.tag, "tag", 200), "limit": size,
                 "before_seq": _decode_token(request.page_token), "newest_first": True}
         got = await self.registry.call("list_runs", args, context)
         runs = got["runs"]
-        out = pb.ListRunsResponse(runs=[self.record(v) for v in runs[:size]],
+        out = pb.ListRunsResponse(runs=[self.record(v) for v in runs],
                                   total_size=got["total"], head_seq=got["head_seq"])
-        if len(runs) > size:
-            out.next_page_token = _encode_token(int(runs[size - 1]["submitted_seq"]))
+        if got["more"] and runs:  # more after these (the page may be cut short by size)
+            out.next_page_token = _encode_token(int(runs[-1]["submitted_seq"]))
         return out
 
     @streaming

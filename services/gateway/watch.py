@@ -160,6 +160,10 @@ class WatchHub:
         self.log.warning("watch.lagging", peer=w.peer, behind=upto - w.position,
                          queued=w.queued, buffer=w.limit,
                          action="switched to catch-up from the registry")
+        # Nothing is kept for it: what its inbox held (not sent yet: its position is
+        # the last seq sent) comes again from the registry when it reads again.
+        w.inbox.clear()
+        w.queued = w.queued_bytes = 0
 
     def try_live(self, w: Watcher) -> bool:
         """Join live delivery if ``w`` has seen everything the hub has delivered."""

@@ -238,7 +238,7 @@ class WatchSession:
             runs = page["runs"]
             yield runs, int(page["as_of_seq"])
             offset += len(runs)
-            if len(runs) < SNAPSHOT_PAGE:
+            if not page["more"] or not runs:
                 return
 
 

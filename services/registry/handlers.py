@@ -30,6 +30,11 @@ from services.registry.replies import ReplyLog
 
 MAX_PAGE = 1000
 MAX_EVENTS_PAGE = 5000
+# A page of runs or events stops growing past this many bytes (estimated), with at
+# least one item: a reply stays well under the codec's 16 MiB frame limit even when
+# every config is near its 64 KiB limit. A page cut short says "more": true.
+REPLY_BUDGET = 8 * 1024 * 1024
+RUN_OVERHEAD = 1024  # a run view's bytes besides its config and message
 MAX_ID_TRIES = 1000  # new run ids tried at one submit (see _submit)
 
 
@@ -235,21 +240,24 @@ class Registry:
         if not isinstance(tag, str):
             raise ValidationError("tag", "must be a string")
         before_seq = _int(args, "before_seq", 0, 0, 2**62)
-        runs, total = store.list_runs(self.conn, statuses, limit, offset,
+        runs, total = store.list_runs(self.conn, statuses, limit + 1, offset,
                                       bool(args.get("newest_first", True)), tag, before_seq)
-        return {"runs": [run_view(r) for r in runs], "total": total,
-                "head_seq": self.log.head_seq}
+        kept = _within_budget(runs[:limit], lambda r: RUN_OVERHEAD + len(r.config_json)
+                              + len(r.message))
+        return {"runs": [run_view(r) for r in kept], "total": total,
+                "head_seq": self.log.head_seq, "more": len(kept) < len(runs)}
 
     def _snapshot(self, args: dict[str, Any]) -> Any:
         """A page of runs as of ``as_of_seq``; each run also carries its own last_seq,
         so a client applies only later events to it."""
         result = self._list_runs({**args, "newest_first": False})
-        return {"runs": result["runs"], "total": result["total"], "as_of_seq": result["head_seq"]}
+        return {"runs": result["runs"], "total": result["total"], "as_of_seq": result["head_seq"],
+                "more": result["more"]}
 
     def _events_since(self, args: dict[str, Any]) -> Any:
         after = _int(args, "after_seq", 0, 0, 2**62)
         limit = _int(args, "limit", 1000, 1, MAX_EVENTS_PAGE)
-        rows = self.log.read(after, limit)
+        rows = _within_budget(self.log.read(after, limit), lambda r: 256 + len(r.payload))
         return {"events": [r.envelope("registry").to_map() for r in rows],
                 "head_seq": self.log.head_seq}
 
@@ -270,6 +278,17 @@ class Registry:
             else 0
         return {"service": "registry", "pid": os.getpid(), "head_seq": self.log.head_seq,
                 "db_bytes": size, "started_at": self.started_at, "now": self.clock.now()}
+
+
+def _within_budget(items: list[Any], size: Callable[[Any], int]) -> list[Any]:
+    """The longest head of ``items`` whose estimated size fits REPLY_BUDGET (one item
+    at least)."""
+    total = 0
+    for i, item in enumerate(items):
+        total += size(item)
+        if total > REPLY_BUDGET and i:
+            return items[:i]
+    return items
 
 
 def _internal(method: str, exc: Exception) -> dict[str, Any]:

@@ -161,6 +161,8 @@ def test_list_pages_newest_first_by_tag_and_status(gateway: Gateway) -> None:
         if not token:
             break
     assert seen == ids[::-1]
+    full = c.list(page_size=1000)  # the documented largest page
+    assert [r.run_id for r in full.runs] == ids[::-1] and not full.next_page_token
     assert [r.run_id for r in c.iter_runs(tag="odd", page_size=2)] == ids[::-2]
     pending = c.list(statuses=[pb.RUN_STATUS_PENDING, pb.RUN_STATUS_RUNNING])
     assert [r.run_id for r in pending.runs] == ids[:0:-1]

@@ -131,7 +131,8 @@ class Listing(Registry):
         page = runs[offset:offset + int(args["limit"])]
         if first:
             del self.live[min(self.live)]  # a run ends before the next page is read
-        return {"runs": page, "total": len(runs), "head_seq": 100}
+        return {"runs": page, "total": len(runs), "head_seq": 100,
+                "more": offset + len(page) < len(runs)}
 
 
 def test_the_startup_snapshot_misses_no_run_when_one_ends_between_pages(
@@ -143,6 +144,28 @@ def test_the_startup_snapshot_misses_no_run_when_one_ends_between_pages(
     seqs = [r["submitted_seq"] for r in runs]
     assert set(listing.live) <= set(seqs) and as_of == 100
     assert seqs == sorted(seqs) and len(seqs) == len(set(seqs))  # oldest first, once each
+
+
+class CutListing(Registry):
+    """list_runs whose pages the registry cuts to 2 runs by their size ("more")."""
+
+    def __init__(self, seqs: list[int]) -> None:
+        super().__init__()
+        self.runs = [{**_record(f"r{s}", "RUNNING"), "submitted_seq": s}
+                     for s in sorted(seqs, reverse=True)]
+
+    def call(self, method: str, args: Any = None) -> dict[str, Any]:
+        before = (args or {}).get("before_seq") or 10**9
+        rest = [r for r in self.runs if r["submitted_seq"] < before]
+        return {"runs": rest[:2], "total": len(self.runs), "head_seq": 100,
+                "more": len(rest) > 2}
+
+
+def test_the_startup_snapshot_pages_on_past_a_page_cut_short_by_size(
+        svc: DispatcherService) -> None:
+    svc.client = CutListing([1, 2, 3, 4, 5])  # type: ignore[assignment]
+    runs, _ = recovery.snapshot(svc)
+    assert [r["submitted_seq"] for r in runs] == [1, 2, 3, 4, 5]
 
 
 def test_recovery_finds_the_exit_record_its_shim_wrote_as_it_let_go(
