@@ -100,14 +100,15 @@ class Registry:
 
     async def call(self, method: str, args: dict[str, Any],
                    context: Optional[grpc.aio.ServicerContext] = None, *,
-                   request_id: Optional[str] = None, retries: Optional[int] = None) -> Any:
+                   request_id: Optional[str] = None, retries: Optional[int] = None,
+                   timeout_s: Optional[float] = None) -> Any:
         """The registry's answer; raises CallError (mapped code) on any failure."""
         budget = usable(context.time_remaining()) if context is not None else None
         if budget is not None and budget <= 0:
             raise CallError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded",
                             "deadline_exceeded")
         tries = 1 + (self.retries if retries is None else retries)
-        timeout = self.timeout_s
+        timeout = self.timeout_s if timeout_s is None else timeout_s
         cut_short = budget is not None and budget / tries < timeout
         if budget is not None and cut_short:
             timeout = max(0.01, budget / tries)

@@ -4,6 +4,7 @@ holder of each GPU from the registry, and the event log's size and last seq."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
@@ -13,9 +14,9 @@ import grpc
 
 from bus.status import PACKAGE_VERSION
 from bus.versions import installed_versions
-from core.errors import OrchestratorError
 from services.gateway.buslisten import Telemetry
-from services.gateway.calls import Registry, usable
+from services.gateway.calls import Registry
+from services.gateway.errors import CallError
 from services.gateway.mapping import struct, timestamp
 from trainer.v1 import trainer_pb2 as pb
 
@@ -33,20 +34,25 @@ class Health:
         self.started_at = time.time()
         self.versions = installed_versions()
 
-    def _registry_facts(self, budget: Optional[float]) -> tuple[Optional[dict], dict, str]:
-        """In a pool thread: (ping result or None, gpu holder by uuid, error)."""
-        timeout = PING_TIMEOUT_S if budget is None else \
-            max(0.05, min(PING_TIMEOUT_S, budget / 2))   # two calls within the budget
-        try:
-            ping = self.registry.call_blocking("ping", {}, budget_s=timeout, retries=0)
-            slots = self.registry.call_blocking("gpu_slots", {}, budget_s=timeout, retries=0)
-        except OrchestratorError as exc:
-            return None, {}, exc.message
+    async def _registry_facts(self, context: grpc.aio.ServicerContext
+                              ) -> tuple[Optional[dict], dict, str]:
+        """(ping result or None, gpu holder by uuid, error): both asked at once from
+        the loop, not through the thread pool, which catch-ups of watchers may fill
+        while the registry is away."""
+        wait = min(PING_TIMEOUT_S, self.registry.timeout_s)
+        ping, slots = await asyncio.gather(
+            self.registry.call("ping", {}, context, retries=0, timeout_s=wait),
+            self.registry.call("gpu_slots", {}, context, retries=0, timeout_s=wait),
+            return_exceptions=True)
+        for got in (ping, slots):
+            if isinstance(got, CallError):
+                return None, {}, got.message
+            if isinstance(got, BaseException):
+                raise got
         return ping, {s["gpu_uuid"]: s["run_id"] for s in slots["slots"]}, ""
 
     async def report(self, context: grpc.aio.ServicerContext) -> pb.GetHealthResponse:
-        ping, holders, error = await self.registry.run(self._registry_facts,
-                                                       usable(context.time_remaining()))
+        ping, holders, error = await self._registry_facts(context)
         now = time.time()
         statuses = self.telemetry.statuses()
         out = pb.GetHealthResponse(gateway_seq=self.gateway_seq(),
