@@ -21,7 +21,8 @@ import zmq
 import zmq.asyncio
 
 from bus.codec import Envelope, FrameError, MessageType, decode, encode
-from bus.rpc import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, Unavailable, result_of
+from bus.rpc import (DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, Unavailable, expiry,
+                     request_payload, result_of)
 from core.clock import Clock, SystemClock
 from core.ids import new_request_id
 
@@ -77,11 +78,11 @@ class AsyncRpcClient:
                    request_id: str | None = None) -> Any:
         """The result of ``method``; raises the server's typed error, or Unavailable."""
         rid = request_id or new_request_id()
-        frame = encode(Envelope(type=MessageType.REQUEST.value, source=self.source,
-                                ts=self.clock.now(),
-                                payload={"method": method, "args": args or {}}, id=rid))
         timeout = self.timeout_s if timeout_s is None else timeout_s
         attempts = 1 + (self.retries if retries is None else retries)
+        frame = encode(Envelope(type=MessageType.REQUEST.value, source=self.source,
+                                ts=self.clock.now(), id=rid, payload=request_payload(
+                                    method, args or {}, expiry(timeout * attempts))))
         loop = asyncio.get_running_loop()
         for attempt in range(attempts):
             if attempt:

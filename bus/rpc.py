@@ -14,6 +14,8 @@ the first attempt instead of applying it twice.
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -27,6 +29,7 @@ from core.ids import new_request_id
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_RETRIES = 3
 WAIT_SLICE_S = 0.25  # how often on_wait is called while a reply is awaited
+EXPIRY_MARGIN_S = 0.1  # a request expires up to this long before its caller gives up
 
 
 class Unavailable(OrchestratorError):
@@ -74,7 +77,8 @@ class RpcClient:
              timeout_s: float | None = None, retries: int | None = None,
              request_id: str | None = None) -> Any:
         """The result of ``method``; raises the server's typed error, or Unavailable."""
-        rid, frame = self._request(method, args or {}, request_id)
+        expires = self._expires_at(timeout_s, retries)
+        rid, frame = self._request(method, args or {}, request_id, expires)
         replies = self._exchange({rid: frame}, method, timeout_s, retries)
         return result_of(replies[rid])
 
@@ -87,16 +91,22 @@ class RpcClient:
         result is that call's result, or its typed error (returned, not raised); raises
         Unavailable if some call is still unanswered after every retry. A retry resends
         the unanswered calls, in order, with their first ids."""
-        frames = dict(self._request(method, args) for method, args in calls)
+        expires = self._expires_at(timeout_s, retries)
+        frames = dict(self._request(method, args, None, expires) for method, args in calls)
         replies = self._exchange(frames, calls[0][0] if calls else "", timeout_s, retries)
         return [_outcome(replies[rid]) for rid in frames]
 
-    def _request(self, method: str, args: dict[str, Any],
-                 rid: str | None = None) -> tuple[str, bytes]:
+    def _expires_at(self, timeout_s: float | None, retries: int | None) -> float:
+        """When this call gives up: after it, the server must not apply it."""
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        return expiry(timeout * (1 + (self.retries if retries is None else retries)))
+
+    def _request(self, method: str, args: dict[str, Any], rid: str | None = None,
+                 expires_at: float | None = None) -> tuple[str, bytes]:
         rid = rid or new_request_id()
         return rid, encode(Envelope(type=MessageType.REQUEST.value, source=self.source,
                                     ts=self.clock.now(),
-                                    payload={"method": method, "args": args}, id=rid))
+                                    payload=request_payload(method, args, expires_at), id=rid))
 
     def _exchange(self, frames: dict[str, bytes], method: str, timeout_s: float | None,
                   retries: int | None) -> dict[str, Envelope]:
@@ -158,6 +168,22 @@ def result_of(reply: Envelope) -> Any:
     raise OrchestratorError.from_dict(error)
 
 
+def expiry(wait_s: float) -> float:
+    """The ``expires_at`` of a request whose caller waits ``wait_s`` in all: wall-clock
+    time (the server compares it with its own clock: same host, or synchronised
+    clocks), a little before the caller gives up, so that the reply of a request
+    applied at the last moment still has time to reach it."""
+    return time.time() + wait_s - min(EXPIRY_MARGIN_S, wait_s / 10)
+
+
+def request_payload(method: str, args: dict[str, Any],
+                    expires_at: float | None) -> dict[str, Any]:
+    payload: dict[str, Any] = {"method": method, "args": args}
+    if expires_at is not None:
+        payload["expires_at"] = expires_at
+    return payload
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     identity: bytes
@@ -165,6 +191,12 @@ class Request:
     method: str
     args: dict[str, Any]
     source: str
+    # Wall-clock time after which the caller has given up: the server must not apply
+    # a request it reads later (a hung server's socket may still hold it). None: never.
+    expires_at: float | None = None
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now > self.expires_at
 
 
 class RpcServer:
@@ -198,11 +230,17 @@ class RpcServer:
         args = env.payload.get("args", {})
         if env.type != MessageType.REQUEST.value or not env.id:
             return _bad(identity, "not a Request envelope with an id")
-        if not isinstance(method, str) or not isinstance(args, dict):
-            bad = _bad(identity, "payload needs method (str) and args (map)")
+        expires = env.payload.get("expires_at")
+        if not isinstance(method, str) or not isinstance(args, dict) or not (
+                expires is None or (isinstance(expires, (int, float))
+                                    and not isinstance(expires, bool)
+                                    and math.isfinite(expires))):
+            bad = _bad(identity, "payload needs method (str), args (map) and, if any, "
+                                 "expires_at (a finite number)")
             self.reply(identity, env.id, error(bad))
             return bad
-        return Request(identity, env.id, method, args, env.source)
+        return Request(identity, env.id, method, args, env.source,
+                       None if expires is None else float(expires))
 
     def reply(self, identity: bytes, request_id: str, payload: dict[str, Any]) -> None:
         env = Envelope(type=MessageType.REPLY.value, source=self.source, ts=self.clock.now(),

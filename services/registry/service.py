@@ -44,7 +44,7 @@ class RegistryService:
         self.log = log
         self.bad_frames = BadFrameLog(log)
         self.stats = {"requests": 0, "batches": 0, "largest_batch": 0, "events": 0,
-                      "errors": 0}
+                      "errors": 0, "expired": 0}
         self.beacon = StatusBeacon(SOURCE, status_interval, registry.clock, self.counters)
 
     def counters(self) -> dict[str, Any]:
@@ -83,6 +83,7 @@ class RegistryService:
 
     def _drain(self) -> list[Request]:
         batch: list[Request] = []
+        now = time.time()
         while len(batch) < self.max_batch:
             item = self.server.recv_nowait()
             if item is None:
@@ -90,8 +91,21 @@ class RegistryService:
             if isinstance(item, FrameError):
                 self.bad_frames.record(str(item.details.get("sender", "?")), item)
                 continue
+            if item.expired(now):
+                self._expired(item, now)
+                continue
             batch.append(item)
         return batch
+
+    def _expired(self, req: Request, now: float) -> None:
+        """Read after its caller gave up (this registry was hung, or far behind):
+        not applied, so that a caller told "unavailable" finds nothing half-done."""
+        self.stats["expired"] += 1
+        self.log.warning("request.expired", method=req.method, source=req.source,
+                         request_id=req.id, late_s=round(now - (req.expires_at or now), 3))
+        self.server.reply(req.identity, req.id, {"ok": False, "error": {
+            "code": "unavailable", "message": "the request expired before the registry "
+            "read it; nothing was applied", "details": {}}})
 
     def _run_batch(self, batch: list[Request]) -> None:
         conn = self.registry.conn

@@ -100,3 +100,34 @@ def test_config_is_validated_at_submit(stack: Stack) -> None:
     assert c.call("ping")["head_seq"] == 0
     run = c.call("submit", {"config": {"env": "CartPole-v1"}})["run"]
     assert run["config"]["steps"] == 100_000 and run["config"]["resources"]["cpu_slots"] == 1
+
+
+def test_a_request_its_caller_gave_up_on_is_never_applied(stack: Stack) -> None:
+    """A request read after its expires_at (its caller gave up: the registry was hung,
+    or far behind) is answered unavailable and not applied; the caller's retry then
+    creates the run once. And the Python clients set expires_at to when they give up."""
+    import time
+    from bus.rpc import RpcClient
+    config = {"env": "CartPole-v1", "seed": 4242, "worker": "cartpole"}
+    sock = stack.ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(stack.settings.registry)
+    try:
+        sock.send(encode(Envelope(type=MessageType.REQUEST.value, source="test", ts=0.0,
+                                  id="late-1", payload={"method": "submit",
+                                                        "args": {"config": config},
+                                                        "expires_at": time.time() - 1})))
+        assert sock.poll(10_000)
+        reply = decode(sock.recv()).payload
+    finally:
+        sock.close()
+    assert reply["ok"] is False and reply["error"]["code"] == "unavailable", reply
+    assert '"request.expired"' in stack.registry.log()
+    assert stack.client().call("list_runs")["total"] == 0
+    assert stack.client().call("submit", {"config": config})["created"] is True
+
+    client = RpcClient(stack.ctx, stack.settings.registry, "test", timeout_s=2.0, retries=2)
+    before = time.time()
+    _, frame = client._request("ping", {}, None, client._expires_at(None, None))
+    assert before + 5.8 <= decode(frame).payload["expires_at"] <= time.time() + 6.0
+    client.close()
