@@ -56,6 +56,18 @@ def test_artifact_paths_must_stay_inside_the_run_directory(path: str) -> None:
     assert err.value.field == "path"
 
 
+def test_artifact_meta_is_at_most_16_kib() -> None:
+    """(A list of a run's artifacts must fit a reply: meta is bounded.)"""
+    s = pending()  # (the decision checks the fields; the state machine, the status)
+    ok = c.decide_artifact(s, c.RegisterArtifact("r1", "video", "a.mp4", 1,
+                                                 meta={"x": "y" * 16_000}))
+    assert ok and ok[0].meta["x"] == "y" * 16_000
+    with pytest.raises(ValidationError) as err:
+        c.decide_artifact(s, c.RegisterArtifact("r1", "video", "a.mp4", 1,
+                                                meta={"x": "y" * 17_000}))
+    assert err.value.field == "meta" and "16384 bytes" in str(err.value)
+
+
 def test_config_must_be_json_compatible_and_small() -> None:
     with pytest.raises(ValidationError):
         c.validate_config(c.SubmitRun(config={"name": b"bytes"}))
