@@ -165,6 +165,8 @@ def result_of(reply: Envelope) -> Any:
     error = payload.get("error")
     if not isinstance(error, dict):
         raise OrchestratorError("malformed error reply")
+    if error.get("code") == Unavailable.code:  # e.g. read after its expires_at: as if
+        raise Unavailable(str(error.get("message", "")))  # unanswered (retry it)
     raise OrchestratorError.from_dict(error)
 
 
