@@ -6,35 +6,19 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
-from importlib import metadata
 from typing import Any
 
 from core.settings import Settings
+from core.workers import WORKER_GROUP, WorkerCatalog
 from services.dispatcher import spawner
-
-GROUP = "trainer.workers"
-RELOAD_S = 5.0
-
 
 class UnknownWorker(Exception):
     pass
 
 
-_known: set[str] = set()
-_read_at = [-RELOAD_S]
-
-
-def is_worker(name: str) -> bool:
-    """Is ``name`` a registered worker? The entry points are read again when the last
-    read is RELOAD_S old (a scan costs ~3 ms), so a worker installed or uninstalled
-    after the dispatcher started is seen within seconds."""
-    now = time.monotonic()
-    if now - _read_at[0] >= RELOAD_S:
-        _known.clear()
-        _known.update(ep.name for ep in metadata.entry_points(group=GROUP))
-        _read_at[0] = now
-    return name in _known
+# Read again when asked and 5 s old: a worker installed or uninstalled since the
+# dispatcher started is seen within seconds (a scan costs ~3 ms).
+is_worker = WorkerCatalog()
 
 
 def run_dir(settings: Settings, run_id: str) -> str:
@@ -47,7 +31,8 @@ def prepare(settings: Settings, run: dict[str, Any], gpus: list[str]) -> tuple[s
     config = run["config"]
     name = config.get("worker", "cartpole")
     if not is_worker(name):
-        raise UnknownWorker(f"worker {name!r} is not a registered entry point in {GROUP}")
+        raise UnknownWorker(f"worker {name!r} is not a registered entry point in "
+                            f"{WORKER_GROUP}")
     path = run_dir(settings, run["run_id"])
     os.makedirs(path, mode=0o700, exist_ok=True)
     config_path = os.path.join(path, "config.json")

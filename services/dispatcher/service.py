@@ -32,6 +32,7 @@ from services.dispatcher.inventory import BackgroundRead, Inventory, refresh_in_
 from services.dispatcher.logfollow import RunLogs
 from services.dispatcher.outcome import artifacts_to_register
 from services.dispatcher.runwatch import INTERNAL
+from services.dispatcher.registryprobe import RegistryProbe
 from services.dispatcher.supervision import BusHealth, begin_kill, check
 from services.dispatcher.telemetry import SOURCE
 
@@ -39,8 +40,6 @@ PROBE_S = 0.5    # our own status doubles as the bus probe: at least this often
 SWEEP_S = 0.25   # timeouts, log files and adopted runs' exit records: this often
 FULL_SWEEP_S = 2.0  # every run's exit record, in case an exit notice was missed
 TELEMETRY_S = 0.02  # heartbeats and reported artifacts are read at least this often
-RESYNC_PROBE_S = 1.0  # while the registry is away: a quick ping this often
-PROBE_TIMEOUT_S = 0.5
 PIPELINE = 200     # registry commands in flight at once (one round trip each such chunk)
 _SIGNALS = {"TERM": signal.SIGTERM, "KILL": signal.SIGKILL}
 
@@ -82,7 +81,7 @@ class DispatcherService:
         self.forks = forks
         self.resync = resync
         self.resync_needed = False
-        self._next_probe = 0.0  # the next ping while the registry is away
+        self.registry_probe = RegistryProbe(client, clock)  # while the registry is away
         self._next_sweep = self._next_full = clock.monotonic()
         self.next_deadline = 0.0  # the earliest a watched run may be overdue (runwatch)
         self.poller = zmq.Poller()
@@ -108,7 +107,7 @@ class DispatcherService:
         try:
             woke = self._wait(min(timeout_s, self.settings.tick, TELEMETRY_S))
             if self.resync_needed and self.resync is not None:
-                if self._registry_back():
+                if self.registry_probe.answers():
                     self.resync(self)
                     self.resync_needed = False
             if not self.resync_needed:
@@ -130,19 +129,6 @@ class DispatcherService:
         due = self.beacon.due()
         if due is not None:
             self.publisher.send(*due)
-
-    def _registry_back(self) -> bool:
-        """While the registry is away: does it answer a quick ping (asked at most every
-        RESYNC_PROBE_S, so that the loop is never held for long)?"""
-        now = self.clock.monotonic()
-        if now < self._next_probe:
-            return False
-        self._next_probe = now + RESYNC_PROBE_S
-        try:
-            self.client.call("ping", {}, timeout_s=PROBE_TIMEOUT_S, retries=0)
-        except Unavailable:
-            return False
-        return True
 
     def _wait(self, timeout_s: float) -> bool:
         """Block until something is ready; True if a run's shim has ended."""

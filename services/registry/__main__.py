@@ -13,7 +13,8 @@ from bus.pubsub import Publisher
 from bus.rpc import RpcServer
 from core.clock import SystemClock
 from core.settings import Settings
-from services.registry.catalog import EnvCatalog, WorkerCatalog
+from core.workers import WorkerCatalog
+from services.registry.catalog import EnvCatalog
 from services.registry.handlers import Registry
 from services.registry.maintenance import Checkpointer, anchor_path
 from services.registry.migrations import connect, migrate

@@ -38,7 +38,7 @@ def test_an_unknown_worker_is_refused_at_submission(tmp_path: Any, ctx: zmq.Cont
 
 
 def test_an_unknown_name_rescans_the_installed_workers_at_most_every_few_seconds() -> None:
-    from services.registry.catalog import WorkerCatalog
+    from core.workers import WorkerCatalog
     now = [100.0]
     catalog = WorkerCatalog(reload_s=5.0, clock=lambda: now[0])
     assert catalog("test-sleep") and catalog.loads == 1
