@@ -217,8 +217,17 @@ class Client:
     def health(self) -> pb.GetHealthResponse:
         return self._call("GetHealth", pb.GetHealthRequest())
 
-    def artifacts(self, run_id: str) -> list[pb.Artifact]:
-        return list(self._call("ListArtifacts", pb.ListArtifactsRequest(run_id=run_id)).artifacts)
+    def artifacts(self, run_id: str, kind: str = "") -> list[pb.Artifact]:
+        """Every artifact of the run (of ``kind`` if given), in seq order, page by page."""
+        out: list[pb.Artifact] = []
+        token = ""
+        while True:
+            page = self._call("ListArtifacts", pb.ListArtifactsRequest(
+                run_id=run_id, kind=kind, page_token=token))
+            out += page.artifacts
+            token = page.next_page_token
+            if not token:
+                return out
 
     def metrics(self, run_id: str, offset: int = 0, limit: int = 0,
                 keys: Iterable[str] = ()) -> pb.GetMetricsResponse:
@@ -329,9 +338,17 @@ class AsyncClient:
     async def health(self) -> pb.GetHealthResponse:
         return await self._call("GetHealth", pb.GetHealthRequest())
 
-    async def artifacts(self, run_id: str) -> list[pb.Artifact]:
-        got = await self._call("ListArtifacts", pb.ListArtifactsRequest(run_id=run_id))
-        return list(got.artifacts)
+    async def artifacts(self, run_id: str, kind: str = "") -> list[pb.Artifact]:
+        """Every artifact of the run (of ``kind`` if given), in seq order, page by page."""
+        out: list[pb.Artifact] = []
+        token = ""
+        while True:
+            page = await self._call("ListArtifacts", pb.ListArtifactsRequest(
+                run_id=run_id, kind=kind, page_token=token))
+            out += page.artifacts
+            token = page.next_page_token
+            if not token:
+                return out
 
     async def metrics(self, run_id: str, offset: int = 0, limit: int = 0,
                       keys: Iterable[str] = ()) -> pb.GetMetricsResponse:

@@ -37,6 +37,18 @@ def outcome_of(record: dict[str, Any], run: ActiveRun) -> dict[str, Any]:
             "message": f"exit code {code}\n{tail}".strip()}
 
 
+def registered_artifacts(call: Callable[..., Any], run_id: str) -> list[dict[str, Any]]:
+    """Every artifact the registry recorded for ``run_id``, page by page."""
+    out: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        got = call("list_artifacts", {"run_id": run_id, "after_seq": after})
+        out += got["artifacts"]
+        if not got.get("more") or not got["artifacts"]:
+            return out
+        after = int(got["artifacts"][-1]["seq"])
+
+
 def artifacts_to_register(run_dir: str, known: Callable[[], list[dict[str, Any]]]
                           ) -> list[dict[str, Any]]:
     """Entries of the run's manifest whose registration the registry has not seen.

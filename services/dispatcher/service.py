@@ -8,6 +8,7 @@ dispatcher does to a run goes through a registry command first or after.
 
 from __future__ import annotations
 
+import functools
 import signal
 from typing import Any, Callable, Optional
 
@@ -30,7 +31,7 @@ from services.dispatcher.allocator import Capacity, Pending, plan
 from services.dispatcher.forkserver import ForkServer, ForkServerGone
 from services.dispatcher.inventory import BackgroundRead, Inventory, refresh_in_background
 from services.dispatcher.logfollow import RunLogs
-from services.dispatcher.outcome import artifacts_to_register
+from services.dispatcher.outcome import artifacts_to_register, registered_artifacts
 from services.dispatcher.runwatch import INTERNAL
 from services.dispatcher.registryprobe import RegistryProbe
 from services.dispatcher.supervision import BusHealth, begin_kill, check
@@ -371,8 +372,7 @@ class DispatcherService:
         """The run's process group is empty: its last log lines and artifacts go out
         now, its outcome with the next scheduling pass (this step)."""
         run.logs.poll(self.publisher, self.clock.monotonic() + 3600)  # the final bytes
-        def known() -> list[dict[str, Any]]:
-            return self.client.call("list_artifacts", {"run_id": run.run_id})["artifacts"]
+        known = functools.partial(registered_artifacts, self.client.call, run.run_id)
         for art in artifacts_to_register(run.run_dir, known):
             self.call_registry("register_artifact", run_id=run.run_id, **art)
         self.finishing[run.run_id] = (run, outcome)

@@ -28,6 +28,11 @@ from trainer.v1 import trainer_pb2 as pb
 
 T = TypeVar("T")
 DEFAULT_PAGE, MAX_PAGE = 50, 1000
+# A ListRuns or ListArtifacts answer stops growing past this many bytes (the next
+# page token says where to go on), so that it fits the 4 MiB receive limit that gRPC
+# clients (grpcurl included) have by default.
+REPLY_BYTES = 3 * 1024 * 1024
+RUNS_TOKEN, ARTIFACTS_TOKEN = "v1", "a1"   # ListRuns: before seq; ListArtifacts: after seq
 DEFAULT_POINTS, MAX_POINTS = 1000, 10_000
 MAX_TEXT = 1000
 
@@ -131,8 +136,15 @@ class Servicer:
                 "before_seq": _decode_token(request.page_token), "newest_first": True}
         got = await self.registry.call("list_runs", args, context)
         runs = got["runs"]
-        out = pb.ListRunsResponse(runs=[self.record(v) for v in runs],
-                                  total_size=got["total"], head_seq=got["head_seq"])
+        out = pb.ListRunsResponse(total_size=got["total"], head_seq=got["head_seq"])
+        size = 0
+        for i, view in enumerate(runs):
+            record = self.record(view)
+            size += record.ByteSize() + 6  # with its tag and length
+            if i and size > REPLY_BYTES:
+                out.next_page_token = _encode_token(int(runs[i - 1]["submitted_seq"]))
+                return out
+            out.runs.append(record)
         if got["more"] and runs:  # more after these (the page may be cut short by size)
             out.next_page_token = _encode_token(int(runs[-1]["submitted_seq"]))
         return out
@@ -171,15 +183,28 @@ class Servicer:
     async def ListArtifacts(self, request: pb.ListArtifactsRequest,
                             context: grpc.aio.ServicerContext) -> pb.ListArtifactsResponse:
         run_id = check_run_id(request.run_id)
+        size = request.page_size or MAX_PAGE
+        if not 0 < size <= MAX_PAGE:
+            raise invalid("page_size", f"must be from 1 to {MAX_PAGE}")
+        args = {"run_id": run_id, "kind": _text(request.kind, "kind", 200), "limit": size,
+                "after_seq": _decode_token(request.page_token, ARTIFACTS_TOKEN)}
         await self.registry.call("get_run", {"run_id": run_id}, context)
-        got = await self.registry.call("list_artifacts", {"run_id": run_id}, context)
+        got = await self.registry.call("list_artifacts", args, context)
         out = pb.ListArtifactsResponse()
-        for a in got["artifacts"]:
-            art = out.artifacts.add(path=str(a["path"]), kind=str(a["kind"]),
-                                    size=int(a["size"] or 0), seq=int(a["seq"] or 0))
+        arts, size = got["artifacts"], 0
+        for a in arts:
+            art = pb.Artifact(path=str(a["path"]), kind=str(a["kind"]),
+                              size=int(a["size"] or 0), seq=int(a["seq"] or 0))
             art.meta.CopyFrom(struct(_json_object(a.get("meta"))))
             if isinstance(a.get("registered_at"), (int, float)):
                 art.registered_at.CopyFrom(timestamp(a["registered_at"]))
+            size += art.ByteSize() + 6  # with its tag and length
+            if out.artifacts and size > REPLY_BYTES:
+                out.next_page_token = _encode_token(out.artifacts[-1].seq, ARTIFACTS_TOKEN)
+                return out
+            out.artifacts.append(art)
+        if got["more"] and arts:
+            out.next_page_token = _encode_token(out.artifacts[-1].seq, ARTIFACTS_TOKEN)
         return out
 
     @unary
@@ -230,17 +255,19 @@ def _text(value: str, field: str, limit: int) -> str:
     return value
 
 
-def _encode_token(before_seq: int) -> str:
-    return base64.urlsafe_b64encode(f"v1:{before_seq}".encode()).decode().rstrip("=")
+def _encode_token(seq: int, kind: str = RUNS_TOKEN) -> str:
+    return base64.urlsafe_b64encode(f"{kind}:{seq}".encode()).decode().rstrip("=")
 
 
-def _decode_token(token: str) -> int:
+def _decode_token(token: str, kind: str = RUNS_TOKEN) -> int:
+    """The seq in a page token of ``kind`` (0: no token); INVALID_ARGUMENT for
+    anything else, a token of another RPC included."""
     if not token:
         return 0
     try:
         text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
         version, _, seq = text.partition(":")
-        if version != "v1" or not seq.isdigit() or int(seq) <= 0:
+        if version != kind or not seq.isdigit() or int(seq) <= 0:
             raise ValueError(text)
         return int(seq)
     except (ValueError, binascii.Error, UnicodeDecodeError):

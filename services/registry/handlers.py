@@ -35,6 +35,7 @@ MAX_EVENTS_PAGE = 5000
 # every config is near its 64 KiB limit. A page cut short says "more": true.
 REPLY_BUDGET = 8 * 1024 * 1024
 RUN_OVERHEAD = 1024  # a run view's bytes besides its config and message
+ARTIFACT_OVERHEAD = 128  # an artifact's bytes besides its path and meta
 MAX_ID_TRIES = 1000  # new run ids tried at one submit (see _submit)
 
 
@@ -267,11 +268,24 @@ class Registry:
         return {"slots": [{"gpu_uuid": u, "run_id": r, "claimed_seq": s} for u, r, s in rows]}
 
     def _list_artifacts(self, args: dict[str, Any]) -> Any:
+        """A run's artifacts after ``after_seq`` in seq order, at most ``limit`` (and
+        REPLY_BUDGET bytes), only those of ``kind`` if given; ``more`` when the page
+        was cut short."""
         run_id = _str(args, "run_id")
-        rows = self.conn.execute("SELECT path, kind, size, meta, seq, registered_at FROM "
-                                 "artifacts WHERE run_id = ? ORDER BY seq", (run_id,)).fetchall()
+        after = _int(args, "after_seq", 0, 0, 2**62)
+        limit = _int(args, "limit", MAX_PAGE, 1, MAX_PAGE)
+        kind = args.get("kind") or ""
+        if not isinstance(kind, str):
+            raise ValidationError("kind", "must be a string")
+        sql = ("SELECT path, kind, size, meta, seq, registered_at FROM artifacts "
+               "WHERE run_id = ? AND seq > ?" + (" AND kind = ?" if kind else "") +
+               " ORDER BY seq LIMIT ?")
+        params = (run_id, after, *((kind,) if kind else ()), limit + 1)
+        rows = self.conn.execute(sql, params).fetchall()
+        kept = _within_budget(rows[:limit], lambda r: ARTIFACT_OVERHEAD + len(r[0]) + len(r[3]))
         keys = ("path", "kind", "size", "meta", "seq", "registered_at")
-        return {"artifacts": [{**dict(zip(keys, r)), "meta": json.loads(r[3])} for r in rows]}
+        return {"artifacts": [{**dict(zip(keys, r)), "meta": json.loads(r[3])} for r in kept],
+                "more": len(kept) < len(rows)}
 
     def _ping(self, args: dict[str, Any]) -> Any:
         size = os.path.getsize(self.db_path) if self.db_path and os.path.exists(self.db_path) \

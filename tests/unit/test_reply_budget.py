@@ -69,3 +69,42 @@ def test_one_item_larger_than_the_budget_still_comes(tmp_path: Any,
     runs = _ask(reg, "snapshot", {"limit": 10})
     assert len(runs["runs"]) == 1 and runs["more"] is True
     conn.close()
+
+
+def test_artifact_pages_stay_under_the_frame_limit_and_filter_by_kind(tmp_path: Any) -> None:
+    """list_artifacts pages by after_seq (limit and byte budget, "more" when cut short)
+    and filters by kind; before, one reply carried every artifact of the run, so a run
+    with ~1,000 artifacts near the 16 KiB meta limit could not be listed at all."""
+    conn, reg, _ = open_registry(str(tmp_path / "events.db"))
+    conn.execute("BEGIN IMMEDIATE")
+    run_id = reg.handle("submit", {"config": {"seed": 1}}, "s", "test").reply["result"]["run"][
+        "run_id"]
+    assert reg.handle("claim_gpus", {"run_id": run_id, "gpu_uuids": [], "claimed_by": "t"},
+                      "c", "test").reply["ok"]
+    blob = "m" * 16_000   # meta near its 16 KiB limit
+    for n in range(1100):  # ~17.6 MB of meta: more than one reply can carry
+        got = reg.handle("register_artifact", {
+            "run_id": run_id, "kind": "video" if n % 3 == 0 else "checkpoint",
+            "path": f"a/{n}.bin", "size": n, "meta": {"blob": blob, "n": n}}, f"a{n}", "test")
+        assert got.reply["ok"], got.reply
+    conn.execute("COMMIT")
+
+    def pages(**args: Any) -> tuple[list[int], int]:
+        got, after, cut = [], 0, 0
+        while True:
+            page = _ask(reg, "list_artifacts", {"run_id": run_id, "after_seq": after, **args})
+            got += [a["meta"]["n"] for a in page["artifacts"]]
+            if not page["more"]:
+                return got, cut
+            cut += 1
+            after = page["artifacts"][-1]["seq"]
+
+    every, cut = pages()
+    assert every == list(range(1100)) and cut >= 2
+    small, cut = pages(limit=7, kind="video")
+    assert small == list(range(0, 1100, 3)) and cut == len(small) // 7
+    assert _ask(reg, "list_artifacts", {"run_id": "r0000000000aa"}) == \
+        {"artifacts": [], "more": False}
+    bad = reg.handle("list_artifacts", {"run_id": run_id, "limit": 0}, "q", "test").reply
+    assert not bad["ok"] and bad["error"]["details"]["field"] == "limit"
+    conn.close()

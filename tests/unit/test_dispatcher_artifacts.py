@@ -1,0 +1,49 @@
+"""The artifacts a finished run's manifest lists that the registry does not know yet:
+the registry's list is read page by page (a run with more artifacts than one page
+must not have its later ones registered a second time), a torn last line and a
+missing file are skipped."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from services.dispatcher.outcome import (MANIFEST, artifacts_to_register,
+                                         registered_artifacts)
+
+
+def paged_registry(paths: list[str], page: int) -> Any:
+    """A registry ``call`` that answers list_artifacts ``page`` items at a time."""
+    asked: list[int] = []
+
+    def call(method: str, args: dict[str, Any]) -> dict[str, Any]:
+        assert method == "list_artifacts"
+        after = args.get("after_seq", 0)
+        asked.append(after)
+        rows = [{"path": p, "seq": n + 1} for n, p in enumerate(paths) if n + 1 > after]
+        return {"artifacts": rows[:page], "more": len(rows) > page}
+    call.asked = asked  # type: ignore[attr-defined]
+    return call
+
+
+def test_registered_artifacts_reads_every_page() -> None:
+    paths = [f"a/{n}.bin" for n in range(25)]
+    call = paged_registry(paths, 10)
+    assert [a["path"] for a in registered_artifacts(call, "r0123456789ab")] == paths
+    assert call.asked == [0, 10, 20]
+
+
+def test_only_unknown_existing_manifest_entries_are_registered(tmp_path: Any) -> None:
+    run_dir = str(tmp_path)
+    known = [f"a/{n}.bin" for n in range(12)]
+    lines = [{"kind": "video", "path": p, "size": 1} for p in known + ["new.mp4", "gone.mp4"]]
+    for p in known + ["new.mp4"]:
+        os.makedirs(os.path.dirname(os.path.join(run_dir, p)), exist_ok=True)
+        open(os.path.join(run_dir, p), "wb").close()
+    with open(os.path.join(run_dir, MANIFEST), "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(e) + "\n" for e in lines)
+        fh.write('{"kind": "video", "pa')   # torn by a killed worker
+    call = paged_registry(known, 5)
+    got = artifacts_to_register(run_dir, lambda: registered_artifacts(call, "r0123456789ab"))
+    assert got == [{"kind": "video", "path": "new.mp4", "size": 1, "meta": {}}]
