@@ -32,15 +32,22 @@ class Clip:
     duration_s: float
 
 
-def _measure(path: str, expected: int, fps: float) -> tuple[int, float]:
+def _measure(path: str, expected: int, fps: float) -> Optional[tuple[int, float]]:
     """(frames, seconds) as ffmpeg decodes the file (~0.1 s for 500 frames), so the
-    artifact's metadata is what a player sees; the expected figures if that fails."""
+    artifact's metadata is what a player sees; the expected figures without the
+    decoder; None when the file does not decode (an encode that failed without
+    saying so: the disk filled up while it was written, for one)."""
     try:
         import imageio_ffmpeg
-        frames, seconds = imageio_ffmpeg.count_frames_and_secs(path)
-        return int(frames), round(float(seconds), 3)
-    except Exception:  # noqa: BLE001 - metadata only
+    except ImportError:
         return expected, round(expected / fps, 3)
+    try:
+        frames, seconds = imageio_ffmpeg.count_frames_and_secs(path)
+    except Exception:  # noqa: BLE001 - ffmpeg could not read it: not a video
+        return None
+    if not frames:
+        return None
+    return int(frames), round(float(seconds), 3)
 
 
 class EpisodeRecorder:
@@ -83,6 +90,10 @@ class EpisodeRecorder:
         try:
             env.stop_recording()                  # encodes and closes the file now
             os.replace(written, final)
+            measured = _measure(final, steps + 1,  # reset frame + one per step
+                                float(env.frames_per_sec))
+            if measured is None:
+                raise ValueError("the encoded file does not decode (was the disk full?)")
         except Exception as exc:  # noqa: BLE001 - a lost video must not end the run
             self._discard()
             for path in (written, final):
@@ -90,9 +101,7 @@ class EpisodeRecorder:
                     os.unlink(path)
             print(f"video {name}: not saved: {exc!r}", file=sys.stderr, flush=True)
             return total, steps, success, None
-        frames, duration = _measure(final, steps + 1,  # reset frame + one per step
-                                    float(env.frames_per_sec))
-        return total, steps, success, Clip(final, frames, duration)
+        return total, steps, success, Clip(final, *measured)
 
     def _discard(self) -> None:
         if self._env is not None:

@@ -74,6 +74,25 @@ def test_a_failed_encode_drops_the_video_only(tmp_path: Any, monkeypatch: Any) -
     assert os.listdir(tmp_path / "videos") == ["eval-00002.mp4"]
 
 
+def test_a_file_that_does_not_decode_is_dropped(tmp_path: Any, monkeypatch: Any) -> None:
+    """An encode that "succeeds" into a torn file (ffmpeg's writes failing on a full
+    disk) is not a video: dropped, never registered with made-up frame counts."""
+    rec = EpisodeRecorder(lambda: gym.make("CartPole-v1", render_mode="rgb_array"),
+                          str(tmp_path / "videos"))
+    try:
+        env = rec._wrapped()
+        def torn() -> None:
+            with open(os.path.join(rec.folder, "rec-episode-0.mp4"), "wb") as fh:
+                fh.write(b"\0\0\0\x20ftypisom" + b"\0" * 4080)  # no moov atom
+            rec._discard()
+        monkeypatch.setattr(env, "stop_recording", torn)
+        _, _, _, clip = rec.record(lambda obs: 0, seed=1, name="eval-00001")
+        assert clip is None
+    finally:
+        rec.close()
+    assert os.listdir(tmp_path / "videos") == []
+
+
 def test_training_records_every_nth_evaluation_and_the_final_one(tmp_path: Any) -> None:
     cfg = RunConfig.from_map({"seed": 1, "steps": 1_500, "video_every": 2,
                               "hyperparameters": {"population": 8, "eval_episodes": 2,
