@@ -26,6 +26,7 @@ class ActiveRun:
     watch: Optional[Watch] = None
     cancel: Optional[tuple[str, str]] = None   # (requested_by, reason)
     artifacts: set[str] = field(default_factory=set)  # paths registered while it ran
+    artifacts_left: bool = False  # its manifest has artifacts not stored yet (retried)
 
     def worker_record(self) -> Optional[dict[str, Any]]:
         return read_json(os.path.join(self.run_dir, WORKER_FILE))

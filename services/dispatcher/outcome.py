@@ -6,9 +6,13 @@ from __future__ import annotations
 import json
 import os
 import signal as signals
+import functools
 from typing import Any, Callable
 
+from bus.rpc import Unavailable
+from core.errors import OrchestratorError
 from services.dispatcher.active import ActiveRun
+from services.dispatcher.refusals import NOT_APPLIED
 from services.dispatcher.logfollow import tail_lines
 
 MANIFEST = "artifacts.jsonl"
@@ -74,3 +78,22 @@ def artifacts_to_register(run_dir: str, known: Callable[[], list[dict[str, Any]]
             out.append({"kind": str(entry.get("kind", "file")), "path": path,
                         "size": int(entry.get("size", 0)), "meta": entry.get("meta") or {}})
     return out
+
+
+def register_artifacts(call: Callable[..., Any], run: ActiveRun,
+                       refused: Callable[[str, dict[str, Any], OrchestratorError], None]
+                       ) -> bool:
+    """Register what the run's manifest lists and the registry lacks; False when one
+    registration was not applied (a failed batch, a full disk: try again later)."""
+    known = functools.partial(registered_artifacts, call, run.run_id)
+    done = True
+    for art in artifacts_to_register(run.run_dir, known):
+        args = {"run_id": run.run_id, **art}
+        try:
+            call("register_artifact", args)
+        except Unavailable:
+            raise
+        except OrchestratorError as exc:
+            refused("register_artifact", args, exc)
+            done = done and exc.code not in NOT_APPLIED
+    return done

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 from typing import TYPE_CHECKING, Any
 
@@ -19,13 +20,14 @@ from core.errors import OrchestratorError
 from services.dispatcher import spawner
 from services.dispatcher.active import ActiveRun
 from services.dispatcher.outcome import outcome_of
+from services.dispatcher.refusals import NOT_APPLIED
 from services.dispatcher.supervision import awaits_evidence, deadline
 
 if TYPE_CHECKING:
     from services.dispatcher.service import DispatcherService
 
-INTERNAL = "internal"  # an error code meaning "not applied": the request may be retried
 PROBE_GAP_S = 0.02  # an overdue run asks for a fresh bus probe at most this often
+LOW_DISK_BYTES = 1024 * 1024  # below this, a missing exit record is blamed on the disk
 LOST = "the run's shim is gone and left no exit record (its worker's end is unknown)"
 
 
@@ -61,7 +63,7 @@ def _record_started(svc: "DispatcherService", run: ActiveRun, worker: dict[str, 
         svc.log_refused("record_started", args, exc)
         # Otherwise refused for good: RUNNING already (an earlier try was applied and
         # its answer lost) or ended meanwhile; asking again would change nothing.
-        return exc.code != INTERNAL
+        return exc.code not in NOT_APPLIED
     return True
 
 
@@ -102,9 +104,17 @@ def ended(svc: "DispatcherService", run: ActiveRun) -> bool:
     elif run.pgid is not None and spawner.group_alive(run.pgid):
         spawner.signal_group(run.pgid, signal.SIGKILL)  # (its shim killed the rest)
         return True
-    if record is None:
-        svc.log.warning("run.lost", run_id=run.run_id, reason=LOST)
-        svc.finish(run, {"outcome": "failed", "cause": "lost", "message": LOST})
+    if record is None and run.watch is not None and run.watch.kill is not None:
+        # We were ending it (a cancel, its time limit, its silence): that end stands,
+        # though its shim left no exit record (it could not write one: a full disk?).
+        outcome = outcome_of({}, run)
+        svc.log.warning("run.no_exit_record", run_id=run.run_id, outcome=outcome["outcome"],
+                        cause=outcome.get("cause"), hint=_disk_note(run.run_dir) or None)
+        svc.finish(run, outcome)
+    elif record is None:
+        message = LOST + _disk_note(run.run_dir)
+        svc.log.warning("run.lost", run_id=run.run_id, reason=message)
+        svc.finish(run, {"outcome": "failed", "cause": "lost", "message": message})
     else:
         if record.get("leftovers_killed"):
             svc.log.warning("run.leftovers_killed", run_id=run.run_id,
@@ -145,3 +155,15 @@ def watch_deadlines(svc: "DispatcherService", now: float) -> None:
     elif not svc.bus.healthy(now):
         nearest = min(nearest, now + 1.0)  # look again once the bus may be back
     svc.next_deadline = nearest
+
+
+def _disk_note(run_dir: str) -> str:
+    """A note for a missing exit record when the run folder's disk is (nearly) full."""
+    try:
+        free = shutil.disk_usage(run_dir).free
+    except OSError:
+        return ""
+    if free >= LOW_DISK_BYTES:
+        return ""
+    return (f"; the disk of its run folder has {free // 1024} KiB free (a full disk keeps "
+            f"the shim from writing its exit record)")

@@ -8,7 +8,6 @@ dispatcher does to a run goes through a registry command first or after.
 
 from __future__ import annotations
 
-import functools
 import signal
 from typing import Any, Callable, Optional
 
@@ -31,8 +30,8 @@ from services.dispatcher.allocator import Capacity, Pending, plan
 from services.dispatcher.forkserver import ForkServer, ForkServerGone
 from services.dispatcher.inventory import BackgroundRead, Inventory, refresh_in_background
 from services.dispatcher.logfollow import RunLogs
-from services.dispatcher.outcome import artifacts_to_register, registered_artifacts
-from services.dispatcher.runwatch import INTERNAL
+from services.dispatcher.outcome import register_artifacts
+from services.dispatcher.refusals import NOT_APPLIED, RefusalLog
 from services.dispatcher.registryprobe import RegistryProbe
 from services.dispatcher.supervision import BusHealth, begin_kill, check
 from services.dispatcher.telemetry import SOURCE
@@ -62,6 +61,7 @@ class DispatcherService:
         self.cpu_slots = cpu_slots
         self.clock = clock
         self.log = log
+        self.refusals = RefusalLog(log, clock)
         self.pending: dict[str, Pending] = {}
         self.active: dict[str, ActiveRun] = {}
         self.unstarted: set[str] = set()  # active runs whose worker.json is not read yet
@@ -120,6 +120,11 @@ class DispatcherService:
         except Unavailable as exc:
             if not self.resync_needed:
                 self.log.warning("registry.unavailable", reason=exc.message)
+            self.resync_needed = True
+        except OrchestratorError as exc:
+            # An error where the loop needed an answer (the registry's disk full, say):
+            # the loop goes on, and reads the state again once the registry answers.
+            self.log_refused("step", {}, exc)
             self.resync_needed = True
         self.send_status()
 
@@ -205,8 +210,7 @@ class DispatcherService:
                 then(result)
 
     def log_refused(self, method: str, args: dict[str, Any], exc: OrchestratorError) -> None:
-        self.log.warning("registry.refused", method=method, run_id=args.get("run_id"),
-                         code=exc.code, reason=exc.message)
+        self.refusals(method, args, exc)
 
     def _on_event(self, env: Any) -> None:
         try:
@@ -241,10 +245,15 @@ class DispatcherService:
     def _schedule(self) -> None:
         """Ended runs' outcomes first, then the claims their resources allow and any
         new waiting reasons: one pipelined round trip to the registry."""
+        for run, _ in self.finishing.values():
+            if run.artifacts_left:  # its end waits for its artifacts to be stored
+                run.artifacts_left = not register_artifacts(self.client.call, run,
+                                                            self.log_refused)
+                self.retry_due = self.retry_due or run.artifacts_left
         calls: list[tuple[str, dict[str, Any], Callable[[Any], None]]] = [
             ("finish", {"run_id": run.run_id, **outcome},
              lambda reply, run=run, outcome=outcome: self._finished(reply, run, outcome))
-            for run, outcome in self.finishing.values()]
+            for run, outcome in self.finishing.values() if not run.artifacts_left]
         held = [r for r in self.active.values() if r.run_id not in self.finishing]
         busy = {g for r in held for g in r.gpus} | set(self.held_elsewhere)
         cap = Capacity(self.inventory.gpus, busy,
@@ -280,11 +289,11 @@ class DispatcherService:
     def _waited(self, reply: Any, run_id: str, reason: str) -> None:
         if not isinstance(reply, OrchestratorError):
             self.waiting[run_id] = reason
-        elif reply.code == INTERNAL:
+        elif reply.code in NOT_APPLIED:
             self.retry_due = True
 
     def _judged_never(self, reply: Any, pending: Pending) -> None:
-        if isinstance(reply, OrchestratorError) and reply.code == INTERNAL:
+        if isinstance(reply, OrchestratorError) and reply.code in NOT_APPLIED:
             self.pending[pending.run_id] = pending  # not applied: still PENDING, sent again
             self.retry_due = True
 
@@ -297,7 +306,7 @@ class DispatcherService:
             self.pending[pending.run_id] = pending  # still PENDING: a later pass retries
             return
         if isinstance(reply, OrchestratorError):
-            if reply.code == INTERNAL:  # not applied (its batch failed): still PENDING
+            if reply.code in NOT_APPLIED:  # not applied (its batch failed): still PENDING
                 self.pending[pending.run_id] = pending
                 self.retry_due = True
             return  # otherwise no longer PENDING (cancelled meanwhile): nothing to start
@@ -372,14 +381,12 @@ class DispatcherService:
         """The run's process group is empty: its last log lines and artifacts go out
         now, its outcome with the next scheduling pass (this step)."""
         run.logs.poll(self.publisher, self.clock.monotonic() + 3600)  # the final bytes
-        known = functools.partial(registered_artifacts, self.client.call, run.run_id)
-        for art in artifacts_to_register(run.run_dir, known):
-            self.call_registry("register_artifact", run_id=run.run_id, **art)
+        run.artifacts_left = not register_artifacts(self.client.call, run, self.log_refused)
         self.finishing[run.run_id] = (run, outcome)
         self.dirty = True
 
     def _finished(self, reply: Any, run: ActiveRun, outcome: dict[str, Any]) -> None:
-        if isinstance(reply, OrchestratorError) and reply.code == INTERNAL:
+        if isinstance(reply, OrchestratorError) and reply.code in NOT_APPLIED:
             return  # not stored (its batch failed): sent again at the next sweep
         if self.finishing.get(run.run_id, (None,))[0] is run:
             del self.finishing[run.run_id]

@@ -27,6 +27,7 @@ from core.runstate import RunState, RunStatus
 from services.registry import store
 from services.registry.eventlog import EventLog, StoredEvent
 from services.registry.replies import ReplyLog
+from services.registry.storage import failure
 
 MAX_PAGE = 1000
 MAX_EVENTS_PAGE = 5000
@@ -88,7 +89,7 @@ class Registry:
             except Exception as exc:
                 if not self.conn.in_transaction:
                     raise  # SQLite rolled the whole batch back (I/O error, full disk)
-                return Outcome({"ok": False, "error": _internal(method, exc)})
+                return Outcome({"ok": False, "error": failure(method, exc, self.db_path)})
         if method not in self.commands:
             err = ValidationError("method", f"unknown method {method!r}")
             return Outcome({"ok": False, "error": err.to_dict()})
@@ -116,7 +117,7 @@ class Registry:
             # and its reply is not stored, so a retry after a fix can succeed.
             self.conn.execute("ROLLBACK TO request")
             self.conn.execute("RELEASE request")
-            return Outcome({"ok": False, "error": _internal(method, exc)})
+            return Outcome({"ok": False, "error": failure(method, exc, self.db_path)})
         except BaseException:
             self.log.reset(mark)
             if self.conn.in_transaction:
@@ -303,12 +304,6 @@ def _within_budget(items: list[Any], size: Callable[[Any], int]) -> list[Any]:
         if total > REPLY_BUDGET and i:
             return items[:i]
     return items
-
-
-def _internal(method: str, exc: Exception) -> dict[str, Any]:
-    return {"code": "internal", "message": f"{method} failed: {type(exc).__name__}: "
-                                           f"{str(exc)[:300]}",
-            "details": {}}
 
 
 def _str(args: dict[str, Any], name: str) -> str:

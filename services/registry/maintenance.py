@@ -53,6 +53,7 @@ class Checkpointer:
         self.log = log
         self.busy_streak = 0
         self.runs = 0
+        self.failures = 0
         self.last: tuple[int, int, int] | None = None
         self.anchor = anchor  # (file, () -> (head seq, head hash))
         self._next = clock.monotonic() + interval_s
@@ -62,7 +63,24 @@ class Checkpointer:
         if now < self._next:
             return
         self._next = now + self.interval_s
-        self.checkpoint()
+        try:
+            self.checkpoint()
+        except (sqlite3.Error, OSError) as exc:
+            # A full disk, typically: the registry stays up (reads still work) and
+            # tries again at the next interval.
+            self.failures += 1
+            self.log.warning("wal.checkpoint_failed", reason=f"{type(exc).__name__}: {exc}",
+                             failures=self.failures, retry_in_s=self.interval_s)
+
+    def shrink(self) -> None:
+        """Checkpoint now, when the disk is full: truncating the WAL gives space back
+        if the pages it holds fit into events.db (a failure is only logged)."""
+        try:
+            self.checkpoint()
+        except (sqlite3.Error, OSError) as exc:
+            self.failures += 1
+            self.log.warning("wal.checkpoint_failed", reason=f"{type(exc).__name__}: {exc}",
+                             failures=self.failures)
 
     def checkpoint(self) -> tuple[int, int, int]:
         # No busy wait: a reader holding the WAL must not stall the registry's loop.

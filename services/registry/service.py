@@ -21,11 +21,13 @@ from bus.pubsub import Publisher
 from bus.rpc import Request, RpcServer
 from bus.status import StatusBeacon
 from bus.topics import event_topic
+from services.registry import storage
 from services.registry.eventlog import StoredEvent
 from services.registry.handlers import Outcome, Registry
 from services.registry.maintenance import Checkpointer
 
 SOURCE = "registry"
+FULL_LOG_S = 10.0  # a full disk is logged at most this often
 
 
 class RegistryService:
@@ -44,14 +46,16 @@ class RegistryService:
         self.log = log
         self.bad_frames = BadFrameLog(log)
         self.stats = {"requests": 0, "batches": 0, "largest_batch": 0, "events": 0,
-                      "errors": 0, "expired": 0}
+                      "errors": 0, "expired": 0, "storage_full": 0}
+        self._full_logged_at = -FULL_LOG_S
         self.beacon = StatusBeacon(SOURCE, status_interval, registry.clock, self.counters)
 
     def counters(self) -> dict[str, Any]:
         return {**self.stats, "head_seq": self.registry.log.head_seq,
                 "head_hash": self.registry.log.head_hash.hex(),
                 "bad_frames": self.bad_frames.total,
-                "undeliverable_replies": self.server.undeliverable}
+                "undeliverable_replies": self.server.undeliverable,
+                "checkpoint_failures": self.checkpointer.failures}
 
     def step(self, timeout_s: float) -> None:
         if self._ready(timeout_s):
@@ -116,17 +120,13 @@ class RegistryService:
             for req in batch:
                 outcomes.append(self.registry.handle(req.method, req.args, req.id, req.source))
             conn.execute("COMMIT")
-        except Exception:
+        except Exception as exc:
             # A bug or a storage failure: nothing of this batch is kept or published,
-            # and every client gets an error it may retry.
+            # and every command in it gets an error it may retry.
             if conn.in_transaction:  # (SQLite may have rolled it back itself)
                 conn.execute("ROLLBACK")
             self.registry.log.reset(mark)
-            self.log.exception("batch.failed", size=len(batch))
-            for req in batch:
-                self.server.reply(req.identity, req.id, {"ok": False, "error": {
-                    "code": "internal", "message": "the registry failed to commit; retry",
-                    "details": {}}})
+            self._batch_failed(batch, exc)
             return
         self.stats["batches"] += 1
         self.stats["requests"] += len(batch)
@@ -136,12 +136,50 @@ class RegistryService:
             if not outcome.reply.get("ok"):
                 self.stats["errors"] += 1
                 error = outcome.reply.get("error") or {}
-                if error.get("code") == "internal":  # a bug, or an input no check caught
+                if error.get("code") == storage.FULL:
+                    self._disk_full(1, error.get("message", ""))
+                elif error.get("code") == "internal":  # a bug, or an input no check caught
                     self.log.error("request.internal", method=req.method, source=req.source,
                                    request_id=req.id, message=error.get("message", ""))
         for outcome in outcomes:
             for stored in outcome.events:
                 self._publish(stored)
+
+    def _batch_failed(self, batch: list[Request], exc: Exception) -> None:
+        """Commands get the error; reads in the batch are answered again outside it
+        (they change nothing, and a client reading the log, such as the dispatcher's
+        catch-up, must not fail because a submit next to it did)."""
+        if not storage.is_full(exc):
+            self.log.exception("batch.failed", size=len(batch))
+            error = {"code": "internal", "message": "the registry failed to commit; retry",
+                     "details": {}}
+        else:
+            error = storage.full_error(self.registry.db_path)
+            self._disk_full(len(batch), str(exc))
+        for req in batch:
+            reply = {"ok": False, "error": error}
+            if req.method in self.registry.queries:
+                try:
+                    reply = self.registry.handle(req.method, req.args, req.id,
+                                                 req.source).reply
+                except Exception as again:  # noqa: BLE001 - answered, not raised
+                    reply = {"ok": False, "error": storage.failure(
+                        req.method, again, self.registry.db_path)}
+            self.server.reply(req.identity, req.id, reply)
+
+    def _disk_full(self, refused: int, reason: str) -> None:
+        """Counted per refused request; logged at most every FULL_LOG_S, without a
+        traceback; and the WAL is checkpointed at once: truncating it may give the
+        space back."""
+        self.stats["storage_full"] += refused
+        now = time.monotonic()
+        if now - self._full_logged_at >= FULL_LOG_S:
+            self._full_logged_at = now
+            self.log.warning("storage.full", path=self.registry.db_path,
+                             refused_so_far=self.stats["storage_full"], reason=reason[:200],
+                             hint="commands are refused until space is freed; reads still "
+                                  "work")
+            self.checkpointer.shrink()
 
     def _publish(self, stored: StoredEvent) -> None:
         run_id = stored.stream.removeprefix("run-")
@@ -150,7 +188,10 @@ class RegistryService:
         self.log.debug("event.committed", run_id=run_id, seq=stored.seq, type=stored.type)
 
     def close(self) -> None:
-        self.checkpointer.write_anchor()
+        try:
+            self.checkpointer.write_anchor()
+        except OSError as exc:  # a full disk: the log itself is intact, the anchor older
+            self.log.warning("anchor.not_written", reason=str(exc))
         self.server.sock.close(linger=0)
         self.publisher.sock.close(linger=500)
         self.registry.conn.close()

@@ -20,6 +20,7 @@ from core.settings import Settings
 from services.dispatcher.active import ActiveRun
 from services.dispatcher.inventory import Inventory
 from services.dispatcher.logfollow import RunLogs
+from services.dispatcher.refusals import RefusalLog
 from services.dispatcher.service import DispatcherService
 from services.dispatcher.spawner import (EXIT_FILE, RUN_LOCK, WORKER_FILE, process_start_time,
                                          take_run_lock)
@@ -81,6 +82,7 @@ def svc(tmp_path: Any) -> DispatcherService:
     s.stats = {"started": 0, "finished": 0, "adopted": 0, "kills": 0}
     s.log = ServiceLogger("dispatcher-test")
     s.clock = FakeClock()
+    s.refusals = RefusalLog(s.log, s.clock)
     s.bus = BusHealth(1.5, s.clock.monotonic())
     s.client, s.forks, s.publisher = Registry(), Forks(), Publisher()  # type: ignore
     s.inventory, s.cpu_slots, s.dirty = Inventory(), 4, False

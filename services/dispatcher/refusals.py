@@ -1,0 +1,37 @@
+"""The dispatcher's log of registry refusals: each refusal is one line, except those
+the dispatcher retries (NOT_APPLIED: a failed batch, a full disk), which repeat every
+scheduling pass while the cause lasts: those are logged at most every REFUSED_LOG_S
+per method and code, with the count of the ones not logged."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bus.logs import ServiceLogger
+from core.clock import Clock
+from core.errors import OrchestratorError
+
+REFUSED_LOG_S = 10.0
+# Error codes meaning "not applied, may be retried": a batch that failed (``internal``)
+# or a full disk on the registry's side (``resource_exhausted``).
+NOT_APPLIED = frozenset({"internal", "resource_exhausted"})
+
+
+class RefusalLog:
+    def __init__(self, log: ServiceLogger, clock: Clock) -> None:
+        self.log = log
+        self.clock = clock
+        self._last: dict[tuple[str, str], tuple[float, int]] = {}  # -> (logged at, quiet)
+
+    def __call__(self, method: str, args: dict[str, Any], exc: OrchestratorError) -> None:
+        fields: dict[str, Any] = {}
+        if exc.code in NOT_APPLIED:
+            key, now = (method, exc.code), self.clock.monotonic()
+            last, quiet = self._last.get(key, (-REFUSED_LOG_S, 0))
+            if now - last < REFUSED_LOG_S:
+                self._last[key] = (last, quiet + 1)
+                return
+            self._last[key] = (now, 0)
+            fields["not_logged_since"] = quiet
+        self.log.warning("registry.refused", method=method, run_id=args.get("run_id"),
+                         code=exc.code, reason=exc.message, **fields)

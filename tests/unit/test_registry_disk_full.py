@@ -1,0 +1,155 @@
+"""The registry on a full disk (SQLite's SQLITE_FULL, made real here with
+``PRAGMA max_page_count``): its loop keeps running; commands get
+``resource_exhausted`` with a message that says the disk is full (before: ``internal``
+"failed to commit", or an exception out of the loop); reads in the same batch are
+still answered (before: the dispatcher's catch-up read failed with the batch and the
+dispatcher exited); it is logged once, not per batch; nothing half-stored; the same
+request succeeds once there is room. A failing WAL checkpoint is logged, not raised
+(before: the registry exited every checkpoint interval while the disk was full)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from typing import Any
+
+import pytest
+import zmq
+
+from bus.codec import Envelope, MessageType, decode, encode
+from bus.logs import ServiceLogger
+from bus.pubsub import Publisher
+from bus.rpc import RpcServer, request_payload
+from services.registry.maintenance import Checkpointer
+from services.registry.service import SOURCE, RegistryService
+from tests.unit.workload import open_registry
+
+pytestmark = pytest.mark.timeout(60)
+BLOB = "x" * 3000   # a config that fills most of a page
+
+
+class Harness:
+    def __init__(self, tmp_path: Any) -> None:
+        self.ctx = zmq.Context()
+        self.conn, self.reg, self.clock = open_registry(str(tmp_path / "events.db"))
+        router = self.ctx.socket(zmq.ROUTER)
+        router.bind(f"inproc://reg-{id(self)}")
+        pub = self.ctx.socket(zmq.PUB)
+        pub.bind(f"inproc://pub-{id(self)}")
+        log = ServiceLogger("registry-test")
+        self.checkpointer = Checkpointer(self.conn, 60.0, 3, self.clock, log,
+                                         anchor=(str(tmp_path / "events.anchor"),
+                                                 self.reg.log.mark))
+        self.svc = RegistryService(RpcServer(router, SOURCE, self.clock),
+                                   Publisher(pub, SOURCE, self.clock), self.reg,
+                                   self.checkpointer, 60.0, 64, log)
+        self.dealer = self.ctx.socket(zmq.DEALER)
+        self.dealer.connect(f"inproc://reg-{id(self)}")
+        self.n = 0
+
+    def batch(self, *calls: tuple[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        """Send every call, let the loop take them as one batch, return the replies."""
+        ids = []
+        for method, args in calls:
+            self.n += 1
+            ids.append(f"t-{self.n}")
+            self.dealer.send(encode(Envelope(type=MessageType.REQUEST.value, source="test",
+                                             ts=0.0, id=ids[-1],
+                                             payload=request_payload(method, args, None))))
+        self.svc.step(1.0)
+        replies = {}
+        while len(replies) < len(ids):
+            assert self.dealer.poll(5000), "no reply"
+            env = decode(self.dealer.recv())
+            replies[env.id] = env.payload
+        return [replies[i] for i in ids]
+
+    def close(self) -> None:
+        self.svc.close()
+        self.dealer.close(linger=0)
+        self.ctx.term()
+
+
+def test_a_full_disk_refuses_commands_clearly_and_reads_still_work(
+        tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    h = Harness(tmp_path)
+    try:
+        pages = h.conn.execute("PRAGMA page_count").fetchone()[0]
+        h.conn.execute(f"PRAGMA max_page_count={pages}")   # the disk is full from now
+        caplog.set_level(logging.WARNING)
+        failed = []
+        for n in range(40):
+            submit, read = h.batch(
+                ("submit", {"config": {"seed": n, "hyperparameters": {"blob": BLOB}}}),
+                ("events_since", {"after_seq": 0}))
+            assert read["ok"], read           # the read next to it is answered
+            if not submit["ok"]:
+                failed.append((n, submit["error"]))
+                if len(failed) == 2:
+                    break
+        assert len(failed) == 2, "the page limit never filled"
+        for _, error in failed:
+            assert error["code"] == "resource_exhausted", error
+            assert "disk is full" in error["message"] and "free space" in error["message"]
+        stored = h.reg.log.head_seq
+        assert h.batch(("list_runs", {"limit": 1000}))[0]["result"]["total"] == stored
+        full_lines = [r for r in caplog.records if r.getMessage() == "storage.full"]
+        assert len(full_lines) == 1 and not [r for r in caplog.records
+                                             if r.getMessage() == "batch.failed"]
+        assert h.svc.counters()["storage_full"] == 2
+
+        h.conn.execute("PRAGMA max_page_count=1073741823")  # space freed
+        n = failed[0][0]
+        again = h.batch(("submit", {"config": {"seed": n, "hyperparameters": {"blob": BLOB}}}))
+        assert again[0]["ok"] and again[0]["result"]["created"]
+        assert h.reg.log.head_seq == stored + 1
+    finally:
+        h.close()
+
+
+def test_a_failing_checkpoint_is_logged_and_the_registry_goes_on(
+        tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    h = Harness(tmp_path)
+    try:
+        assert h.batch(("submit", {"config": {"seed": 1}}))[0]["ok"]
+        os.mkdir(str(tmp_path / "events.anchor.tmp"))   # the anchor cannot be written
+        caplog.set_level(logging.WARNING)
+        h.clock.advance(61)
+        h.svc.step(0.01)                                 # the checkpoint is due: fails
+        assert h.checkpointer.failures == 1
+        assert [r for r in caplog.records if r.getMessage() == "wal.checkpoint_failed"]
+        assert h.batch(("submit", {"config": {"seed": 2}}))[0]["ok"]   # still serving
+    finally:
+        h.close()
+
+
+def test_reads_in_a_batch_whose_commit_failed_on_a_full_disk_are_answered(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """On a real disk the WAL write of COMMIT is what fails (SQLite then rolls the
+    whole batch back): the helper's disk-full audit saw the dispatcher's catch-up read
+    fail with the batch, and the dispatcher exit until supervisord gave up on it."""
+    h = Harness(tmp_path)
+    try:
+        assert h.batch(("submit", {"config": {"seed": 1}}))[0]["ok"]
+        handle = h.reg.handle
+
+        def full_at_commit(method: str, *args: Any) -> Any:
+            if method == "submit":
+                h.conn.execute("ROLLBACK")   # what SQLite does on SQLITE_FULL in COMMIT
+                raise sqlite3.OperationalError("database or disk is full")
+            return handle(method, *args)
+        monkeypatch.setattr(h.reg, "handle", full_at_commit)
+        caplog.set_level(logging.WARNING)
+        read, submit, run = h.batch(("events_since", {"after_seq": 0}),
+                                    ("submit", {"config": {"seed": 2}}),
+                                    ("get_run", {"run_id": "r000000000000"}))
+        assert read["ok"] and [e["seq"] for e in read["result"]["events"]] == [1]
+        assert run["ok"] and run["result"]["run"]["run_id"] == "r000000000000"
+        assert submit["error"]["code"] == "resource_exhausted"
+        assert [r.getMessage() for r in caplog.records].count("storage.full") == 1
+        assert "batch.failed" not in [r.getMessage() for r in caplog.records]
+        assert h.reg.log.head_seq == 1
+    finally:
+        h.close()
