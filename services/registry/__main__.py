@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import zmq
@@ -19,6 +20,8 @@ from services.registry.handlers import Registry
 from services.registry.maintenance import Checkpointer, anchor_path
 from services.registry.migrations import connect, migrate
 from services.registry.recovery import catch_up_projection
+from services.registry.reserve import NAME as RESERVE_NAME
+from services.registry.reserve import Reserve
 from services.registry.service import SOURCE, RegistryService
 
 
@@ -43,9 +46,14 @@ def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> RegistryS
     registry = Registry(conn, clock, settings.db_path, known_worker=WorkerCatalog(),
                         known_env=EnvCatalog())
     log.info("registry.listening", endpoint=settings.registry, head_seq=registry.log.head_seq)
+    reserve = Reserve(os.path.join(os.path.dirname(settings.db_path), RESERVE_NAME), log)
+    if not reserve.ensure():
+        log.warning("storage.low", path=settings.db_path,
+                    hint="no room to keep space back for the event log")
     checkpointer = Checkpointer(conn, settings.checkpoint_interval,
                                 settings.checkpoint_busy_warn, clock, log,
-                                anchor=(anchor_path(settings.db_path), registry.log.mark))
+                                anchor=(anchor_path(settings.db_path), registry.log.mark),
+                                wal_path=f"{settings.db_path}-wal", reserve=reserve)
     return RegistryService(RpcServer(router, SOURCE, clock), Publisher(pub, SOURCE, clock),
                            registry, checkpointer, settings.status_interval,
                            settings.max_batch, log, spin_s=settings.registry_spin_us / 1e6)

@@ -13,8 +13,11 @@ from typing import Callable
 from bus.logs import ServiceLogger
 from core.clock import Clock
 from services.registry import replies
+from services.registry.reserve import Reserve
 
 REQUEST_RETENTION_S = 24 * 3600.0
+WAL_SOFT_LIMIT = 4 * 1024 * 1024  # a WAL file past this is checkpointed within SIZE_CHECK_S
+SIZE_CHECK_S = 1.0
 BUSY_TIMEOUT_MS = 5000  # the connection's usual busy timeout (migrations.connect)
 
 
@@ -43,10 +46,20 @@ def read_anchor(path: str) -> tuple[int, str] | None:
 
 
 class Checkpointer:
+    """``tick()`` checkpoints every ``interval_s``, and sooner (at most every
+    SIZE_CHECK_S) once the WAL file has grown past WAL_SOFT_LIMIT: a burst of commands
+    writes ~40 KB of WAL each (the same hot pages again and again), and a WAL left to
+    grow until the next interval could fill a small disk with copies, which no
+    checkpoint can then fold back for lack of room."""
+
     def __init__(self, conn: sqlite3.Connection, interval_s: float, busy_warn_after: int,
                  clock: Clock, log: ServiceLogger,
-                 anchor: tuple[str, Callable[[], tuple[int, bytes]]] | None = None) -> None:
+                 anchor: tuple[str, Callable[[], tuple[int, bytes]]] | None = None,
+                 wal_path: str = "", reserve: Reserve | None = None) -> None:
         self.conn = conn
+        self.reserve = reserve
+        self.wal_path = wal_path
+        self._next_size_check = clock.monotonic() + SIZE_CHECK_S
         self.interval_s = interval_s
         self.busy_warn_after = busy_warn_after
         self.clock = clock
@@ -60,7 +73,7 @@ class Checkpointer:
 
     def tick(self) -> None:
         now = self.clock.monotonic()
-        if now < self._next:
+        if now < self._next and not self._wal_too_big(now):
             return
         self._next = now + self.interval_s
         try:
@@ -71,16 +84,34 @@ class Checkpointer:
             self.failures += 1
             self.log.warning("wal.checkpoint_failed", reason=f"{type(exc).__name__}: {exc}",
                              failures=self.failures, retry_in_s=self.interval_s)
+            return
+        if self.reserve is not None:
+            self.reserve.ensure()   # made again once there is room
+
+    def _wal_too_big(self, now: float) -> bool:
+        if not self.wal_path or now < self._next_size_check:
+            return False
+        self._next_size_check = now + SIZE_CHECK_S
+        try:
+            return os.path.getsize(self.wal_path) > WAL_SOFT_LIMIT
+        except OSError:
+            return False
 
     def shrink(self) -> None:
         """Checkpoint now, when the disk is full: truncating the WAL gives space back
-        if the pages it holds fit into events.db (a failure is only logged)."""
+        once the pages it holds are in events.db, for which the reserve is given up
+        first (a failure is only logged)."""
+        if self.reserve is not None:
+            self.reserve.release()
         try:
             self.checkpoint()
         except (sqlite3.Error, OSError) as exc:
             self.failures += 1
             self.log.warning("wal.checkpoint_failed", reason=f"{type(exc).__name__}: {exc}",
                              failures=self.failures)
+            return
+        if self.reserve is not None:
+            self.reserve.ensure()   # at once, from the space the WAL gave back
 
     def checkpoint(self) -> tuple[int, int, int]:
         # No busy wait: a reader holding the WAL must not stall the registry's loop.

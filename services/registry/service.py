@@ -28,6 +28,7 @@ from services.registry.maintenance import Checkpointer
 
 SOURCE = "registry"
 FULL_LOG_S = 10.0  # a full disk is logged at most this often
+SHRINK_S = 1.0     # ... and the WAL checkpointed at most this often meanwhile
 
 
 class RegistryService:
@@ -48,6 +49,7 @@ class RegistryService:
         self.stats = {"requests": 0, "batches": 0, "largest_batch": 0, "events": 0,
                       "errors": 0, "expired": 0, "storage_full": 0}
         self._full_logged_at = -FULL_LOG_S
+        self._shrunk_at = -SHRINK_S
         self.beacon = StatusBeacon(SOURCE, status_interval, registry.clock, self.counters)
 
     def counters(self) -> dict[str, Any]:
@@ -169,8 +171,8 @@ class RegistryService:
 
     def _disk_full(self, refused: int, reason: str) -> None:
         """Counted per refused request; logged at most every FULL_LOG_S, without a
-        traceback; and the WAL is checkpointed at once: truncating it may give the
-        space back."""
+        traceback; and the WAL is checkpointed (at most every SHRINK_S) with the space
+        of the reserve: truncating it gives space back (services/registry/reserve.py)."""
         self.stats["storage_full"] += refused
         now = time.monotonic()
         if now - self._full_logged_at >= FULL_LOG_S:
@@ -179,6 +181,8 @@ class RegistryService:
                              refused_so_far=self.stats["storage_full"], reason=reason[:200],
                              hint="commands are refused until space is freed; reads still "
                                   "work")
+        if now - self._shrunk_at >= SHRINK_S:
+            self._shrunk_at = now
             self.checkpointer.shrink()
 
     def _publish(self, stored: StoredEvent) -> None:

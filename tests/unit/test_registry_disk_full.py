@@ -5,12 +5,15 @@
 still answered (before: the dispatcher's catch-up read failed with the batch and the
 dispatcher exited); it is logged once, not per batch; nothing half-stored; the same
 request succeeds once there is room. A failing WAL checkpoint is logged, not raised
-(before: the registry exited every checkpoint interval while the disk was full)."""
+(before: the registry exited every checkpoint interval while the disk was full). A
+grown WAL is folded back within a second, and a reserve file gives the checkpoint
+its room on a full disk."""
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sqlite3
 from typing import Any
 
@@ -153,3 +156,66 @@ def test_reads_in_a_batch_whose_commit_failed_on_a_full_disk_are_answered(
         assert h.reg.log.head_seq == 1
     finally:
         h.close()
+
+
+def test_a_grown_wal_is_folded_back_within_a_second_not_at_the_next_interval(
+        tmp_path: Any) -> None:
+    """A burst of submits writes ~40 KB of WAL each: 643 of them filled a 30 MB disk in
+    the audit while events.db held 4 KB, and no checkpoint could then fold the WAL back
+    for lack of room. Past 4 MB the WAL is checkpointed (and truncated) within a
+    second."""
+    conn, reg, clock = open_registry(str(tmp_path / "events.db"))
+    wal = str(tmp_path / "events.db-wal")
+    cp = Checkpointer(conn, 60.0, 3, clock, ServiceLogger("registry-test"), wal_path=wal)
+    for n in range(200):
+        conn.execute("BEGIN IMMEDIATE")
+        assert reg.handle("submit", {"config": {"seed": n, "hyperparameters": {"blob": BLOB}}},
+                          f"s{n}", "test").reply["ok"]
+        conn.execute("COMMIT")
+    assert os.path.getsize(wal) > 4 * 1024 * 1024
+    cp.tick()
+    assert cp.runs == 0                 # looked at no sooner than a second after start
+    clock.advance(1.0)
+    cp.tick()
+    assert cp.runs == 1 and os.path.getsize(wal) == 0
+    clock.advance(1.0)
+    cp.tick()
+    assert cp.runs == 1                 # small again: the interval rules
+    conn.close()
+
+
+def test_the_reserve_is_held_while_there_is_room_and_given_up_to_fold_the_wal(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a full disk a checkpoint cannot grow events.db by the pages it needs, so the
+    WAL (many times larger) is never given back. The registry holds a reserve file
+    while the disk has room and gives it up for that checkpoint; the WAL truncated,
+    the reserve is made again from the space it gave back."""
+    from services.registry import reserve as reserve_module
+    log = ServiceLogger("registry-test")
+    res = reserve_module.Reserve(str(tmp_path / "events.reserve"), log, size=64 * 1024)
+    assert res.ensure() and os.path.getsize(res.path) == 64 * 1024 and res.held()
+    assert res.release() and not os.path.exists(res.path) and not res.release()
+    real = shutil.disk_usage
+    monkeypatch.setattr(reserve_module.shutil, "disk_usage",
+                        lambda p: real(p)._replace(free=100 * 1024))  # < twice its size
+    assert not res.ensure() and not os.path.exists(res.path)
+    monkeypatch.undo()
+
+    conn, reg, clock = open_registry(str(tmp_path / "events.db"))
+    order: list[str] = []
+
+    class Spy(reserve_module.Reserve):
+        def release(self) -> bool:
+            order.append("release")
+            return super().release()
+
+        def ensure(self) -> bool:
+            order.append("ensure")
+            return super().ensure()
+    spy = Spy(res.path, log, size=64 * 1024)
+    spy.ensure()
+    cp = Checkpointer(conn, 60.0, 3, clock, log, reserve=spy)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")   # (a real checkpoint follows)
+    cp.shrink()
+    assert order == ["ensure", "release", "ensure"] and cp.runs == 1 and spy.held()
+    conn.close()
