@@ -94,6 +94,10 @@ class Health:
         if name == "registry":
             s.alive = ping is not None
             s.error = "" if ping is not None else f"ping: {error}"
+            counters = (seen[0].get("counters") or {}) if seen is not None else {}
+            if s.alive and counters.get("disk_full"):
+                s.error = (f"disk full: commands refused ({counters.get('storage_full', 0)} "
+                           f"so far); free space on the disk of TRAINER_HOME")
             if ping is not None:
                 s.pid = int(ping.get("pid") or s.pid)
                 s.started_at.CopyFrom(timestamp(float(ping.get("started_at") or 0.0)))

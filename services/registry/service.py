@@ -10,7 +10,7 @@ once; under load, requests that arrive while a batch commits form the next batch
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Optional
 
 import zmq
 
@@ -50,6 +50,7 @@ class RegistryService:
                       "errors": 0, "expired": 0, "storage_full": 0}
         self._full_logged_at = -FULL_LOG_S
         self._shrunk_at = -SHRINK_S
+        self._full_at: Optional[float] = None   # monotonic time of the last refusal
         self.beacon = StatusBeacon(SOURCE, status_interval, registry.clock, self.counters)
 
     def counters(self) -> dict[str, Any]:
@@ -57,7 +58,9 @@ class RegistryService:
                 "head_hash": self.registry.log.head_hash.hex(),
                 "bad_frames": self.bad_frames.total,
                 "undeliverable_replies": self.server.undeliverable,
-                "checkpoint_failures": self.checkpointer.failures}
+                "checkpoint_failures": self.checkpointer.failures,
+                "disk_full": self._full_at is not None and
+                time.monotonic() - self._full_at < FULL_LOG_S}
 
     def step(self, timeout_s: float) -> None:
         if self._ready(timeout_s):
@@ -175,6 +178,7 @@ class RegistryService:
         of the reserve: truncating it gives space back (services/registry/reserve.py)."""
         self.stats["storage_full"] += refused
         now = time.monotonic()
+        self._full_at = now
         if now - self._full_logged_at >= FULL_LOG_S:
             self._full_logged_at = now
             self.log.warning("storage.full", path=self.registry.db_path,

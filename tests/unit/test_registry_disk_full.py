@@ -219,3 +219,31 @@ def test_the_reserve_is_held_while_there_is_room_and_given_up_to_fold_the_wal(
     cp.shrink()
     assert order == ["ensure", "release", "ensure"] and cp.runs == 1 and spy.held()
     conn.close()
+
+
+def test_health_says_the_registry_refuses_commands_for_a_full_disk(tmp_path: Any) -> None:
+    """`trainer health` showed every service "up" and nothing else while no command
+    could be stored; the registry's NOTE now says why."""
+    import time
+
+    from services.gateway.health import Health
+    h = Harness(tmp_path)
+    try:
+        pages = h.conn.execute("PRAGMA page_count").fetchone()[0]
+        h.conn.execute(f"PRAGMA max_page_count={pages}")
+        for n in range(40):
+            if not h.batch(("submit", {"config": {"seed": n, "hyperparameters": {
+                    "blob": BLOB}}}))[0]["ok"]:
+                break
+        counters = h.svc.counters()
+        assert counters["disk_full"] is True and counters["storage_full"] == 1
+        health = Health.__new__(Health)
+        now = time.time()
+        row = health._service("registry", ({"interval": 2.0, "counters": counters}, now), now,
+                              {"pid": 1, "started_at": now}, "")
+        assert row.alive and row.error.startswith("disk full: commands refused (1 so far)")
+        quiet = health._service("registry", ({"interval": 2.0, "counters": {
+            **counters, "disk_full": False}}, now), now, {"pid": 1, "started_at": now}, "")
+        assert quiet.alive and quiet.error == ""
+    finally:
+        h.close()
