@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from core.atomicfile import atomic_file
 from core.errors import ValidationError
 
 FORMAT = 1
@@ -25,12 +26,8 @@ def save(path: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     payload = {k: np.asarray(v) for k, v in arrays.items()}
     payload[META_KEY] = np.array(json.dumps({"format": FORMAT, **meta}, sort_keys=True))
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "wb") as fh:   # a file object: numpy adds no ".npz" suffix
+    with atomic_file(path, "wb") as fh:   # a file object: numpy adds no ".npz" suffix
         np.savez(fh, **payload)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
     return os.path.getsize(path)
 
 

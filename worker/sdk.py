@@ -37,6 +37,7 @@ import zmq
 
 from bus.codec import Envelope, MessageType, encode
 from bus.topics import Topic
+from core.atomicfile import atomic_file
 from core.runconfig import RunConfig
 from worker.gpu import GpuProbe
 
@@ -224,11 +225,9 @@ class Run:
         if self.finished:
             return
         self.finished = True
-        tmp = os.path.join(self.run_dir, RESULT_FILE + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
+        with atomic_file(os.path.join(self.run_dir, RESULT_FILE), durable=False) as fh:
             json.dump({"run_id": self.run_id, "status": status, "reason": reason,
                        "metrics": _plain(metrics or {}), "at": time.time()}, fh)
-        os.replace(tmp, os.path.join(self.run_dir, RESULT_FILE))
         self.close()
 
     def close(self) -> None:

@@ -37,6 +37,8 @@ import sys
 import time
 from typing import Any, Callable, Iterator, Optional
 
+from core.atomicfile import atomic_file
+
 WORKER_FILE = "worker.json"
 EXIT_FILE = "exit.json"
 RUN_LOCK = "run_lock"  # in worker.json: written by a shim that holds the run's lock
@@ -50,13 +52,8 @@ def write_atomic(path: str, data: dict[str, Any], durable: bool = True) -> None:
     """Readers see the whole record or none. ``durable``: also on disk before the
     rename (an exit record should outlive a power cut; worker.json need not: after
     one, the worker it names is gone anyway)."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_file(path, durable=durable) as fh:
         json.dump(data, fh)
-        fh.flush()
-        if durable:
-            os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def read_json(path: str) -> Optional[dict[str, Any]]:

@@ -11,6 +11,7 @@ import sqlite3
 from typing import Callable
 
 from bus.logs import ServiceLogger
+from core.atomicfile import atomic_file
 from core.clock import Clock
 from services.registry import replies
 from services.registry.reserve import Reserve
@@ -28,12 +29,8 @@ def anchor_path(db_path: str) -> str:
 def write_anchor(path: str, seq: int, digest: bytes) -> None:
     """Record the log's head (seq and hash) outside events.db: a rewrite of the log's
     tail, hashes and projections all together is then still caught by the audit."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="ascii") as fh:
+    with atomic_file(path, encoding="ascii") as fh:
         json.dump({"seq": seq, "hash": digest.hex()}, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def read_anchor(path: str) -> tuple[int, str] | None:

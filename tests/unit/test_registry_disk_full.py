@@ -116,7 +116,7 @@ def test_a_failing_checkpoint_is_logged_and_the_registry_goes_on(
     h = Harness(tmp_path)
     try:
         assert h.batch(("submit", {"config": {"seed": 1}}))[0]["ok"]
-        os.mkdir(str(tmp_path / "events.anchor.tmp"))   # the anchor cannot be written
+        os.mkdir(str(tmp_path / "events.anchor"))   # the anchor cannot be written
         caplog.set_level(logging.WARNING)
         h.clock.advance(61)
         h.svc.step(0.01)                                 # the checkpoint is due: fails

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from typing import Any
+from typing import Any, Iterator
 
 import gymnasium as gym
 import imageio_ffmpeg
@@ -54,42 +54,44 @@ def test_a_recorded_episode_is_a_complete_mp4(tmp_path: Any) -> None:
     assert sorted(os.listdir(tmp_path / "videos")) == ["eval-00001.mp4", "eval-00002.mp4"]
 
 
-def test_a_failed_encode_drops_the_video_only(tmp_path: Any, monkeypatch: Any) -> None:
-    rec = EpisodeRecorder(lambda: gym.make("CartPole-v1", render_mode="rgb_array"),
-                          str(tmp_path / "videos"))
-    try:
-        env = rec._wrapped()
-        def broken() -> None:
-            with open(os.path.join(rec.folder, "rec-episode-0.mp4"), "wb") as fh:
-                fh.write(b"torn")
-            raise BrokenPipeError("ffmpeg was killed")
-        monkeypatch.setattr(env, "stop_recording", broken)
-        ret, steps, _, clip = rec.record(lambda obs: 0, seed=1, name="eval-00001")
-        assert clip is None and ret == steps > 0
-        monkeypatch.undo()
-        _, _, _, clip = rec.record(lambda obs: 0, seed=1, name="eval-00002")
-        assert clip is not None
-    finally:
-        rec.close()
+@pytest.fixture
+def rec(tmp_path: Any) -> Iterator[EpisodeRecorder]:
+    recorder = EpisodeRecorder(lambda: gym.make("CartPole-v1", render_mode="rgb_array"),
+                               str(tmp_path / "videos"))
+    yield recorder
+    recorder.close()
+
+
+def test_a_failed_encode_drops_the_video_only(tmp_path: Any, monkeypatch: Any,
+                                              rec: EpisodeRecorder) -> None:
+    env = rec._wrapped()
+
+    def broken() -> None:
+        with open(os.path.join(rec.folder, "rec-episode-0.mp4"), "wb") as fh:
+            fh.write(b"torn")
+        raise BrokenPipeError("ffmpeg was killed")
+    monkeypatch.setattr(env, "stop_recording", broken)
+    ret, steps, _, clip = rec.record(lambda obs: 0, seed=1, name="eval-00001")
+    assert clip is None and ret == steps > 0
+    monkeypatch.undo()
+    _, _, _, clip = rec.record(lambda obs: 0, seed=1, name="eval-00002")
+    assert clip is not None
     assert os.listdir(tmp_path / "videos") == ["eval-00002.mp4"]
 
 
-def test_a_file_that_does_not_decode_is_dropped(tmp_path: Any, monkeypatch: Any) -> None:
+def test_a_file_that_does_not_decode_is_dropped(tmp_path: Any, monkeypatch: Any,
+                                                rec: EpisodeRecorder) -> None:
     """An encode that "succeeds" into a torn file (ffmpeg's writes failing on a full
     disk) is not a video: dropped, never registered with made-up frame counts."""
-    rec = EpisodeRecorder(lambda: gym.make("CartPole-v1", render_mode="rgb_array"),
-                          str(tmp_path / "videos"))
-    try:
-        env = rec._wrapped()
-        def torn() -> None:
-            with open(os.path.join(rec.folder, "rec-episode-0.mp4"), "wb") as fh:
-                fh.write(b"\0\0\0\x20ftypisom" + b"\0" * 4080)  # no moov atom
-            rec._discard()
-        monkeypatch.setattr(env, "stop_recording", torn)
-        _, _, _, clip = rec.record(lambda obs: 0, seed=1, name="eval-00001")
-        assert clip is None
-    finally:
-        rec.close()
+    env = rec._wrapped()
+
+    def torn() -> None:
+        with open(os.path.join(rec.folder, "rec-episode-0.mp4"), "wb") as fh:
+            fh.write(b"\0\0\0\x20ftypisom" + b"\0" * 4080)  # no moov atom
+        rec._discard()
+    monkeypatch.setattr(env, "stop_recording", torn)
+    _, _, _, clip = rec.record(lambda obs: 0, seed=1, name="eval-00001")
+    assert clip is None
     assert os.listdir(tmp_path / "videos") == []
 
 
