@@ -64,6 +64,11 @@ class ForkServer:
         # Run directories whose shim (started here) has ended; the dispatcher discards
         # each once it is done with the run.
         self.ended_dirs: set[str] = set()
+        # ... and how each shim exited (its wait status, from the server's notice, which
+        # may come after the pidfd told of the end): a shim that could not write its
+        # exit record tells by it whether its worker exited 0 (spawner.UNRECORDED_OK).
+        self.exit_status: dict[str, int] = {}
+        self._status_due: dict[int, str] = {}  # shim pid -> run dir, ended by pidfd
 
     def spawn(self, run_dir: str, argv: list[str], env: dict[str, str]) -> None:
         """Ask for a shim; returns at once (the shim writes worker.json when it has
@@ -91,6 +96,7 @@ class ForkServer:
         for fd in ready:  # pidfds first: the notices below may reuse their numbers
             if fd != self.exits_fd and fd in self._pidfds:
                 self._ended_pids.add(self._pidfds[fd])
+                self._status_due[self._pidfds[fd]] = self._dirs.get(self._pidfds[fd], "")
                 self._shim_ended(self._pidfds[fd])
                 self._unwatch(fd)
                 ended = True
@@ -101,6 +107,9 @@ class ForkServer:
                     self._watch(int(notice["shim"]))
                 elif "exited" in notice:
                     pid = notice["exited"]
+                    run_dir = self._status_due.pop(pid, None) or self._dirs.get(pid)
+                    if run_dir:
+                        self.exit_status[run_dir] = int(notice.get("status", -1))
                     if pid in self._ended_pids:  # its pidfd told us already
                         self._ended_pids.discard(pid)
                         continue
@@ -108,6 +117,19 @@ class ForkServer:
                     self._shim_ended(pid)
                     self._unwatch(next((f for f, p in self._pidfds.items() if p == pid), None))
         return ended
+
+    def status_due(self, run_dir: str) -> bool:
+        """True while the shim of ``run_dir`` has ended but its exit status is not in."""
+        return run_dir in self._status_due.values()
+
+    def done_with(self, run_dir: str) -> None:
+        self.ended_dirs.discard(run_dir)
+        self.exit_status.pop(run_dir, None)
+
+    def forget(self, run_dirs: set[str]) -> None:
+        """Keep only these runs' ends (the others are done with)."""
+        self.ended_dirs &= run_dirs
+        self.exit_status = {d: s for d, s in self.exit_status.items() if d in run_dirs}
 
     def _shim_ended(self, pid: int) -> None:
         run_dir = self._dirs.pop(pid, None)

@@ -97,3 +97,13 @@ def register_artifacts(call: Callable[..., Any], run: ActiveRun,
             refused("register_artifact", args, exc)
             done = done and exc.code not in NOT_APPLIED
     return done
+
+
+def retry_artifacts(call: Callable[..., Any], runs: list[ActiveRun],
+                    refused: Callable[[str, dict[str, Any], OrchestratorError], None]) -> bool:
+    """Register again what was refused for these ended runs; True while some are left
+    (their ends wait: the registry records an end only after its artifacts)."""
+    for run in runs:
+        if run.artifacts_left:
+            run.artifacts_left = not register_artifacts(call, run, refused)
+    return any(run.artifacts_left for run in runs)

@@ -104,6 +104,14 @@ def ended(svc: "DispatcherService", run: ActiveRun) -> bool:
     elif run.pgid is not None and spawner.group_alive(run.pgid):
         spawner.signal_group(run.pgid, signal.SIGKILL)  # (its shim killed the rest)
         return True
+    if record is None and not run.adopted:
+        if svc.forks.status_due(run.run_dir):
+            return False  # its shim's exit status is on its way from the fork server
+        if svc.forks.exit_status.get(run.run_dir) == spawner.UNRECORDED_OK:
+            # It could not write its exit record (a full disk) but its worker exited 0.
+            record = {"exit_code": 0, "signal": None}
+            svc.log.warning("run.no_exit_record", run_id=run.run_id, exit_code=0,
+                            hint=_disk_note(run.run_dir) or None)
     if record is None and run.watch is not None and run.watch.kill is not None:
         # We were ending it (a cancel, its time limit, its silence): that end stands,
         # though its shim left no exit record (it could not write one: a full disk?).

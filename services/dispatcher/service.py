@@ -30,7 +30,7 @@ from services.dispatcher.allocator import Capacity, Pending, plan
 from services.dispatcher.forkserver import ForkServer, ForkServerGone
 from services.dispatcher.inventory import BackgroundRead, Inventory, refresh_in_background
 from services.dispatcher.logfollow import RunLogs
-from services.dispatcher.outcome import register_artifacts
+from services.dispatcher.outcome import register_artifacts, retry_artifacts
 from services.dispatcher.refusals import NOT_APPLIED, RefusalLog
 from services.dispatcher.registryprobe import RegistryProbe
 from services.dispatcher.supervision import BusHealth, begin_kill, check
@@ -61,7 +61,7 @@ class DispatcherService:
         self.cpu_slots = cpu_slots
         self.clock = clock
         self.log = log
-        self.refusals = RefusalLog(log, clock)
+        self.log_refused = RefusalLog(log, clock)  # (method, args, error): logs a refusal
         self.pending: dict[str, Pending] = {}
         self.active: dict[str, ActiveRun] = {}
         self.unstarted: set[str] = set()  # active runs whose worker.json is not read yet
@@ -169,7 +169,7 @@ class DispatcherService:
             self._next_full = now + FULL_SWEEP_S
             self.forks.check()
             # (a shim's end noticed after its run was finished: nothing will ask again)
-            self.forks.ended_dirs &= {r.run_dir for r in self.active.values()}
+            self.forks.forget({r.run_dir for r in self.active.values()})
         if sweep:  # a finished GPU read is applied at once; a new one starts every 2 s
             refresh_in_background(self, start=full)
         if sweep or child_exited:
@@ -209,9 +209,6 @@ class DispatcherService:
                     self.log_refused(method, args, result)
                 then(result)
 
-    def log_refused(self, method: str, args: dict[str, Any], exc: OrchestratorError) -> None:
-        self.refusals(method, args, exc)
-
     def _on_event(self, env: Any) -> None:
         try:
             event = event_from_envelope(env)
@@ -245,11 +242,9 @@ class DispatcherService:
     def _schedule(self) -> None:
         """Ended runs' outcomes first, then the claims their resources allow and any
         new waiting reasons: one pipelined round trip to the registry."""
-        for run, _ in self.finishing.values():
-            if run.artifacts_left:  # its end waits for its artifacts to be stored
-                run.artifacts_left = not register_artifacts(self.client.call, run,
-                                                            self.log_refused)
-                self.retry_due = self.retry_due or run.artifacts_left
+        ended = [run for run, _ in self.finishing.values()]
+        if retry_artifacts(self.client.call, ended, self.log_refused):
+            self.retry_due = True
         calls: list[tuple[str, dict[str, Any], Callable[[Any], None]]] = [
             ("finish", {"run_id": run.run_id, **outcome},
              lambda reply, run=run, outcome=outcome: self._finished(reply, run, outcome))
@@ -393,7 +388,7 @@ class DispatcherService:
         if self.active.pop(run.run_id, None) is None:
             return  # reported already
         self.unstarted.discard(run.run_id)
-        self.forks.ended_dirs.discard(run.run_dir)
+        self.forks.done_with(run.run_dir)
         self.stats["finished"] += 1
         self.log.info("run.finished", run_id=run.run_id, **outcome)
 

@@ -41,6 +41,8 @@ from core.atomicfile import atomic_file
 
 WORKER_FILE = "worker.json"
 EXIT_FILE = "exit.json"
+UNRECORDED_OK = 0  # a shim's exit code: its exit record is written, or its worker exited 0
+SHIM_STALE = 2     # ... another shim of the run had started the worker
 RUN_LOCK = "run_lock"  # in worker.json: written by a shim that holds the run's lock
 SHIM_FILE = "shim.json"  # the shim's pid and start time, where the run cannot be locked
 RUN_ID_VAR = "TRAINER_RUN_ID"  # in every worker's environment (launch.py sets it)
@@ -208,7 +210,7 @@ def spawn_shim(run_dir: str, argv: list[str], env: dict[str, str]) -> int:
     pid = os.fork()
     if pid:
         return pid
-    code = 0
+    code = 1
     try:
         os.setsid()
         # Hold none of the parent's pipes: the fork server's end of input and its
@@ -217,7 +219,7 @@ def spawn_shim(run_dir: str, argv: list[str], env: dict[str, str]) -> int:
         os.dup2(null, 0)
         os.dup2(null, 1)
         os.closerange(3, 65536)
-        _shim(run_dir, argv, env)
+        code = _shim(run_dir, argv, env)
     except BaseException:  # noqa: BLE001 - the shim must never return into the parent
         code = 1
     finally:
@@ -328,7 +330,11 @@ _SIGNALS_DEFAULT = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD
                     signal.SIGPIPE, signal.SIGXFSZ)
 
 
-def _shim(run_dir: str, argv: list[str], env: dict[str, str]) -> None:
+def _shim(run_dir: str, argv: list[str], env: dict[str, str]) -> int:
+    """The shim's exit code: UNRECORDED_OK (0) when the exit record is written, or
+    when it could not be (a full disk) but the worker exited 0, the one end that
+    needs no record to be told; SHIM_STALE when another shim of the run came first;
+    1 (an exception) otherwise."""
     signal.set_wakeup_fd(-1)  # the parent's, closed by closerange
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
@@ -337,9 +343,9 @@ def _shim(run_dir: str, argv: list[str], env: dict[str, str]) -> None:
     me = {"shim_pid": os.getpid(), "shim_start_time": process_start_time(os.getpid())}
     if not locked:  # nothing to tell a restarted dispatcher that a shim owns the run
         write_atomic(os.path.join(run_dir, SHIM_FILE), me, durable=False)
-    if os.path.exists(os.path.join(run_dir, WORKER_FILE)) or \
-            os.path.exists(os.path.join(run_dir, EXIT_FILE)):
-        return  # that shim started the worker already (a stale second request)
+    if os.path.isfile(os.path.join(run_dir, WORKER_FILE)) or \
+            os.path.isfile(os.path.join(run_dir, EXIT_FILE)):
+        return SHIM_STALE  # that shim started the worker already (a stale second request)
     started = time.time()
     reaper = _become_subreaper() if _become_subreaper is not None else False
     try:
@@ -348,7 +354,7 @@ def _shim(run_dir: str, argv: list[str], env: dict[str, str]) -> None:
         write_atomic(os.path.join(run_dir, EXIT_FILE), {
             "exit_code": None, "signal": None, "spawn_error": str(exc),
             "started_at": started, "ended_at": time.time(), "pid": None})
-        return
+        return UNRECORDED_OK
     write_atomic(os.path.join(run_dir, WORKER_FILE), {
         "pid": pid, "pgid": pid, "start_time": process_start_time(pid),
         **me, "started_at": started, RUN_LOCK: locked}, durable=False)
@@ -363,4 +369,9 @@ def _shim(run_dir: str, argv: list[str], env: dict[str, str]) -> None:
         # processes the worker left behind, killed before this record was written
         "leftovers_killed": end_leftovers() if reaper else 0,
     }
-    write_atomic(os.path.join(run_dir, EXIT_FILE), record)
+    try:
+        write_atomic(os.path.join(run_dir, EXIT_FILE), record)
+    except OSError:
+        if record["exit_code"] != 0:
+            raise
+    return UNRECORDED_OK

@@ -196,3 +196,29 @@ def test_the_worker_gets_its_own_group_the_run_dir_and_default_signals(tmp_path)
     pgid, pid = group.split()
     assert pgid == pid and cwd == str(tmp_path) and eof == "eof"
     assert int(ignored.split()[1], 16) & (1 << (signal.SIGPIPE - 1)) == 0, ignored
+
+
+def test_a_shim_that_cannot_write_its_exit_record_tells_a_clean_end_by_its_status(
+        tmp_path) -> None:
+    """A full disk keeps the shim from writing exit.json. Before, every such run ended
+    FAILED lost, even one whose worker exited 0. Now the shim exits 0 exactly when its
+    worker did (1 otherwise), and the dispatcher's fork client keeps that status per
+    run folder, also when the shim's pidfd told of its end first."""
+    server = ForkServer()
+    try:
+        dirs = []
+        for i, code in enumerate((0, 3)):
+            run_dir = tmp_path / f"run{i}"
+            (run_dir / EXIT_FILE).mkdir(parents=True)   # the record cannot be written
+            dirs.append(str(run_dir))
+            server.spawn(str(run_dir), [sys.executable, "-c", f"raise SystemExit({code})"],
+                         dict(os.environ))
+        wait_until(lambda: (server.ended() or True) and set(dirs) <= set(server.exit_status),
+                   20, message="both shims' exit status")
+        assert [server.exit_status[d] for d in dirs] == [0, 256]   # exit codes 0 and 1
+        assert not any(server.status_due(d) for d in dirs)
+        server.forget({dirs[1]})
+        assert set(server.exit_status) == {dirs[1]} and server.ended_dirs <= {dirs[1]}
+    finally:
+        server.close()
+    assert all(os.path.isdir(os.path.join(d, EXIT_FILE)) for d in dirs)

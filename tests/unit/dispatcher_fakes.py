@@ -62,6 +62,15 @@ class Forks:
     def __init__(self) -> None:
         self.spawned: list[str] = []
         self.ended_dirs: set[str] = set()
+        self.exit_status: dict[str, int] = {}
+        self.due: set[str] = set()
+
+    def status_due(self, run_dir: str) -> bool:
+        return run_dir in self.due
+
+    def done_with(self, run_dir: str) -> None:
+        self.ended_dirs.discard(run_dir)
+        self.exit_status.pop(run_dir, None)
 
     def spawn(self, run_dir: str, argv: list[str], env: dict[str, str]) -> None:
         self.spawned.append(run_dir)
@@ -82,7 +91,7 @@ def svc(tmp_path: Any) -> DispatcherService:
     s.stats = {"started": 0, "finished": 0, "adopted": 0, "kills": 0}
     s.log = ServiceLogger("dispatcher-test")
     s.clock = FakeClock()
-    s.refusals = RefusalLog(s.log, s.clock)
+    s.log_refused = RefusalLog(s.log, s.clock)
     s.bus = BusHealth(1.5, s.clock.monotonic())
     s.client, s.forks, s.publisher = Registry(), Forks(), Publisher()  # type: ignore
     s.inventory, s.cpu_slots, s.dirty = Inventory(), 4, False

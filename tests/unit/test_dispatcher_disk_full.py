@@ -82,3 +82,21 @@ def test_a_cancelled_run_without_an_exit_record_ends_cancelled(
     svc._supervise(run, svc.clock.monotonic(), check_exit=True)
     assert _outcome(svc, "r2") == {"outcome": "cancelled", "exit_code": None, "signal": None,
                                    "requested_by": "alice", "reason": "wrong seed"}
+
+
+def test_a_shim_that_exited_0_without_a_record_means_its_worker_completed(
+        svc: DispatcherService) -> None:  # noqa: F811
+    """Its shim could not write exit.json (a full disk): it exits 0 only when its
+    worker did (spawner.UNRECORDED_OK). Before, such a run ended FAILED lost."""
+    ok, bad = _folder(svc, "r3"), _folder(svc, "r4")
+    runs = [(_ours(svc, "r3", ok), 0), (_ours(svc, "r4", bad), 256)]   # exit codes 0, 1
+    for run, status in runs:
+        svc.forks.ended_dirs.add(run.run_dir)                       # type: ignore[attr-defined]
+        svc.forks.due.add(run.run_dir)   # ended by its pidfd: the status is on its way
+        svc._supervise(run, svc.clock.monotonic(), check_exit=True)
+        assert _outcome(svc, run.run_id) is None
+        svc.forks.due.discard(run.run_dir)
+        svc.forks.exit_status[run.run_dir] = status                 # type: ignore[attr-defined]
+        svc._supervise(run, svc.clock.monotonic(), check_exit=True)
+    assert _outcome(svc, "r3") == {"outcome": "completed", "exit_code": 0}
+    assert (_outcome(svc, "r4") or {}).get("cause") == "lost"

@@ -23,7 +23,7 @@ def _service() -> DispatcherService:
     svc.held_elsewhere, svc.unstarted, svc.retry_due = {}, set(), False
     svc.stats = {"finished": 0}
     svc.log = ServiceLogger("dispatcher-test")
-    svc.forks = SimpleNamespace(ended_dirs=set())  # type: ignore[assignment]
+    svc.forks = SimpleNamespace(done_with=lambda run_dir: None)  # type: ignore[assignment]
     return svc
 
 
