@@ -20,7 +20,8 @@ def test_a_write_replaces_the_file_whole(tmp_path: Any) -> None:
         assert not os.path.exists(path)            # not visible before the rename
     with atomic_file(path, durable=False) as fh:
         json.dump({"exit_code": 3}, fh)
-    assert json.load(open(path, encoding="utf-8")) == {"exit_code": 3}
+    with open(path, encoding="utf-8") as fh:
+        assert json.load(fh) == {"exit_code": 3}
     with atomic_file(str(tmp_path / "ckpt.npz"), "wb") as fh:
         fh.write(b"\x00\x01")
     assert sorted(os.listdir(tmp_path)) == ["ckpt.npz", "exit.json"]
@@ -34,7 +35,8 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Any
         with atomic_file(path) as fh:
             fh.write("{\"torn\": ")
             raise OSError(28, "No space left on device")
-    assert open(path, encoding="utf-8").read() == "{}"
+    with open(path, encoding="utf-8") as fh:
+        assert fh.read() == "{}"
     assert os.listdir(tmp_path) == ["result.json"]
     os.mkdir(str(tmp_path / "anchor"))             # the rename itself fails
     with pytest.raises(OSError):
