@@ -111,13 +111,13 @@ def ended(svc: "DispatcherService", run: ActiveRun) -> bool:
             # It could not write its exit record (a full disk) but its worker exited 0.
             record = {"exit_code": 0, "signal": None}
             svc.log.warning("run.no_exit_record", run_id=run.run_id, exit_code=0,
-                            hint=_disk_note(run.run_dir) or None)
+                            hint=_disk_note(run.run_dir).lstrip("; ") or None)
     if record is None and run.watch is not None and run.watch.kill is not None:
         # We were ending it (a cancel, its time limit, its silence): that end stands,
         # though its shim left no exit record (it could not write one: a full disk?).
         outcome = outcome_of({}, run)
         svc.log.warning("run.no_exit_record", run_id=run.run_id, outcome=outcome["outcome"],
-                        cause=outcome.get("cause"), hint=_disk_note(run.run_dir) or None)
+                        cause=outcome.get("cause"), hint=_disk_note(run.run_dir).lstrip("; ") or None)
         svc.finish(run, outcome)
     elif record is None:
         message = LOST + _disk_note(run.run_dir)

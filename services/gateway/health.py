@@ -96,8 +96,10 @@ class Health:
             s.error = "" if ping is not None else f"ping: {error}"
             counters = (seen[0].get("counters") or {}) if seen is not None else {}
             if s.alive and counters.get("disk_full"):
-                s.error = (f"disk full: commands refused ({counters.get('storage_full', 0)} "
-                           f"so far); free space on the disk of TRAINER_HOME")
+                free = int(counters.get("disk_free_bytes") or 0)
+                s.error = (f"disk full ({max(free, 0) // 1024} KiB free): commands are "
+                           f"refused ({counters.get('storage_full', 0)} so far); free space "
+                           f"on the disk of TRAINER_HOME")
             if ping is not None:
                 s.pid = int(ping.get("pid") or s.pid)
                 s.started_at.CopyFrom(timestamp(float(ping.get("started_at") or 0.0)))

@@ -13,7 +13,7 @@ from typing import Callable
 from bus.logs import ServiceLogger
 from core.atomicfile import atomic_file
 from core.clock import Clock
-from services.registry import replies
+from services.registry import replies, storage
 from services.registry.reserve import Reserve
 
 REQUEST_RETENTION_S = 24 * 3600.0
@@ -73,17 +73,7 @@ class Checkpointer:
         if now < self._next and not self._wal_too_big(now):
             return
         self._next = now + self.interval_s
-        try:
-            self.checkpoint()
-        except (sqlite3.Error, OSError) as exc:
-            # A full disk, typically: the registry stays up (reads still work) and
-            # tries again at the next interval.
-            self.failures += 1
-            self.log.warning("wal.checkpoint_failed", reason=f"{type(exc).__name__}: {exc}",
-                             failures=self.failures, retry_in_s=self.interval_s)
-            return
-        if self.reserve is not None:
-            self.reserve.ensure()   # made again once there is room
+        self._fold(release=False)
 
     def _wal_too_big(self, now: float) -> bool:
         if not self.wal_path or now < self._next_size_check:
@@ -98,17 +88,27 @@ class Checkpointer:
         """Checkpoint now, when the disk is full: truncating the WAL gives space back
         once the pages it holds are in events.db, for which the reserve is given up
         first (a failure is only logged)."""
-        if self.reserve is not None:
+        self._fold(release=True)
+
+    def _fold(self, release: bool) -> None:
+        """Checkpoint; on a full disk give up the reserve and try once more. A failure
+        (the disk full all the same) is logged and tried again at the next interval,
+        not every SIZE_CHECK_S; success makes the reserve again if there is room."""
+        if release and self.reserve is not None:
             self.reserve.release()
         try:
             self.checkpoint()
         except (sqlite3.Error, OSError) as exc:
+            if storage.is_full(exc) and self.reserve is not None and self.reserve.release():
+                self._fold(release=False)
+                return
             self.failures += 1
+            self._next_size_check = self.clock.monotonic() + self.interval_s
             self.log.warning("wal.checkpoint_failed", reason=f"{type(exc).__name__}: {exc}",
-                             failures=self.failures)
+                             failures=self.failures, retry_in_s=self.interval_s)
             return
         if self.reserve is not None:
-            self.reserve.ensure()   # at once, from the space the WAL gave back
+            self.reserve.ensure()   # made again from the room there is now
 
     def checkpoint(self) -> tuple[int, int, int]:
         # No busy wait: a reader holding the WAL must not stall the registry's loop.

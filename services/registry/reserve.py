@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 
 from bus.logs import ServiceLogger
 
 RESERVE_BYTES = 8 * 1024 * 1024
+LOG_S = 10.0
+MARGIN_BYTES = 1024 * 1024
 NAME = "events.reserve"
 
 
@@ -25,6 +28,8 @@ class Reserve:
         self.path = path
         self.size = size
         self.log = log
+        self.released = 0
+        self._logged_at = -LOG_S
 
     def held(self) -> bool:
         try:
@@ -33,12 +38,15 @@ class Reserve:
             return False
 
     def ensure(self) -> bool:
-        """Hold the reserve, if the disk has room for it twice over (it must not take
-        the last space the user has); True if it is held."""
+        """Hold the reserve if the disk has room for it and MARGIN_BYTES more; True if
+        it is held. (Made again at once after a fold, before the commands that wait
+        fill the disk again: once it is gone for good, a full disk can no longer fold
+        its WAL back by itself.)"""
         if self.held():
             return True
         try:
-            if shutil.disk_usage(os.path.dirname(self.path) or ".").free < 2 * self.size:
+            free = shutil.disk_usage(os.path.dirname(self.path) or ".").free
+            if free < self.size + MARGIN_BYTES:
                 return False
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
             try:
@@ -52,13 +60,19 @@ class Reserve:
         return True
 
     def release(self) -> bool:
-        """Give the reserve's space back; True if there was one."""
+        """Give the reserve's space back; True if there was one. Logged at most every
+        LOG_S (under a storm that keeps the disk full it goes and comes back often)."""
         if not os.path.exists(self.path):
             return False
         self._remove()
-        self.log.warning("storage.reserve_released", path=self.path, bytes=self.size,
-                         hint="the disk is full: the space kept for the event log is "
-                              "used to fold the WAL back; free space on this disk")
+        self.released += 1
+        now = time.monotonic()
+        if now - self._logged_at >= LOG_S:
+            self._logged_at = now
+            self.log.warning("storage.reserve_released", path=self.path, bytes=self.size,
+                             times=self.released,
+                             hint="the disk is full: the space kept for the event log is "
+                                  "used to fold the WAL back; free space on this disk")
         return True
 
     def _remove(self) -> None:

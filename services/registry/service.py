@@ -9,6 +9,8 @@ once; under load, requests that arrive while a batch commits form the next batch
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from typing import Any, Optional
 
@@ -29,6 +31,7 @@ from services.registry.maintenance import Checkpointer
 SOURCE = "registry"
 FULL_LOG_S = 10.0  # a full disk is logged at most this often
 SHRINK_S = 1.0     # ... and the WAL checkpointed at most this often meanwhile
+LOW_DISK_BYTES = 1024 * 1024  # below this, the status says the disk is full
 
 
 class RegistryService:
@@ -58,9 +61,17 @@ class RegistryService:
                 "head_hash": self.registry.log.head_hash.hex(),
                 "bad_frames": self.bad_frames.total,
                 "undeliverable_replies": self.server.undeliverable,
-                "checkpoint_failures": self.checkpointer.failures,
-                "disk_full": self._full_at is not None and
-                time.monotonic() - self._full_at < FULL_LOG_S}
+                "checkpoint_failures": self.checkpointer.failures, **self._disk()}
+
+    def _disk(self) -> dict[str, Any]:
+        """``disk_free_bytes`` where events.db lies, and ``disk_full``: a command was
+        refused for it within FULL_LOG_S, or less than LOW_DISK_BYTES is free."""
+        try:
+            free = shutil.disk_usage(os.path.dirname(self.registry.db_path) or ".").free
+        except OSError:
+            free = -1
+        refused = self._full_at is not None and time.monotonic() - self._full_at < FULL_LOG_S
+        return {"disk_free_bytes": free, "disk_full": refused or 0 <= free < LOW_DISK_BYTES}
 
     def step(self, timeout_s: float) -> None:
         if self._ready(timeout_s):

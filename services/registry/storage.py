@@ -6,6 +6,7 @@ failed requests was stored."""
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 from typing import Any
@@ -14,7 +15,9 @@ FULL = "resource_exhausted"
 
 
 def is_full(exc: BaseException) -> bool:
-    """Whether ``exc`` is SQLite's "database or disk is full"."""
+    """Whether ``exc`` is SQLite's "database or disk is full" (or ENOSPC)."""
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOSPC
     if not isinstance(exc, sqlite3.Error):
         return False
     return getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL" or \

@@ -197,7 +197,7 @@ def test_the_reserve_is_held_while_there_is_room_and_given_up_to_fold_the_wal(
     assert res.release() and not os.path.exists(res.path) and not res.release()
     real = shutil.disk_usage
     monkeypatch.setattr(reserve_module.shutil, "disk_usage",
-                        lambda p: real(p)._replace(free=100 * 1024))  # < twice its size
+                        lambda p: real(p)._replace(free=100 * 1024))  # < its size + 1 MiB
     assert not res.ensure() and not os.path.exists(res.path)
     monkeypatch.undo()
 
@@ -241,9 +241,65 @@ def test_health_says_the_registry_refuses_commands_for_a_full_disk(tmp_path: Any
         now = time.time()
         row = health._service("registry", ({"interval": 2.0, "counters": counters}, now), now,
                               {"pid": 1, "started_at": now}, "")
-        assert row.alive and row.error.startswith("disk full: commands refused (1 so far)")
+        assert row.alive and row.error.startswith("disk full (") and \
+            "commands are refused (1 so far)" in row.error
         quiet = health._service("registry", ({"interval": 2.0, "counters": {
             **counters, "disk_full": False}}, now), now, {"pid": 1, "started_at": now}, "")
         assert quiet.alive and quiet.error == ""
+    finally:
+        h.close()
+
+
+def test_an_idle_registry_gives_up_its_reserve_when_its_own_checkpoint_hits_a_full_disk(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Only a refused command gave the reserve up, so an idle registry could sit with
+    a full disk, a large WAL and its reserve held (the re-verification saw it stay so
+    for 50 s). Its checkpoint now gives the reserve up itself; a checkpoint that still
+    fails is tried again at the next interval, not logged every second."""
+    from services.registry.reserve import Reserve
+    conn, reg, clock = open_registry(str(tmp_path / "events.db"))
+    log = ServiceLogger("registry-test")
+    res = Reserve(str(tmp_path / "events.reserve"), log, size=64 * 1024)
+    assert res.ensure()
+    wal = str(tmp_path / "events.db-wal")
+    cp = Checkpointer(conn, 60.0, 3, clock, log, wal_path=wal, reserve=res)
+    real, fails = cp.checkpoint, [0]   # failures still due once the reserve is gone
+
+    def full_disk() -> Any:
+        if res.held() or fails[0] > 0:   # no room while the reserve is held
+            fails[0] -= 0 if res.held() else 1
+            raise sqlite3.OperationalError("database or disk is full")
+        return real()
+    monkeypatch.setattr(cp, "checkpoint", full_disk)
+    clock.advance(61)
+    cp.tick()                       # fails, gives the reserve up, folds, makes it again
+    assert cp.failures == 0 and res.held() and res.released == 1
+
+    caplog.set_level(logging.WARNING)
+    fails[0] = 10                       # the disk stays full
+    open(wal, "ab").close()
+    os.truncate(wal, 5 * 1024 * 1024)   # a WAL over 4 MiB: checked every second
+    for _ in range(5):
+        clock.advance(1.0)
+        cp.tick()
+    failed = [r for r in caplog.records if r.getMessage() == "wal.checkpoint_failed"]
+    assert cp.failures == 1 and len(failed) == 1    # then it waits for the interval
+    conn.close()
+
+
+def test_the_status_says_the_disk_is_full_when_it_is_nearly_full_and_idle(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """disk_full was only "a command refused within 10 s": an idle registry on a full
+    disk showed nothing. The free space itself counts too."""
+    from services.registry import service as service_module
+    h = Harness(tmp_path)
+    try:
+        assert h.svc.counters()["disk_full"] is False
+        real = service_module.shutil.disk_usage
+        monkeypatch.setattr(service_module.shutil, "disk_usage",
+                            lambda p: real(p)._replace(free=100 * 1024))
+        counters = h.svc.counters()
+        assert counters["disk_full"] is True and counters["disk_free_bytes"] == 100 * 1024
     finally:
         h.close()
