@@ -53,7 +53,7 @@ def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> RegistryS
     checkpointer = Checkpointer(conn, settings.checkpoint_interval,
                                 settings.checkpoint_busy_warn, clock, log,
                                 anchor=(anchor_path(settings.db_path), registry.log.mark),
-                                wal_path=f"{settings.db_path}-wal", reserve=reserve)
+                                reserve=reserve)
     return RegistryService(RpcServer(router, SOURCE, clock), Publisher(pub, SOURCE, clock),
                            registry, checkpointer, settings.status_interval,
                            settings.max_batch, log, spin_s=settings.registry_spin_us / 1e6)

@@ -17,8 +17,6 @@ from services.registry import replies, storage
 from services.registry.reserve import Reserve
 
 REQUEST_RETENTION_S = 24 * 3600.0
-WAL_SOFT_LIMIT = 4 * 1024 * 1024  # a WAL file past this is checkpointed within SIZE_CHECK_S
-SIZE_CHECK_S = 1.0
 BUSY_TIMEOUT_MS = 5000  # the connection's usual busy timeout (migrations.connect)
 
 
@@ -43,20 +41,15 @@ def read_anchor(path: str) -> tuple[int, str] | None:
 
 
 class Checkpointer:
-    """``tick()`` checkpoints every ``interval_s``, and sooner (at most every
-    SIZE_CHECK_S) once the WAL file has grown past WAL_SOFT_LIMIT: a burst of commands
-    writes ~40 KB of WAL each (the same hot pages again and again), and a WAL left to
-    grow until the next interval could fill a small disk with copies, which no
-    checkpoint can then fold back for lack of room."""
+    """``tick()`` checkpoints every ``interval_s``; ``shrink()`` at once (a full disk),
+    with the room of the reserve (services/registry/reserve.py)."""
 
     def __init__(self, conn: sqlite3.Connection, interval_s: float, busy_warn_after: int,
                  clock: Clock, log: ServiceLogger,
                  anchor: tuple[str, Callable[[], tuple[int, bytes]]] | None = None,
-                 wal_path: str = "", reserve: Reserve | None = None) -> None:
+                 reserve: Reserve | None = None) -> None:
         self.conn = conn
         self.reserve = reserve
-        self.wal_path = wal_path
-        self._next_size_check = clock.monotonic() + SIZE_CHECK_S
         self.interval_s = interval_s
         self.busy_warn_after = busy_warn_after
         self.clock = clock
@@ -70,19 +63,10 @@ class Checkpointer:
 
     def tick(self) -> None:
         now = self.clock.monotonic()
-        if now < self._next and not self._wal_too_big(now):
+        if now < self._next:
             return
         self._next = now + self.interval_s
         self._fold(release=False)
-
-    def _wal_too_big(self, now: float) -> bool:
-        if not self.wal_path or now < self._next_size_check:
-            return False
-        self._next_size_check = now + SIZE_CHECK_S
-        try:
-            return os.path.getsize(self.wal_path) > WAL_SOFT_LIMIT
-        except OSError:
-            return False
 
     def shrink(self) -> None:
         """Checkpoint now, when the disk is full: truncating the WAL gives space back
@@ -92,8 +76,8 @@ class Checkpointer:
 
     def _fold(self, release: bool) -> None:
         """Checkpoint; on a full disk give up the reserve and try once more. A failure
-        (the disk full all the same) is logged and tried again at the next interval,
-        not every SIZE_CHECK_S; success makes the reserve again if there is room."""
+        (the disk full all the same) is logged and tried again at the next interval;
+        success makes the reserve again if there is room."""
         if release and self.reserve is not None:
             self.reserve.release()
         try:
@@ -103,7 +87,6 @@ class Checkpointer:
                 self._fold(release=False)
                 return
             self.failures += 1
-            self._next_size_check = self.clock.monotonic() + self.interval_s
             self.log.warning("wal.checkpoint_failed", reason=f"{type(exc).__name__}: {exc}",
                              failures=self.failures, retry_in_s=self.interval_s)
             return
