@@ -45,6 +45,10 @@ class Broker:
         self.beacon = StatusBeacon("bus", status_interval, self.clock, self.counters)
         self.thread = threading.Thread(target=self._proxy, name="proxy", daemon=True)
         self.thread.start()
+        self.poller = zmq.Poller()  # the signal wake only: the proxy thread forwards
+
+    def wake_on(self, fd: int) -> None:
+        self.poller.register(fd, zmq.POLLIN)
 
     def _proxy(self) -> None:
         try:
@@ -71,9 +75,15 @@ class Broker:
             self.stats = {n: struct.unpack("=Q", f)[0] for n, f in zip(_STAT_NAMES, frames)}
 
     def step(self, timeout_s: float) -> None:
+        """Sleep until the next status is due (or a signal), then send it with fresh
+        counters: idle, the broker's own loop wakes once per status interval."""
         if not self.thread.is_alive():
             raise RuntimeError("the bus proxy thread stopped")
-        self.thread.join(timeout_s)  # wait, waking early only if the proxy died
+        wait = min(timeout_s, self.beacon.due_in())
+        if wait > 0:
+            self.poller.poll(int(wait * 1000) + 1)
+        if self.beacon.due_in() > 0:
+            return
         self.refresh_stats()
         due = self.beacon.due()
         if due is not None:

@@ -33,6 +33,10 @@ class StatusBeacon:
         """The next ``due()`` answers at once (a probe wanted now)."""
         self._next = min(self._next, self.clock.monotonic())
 
+    def due_in(self) -> float:
+        """Seconds until ``due()`` answers (0 when it is due now)."""
+        return max(0.0, self._next - self.clock.monotonic())
+
     def due(self) -> tuple[str, Envelope] | None:
         now = self.clock.monotonic()
         if now < self._next:

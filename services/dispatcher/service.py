@@ -30,6 +30,7 @@ from services.dispatcher.allocator import Capacity, Pending, plan
 from services.dispatcher.forkserver import ForkServer, ForkServerGone
 from services.dispatcher.inventory import BackgroundRead, Inventory, refresh_in_background
 from services.dispatcher.logfollow import RunLogs
+from services.dispatcher.pacing import Pacer
 from services.dispatcher.outcome import register_artifacts, retry_artifacts
 from services.dispatcher.refusals import NOT_APPLIED, RefusalLog
 from services.dispatcher.registryprobe import RegistryProbe
@@ -39,7 +40,6 @@ from services.dispatcher.telemetry import SOURCE
 PROBE_S = 0.5    # our own status doubles as the bus probe: at least this often
 SWEEP_S = 0.25   # timeouts, log files and adopted runs' exit records: this often
 FULL_SWEEP_S = 2.0  # every run's exit record, in case an exit notice was missed
-TELEMETRY_S = 0.02  # heartbeats and reported artifacts are read at least this often
 PIPELINE = 200     # registry commands in flight at once (one round trip each such chunk)
 _SIGNALS = {"TERM": signal.SIGTERM, "KILL": signal.SIGKILL}
 
@@ -74,10 +74,12 @@ class DispatcherService:
         self.known_seq: dict[str, int] = {}   # run -> last seq already reflected
         self.dirty = True
         # Our own status doubles as the bus probe, so it goes out at least every PROBE_S.
-        probe = min(settings.status_interval, PROBE_S)
-        self.bus = BusHealth(3 * probe, clock.monotonic())
+        # While it watches runs, that is; idle, it goes out every status interval.
+        self.bus = BusHealth(3 * settings.status_interval, clock.monotonic())
         self.stats = {"started": 0, "finished": 0, "adopted": 0, "kills": 0}
-        self.beacon = StatusBeacon(SOURCE, probe, clock, self.counters)
+        self.beacon = StatusBeacon(SOURCE, settings.status_interval, clock, self.counters)
+        self.pace = Pacer(self.beacon, self.bus, min(settings.status_interval, PROBE_S),
+                          settings.status_interval, settings.tick)
         # The fork server starts the shims; wake_fd is readable when one has ended.
         self.forks = forks
         self.resync = resync
@@ -94,6 +96,15 @@ class DispatcherService:
         telemetry.subscribe(Topic.ARTIFACT.value + ".")
         telemetry.subscribe(Topic.STATUS.topic(SOURCE))
 
+    def wake_on(self, fd: int) -> None:
+        self.poller.register(fd, zmq.POLLIN)
+
+    def busy(self) -> bool:
+        """Anything that may be due before our next status: runs to watch, outcomes or
+        commands to send, a GPU read, the registry to find again."""
+        return bool(self.active or self.finishing or self.retry_due or self.dirty
+                    or self.resync_needed or self.gpu_read is not None)
+
     def counters(self) -> dict[str, Any]:
         return {**self.stats, "pending": len(self.pending), "active": len(self.active),
                 "gpus": [g.to_map() for g in self.inventory.gpus],
@@ -106,7 +117,9 @@ class DispatcherService:
         """Wait for a bus message, a shim's end or the next tick, then do what is due.
         If the registry stops answering, the state is re-read from it once it is back."""
         try:
-            woke = self._wait(min(timeout_s, self.settings.tick, TELEMETRY_S))
+            gpu_due = (self._next_full - self.clock.monotonic()
+                       if any(p.gpus for p in self.pending.values()) else None)
+            woke = self._wait(self.pace.wait_s(timeout_s, self.busy(), gpu_due))
             if self.resync_needed and self.resync is not None:
                 if self.registry_probe.answers():
                     self.resync(self)
@@ -132,13 +145,14 @@ class DispatcherService:
         """Our status when it is due: every step, also while the registry is away, and
         while a registry call holds the loop (the client's on_wait): the dispatcher is
         alive, and its status is its probe of the bus."""
+        self.pace.update(watching=bool(self.active))
         due = self.beacon.due()
         if due is not None:
             self.publisher.send(*due)
 
     def _wait(self, timeout_s: float) -> bool:
         """Block until something is ready; True if a run's shim has ended."""
-        ready = dict(self.poller.poll(int(timeout_s * 1000)))
+        ready = dict(self.poller.poll(int(timeout_s * 1000) + (timeout_s > 0)))
         if self.forks.wake_fd in ready:
             return self.forks.ended()
         return False

@@ -106,6 +106,16 @@ class BusHealth:
         self.started = now
         self.was_healthy = False
         self.lost = False    # True on the step the bus stopped answering
+        self.rearmed = False  # probing again after an idle spell (see rearm)
+
+    def rearm(self, window_s: float) -> None:
+        """Probing starts again after an idle spell, in which our status went out only
+        every status interval: the bus is judged on the new window from the next own
+        status that comes back, which is no recovery (nothing was lost meanwhile)."""
+        self.window_s = window_s
+        self.last_seen = None
+        self.was_healthy = False
+        self.rearmed = True
 
     def seen(self, now: float) -> None:
         self.last_seen = now
@@ -119,4 +129,7 @@ class BusHealth:
         came_back = ok and not self.was_healthy
         self.lost = self.was_healthy and not ok
         self.was_healthy = ok
+        if came_back and self.rearmed:
+            self.rearmed = False
+            return False
         return came_back

@@ -8,6 +8,7 @@ event loop in seq order; the loop fans it out to every watcher.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -31,6 +32,7 @@ from services.gateway.mapping import Mapper, StatusTracker, heartbeat_message
 from trainer.v1 import trainer_pb2 as pb
 
 SOURCE = "gateway"
+MAX_WAIT_S = 5.0               # the longest the thread sleeps with nothing due
 IDLE_BATCH_S = 0.05            # the hand-over window while no watcher is live
 BATCH_PER_WATCHER_S = 0.0001   # ... grows with the live watchers (100: 10 ms)
 MAX_BATCH_S = 0.025
@@ -133,6 +135,7 @@ class BusListener:
         self.fetched = 0
         self.registry_down = False
         self._stop = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()  # stop() wakes the thread's poll
         self._thread = threading.Thread(target=self._run, name="gw-bus", daemon=True)
         self.tracker = StatusTracker()
 
@@ -144,7 +147,11 @@ class BusListener:
 
     def stop(self) -> None:
         self._stop.set()
+        os.write(self._wake_w, b"x")
         self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            os.close(self._wake_r)
+            os.close(self._wake_w)
 
     # --- the thread --------------------------------------------------------------
     def _run(self) -> None:
@@ -185,11 +192,14 @@ class BusListener:
         poller = zmq.Poller()
         poller.register(follower.sub.sock, zmq.POLLIN)
         poller.register(telemetry.sock, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
         posted = 0.0
         while not self._stop.is_set():
             if self.head is None:
                 self._start_from_head(follower, client)
-            ready = dict(poller.poll(100))
+            # Idle, the thread sleeps until our status or the follower's probe is due.
+            wait = min(beacon.due_in(), follower.due_in(), MAX_WAIT_S)
+            ready = dict(poller.poll(int(wait * 1000) + 1))
             if self.head is not None:
                 # Hand events over at most once per window: the first after a quiet
                 # spell at once, later ones gathered (fewer wake-ups, bigger batches).

@@ -71,6 +71,7 @@ class GatewayService:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._stop: Optional[asyncio.Event] = None
         self._thread = threading.Thread(target=self._run, name="gw-grpc", daemon=True)
+        self._wake = zmq.Poller()  # the main thread sleeps here (bootstrap's wake_on)
         self.telemetry = Telemetry(cfg.heartbeat_cache)
         self.mapper = Mapper(log)
         self.registry = Registry(ctx, settings.registry, cfg.workers, cfg.registry_timeout,
@@ -91,9 +92,13 @@ class GatewayService:
         self.listener.start()
         return self
 
+    def wake_on(self, fd: int) -> None:
+        self._wake.register(fd, zmq.POLLIN)
+
     def step(self, timeout_s: float) -> None:
-        """Wait; fail (the process exits and is restarted) if a thread has died."""
-        self._thread.join(timeout_s)
+        """Wait (a signal wakes it); fail (the process exits and is restarted) if a
+        thread has died."""
+        self._wake.poll(int(timeout_s * 1000))
         if not self._thread.is_alive():
             raise RuntimeError(f"the gRPC server thread ended: {self._error}")
         if not self.listener.alive():

@@ -68,6 +68,10 @@ class Checkpointer:
         self._next = now + self.interval_s
         self._fold(release=False)
 
+    def due_in(self) -> float:
+        """Seconds until ``tick()`` has a checkpoint to do."""
+        return max(0.0, self._next - self.clock.monotonic())
+
     def shrink(self) -> None:
         """Checkpoint now, when the disk is full: truncating the WAL gives space back
         once the pages it holds are in events.db, for which the reserve is given up

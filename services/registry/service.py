@@ -55,6 +55,11 @@ class RegistryService:
         self._shrunk_at = -SHRINK_S
         self._full_at: Optional[float] = None   # monotonic time of the last refusal
         self.beacon = StatusBeacon(SOURCE, status_interval, registry.clock, self.counters)
+        self.poller = zmq.Poller()
+        self.poller.register(server.sock, zmq.POLLIN)
+
+    def wake_on(self, fd: int) -> None:
+        self.poller.register(fd, zmq.POLLIN)
 
     def counters(self) -> dict[str, Any]:
         return {**self.stats, "head_seq": self.registry.log.head_seq,
@@ -74,6 +79,9 @@ class RegistryService:
         return {"disk_free_bytes": free, "disk_full": refused or 0 <= free < LOW_DISK_BYTES}
 
     def step(self, timeout_s: float) -> None:
+        """Serve what waits, or sleep until a request comes or the next status or
+        checkpoint is due (an idle registry wakes once per status interval)."""
+        timeout_s = min(timeout_s, self.beacon.due_in(), self.checkpointer.due_in())
         if self._ready(timeout_s):
             gap = time.perf_counter() - self._last_end
             batch = self._drain()
@@ -99,7 +107,10 @@ class RegistryService:
         while time.perf_counter() < self._spin_until:
             if sock.get(zmq.EVENTS) & zmq.POLLIN:
                 return True
-        return bool(sock.poll(int(timeout_s * 1000), zmq.POLLIN))
+        if sock.get(zmq.EVENTS) & zmq.POLLIN:
+            return True
+        ready = dict(self.poller.poll(int(timeout_s * 1000) + 1))
+        return sock in ready
 
     def _drain(self) -> list[Request]:
         batch: list[Request] = []

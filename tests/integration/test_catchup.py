@@ -69,8 +69,8 @@ def assert_exactly_once_in_order(events: list[Envelope], head: int) -> None:
 def test_a_stalled_subscriber_past_its_hwm_gets_every_event_once(stack: Stack) -> None:
     sub = stack.subscriber(rcvhwm=10)
     c = stack.client()
-    # No idle probe: what is missing can only come through gap detection.
-    follower = EventFollower(sub, registry_fetch(c), idle_probe_s=3600)
+    # No idle probe, no head hint: what is missing can only come through gap detection.
+    follower = EventFollower(sub, registry_fetch(c), idle_probe_s=3600, head_hint=False)
     wait_registry_status(sub)
     assert follower.poll(0) == [] and follower.last_seq == 0
 
@@ -91,6 +91,23 @@ def test_a_stalled_subscriber_past_its_hwm_gets_every_event_once(stack: Stack) -
     assert_exactly_once_in_order(delivered, STALL_EVENTS + 1)
     assert follower.fetched == STALL_EVENTS - live_before_gap > 0
     assert c.call("ping")["head_seq"] == STALL_EVENTS + 1
+
+
+@pytest.mark.timeout(90)
+def test_the_registry_status_hint_fetches_a_lost_tail_without_probing(stack: Stack) -> None:
+    """The last events of a burst dropped by a stalled subscriber, and nothing after
+    them: the registry's status (its head seq) makes the follower fetch them, with no
+    idle probe of the registry."""
+    sub = stack.subscriber(rcvhwm=10)
+    c = stack.client()
+    follower = EventFollower(sub, registry_fetch(c), idle_probe_s=3600)
+    wait_registry_status(sub)
+    assert follower.poll(0) == [] and follower.last_seq == 0
+    submit_many(stack, STALL_EVENTS)  # the subscriber reads nothing meanwhile
+    delivered: list[Envelope] = []
+    follow_until(follower, STALL_EVENTS, delivered)
+    assert_exactly_once_in_order(delivered, STALL_EVENTS)
+    assert follower.hinted >= 1 and follower.fetched > 0
 
 
 def test_a_late_follower_gets_the_backlog_then_live_events(stack: Stack) -> None:
