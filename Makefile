@@ -3,29 +3,39 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+# The test suite's workers (tests/workers, entry-point group trainer.test_workers, run
+# only with TRAINER_TEST_WORKERS=1): installed for make test, bench and gpu-check only.
+TEST_STAMP := $(VENV)/.test-workers-stamp
 
 .PHONY: test bench demo gpu-check install clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml tests/workers/pyproject.toml
+# A venv made before the test workers had their own group still holds them in
+# trainer.workers: they are removed (and installed again by the targets that need them).
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,gui]'
-	$(PY) -m pip install --quiet -e tests/workers
+	$(PY) -m pip uninstall --quiet --yes trainer-test-workers
+	rm -f $(TEST_STAMP)
 	touch $(STAMP)
 
-test: $(STAMP)
+$(TEST_STAMP): $(STAMP) tests/workers/pyproject.toml
+	$(PY) -m pip install --quiet -e tests/workers
+	touch $(TEST_STAMP)
+
+test: $(TEST_STAMP)
 	$(PY) -m pytest
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(PY) -m bench
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
 # The GPU check (docs/WORKERS.md): exits 3 where there is no NVIDIA GPU.
-gpu-check: $(STAMP)
+gpu-check: $(TEST_STAMP)
 	$(PY) scripts/gpu_check.py
 
 clean:

@@ -105,6 +105,7 @@ class Lab:
         self.env.update(TRAINER_HOME=self.home, PYTHONUNBUFFERED="1")
         for key in [k for k in self.env if k.startswith("TRAINER_") and k != "TRAINER_HOME"]:
             del self.env[key]  # the services' defaults, whatever the caller's shell says
+        self.env["TRAINER_TEST_WORKERS"] = "1"  # the benches run tests/workers' test-mark
         self.env.update(env or {})
         # Experiments: BENCH_TRAINER_X=v in the caller's shell sets TRAINER_X for the services.
         self.env.update({k[len("BENCH_"):]: v for k, v in os.environ.items()

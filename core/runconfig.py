@@ -114,13 +114,20 @@ class RunConfig:
             raise ValidationError("heartbeat_timeout_s", "must be longer than "
                                   "heartbeat_interval_s")
         if known_worker is not None and not known_worker(cfg.worker):
-            raise ValidationError("worker", f"{cfg.worker!r} is not a registered entry point "
-                                  "in the group trainer.workers")
+            raise ValidationError("worker", _refusal(
+                known_worker, cfg.worker, f"{cfg.worker!r} is not a registered entry point "
+                "in the group trainer.workers"))
         if known_env is not None and not known_env(cfg.env):
-            raise ValidationError("env", f"gymnasium does not know the env id {cfg.env!r}"
-                                  if ":" not in cfg.env else f"{cfg.env!r} is not a "
-                                  "module:Env-v0 id whose module's package is installed")
+            raise ValidationError("env", _refusal(
+                known_env, cfg.env, f"gymnasium does not register the env id {cfg.env!r}"))
         return cfg
+
+
+def _refusal(check: Callable[[str], bool], value: str, default: str) -> str:
+    """Why ``check`` refused ``value``: its own ``refusal(value)`` where it has one (the
+    registry's catalogs: which names are installed, how to register an env)."""
+    explain = getattr(check, "refusal", None)
+    return explain(value) if callable(explain) else default
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))

@@ -50,6 +50,12 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _flag(text: str) -> bool:
+    if text not in ("0", "1"):
+        raise ValueError("must be 0 or 1")
+    return text == "1"
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("home", "TRAINER_HOME", "{user_home}/.local/share/trainer", str,
             "Folder holding events.db, the socket folder, logs and runs/."),
@@ -86,6 +92,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Bytes per second per run of stdout/stderr the dispatcher publishes on the bus."),
     Setting("tick", "TRAINER_DISPATCHER_TICK", "0.05", _positive_float,
             "Seconds between the dispatcher's checks of exits, timeouts and logs."),
+    Setting("test_workers", "TRAINER_TEST_WORKERS", "0", _flag,
+            "For the test suite only: 1 makes the workers of the entry-point group "
+            "trainer.test_workers (tests/workers) runnable besides trainer.workers."),
 )
 
 
@@ -106,6 +115,7 @@ class Settings:
     cpu_slots: int
     log_rate: int
     tick: float
+    test_workers: bool
 
     @property
     def db_path(self) -> str:

@@ -1,7 +1,9 @@
-"""Which workers are installed: the names of the entry points in the group
-``trainer.workers`` (standard library only: ``importlib.metadata``). Used by the
-registry (a config naming another worker is refused at submit) and the dispatcher
-(one uninstalled since is refused at start)."""
+"""Which workers are installed: the entry points in the group ``trainer.workers``
+(standard library only: ``importlib.metadata``), and, only where the setting
+TRAINER_TEST_WORKERS=1 says so (the test suite), those in ``trainer.test_workers``
+(tests/workers). Used by the registry (a config naming another worker is refused at
+submit), the dispatcher (one uninstalled since is refused at start), the worker
+launcher (which entry point to run) and ``trainer workers``."""
 
 from __future__ import annotations
 
@@ -10,6 +12,29 @@ from importlib import metadata
 from typing import Callable
 
 WORKER_GROUP = "trainer.workers"
+TEST_WORKER_GROUP = "trainer.test_workers"
+
+
+def groups(test_workers: bool) -> tuple[str, ...]:
+    """The entry-point groups whose names are workers."""
+    return (WORKER_GROUP, TEST_WORKER_GROUP) if test_workers else (WORKER_GROUP,)
+
+
+def installed(test_workers: bool) -> list[metadata.EntryPoint]:
+    """Every worker entry point, the first of a name winning, in group order."""
+    found: dict[str, metadata.EntryPoint] = {}
+    for group in groups(test_workers):
+        for ep in metadata.entry_points(group=group):
+            found.setdefault(ep.name, ep)
+    return list(found.values())
+
+
+def find(name: str, test_workers: bool) -> metadata.EntryPoint | None:
+    """The entry point of the worker ``name``, or None where none is installed."""
+    for ep in installed(test_workers):
+        if ep.name == name:
+            return ep
+    return None
 
 
 class WorkerCatalog:
@@ -19,17 +44,32 @@ class WorkerCatalog:
     client that keeps submitting an unknown name must not stall the others)."""
 
     def __init__(self, reload_s: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 test_workers: bool = False) -> None:
         self._names: set[str] = set()
         self.reload_s = reload_s
         self.clock = clock
+        self.test_workers = test_workers
         self._loaded_at: float | None = None
         self.loads = 0
 
     def _load(self) -> None:
-        self._names = {ep.name for ep in metadata.entry_points(group=WORKER_GROUP)}
+        self._names = {ep.name for ep in installed(self.test_workers)}
         self._loaded_at = self.clock()
         self.loads += 1
+
+    def names(self) -> list[str]:
+        """The installed workers' names as last read (for an error message)."""
+        if self._loaded_at is None:
+            self._load()
+        return sorted(self._names)
+
+    def refusal(self, name: str) -> str:
+        """The message for a config naming ``name``, which is not installed."""
+        names = self.names()
+        return (f"{name!r} is not a registered entry point in the group "
+                f"{' or '.join(groups(self.test_workers))}; installed workers: "
+                f"{', '.join(names) if names else 'none'}")
 
     def __call__(self, name: str) -> bool:
         if self._loaded_at is None or self.clock() - self._loaded_at >= self.reload_s:

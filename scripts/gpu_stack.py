@@ -87,7 +87,8 @@ class Services:
 
     def __init__(self, home: str) -> None:
         env = {k: v for k, v in os.environ.items() if k != "TRAINER_FAKE_GPUS"}
-        env.update(TRAINER_HOME=home, PYTHONUNBUFFERED="1", TRAINER_STATUS_INTERVAL="0.5")
+        env.update(TRAINER_HOME=home, PYTHONUNBUFFERED="1", TRAINER_STATUS_INTERVAL="0.5",
+                   TRAINER_TEST_WORKERS="1")  # the GPU check runs test-gpu-hold
         self.env = env
         self.settings = Settings.from_env(env)
         self.logs = os.path.join(home, "logs")

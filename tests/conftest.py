@@ -31,7 +31,8 @@ def trainer_home() -> Iterator[str]:
 @pytest.fixture
 def service_env(trainer_home: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(TRAINER_HOME=trainer_home, PYTHONUNBUFFERED="1", TRAINER_STATUS_INTERVAL="0.2")
+    env.update(TRAINER_HOME=trainer_home, PYTHONUNBUFFERED="1", TRAINER_STATUS_INTERVAL="0.2",
+               TRAINER_TEST_WORKERS="1")  # tests/workers' test-sleep, test-mark, ...
     return env
 
 

@@ -1,6 +1,7 @@
 """``python -m worker.launch NAME --run-id ID --config PATH``: what the dispatcher runs.
 
-Loads the entry point NAME of the group ``trainer.workers`` and calls it. Only
+Loads the entry point NAME of the group ``trainer.workers`` (or ``trainer.test_workers``
+where TRAINER_TEST_WORKERS=1, as the dispatcher passes it on) and calls it. Only
 registered entry points are ever executed. The target is a function called with no
 arguments (sys.argv holds ``--run-id`` and ``--config``) whose return value, if an
 int, is the exit code; the SDK reads the rest from the environment.
@@ -10,9 +11,8 @@ from __future__ import annotations
 
 import os
 import sys
-from importlib import metadata
 
-GROUP = "trainer.workers"
+from core.workers import find, groups
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,11 +24,13 @@ def main(argv: list[str] | None = None) -> int:
     if "--run-id" in args[1:-1] and "TRAINER_RUN_ID" not in os.environ:
         # Run by hand (docs/WORKERS.md): the SDK reads the run id from the environment.
         os.environ["TRAINER_RUN_ID"] = args[args.index("--run-id", 1) + 1]
-    found = [ep for ep in metadata.entry_points(group=GROUP) if ep.name == name]
-    if not found:
-        print(f"worker {name!r} is not a registered entry point in {GROUP}", file=sys.stderr)
+    test_workers = os.environ.get("TRAINER_TEST_WORKERS") == "1"
+    found = find(name, test_workers)
+    if found is None:
+        print(f"worker {name!r} is not a registered entry point in "
+              f"{' or '.join(groups(test_workers))}", file=sys.stderr)
         return 2
-    target = found[0].load()
+    target = found.load()
     sys.argv = [name, *args[1:]]
     result = target()
     return result if isinstance(result, int) else 0

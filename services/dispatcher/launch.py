@@ -1,5 +1,6 @@
 """Preparing a run for its worker: the run directory, the config file, the command
-and the environment. Only entry points of the group ``trainer.workers`` are run."""
+and the environment. Only entry points of the group ``trainer.workers`` are run (and of
+``trainer.test_workers`` where TRAINER_TEST_WORKERS=1: the test suite)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 from typing import Any
 
 from core.settings import Settings
-from core.workers import WORKER_GROUP, WorkerCatalog
+from core.workers import WorkerCatalog, groups
 from services.dispatcher import spawner
 
 class UnknownWorker(Exception):
@@ -18,7 +19,8 @@ class UnknownWorker(Exception):
 
 # Read again when asked and 5 s old: a worker installed or uninstalled since the
 # dispatcher started is seen within seconds (a scan costs ~3 ms).
-is_worker = WorkerCatalog()
+# One per value of TRAINER_TEST_WORKERS (the settings come with each call).
+_catalogs = {flag: WorkerCatalog(test_workers=flag) for flag in (False, True)}
 
 
 def run_dir(settings: Settings, run_id: str) -> str:
@@ -30,9 +32,9 @@ def prepare(settings: Settings, run: dict[str, Any], gpus: list[str]) -> tuple[s
     """(run directory, argv, environment) for the run's worker."""
     config = run["config"]
     name = config.get("worker", "cartpole")
-    if not is_worker(name):
+    if not _catalogs[settings.test_workers](name):
         raise UnknownWorker(f"worker {name!r} is not a registered entry point in "
-                            f"{WORKER_GROUP}")
+                            f"{' or '.join(groups(settings.test_workers))}")
     path = run_dir(settings, run["run_id"])
     os.makedirs(path, mode=0o700, exist_ok=True)
     config_path = os.path.join(path, "config.json")
@@ -47,4 +49,6 @@ def prepare(settings: Settings, run: dict[str, Any], gpus: list[str]) -> tuple[s
         "TRAINER_HEARTBEAT_INTERVAL": str(config.get("heartbeat_interval_s", 1.0)),
         "CUDA_VISIBLE_DEVICES": ",".join(gpus), "PYTHONUNBUFFERED": "1",
     })
+    if settings.test_workers:
+        env["TRAINER_TEST_WORKERS"] = "1"  # worker.launch looks in the same groups
     return path, argv, env

@@ -43,7 +43,8 @@ def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> RegistryS
     pub = ctx.socket(zmq.PUB)
     pub.setsockopt(zmq.SNDHWM, 100_000)
     pub.connect(settings.bus_pub)
-    registry = Registry(conn, clock, settings.db_path, known_worker=WorkerCatalog(),
+    registry = Registry(conn, clock, settings.db_path,
+                        known_worker=WorkerCatalog(test_workers=settings.test_workers),
                         known_env=EnvCatalog())
     log.info("registry.listening", endpoint=settings.registry, head_seq=registry.log.head_seq)
     reserve = Reserve(os.path.join(os.path.dirname(settings.db_path), RESERVE_NAME), log)

@@ -26,7 +26,7 @@ class System:
     def __init__(self) -> None:
         self.home = tempfile.mkdtemp(prefix="tg-", dir="/tmp")
         self.env = {**os.environ, "TRAINER_HOME": self.home, "PYTHONUNBUFFERED": "1",
-                    "TRAINER_FAKE_GPUS": "2", "TRAINER_CPU_SLOTS": "4",
+                    "TRAINER_FAKE_GPUS": "2", "TRAINER_CPU_SLOTS": "4", "TRAINER_TEST_WORKERS": "1",
                     "TRAINER_STATUS_INTERVAL": "0.5"}
         self.ctx = zmq.Context()
         self.stack = Stack(self.env, Settings.from_env(self.env), self.ctx)

@@ -25,6 +25,7 @@ class System:
         self.env = {**os.environ, "TRAINER_HOME": home,
                     "TRAINER_GATEWAY_ADDR": f"127.0.0.1:{free_port()}",
                     "TRAINER_STATUS_INTERVAL": "0.5", "TRAINER_CPU_SLOTS": "2",
+                    "TRAINER_TEST_WORKERS": "1",
                     "PYTHONUNBUFFERED": "1"}
 
     def trainer(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

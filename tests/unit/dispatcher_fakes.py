@@ -84,7 +84,8 @@ class Publisher:
 @pytest.fixture
 def svc(tmp_path: Any) -> DispatcherService:
     s = DispatcherService.__new__(DispatcherService)
-    s.settings = Settings.from_env({"TRAINER_HOME": str(tmp_path)})
+    s.settings = Settings.from_env({"TRAINER_HOME": str(tmp_path),
+                                    "TRAINER_TEST_WORKERS": "1"})
     s.pending, s.active, s.finishing, s.waiting = {}, {}, {}, {}
     s.held_elsewhere, s.unstarted, s.retry_due, s.known_seq = {}, set(), False, {}
     s.next_deadline = 0.0

@@ -43,7 +43,8 @@ def test_gpu_hold_worker_fails_cleanly_without_a_visible_gpu(tmp_path: Path) -> 
         json.dump({"worker": "test-gpu-hold", "hyperparameters": {"gib": 1}}, fh)
     result = subprocess.run([sys.executable, "-m", "worker.launch", "test-gpu-hold", "--run-id",
                              "t1", "--config", config],
-                            env=_env(TRAINER_RUN_DIR=str(tmp_path), CUDA_VISIBLE_DEVICES=""),
+                            env=_env(TRAINER_RUN_DIR=str(tmp_path), CUDA_VISIBLE_DEVICES="",
+                                     TRAINER_TEST_WORKERS="1"),
                             cwd=tmp_path, capture_output=True, text=True, timeout=20,
                             check=False)
     assert result.returncode == 3, result.stdout + result.stderr

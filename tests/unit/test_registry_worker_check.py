@@ -23,24 +23,66 @@ def _submit(svc: Any, request_id: str, worker: str) -> dict[str, Any]:
         conn.execute("COMMIT")
 
 
+def _build(tmp_path: Any, ctx: zmq.Context, **env: str) -> Any:
+    settings = Settings.from_env({"TRAINER_HOME": str(tmp_path), **env})
+    return build(settings, ctx, ServiceLogger("registry-test"))
+
+
 def test_an_unknown_worker_is_refused_at_submission(tmp_path: Any, ctx: zmq.Context) -> None:
-    settings = Settings.from_env({"TRAINER_HOME": str(tmp_path)})
-    svc = build(settings, ctx, ServiceLogger("registry-test"))
+    svc = _build(tmp_path, ctx, TRAINER_TEST_WORKERS="1")
     try:
         refused = _submit(svc, "req-1", "no-such-worker")
         assert not refused["ok"], refused
         assert refused["error"]["code"] == "invalid_argument"
         assert refused["error"]["details"]["field"] == "worker"
+        # The message lists what is installed.
+        assert "cartpole" in refused["error"]["message"], refused
+        assert "test-sleep" in refused["error"]["message"], refused
         accepted = _submit(svc, "req-2", "test-sleep")  # tests/workers registers it
         assert accepted["ok"] and accepted["result"]["run"]["status"] == "PENDING", accepted
     finally:
         svc.close()
 
 
+def test_a_production_registry_refuses_the_test_workers(tmp_path: Any,
+                                                        ctx: zmq.Context) -> None:
+    """Without TRAINER_TEST_WORKERS=1 (make install, make demo), tests/workers' entry
+    points (group trainer.test_workers) are unknown workers, installed or not."""
+    svc = _build(tmp_path, ctx)
+    try:
+        for i, worker in enumerate(("test-mark", "test-sleep", "test-flood")):
+            refused = _submit(svc, f"req-{i}", worker)
+            assert not refused["ok"], refused
+            assert refused["error"]["code"] == "invalid_argument"
+            assert refused["error"]["details"]["field"] == "worker"
+            assert "test-" not in refused["error"]["message"].split("installed workers:")[1]
+        assert _submit(svc, "req-c", "cartpole")["ok"]
+    finally:
+        svc.close()
+
+
+def test_the_dispatcher_and_the_launcher_run_test_workers_only_with_the_setting(
+        tmp_path: Any) -> None:
+    import pytest
+
+    from core.workers import find
+    from services.dispatcher import launch
+    run = {"run_id": "r1", "config": {"worker": "test-mark"}}
+    plain = Settings.from_env({"TRAINER_HOME": str(tmp_path)})
+    with pytest.raises(launch.UnknownWorker):
+        launch.prepare(plain, run, [])
+    testing = Settings.from_env({"TRAINER_HOME": str(tmp_path), "TRAINER_TEST_WORKERS": "1"})
+    _, argv, env = launch.prepare(testing, run, [])
+    assert env["TRAINER_TEST_WORKERS"] == "1" and "test-mark" in argv
+    assert find("test-mark", test_workers=False) is None
+    found = find("test-mark", test_workers=True)
+    assert found is not None and found.group == "trainer.test_workers"
+
+
 def test_an_unknown_name_rescans_the_installed_workers_at_most_every_few_seconds() -> None:
     from core.workers import WorkerCatalog
     now = [100.0]
-    catalog = WorkerCatalog(reload_s=5.0, clock=lambda: now[0])
+    catalog = WorkerCatalog(reload_s=5.0, clock=lambda: now[0], test_workers=True)
     assert catalog("test-sleep") and catalog.loads == 1
     now[0] += 6.0
     for _ in range(50):  # a client hammering with a bad name
@@ -53,14 +95,31 @@ def test_an_unknown_name_rescans_the_installed_workers_at_most_every_few_seconds
     assert catalog("test-sleep") and catalog.loads == 4
 
 
-def test_a_module_env_id_is_checked_without_importing_its_module() -> None:
-    """``module:Env-v0``: the form and an installed top-level package, nothing run
-    (importing it is the worker's job); plain ids against gymnasium's registry."""
+def test_only_env_ids_gymnasium_registers_are_accepted() -> None:
+    """A ``module:Env-v0`` id is refused without importing its module (gymnasium would
+    run its top-level code); a plugin env (entry point ``gymnasium.envs``) is accepted."""
     import sys
     from services.registry.catalog import EnvCatalog
     catalog = EnvCatalog()
     assert catalog("CartPole-v1") and not catalog("NoSuchEnv-v9")
-    assert catalog("trainer_test_workers.envs:Walk-v0")
-    assert "trainer_test_workers.envs" not in sys.modules
-    assert not catalog("no_such_package_xyz:Walk-v0")
-    assert not catalog("bad module:Walk-v0") and not catalog("pkg:")
+    assert catalog("TrainerTest/Walk-v0")  # tests/workers' gymnasium.envs plugin
+    sys.modules.pop("trainer_test_workers.envs", None)
+    for env_id in ("trainer_test_workers.envs:TrainerTest/Walk-v0",
+                   "trainer_test_workers.envs:Walk-v0", "no_such_package_xyz:Walk-v0",
+                   "gymnasium.envs.classic_control:CartPole-v1", "pkg:", "this:Zen-v0"):
+        assert not catalog(env_id), env_id
+        assert "module:Env" in catalog.refusal(env_id)
+    assert "trainer_test_workers.envs" not in sys.modules and "this" not in sys.modules
+    assert "gymnasium.envs" in catalog.refusal("NoSuchEnv-v9")
+
+
+def test_a_refused_env_names_the_field_and_how_to_register_one() -> None:
+    import pytest
+
+    from core.errors import ValidationError
+    from core.runconfig import RunConfig
+    from services.registry.catalog import EnvCatalog
+    with pytest.raises(ValidationError) as refused:
+        RunConfig.from_map({"env": "os:Anything-v0"}, known_env=EnvCatalog())
+    assert refused.value.field == "env"
+    assert "entry point" in str(refused.value) and "gymnasium.envs" in str(refused.value)

@@ -11,6 +11,7 @@ from trainer.cli.replay import replay
 from trainer.cli.runs import cancel, logs, ls, show, submit, watch
 from trainer.cli.stack import down, health, up
 from trainer.cli.tail import tail
+from trainer.cli.workers import workers
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,7 +19,8 @@ def cli() -> None:
     """The trainer orchestrator: long-running RL training jobs that never get lost."""
 
 
-for command in (up, down, health, submit, ls, show, watch, logs, cancel, replay, tail, gui):
+for command in (up, down, health, submit, ls, show, watch, logs, cancel, replay, tail, gui,
+                workers):
     cli.add_command(command)
 
 
