@@ -5,39 +5,17 @@ request-id records older than REQUEST_RETENTION_S."""
 
 from __future__ import annotations
 
-import json
-import os
 import sqlite3
 from typing import Callable
 
 from bus.logs import ServiceLogger
-from core.atomicfile import atomic_file
 from core.clock import Clock
+from eventstore.anchor import write_anchor
 from services.registry import replies, storage
 from services.registry.reserve import Reserve
 
 REQUEST_RETENTION_S = 24 * 3600.0
 BUSY_TIMEOUT_MS = 5000  # the connection's usual busy timeout (migrations.connect)
-
-
-def anchor_path(db_path: str) -> str:
-    return os.path.join(os.path.dirname(db_path), "events.anchor")
-
-
-def write_anchor(path: str, seq: int, digest: bytes) -> None:
-    """Record the log's head (seq and hash) outside events.db: a rewrite of the log's
-    tail, hashes and projections all together is then still caught by the audit."""
-    with atomic_file(path, encoding="ascii") as fh:
-        json.dump({"seq": seq, "hash": digest.hex()}, fh)
-
-
-def read_anchor(path: str) -> tuple[int, str] | None:
-    try:
-        with open(path, encoding="ascii") as fh:
-            data = json.load(fh)
-        return int(data["seq"]), str(data["hash"])
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
-        return None
 
 
 class Checkpointer:

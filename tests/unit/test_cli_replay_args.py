@@ -1,5 +1,5 @@
 """`trainer replay` without an event log at the path is a usage error (exit 2), told
-apart from a failed check (exit 1), as `python -m services.registry.audit` does."""
+apart from a failed check (exit 1), as `python -m eventstore.audit` does."""
 
 from __future__ import annotations
 

@@ -14,9 +14,9 @@ import click
 
 from bus.codec import unpack
 from core.settings import Settings
-from services.registry.audit import verify
-from services.registry.eventlog import StoredEvent, iter_events, stream_events
-from services.registry.rebuild import rebuild
+from eventstore.audit import verify
+from eventstore.reader import StoredEvent, iter_events, stream_events
+from eventstore.rebuild import rebuild
 
 
 def _open(db: str) -> sqlite3.Connection:

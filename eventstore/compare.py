@@ -1,52 +1,14 @@
-"""Rebuild the projections from seq 0 into an empty database, and compare two
-databases' projection tables row by row. The replay/audit tools use these too."""
+"""Comparing two databases' projection tables row by row (the live one and a rebuild)."""
 
 from __future__ import annotations
 
-import gc
 import sqlite3
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
-import sqlite_utils
+from core.projection import TABLES
 
-from core.projection import TABLES, changes
-from services.registry.eventlog import iter_for_replay
-from services.registry.migrations import create_projection_tables
-from services.registry.store import BufferedProjection
-
-FLUSH_EVERY = 50_000
 COMPARED_TABLES = tuple(TABLES)
-
-
-def rebuild(src: sqlite3.Connection, dst: sqlite3.Connection,
-            until_seq: Optional[int] = None, flush_every: int = FLUSH_EVERY) -> int:
-    """Fold every event of ``src`` (up to ``until_seq``) into empty projection tables
-    in ``dst``. Returns the number of events applied."""
-    create_projection_tables(sqlite_utils.Database(dst))
-    proj = BufferedProjection(dst)
-    n = 0
-    dst.execute("BEGIN")
-    # Millions of short-lived objects and no reference cycles: the cyclic collector
-    # would only rescan the growing set of run states, over and over.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for seq, at, event in iter_for_replay(src, until_seq=until_seq):
-            after, extra = changes(proj.get(event.run_id), event, seq, at, in_place=True)
-            proj.write(after, extra)
-            n += 1
-            if n % flush_every == 0:
-                proj.flush()
-        proj.flush()
-        dst.execute("COMMIT")
-    except BaseException:
-        dst.execute("ROLLBACK")
-        raise
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return n
 
 
 @dataclass(frozen=True)

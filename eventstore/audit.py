@@ -1,4 +1,4 @@
-"""``python -m services.registry.audit [--db PATH]``: verify an event log without the
+"""``python -m eventstore.audit [--db PATH]``: verify an event log without the
 services running: the hash chain and gapless seq, then a rebuild of every projection
 from seq 0 in a scratch database compared table by table with the live one.
 Exits 0 when everything matches, 1 with the first difference named otherwise."""
@@ -12,10 +12,11 @@ import sys
 import tempfile
 
 from core.settings import Settings
-from services.registry import store
-from services.registry.eventlog import verify_chain
-from services.registry.maintenance import anchor_path, read_anchor
-from services.registry.rebuild import first_difference, rebuild
+from eventstore.anchor import anchor_path, read_anchor
+from eventstore.chaincheck import verify_chain
+from eventstore.compare import first_difference
+from eventstore.rebuild import rebuild
+from eventstore.tables import projection_seq
 
 
 def verify(db_path: str) -> tuple[bool, str]:
@@ -32,7 +33,7 @@ def verify(db_path: str) -> tuple[bool, str]:
                 return False, (f"the log ends at {report.events} and does not hold the head "
                                f"recorded in events.anchor (seq {seq}): its tail was "
                                "rewritten or truncated")
-        recorded = store.projection_seq(live)
+        recorded = projection_seq(live)
         if recorded != report.events:
             return False, (f"the projections say seq {recorded} but the log ends at "
                            f"{report.events}: events are missing (truncated log?)")
@@ -51,7 +52,7 @@ def verify(db_path: str) -> tuple[bool, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.registry.audit",
+    parser = argparse.ArgumentParser(prog="python -m eventstore.audit",
                                      description=__doc__)
     parser.add_argument("--db", help="events.db to check (default: $TRAINER_HOME/events.db)")
     args = parser.parse_args(argv)
