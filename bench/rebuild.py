@@ -1,4 +1,4 @@
-"""4. Rebuild (replay) of a large log: services.registry.rebuild.rebuild(src, dst)
+"""4. Rebuild (replay) of a large log: eventstore.rebuild.rebuild(src, dst)
 events/s vs a plain sqlite3 scan that msgpack.unpackb-decodes the same payloads and
 folds them into dicts (run_id -> dict of fields). Then the real registry process is
 started on that log (projections copied from the rebuild), answers ping, get_run,
@@ -21,7 +21,7 @@ RSS_LIMIT_MB = 150.0
 
 
 def ours(src_path: str, dst_path: str) -> float:
-    from services.registry.rebuild import rebuild
+    from eventstore.rebuild import rebuild
     src = sqlite3.connect(f"file:{src_path}?mode=ro", uri=True)
     dst = sqlite3.connect(dst_path, isolation_level=None)  # as the audit tool opens it
     t0 = time.perf_counter()

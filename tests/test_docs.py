@@ -28,7 +28,7 @@ from core.ids import RunIds, is_run_id
 from core.projection import RUN_COLUMNS, TABLES
 from core.runstate import TRANSITIONS
 from core.settings import SETTINGS
-from services.registry.eventlog import StoredEvent
+from eventstore.reader import StoredEvent
 from services.registry.handlers import Registry
 from services.registry.migrations import connect, migrate
 
@@ -243,8 +243,8 @@ def test_every_stored_column_has_a_row(eventlog_md: str) -> None:
 def test_every_built_module_is_placed() -> None:
     text = _doc("ARCHITECTURE.md")
     modules = [p.relative_to(ROOT).as_posix()
-               for folder in ("core", "bus", "services/registry", "services/dispatcher",
-                              "worker")
+               for folder in ("core", "bus", "eventstore", "services/registry",
+                              "services/dispatcher", "worker")
                for p in sorted((ROOT / folder).glob("*.py")) if p.name != "__init__.py"]
     assert modules
     missing = [m for m in modules if f"`{m}`" not in text]

@@ -17,7 +17,8 @@ from core.settings import Settings
 from core.workers import WorkerCatalog
 from services.registry.catalog import EnvCatalog
 from services.registry.handlers import Registry
-from services.registry.maintenance import Checkpointer, anchor_path
+from eventstore.anchor import anchor_path
+from services.registry.maintenance import Checkpointer
 from services.registry.migrations import connect, migrate
 from services.registry.recovery import catch_up_projection
 from services.registry.reserve import NAME as RESERVE_NAME

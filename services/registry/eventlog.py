@@ -1,5 +1,6 @@
-"""The append-only event log in SQLite: gapless seq, (stream, version) uniqueness,
-msgpack payloads, metadata columns and a hash chain. Only the registry writes it.
+"""The writing side of the append-only event log: gapless seq, (stream, version)
+uniqueness, msgpack payloads, metadata columns and the hash chain. Only the registry
+writes it; reading, verifying and rebuilding are in the ``eventstore`` package.
 
 ``append`` runs inside a transaction the caller opened; ``mark``/``reset`` keep the
 in-memory head right when the caller rolls a savepoint back.
@@ -8,42 +9,12 @@ in-memory head right when the caller rolls a savepoint back.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass, field
-from typing import Iterator, Optional
 
-from bus.codec import Envelope, pack, unpack
+from bus.codec import pack
 from core.chain import GENESIS, chain_hash
 from core.errors import Conflict
 from core.events import Event
-from core.upcasting import load_event
-
-_COLUMNS = ("seq, stream, version, type, schema_version, payload, caused_by, "
-            "correlation_id, recorded_at, hash")
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    seq: int
-    stream: str
-    version: int
-    type: str
-    schema_version: int
-    payload: bytes
-    caused_by: str
-    correlation_id: str
-    recorded_at: float
-    hash: bytes
-    # the payload decoded, when the appender still has it (in memory, not a column)
-    fields: Optional[dict] = field(default=None, compare=False, metadata={"column": False})
-
-    def event(self) -> Event:
-        return load_event(self.type, self.schema_version, unpack(self.payload), trusted=True)
-
-    def envelope(self, source: str) -> Envelope:
-        return Envelope(type=self.type, source=source, ts=self.recorded_at,
-                        payload=self.fields if self.fields is not None else unpack(self.payload),
-                        seq=self.seq, stream=self.stream,
-                        stream_version=self.version, schema=self.schema_version)
+from eventstore.reader import COLUMNS, StoredEvent, events_after
 
 
 class EventLog:
@@ -75,7 +46,7 @@ class EventLog:
             row = StoredEvent(seq, stream, version, event.TYPE, event.SCHEMA_VERSION, payload,
                               caused_by, correlation_id, at, digest, fields)
             try:
-                self.conn.execute(f"INSERT INTO events ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                self.conn.execute(f"INSERT INTO events ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
                                   (seq, stream, version, event.TYPE, event.SCHEMA_VERSION,
                                    payload, caused_by, correlation_id, at, digest))
             except sqlite3.IntegrityError as exc:
@@ -86,73 +57,7 @@ class EventLog:
         return stored
 
     def read(self, after_seq: int, limit: int) -> list[StoredEvent]:
-        rows = self.conn.execute(f"SELECT {_COLUMNS} FROM events WHERE seq > ? ORDER BY seq "
-                                 "LIMIT ?", (after_seq, limit)).fetchall()
-        return [StoredEvent(*row) for row in rows]
+        return events_after(self.conn, after_seq, limit)
 
     def count(self) -> int:
         return self.head_seq
-
-
-def iter_events(conn: sqlite3.Connection, after_seq: int = 0,
-                until_seq: Optional[int] = None, page: int = 50_000) -> Iterator[StoredEvent]:
-    """Every stored event after ``after_seq`` (and up to ``until_seq``), in seq order."""
-    last = after_seq
-    while True:
-        hi = until_seq if until_seq is not None else -1
-        rows = conn.execute(f"SELECT {_COLUMNS} FROM events WHERE seq > ? AND (? < 0 OR seq <= ?)"
-                            " ORDER BY seq LIMIT ?", (last, hi, hi, page)).fetchall()
-        if not rows:
-            return
-        for row in rows:
-            yield StoredEvent(*row)
-        last = rows[-1][0]
-
-
-def stream_events(conn: sqlite3.Connection, stream: str) -> list[StoredEvent]:
-    """One stream's events in version order (uses the (stream, version) index)."""
-    rows = conn.execute(f"SELECT {_COLUMNS} FROM events WHERE stream = ? ORDER BY version",
-                        (stream,)).fetchall()
-    return [StoredEvent(*row) for row in rows]
-
-
-def iter_for_replay(conn: sqlite3.Connection, until_seq: Optional[int] = None,
-                    page: int = 50_000) -> Iterator[tuple[int, float, Event]]:
-    """(seq, recorded_at, event) for every stored event in seq order: only the columns
-    a replay needs, decoded without re-checking types (the log validated them)."""
-    last, hi = 0, (until_seq if until_seq is not None else -1)
-    while True:
-        rows = conn.execute("SELECT seq, type, schema_version, payload, recorded_at FROM events "
-                            "WHERE seq > ? AND (? < 0 OR seq <= ?) ORDER BY seq LIMIT ?",
-                            (last, hi, hi, page)).fetchall()
-        if not rows:
-            return
-        for seq, type_name, schema, payload, at in rows:
-            yield seq, at, load_event(type_name, schema, unpack(payload), trusted=True)
-        last = rows[-1][0]
-
-
-@dataclass(frozen=True)
-class ChainReport:
-    events: int
-    first_bad_seq: Optional[int]
-    reason: str
-
-    @property
-    def ok(self) -> bool:
-        return self.first_bad_seq is None
-
-
-def verify_chain(conn: sqlite3.Connection) -> ChainReport:
-    """Check that seq is gapless from 1 and that every hash matches its row."""
-    prev, expected, n = GENESIS, 1, 0
-    for e in iter_events(conn):
-        if e.seq != expected:
-            return ChainReport(n, expected, f"seq {expected} is missing (next is {e.seq})")
-        digest = chain_hash(prev, e.seq, e.stream, e.version, e.type, e.schema_version,
-                            e.payload, e.caused_by, e.correlation_id, e.recorded_at)
-        if digest != e.hash:
-            return ChainReport(n, e.seq, f"event {e.seq} ({e.type} in {e.stream}) does not "
-                                         "match its hash: the row was changed")
-        prev, expected, n = e.hash, expected + 1, n + 1
-    return ChainReport(n, None, "")

@@ -25,7 +25,8 @@ from core.ids import RunIds, run_stream
 from core.projection import changes, run_view
 from core.runstate import RunState, RunStatus
 from services.registry import store
-from services.registry.eventlog import EventLog, StoredEvent
+from eventstore.reader import StoredEvent
+from services.registry.eventlog import EventLog
 from services.registry.replies import ReplyLog
 from services.registry.storage import failure
 

@@ -1,43 +1,22 @@
 """WAL maintenance: ``PRAGMA wal_checkpoint(TRUNCATE)`` on an interval, the
 (busy, log frames, checkpointed frames) triple logged each time, and a warning when
 busy stays > 0 several intervals in a row (a reader is holding the WAL). Also prunes
-request-id records older than REQUEST_RETENTION_S."""
+request-id records older than REQUEST_RETENTION_S, and writes ``events.anchor``
+(eventstore/anchor.py) at each checkpoint and after a new log's first event."""
 
 from __future__ import annotations
 
-import json
-import os
 import sqlite3
 from typing import Callable
 
 from bus.logs import ServiceLogger
-from core.atomicfile import atomic_file
 from core.clock import Clock
+from eventstore.anchor import write_anchor
 from services.registry import replies, storage
 from services.registry.reserve import Reserve
 
 REQUEST_RETENTION_S = 24 * 3600.0
 BUSY_TIMEOUT_MS = 5000  # the connection's usual busy timeout (migrations.connect)
-
-
-def anchor_path(db_path: str) -> str:
-    return os.path.join(os.path.dirname(db_path), "events.anchor")
-
-
-def write_anchor(path: str, seq: int, digest: bytes) -> None:
-    """Record the log's head (seq and hash) outside events.db: a rewrite of the log's
-    tail, hashes and projections all together is then still caught by the audit."""
-    with atomic_file(path, encoding="ascii") as fh:
-        json.dump({"seq": seq, "hash": digest.hex()}, fh)
-
-
-def read_anchor(path: str) -> tuple[int, str] | None:
-    try:
-        with open(path, encoding="ascii") as fh:
-            data = json.load(fh)
-        return int(data["seq"]), str(data["hash"])
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
-        return None
 
 
 class Checkpointer:
@@ -59,9 +38,18 @@ class Checkpointer:
         self.failures = 0
         self.last: tuple[int, int, int] | None = None
         self.anchor = anchor  # (file, () -> (head seq, head hash))
+        # A log that starts empty gets its anchor with its first event, not an interval
+        # later: until then the audit could not check its tail.
+        self._anchor_first_event = anchor is not None and anchor[1]()[0] == 0
         self._next = clock.monotonic() + interval_s
 
     def tick(self) -> None:
+        if self._anchor_first_event and self.anchor is not None and self.anchor[1]()[0]:
+            self._anchor_first_event = False
+            try:
+                self.write_anchor()
+            except OSError as exc:  # a full disk: written again at the next checkpoint
+                self.log.warning("anchor.not_written", reason=f"{type(exc).__name__}: {exc}")
         now = self.clock.monotonic()
         if now < self._next:
             return
@@ -98,13 +86,22 @@ class Checkpointer:
             self.reserve.ensure()   # made again from the room there is now
 
     def checkpoint(self) -> tuple[int, int, int]:
+        """(busy, log frames, checkpointed frames) of this pass. A TRUNCATE that resets
+        the WAL returns (0, 0, 0), the figures of the emptied WAL: so the frames are
+        first copied back by a PASSIVE pass, whose figures are the ones logged (the
+        TRUNCATE then has nothing left to copy and only resets the file). A TRUNCATE
+        held up by a reader (busy 1) returns the WAL's figures itself: those are logged."""
         # No busy wait: a reader holding the WAL must not stall the registry's loop.
         self.conn.execute("PRAGMA busy_timeout=0")
         try:
-            busy, log_frames, done = self.conn.execute(
+            _, log_frames, done = self.conn.execute(
+                "PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            busy, left, left_done = self.conn.execute(
                 "PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         finally:
             self.conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        if busy or left:
+            log_frames, done = left, left_done
         self.runs += 1
         self.last = (busy, log_frames, done)
         self.log.info("wal.checkpoint", busy=busy, log_frames=log_frames, checkpointed=done)

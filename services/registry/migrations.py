@@ -9,19 +9,8 @@ from typing import Callable
 
 import sqlite_utils
 
-from core.projection import RUN_COLUMNS, TABLES
-
-_TYPES: dict[str, type] = {
-    "priority": int, "submitted_seq": int, "submitted_at": float, "updated_at": float,
-    "last_seq": int, "version": int, "gpus_held": int, "pid": int, "pid_start_time": float,
-    "started_at": float, "finished_at": float, "exit_code": int, "signal": int,
-    "artifact_count": int, "adoptions": int, "claimed_seq": int, "size": int, "seq": int,
-    "registered_at": float,
-}
-
-
-def _columns(names: tuple[str, ...]) -> dict[str, type]:
-    return {name: _TYPES.get(name, str) for name in names}
+from core.projection import RUN_COLUMNS
+from eventstore.tables import create_projection_tables
 
 
 def _m001_events(db: sqlite_utils.Database) -> None:
@@ -42,22 +31,6 @@ def _m001_events(db: sqlite_utils.Database) -> None:
         WHEN NEW.seq IS NOT (SELECT IFNULL(MAX(seq), 0) + 1 FROM events)
         BEGIN SELECT RAISE(ABORT, 'events.seq must be the previous seq + 1'); END;
     """)
-
-
-def create_projection_tables(db: sqlite_utils.Database) -> None:
-    """The projection tables in their current layout (also used for the replay tool's
-    scratch database). ``runs`` is stored in submission order: its rowid is
-    ``submitted_seq`` and ``run_id`` is a unique index, so a new run appends to the
-    table's last page and listing newest-first needs no index of its own."""
-    for table, (columns, pk) in TABLES.items():
-        key = "submitted_seq" if table == "runs" else (pk if len(pk) > 1 else pk[0])
-        db[table].create(_columns(columns), pk=key, not_null=list(pk), if_not_exists=True)
-    db["runs"].create_index(["run_id"], unique=True, index_name="runs_id", if_not_exists=True)
-    db["runs"].create_index(["digest"], unique=True, index_name="runs_digest",
-                            if_not_exists=True)
-    db["runs"].create_index(["status", "submitted_seq"], index_name="runs_status",
-                            if_not_exists=True)
-    db["gpu_slots"].create_index(["run_id"], index_name="gpu_slots_run", if_not_exists=True)
 
 
 def _m002_projections(db: sqlite_utils.Database) -> None:

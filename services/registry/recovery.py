@@ -8,12 +8,13 @@ from __future__ import annotations
 import sqlite3
 
 from core.projection import changes
+from eventstore.reader import iter_events
+from eventstore.tables import projection_seq
 from services.registry import store
-from services.registry.eventlog import iter_events
 
 
 def catch_up_projection(conn: sqlite3.Connection) -> int:
-    start = store.projection_seq(conn)
+    start = projection_seq(conn)
     proj = store.SqlProjection(conn)
     n = 0
     conn.execute("BEGIN IMMEDIATE")

@@ -24,7 +24,7 @@ from bus.rpc import Request, RpcServer
 from bus.status import StatusBeacon
 from bus.topics import event_topic
 from services.registry import storage
-from services.registry.eventlog import StoredEvent
+from eventstore.reader import StoredEvent
 from services.registry.handlers import Outcome, Registry
 from services.registry.maintenance import Checkpointer
 

@@ -19,7 +19,7 @@ PER_PROCESS = 300   # every other config is shared by all processes
 
 
 def audit(db_path: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "services.registry.audit", "--db", db_path],
+    return subprocess.run([sys.executable, "-m", "eventstore.audit", "--db", db_path],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
 
 

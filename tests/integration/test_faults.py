@@ -26,7 +26,7 @@ CONFIG = {"env": "CartPole-v1", "seed": 7, "worker": "cartpole"}
 
 
 def audit(db_path: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "services.registry.audit", "--db", db_path],
+    return subprocess.run([sys.executable, "-m", "eventstore.audit", "--db", db_path],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
 
 

@@ -46,7 +46,7 @@ def test_the_cli_from_up_to_down(system: System) -> None:
     assert "chain intact" in system.ok("replay", "--verify")
     history = system.ok("replay", "--run", run_id)
     assert history.count("\n") == 6 and "RunCompleted" in history
-    state = system.ok("replay", "--until", "1")
+    state = system.ok("replay", "--until-seq", "1")
     assert run_id in state and "PENDING" in state
     export = os.path.join(system.home, "log.jsonl")
     system.ok("replay", "--export", export)

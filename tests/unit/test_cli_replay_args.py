@@ -1,5 +1,5 @@
 """`trainer replay` without an event log at the path is a usage error (exit 2), told
-apart from a failed check (exit 1), as `python -m services.registry.audit` does."""
+apart from a failed check (exit 1), as `python -m eventstore.audit` does."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from trainer.cli.replay import replay
 pytestmark = pytest.mark.timeout(30)
 
 
-@pytest.mark.parametrize("flag", ["--verify", "--export=out.jsonl", "--until=1"])
+@pytest.mark.parametrize("flag", ["--verify", "--export=out.jsonl", "--until-seq=1", "--until-time=1796620916"])
 def test_no_event_log_is_exit_2_naming_the_path(tmp_path: Path, flag: str) -> None:
     missing = tmp_path / "nowhere.db"
     got = CliRunner().invoke(replay, ["--db", str(missing), flag])

@@ -11,7 +11,8 @@ from bus.codec import pack
 from core import events as ev
 from core.errors import Conflict, ValidationError
 from core.upcasting import UPCASTERS, load_event, upcast
-from services.registry.eventlog import EventLog, verify_chain
+from eventstore.chaincheck import verify_chain
+from services.registry.eventlog import EventLog
 from services.registry.migrations import connect, migrate
 
 

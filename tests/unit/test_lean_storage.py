@@ -11,8 +11,9 @@ from core.projection import RUN_COLUMNS
 from services.registry import replies
 from services.registry.handlers import Registry
 from services.registry.migrations import connect, migrate
-from services.registry.rebuild import first_difference, rebuild
-from services.registry.store import projection_seq
+from eventstore.compare import first_difference
+from eventstore.rebuild import rebuild
+from eventstore.tables import projection_seq
 from tests.unit.workload import open_registry, run_workload
 
 

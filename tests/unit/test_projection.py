@@ -8,9 +8,11 @@ import sqlite3
 
 from core.projection import run_row
 from core.runstate import fold
-from services.registry.eventlog import iter_events, verify_chain
-from services.registry.rebuild import first_difference, rebuild
-from services.registry.store import load_run, projection_seq
+from eventstore.chaincheck import verify_chain
+from eventstore.compare import first_difference
+from eventstore.rebuild import rebuild
+from eventstore.reader import iter_events
+from eventstore.tables import load_run, projection_seq
 from tests.unit.workload import open_registry, run_workload
 
 

@@ -1,0 +1,67 @@
+"""The projection tables (runs, gpu_slots, artifacts) in SQLite: their layout, the
+statements that write a row of each, reading a run and the projections' position.
+The registry's live projection (services/registry/store.py) and the rebuild
+(eventstore/rebuild.py) write them with the same statements."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Optional
+
+import sqlite_utils
+
+from core.projection import RUN_COLUMNS, TABLES, run_from_row
+from core.runstate import RunState
+
+_TYPES: dict[str, type] = {
+    "priority": int, "submitted_seq": int, "submitted_at": float, "updated_at": float,
+    "last_seq": int, "version": int, "gpus_held": int, "pid": int, "pid_start_time": float,
+    "started_at": float, "finished_at": float, "exit_code": int, "signal": int,
+    "artifact_count": int, "adoptions": int, "claimed_seq": int, "size": int, "seq": int,
+    "registered_at": float,
+}
+
+
+def _columns(names: tuple[str, ...]) -> dict[str, type]:
+    return {name: _TYPES.get(name, str) for name in names}
+
+
+def create_projection_tables(db: sqlite_utils.Database) -> None:
+    """The projection tables in their current layout (also used for the replay tool's
+    scratch database). ``runs`` is stored in submission order: its rowid is
+    ``submitted_seq`` and ``run_id`` is a unique index, so a new run appends to the
+    table's last page and listing newest-first needs no index of its own."""
+    for table, (columns, pk) in TABLES.items():
+        key = "submitted_seq" if table == "runs" else (pk if len(pk) > 1 else pk[0])
+        db[table].create(_columns(columns), pk=key, not_null=list(pk), if_not_exists=True)
+    db["runs"].create_index(["run_id"], unique=True, index_name="runs_id", if_not_exists=True)
+    db["runs"].create_index(["digest"], unique=True, index_name="runs_digest",
+                            if_not_exists=True)
+    db["runs"].create_index(["status", "submitted_seq"], index_name="runs_status",
+                            if_not_exists=True)
+    db["gpu_slots"].create_index(["run_id"], index_name="gpu_slots_run", if_not_exists=True)
+
+
+# Upserts update rows in place (no delete + insert, so indexes move only if needed).
+# A run's submitted_seq is its rowid (see create_projection_tables) and never changes.
+_FIXED = {"runs": {"submitted_seq"}}
+UPSERT = {t: f"INSERT INTO {t} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+             f"ON CONFLICT ({', '.join(pk)}) DO UPDATE SET "
+             + ", ".join(f"{c} = excluded.{c}" for c in cols
+                         if c not in pk and c not in _FIXED.get(t, ()))
+          for t, (cols, pk) in TABLES.items()}
+DELETE = {t: f"DELETE FROM {t} WHERE " + " AND ".join(f"{k} = ?" for k in pk)
+          for t, (_, pk) in TABLES.items()}
+RUN_SELECT = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"
+
+
+def load_run(conn: sqlite3.Connection, run_id: str) -> Optional[RunState]:
+    row = conn.execute(f"{RUN_SELECT} WHERE run_id = ?", (run_id,)).fetchone()
+    return run_from_row(row) if row else None
+
+
+def projection_seq(conn: sqlite3.Connection) -> int:
+    """The seq of the last event the projections hold: every event rewrites its run's
+    row (with last_seq = its seq) in the transaction that appends it."""
+    row = conn.execute("SELECT MAX(last_seq) FROM runs").fetchone()
+    return row[0] or 0
