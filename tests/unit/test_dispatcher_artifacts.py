@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 from services.dispatcher.outcome import (MANIFEST, artifacts_to_register,
-                                         registered_artifacts)
+                                         outside_run_dir, registered_artifacts)
 
 
 def paged_registry(paths: list[str], page: int) -> Any:
@@ -47,3 +47,25 @@ def test_only_unknown_existing_manifest_entries_are_registered(tmp_path: Any) ->
     call = paged_registry(known, 5)
     got = artifacts_to_register(run_dir, lambda: registered_artifacts(call, "r0123456789ab"))
     assert got == [{"kind": "video", "path": "new.mp4", "size": 1, "meta": {}}]
+
+
+def test_manifest_entries_leading_out_of_the_run_folder_through_a_symlink_are_refused(
+        tmp_path: Any) -> None:
+    run_dir = tmp_path / "run"
+    (run_dir / "sub").mkdir(parents=True)
+    (run_dir / "sub" / "ok.bin").write_bytes(b"x")
+    (run_dir / "etclink").symlink_to("/etc")
+    (run_dir / "inner").symlink_to(run_dir / "sub")
+    lines = [{"kind": "file", "path": p, "size": 1}
+             for p in ("etclink/passwd", "inner/ok.bin", "sub/ok.bin")]
+    with open(run_dir / MANIFEST, "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(e) + "\n" for e in lines)
+    refused: list[tuple[str, str]] = []
+    got = artifacts_to_register(str(run_dir), lambda: [],
+                                lambda art, why: refused.append((art["path"], why)))
+    assert [a["path"] for a in got] == ["inner/ok.bin", "sub/ok.bin"]
+    assert refused == [("etclink/passwd", "must lie inside the run directory (symlinks "
+                        "resolved)")]
+    assert outside_run_dir(str(run_dir), "etclink/passwd")
+    assert outside_run_dir(str(run_dir), "/etc/passwd") and outside_run_dir(str(run_dir), ".")
+    assert outside_run_dir(str(run_dir), "a\0b") and not outside_run_dir(str(run_dir), "new.mp4")
