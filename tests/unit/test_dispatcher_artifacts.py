@@ -69,3 +69,25 @@ def test_manifest_entries_leading_out_of_the_run_folder_through_a_symlink_are_re
     assert outside_run_dir(str(run_dir), "etclink/passwd")
     assert outside_run_dir(str(run_dir), "/etc/passwd") and outside_run_dir(str(run_dir), ".")
     assert outside_run_dir(str(run_dir), "a\0b") and not outside_run_dir(str(run_dir), "new.mp4")
+
+
+def test_an_artifact_reported_on_the_bus_through_a_symlink_out_is_refused(tmp_path: Any) -> None:
+    from types import SimpleNamespace
+
+    from services.dispatcher.active import ActiveRun
+    from services.dispatcher.telemetry import register_reported
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "etclink").symlink_to("/etc")
+    (run_dir / "ok.bin").write_bytes(b"x")
+    run = ActiveRun("r0123456789ab", str(run_dir), {}, [], 1, None)  # type: ignore[arg-type]
+    registered: list[str] = []
+    refused: list[tuple[str, str]] = []
+    svc = SimpleNamespace(
+        active={run.run_id: run}, finishing={}, clock=SimpleNamespace(monotonic=lambda: 0.0),
+        note_started=lambda r, now: None,
+        call_registry=lambda method, **a: registered.append(a["path"]) or {},
+        log_refused=lambda method, args, exc: refused.append((args["path"], exc.field)))
+    for path in ("etclink/passwd", "ok.bin", "etclink/passwd"):
+        register_reported(svc, {"run_id": run.run_id, "kind": "file", "path": path, "size": 1})
+    assert registered == ["ok.bin"] and refused == [("etclink/passwd", "path")]  # logged once
