@@ -14,11 +14,12 @@ from typing import Callable, Mapping, Optional
 from core import events as ev
 from core.digest import canonical_json, check_depth, config_digest
 from core.errors import IllegalTransition, NotFound, ResourceBusy, ValidationError
-from core.runconfig import RunConfig
+from core.runconfig import RunConfig, control_character
 from core.runstate import RunState, RunStatus
 
 MAX_CONFIG_BYTES = 64 * 1024
 MAX_META_BYTES = 16 * 1024  # an artifact's meta, as canonical JSON
+MAX_ARTIFACT_PATH = 1024     # characters of an artifact's path (docs/WORKERS.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +215,12 @@ def decide_artifact(state: Optional[RunState], cmd: RegisterArtifact,
     if not path or path.startswith("/") or norm == ".." or norm.startswith("../") \
             or "\\" in path or norm == ".":
         raise ValidationError("path", "must be a relative path inside the run directory")
+    if len(path) > MAX_ARTIFACT_PATH:
+        raise ValidationError("path", f"must be at most {MAX_ARTIFACT_PATH} characters")
+    for name, text in (("path", path), ("kind", cmd.kind)):
+        bad = control_character(text)
+        if bad is not None:
+            raise ValidationError(name, f"must not contain control characters (found {bad})")
     check_depth(cmd.meta, "meta")
     try:
         meta_bytes = len(canonical_json(cmd.meta).encode())

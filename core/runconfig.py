@@ -22,6 +22,24 @@ SCHEMA_VERSION = 1
 DEFAULT_WORKER = "cartpole"
 
 
+def control_character(text: str) -> Optional[str]:
+    """The first character of ``text`` that would act on a terminal instead of being
+    shown (C0 and C1 controls, DEL, the Unicode line and paragraph separators), as
+    ``U+XXXX``; None when there is none. Names, tags and artifact paths refuse them."""
+    for ch in text:
+        code = ord(ch)
+        if code < 0x20 or 0x7F <= code <= 0x9F or code in (0x2028, 0x2029):
+            return f"U+{code:04X}"
+    return None
+
+
+def _printable(name: str, value: str) -> str:
+    bad = control_character(value)
+    if bad is not None:
+        raise ValidationError(name, f"must not contain control characters (found {bad})")
+    return value
+
+
 @dataclass(frozen=True)
 class Resources:
     gpus: int = 0                 # number of GPUs
@@ -90,6 +108,8 @@ class RunConfig:
         tags = data.get("tags", [])
         if not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) and t for t in tags):
             raise ValidationError("tags", "must be a list of non-empty strings")
+        for tag in tags:
+            _printable("tags", tag)
         cfg = RunConfig(
             schema_version=_int(data, "schema_version", SCHEMA_VERSION, 1, SCHEMA_VERSION),
             name=_str(data, "name", "", 200, allow_empty=True),
@@ -178,4 +198,4 @@ def _str(data: dict, name: str, default: str, max_len: int, allow_empty: bool = 
         raise ValidationError(name, "must not be empty")
     if len(value) > max_len:
         raise ValidationError(name, f"must be at most {max_len} characters")
-    return value
+    return _printable(name, value)

@@ -73,7 +73,11 @@ def default_token(env: Optional[Mapping[str, str]] = None) -> Optional[str]:
 
 
 def _credentials(tls_ca: Optional[str]) -> Optional[grpc.ChannelCredentials]:
-    ca = tls_ca if tls_ca is not None else os.environ.get("TRAINER_GATEWAY_TLS_CA", "")
+    """TLS trusting ``tls_ca``; by default TRAINER_GATEWAY_TLS_CA, else the gateway's own
+    certificate TRAINER_GATEWAY_TLS_CERT (a self-signed one, on the gateway's machine);
+    none of them: no TLS. "" turns TLS off."""
+    ca = tls_ca if tls_ca is not None else (os.environ.get("TRAINER_GATEWAY_TLS_CA", "")
+                                            or os.environ.get("TRAINER_GATEWAY_TLS_CERT", ""))
     if not ca:
         return None
     with open(ca, "rb") as fh:

@@ -38,6 +38,8 @@ import zmq
 from bus.codec import Envelope, MessageType, encode
 from bus.topics import Topic
 from core.atomicfile import atomic_file
+from core.commands import MAX_ARTIFACT_PATH
+from core.runconfig import control_character
 from core.runconfig import RunConfig
 from worker.gpu import GpuProbe
 
@@ -198,7 +200,15 @@ class Run:
         root = os.path.realpath(self.run_dir)
         if os.path.commonpath([full, root]) != root or full == root:
             raise ValueError(f"artifact {path!r} is outside the run directory {root}")
-        record = {"run_id": self.run_id, "kind": kind, "path": os.path.relpath(full, root),
+        rel = os.path.relpath(full, root)
+        if len(rel) > MAX_ARTIFACT_PATH:
+            raise ValueError(f"artifact path {rel[:40]!r}... is longer than "
+                             f"{MAX_ARTIFACT_PATH} characters")
+        for what, text in (("path", rel), ("kind", kind)):
+            if control_character(text) is not None:
+                raise ValueError(f"artifact {what} {text!r} contains a control character "
+                                 f"({control_character(text)})")
+        record = {"run_id": self.run_id, "kind": kind, "path": rel,
                   "size": os.path.getsize(full), "meta": _plain(meta)}
         with open(os.path.join(self.run_dir, MANIFEST_FILE), "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")

@@ -10,7 +10,7 @@ import functools
 from typing import Any, Callable
 
 from bus.rpc import Unavailable
-from core.errors import OrchestratorError
+from core.errors import OrchestratorError, ValidationError
 from services.dispatcher.active import ActiveRun
 from services.dispatcher.refusals import NOT_APPLIED
 from services.dispatcher.logfollow import tail_lines
@@ -53,10 +53,26 @@ def registered_artifacts(call: Callable[..., Any], run_id: str) -> list[dict[str
         after = int(got["artifacts"][-1]["seq"])
 
 
-def artifacts_to_register(run_dir: str, known: Callable[[], list[dict[str, Any]]]
+def outside_run_dir(run_dir: str, path: Any) -> str:
+    """Why a worker's artifact ``path`` may not be registered: "" when it may. The
+    path, every symlink in it resolved, must name something inside the run folder
+    (``etclink/passwd`` with ``etclink -> /etc`` does not). The registry checks the
+    rest (relative, length, control characters) without the filesystem."""
+    if not isinstance(path, str) or not path or "\0" in path:
+        return "must be a non-empty path"
+    root = os.path.realpath(run_dir)
+    full = os.path.realpath(os.path.join(root, path))
+    if full == root or os.path.commonpath([full, root]) != root:
+        return "must lie inside the run directory (symlinks resolved)"
+    return ""
+
+
+def artifacts_to_register(run_dir: str, known: Callable[[], list[dict[str, Any]]],
+                          refused: Callable[[dict[str, Any], str], None] = lambda a, why: None
                           ) -> list[dict[str, Any]]:
     """Entries of the run's manifest whose registration the registry has not seen.
-    ``known`` (the registered artifacts) is asked only when the manifest has lines."""
+    ``known`` (the registered artifacts) is asked only when the manifest has lines.
+    An entry whose path leads outside the run folder goes to ``refused`` (with why)."""
     try:
         with open(os.path.join(run_dir, MANIFEST), encoding="utf-8") as fh:
             lines = fh.readlines()
@@ -72,11 +88,17 @@ def artifacts_to_register(run_dir: str, known: Callable[[], list[dict[str, Any]]
         except json.JSONDecodeError:
             continue  # a torn last line of a killed worker
         path = entry.get("path")
-        if isinstance(path, str) and path not in seen and os.path.exists(
+        if not isinstance(path, str) or path in seen or not os.path.exists(
                 os.path.join(run_dir, path)):
-            seen.add(path)
-            out.append({"kind": str(entry.get("kind", "file")), "path": path,
-                        "size": int(entry.get("size", 0)), "meta": entry.get("meta") or {}})
+            continue
+        seen.add(path)
+        art = {"kind": str(entry.get("kind", "file")), "path": path,
+               "size": int(entry.get("size", 0)), "meta": entry.get("meta") or {}}
+        why = outside_run_dir(run_dir, path)
+        if why:
+            refused(art, why)
+        else:
+            out.append(art)
     return out
 
 
@@ -86,8 +108,11 @@ def register_artifacts(call: Callable[..., Any], run: ActiveRun,
     """Register what the run's manifest lists and the registry lacks; False when one
     registration was not applied (a failed batch, a full disk: try again later)."""
     known = functools.partial(registered_artifacts, call, run.run_id)
+    def outside(art: dict[str, Any], why: str) -> None:
+        refused("register_artifact", {"run_id": run.run_id, **art},
+                ValidationError("path", why))
     done = True
-    for art in artifacts_to_register(run.run_dir, known):
+    for art in artifacts_to_register(run.run_dir, known, outside):
         args = {"run_id": run.run_id, **art}
         try:
             call("register_artifact", args)

@@ -8,6 +8,8 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from bus.codec import MessageType
+from core.errors import ValidationError
+from services.dispatcher.outcome import outside_run_dir
 
 if TYPE_CHECKING:
     from services.dispatcher.service import DispatcherService
@@ -46,6 +48,12 @@ def register_reported(svc: "DispatcherService", payload: dict[str, Any]) -> None
     fields = {k: payload.get(k) for k in ("kind", "path", "size")}
     fields["meta"] = payload.get("meta") or {}
     if fields["path"] in run.artifacts:
+        return
+    why = outside_run_dir(run.run_dir, fields["path"])
+    if why:  # logged, and remembered so that a repeat is not logged again
+        svc.log_refused("register_artifact", {"run_id": run.run_id, **fields},
+                        ValidationError("path", why))
+        run.artifacts.add(str(fields["path"]))
         return
     if svc.call_registry("register_artifact", run_id=run.run_id, **fields) is not None:
         run.artifacts.add(str(fields["path"]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -41,6 +42,20 @@ def test_the_cli_from_up_to_down(system: System) -> None:
     failing = system.trainer("submit", "--worker", "test-exit", "--env", "CartPole-v1",
                              "--wait")
     assert failing.returncode == 1 and "exit_code" in failing.stderr
+    # the cause, the exit code and the worker's last stderr lines, as `show` prints them
+    assert "FAILED: exit_code (exit code 3)" in failing.stderr, failing.stderr
+    assert "failing on purpose" in failing.stderr, failing.stderr
+    evil = system.trainer("submit", "--worker", "test-sleep", "--name",
+                          "EVIL\nr000000000000  fake-row  COMPLETED")
+    assert evil.returncode == 1 and "(field name)" in evil.stderr, evil.stderr
+    assert "control characters" in evil.stderr and "\n" not in evil.stderr.strip()
+    for tags, seed in ((["a", "b"], 11), (["b"], 12)):
+        with open(os.path.join(system.home, f"t{seed}.json"), "w", encoding="utf-8") as fh:
+            json.dump({"worker": "test-sleep", "seed": seed, "tags": tags}, fh)
+        system.ok("submit", os.path.join(system.home, f"t{seed}.json"))
+    both = [line.split()[0] for line in system.ok("ls", "--tag", "b", "--tag", "a")
+            .splitlines()[1:] if line.startswith("r")]
+    assert len(both) == 1 and "a, b" in system.ok("show", both[0])
 
     # the audit tool, on the live database
     assert "chain intact" in system.ok("replay", "--verify")
@@ -70,6 +85,31 @@ def test_the_cli_from_up_to_down(system: System) -> None:
     assert run_id in "".join(lines) and "COMPLETED" in "".join(lines), "".join(lines)
     tailed = system.ok("tail", "status.", "--count", "3", timeout=30)
     assert all(json.loads(line)["type"] == "ServiceStatus" for line in tailed.splitlines())
+
+
+def test_up_waits_for_a_gateway_that_speaks_tls_with_a_token(trainer_home: str) -> None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    cert, key = os.path.join(trainer_home, "cert.pem"), os.path.join(trainer_home, "key.pem")
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True, timeout=30)
+    system = System(trainer_home)
+    system.env.update({"TRAINER_GATEWAY_TLS_CERT": cert, "TRAINER_GATEWAY_TLS_KEY": key,
+                       "TRAINER_GATEWAY_TOKEN": "s3cret-token"})
+    try:
+        up = system.trainer("up", "--timeout", "60", timeout=90)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "gateway " in up.stdout and "DOWN" not in up.stdout
+        assert "RUN" in system.ok("ls")  # every command: TLS with the gateway's certificate
+        system.env["TRAINER_GATEWAY_TOKEN"] = "wrong"
+        refused = system.trainer("health")
+        assert refused.returncode == 1 and "unauthenticated" in refused.stderr, refused.stderr
+    finally:
+        system.env["TRAINER_GATEWAY_TOKEN"] = "s3cret-token"
+        system.trainer("down", timeout=90)
 
 
 def test_replay_verify_on_thousands_of_events_then_names_a_tampered_one(system: System) -> None:

@@ -103,3 +103,15 @@ def test_defaults_are_applied_before_the_digest() -> None:
     b = c.decide_submit(c.SubmitRun({}), c.validate_config(
         c.SubmitRun(config={"tags": ["a", "b"]})), "r1")
     assert a[0].digest == b[0].digest and a[0].config == b[0].config
+
+
+def test_artifact_paths_are_at_most_1024_characters_without_control_characters() -> None:
+    ok = c.decide_artifact(pending(), c.RegisterArtifact("r1", "video", "a/" + "x" * 1022, 1))
+    assert len(ok) == 1
+    for kind, path, field in (("video", "a/" + "x" * 1023, "path"),
+                              ("video", "x" * 5000, "path"),
+                              ("video", "v\x07.mp4", "path"), ("video", "v\x00.mp4", "path"),
+                              ("video", "fake\nrow.mp4", "path"), ("vid\x1b[2J", "a.mp4", "kind")):
+        with pytest.raises(ValidationError) as err:
+            c.decide_artifact(pending(), c.RegisterArtifact("r1", kind, path, 1))
+        assert err.value.field == field, (kind, path)

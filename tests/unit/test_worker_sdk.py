@@ -223,3 +223,20 @@ def test_a_worker_launched_by_hand_takes_its_run_id_from_the_command_line(
     monkeypatch.setenv("TRAINER_RUN_ID", "r0123456789ab")
     launch.main(["no-such-worker", "--run-id", "other", "--config", "c.json"])
     assert os.environ["TRAINER_RUN_ID"] == "r0123456789ab"
+
+
+def test_artifact_paths_that_are_too_long_or_hold_control_characters_are_refused(
+        run: sdk.Run, tmp_path: Any) -> None:
+    (tmp_path / "bell\x07.bin").write_bytes(b"x")
+    with pytest.raises(ValueError, match="control character"):
+        run.register_artifact("bell\x07.bin", "checkpoint")
+    (tmp_path / "ok.bin").write_bytes(b"x")
+    with pytest.raises(ValueError, match="control character"):
+        run.register_artifact("ok.bin", "check\npoint")
+    deep = tmp_path
+    for _ in range(6):  # 6 x 200 characters: a path longer than 1,024
+        deep = deep / ("d" * 199)
+        deep.mkdir()
+    (deep / "f").write_bytes(b"x")
+    with pytest.raises(ValueError, match="longer than 1024"):
+        run.register_artifact(str(deep / "f"), "checkpoint")

@@ -3,12 +3,39 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any, Iterable, Sequence
 
 from google.protobuf import json_format
 
 from trainer.v1 import trainer_pb2 as pb
+
+
+# What a terminal acts on instead of showing: C0 and C1 controls, DEL, the Unicode line
+# and paragraph separators, and the bidirectional overrides (text shown reversed).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_UNSAFE_IN_BLOCK = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029"
+                              "\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: "re.Match[str]") -> str:
+    ch = match.group()
+    return _NAMED.get(ch) or (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+
+
+def clean(value: Any) -> str:
+    """``value`` as one line of text safe for a terminal: every control character
+    (newline, ESC, BEL, NUL, ...) shown escaped (``\\n``, ``\\x1b``, ``\\x07``)."""
+    return _UNSAFE.sub(_escape, str(value))
+
+
+def clean_block(text: str) -> str:
+    """Lines of text (a message, log lines) safe for a terminal: newlines and tabs kept,
+    a carriage return ending a line as a newline, every other control escaped."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return _UNSAFE_IN_BLOCK.sub(_escape, text)
 
 
 def plain(struct: Any) -> Any:
@@ -67,7 +94,8 @@ def progress(run: pb.RunRecord) -> tuple[int, int, float, str]:
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    rows = [[str(c) for c in r] for r in rows]
+    """Aligned columns; each cell on one line, its control characters escaped."""
+    rows = [[clean(c) for c in r] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
@@ -97,7 +125,7 @@ def run_row(run: pb.RunRecord, now: float) -> list[str]:
     prog = f"{100 * step / budget:.0f}%" if budget and step else "-"
     if status == "COMPLETED":
         prog = "100%"
-    return [run.run_id, short(str(cfg.get("name") or "-"), NAME_WIDTH), status,
+    return [run.run_id, short(clean(cfg.get("name") or "-"), NAME_WIDTH), status,
             cfg.get("worker", "-"), cfg.get("env", "-"), prog, ret,
             ",".join(gpu_tail(g) for g in run.gpus) or "-", age(now - run.submitted_at.seconds)]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import sys
@@ -10,20 +11,22 @@ from typing import Any, Optional
 
 import click
 
+from trainer.cli import errors
 from trainer.cli import format as fmt
-from trainer.client import MAX_PAGE_SIZE, Client, TrainerError
+from trainer.client import MAX_PAGE_SIZE, Client, TrainerError, default_address
 from trainer.v1 import trainer_pb2 as pb
 
 TERMINAL = {pb.RUN_STATUS_COMPLETED, pb.RUN_STATUS_FAILED, pb.RUN_STATUS_CANCELLED}
+STATUS_CHOICE = click.Choice(["PENDING", "DISPATCHING", "RUNNING", "COMPLETED", "FAILED",
+                              "CANCELLED"], case_sensitive=False)
 
 
 def client() -> Client:
-    return Client()
+    return errors.open_client()
 
 
-def fail(err: TrainerError) -> "click.ClickException":
-    where = f" (field {err.field})" if getattr(err, "field", "") else ""
-    return click.ClickException(f"{err.code.name.lower()}: {err.message}{where}")
+def fail(err: TrainerError, c: Any) -> errors.CliError:
+    return errors.fail(err, getattr(c, "address", None) or default_address())
 
 
 @click.command("submit")
@@ -60,7 +63,7 @@ def submit(config_file: Optional[str], worker: Optional[str], env_id: Optional[s
         try:
             reply = c.submit(config, submitted_by=os.environ.get("USER", "cli"))
         except TrainerError as err:
-            raise fail(err)
+            raise fail(err, c)
         run = reply.run
         click.echo(f"{run.run_id} {'submitted' if reply.created else 'already exists (same config)'}"
                    f" [{fmt.status_name(run.status)}]")
@@ -77,7 +80,7 @@ def follow_to_end(c: Client, run_id: str, interval: float = 0.5) -> int:
             run = c.get(run_id)
         except TrainerError as err:
             if not err.retryable:
-                raise fail(err)
+                raise fail(err, c)
             time.sleep(interval)  # the gateway is restarting: poll again
             continue
         step, budget, sps, ret = fmt.progress(run)
@@ -93,48 +96,65 @@ def follow_to_end(c: Client, run_id: str, interval: float = 0.5) -> int:
             if run.status == pb.RUN_STATUS_COMPLETED:
                 click.echo(f"{run_id} COMPLETED")
                 return 0
-            click.echo(f"{run_id} {status}: {fmt.cause_name(run.cause)} "
-                       f"{('- ' + run.message.splitlines()[0]) if run.message else ''}", err=True)
+            click.echo(ending(run), err=True)
             return 1
         time.sleep(interval)  # refresh rate of the progress bar
 
 
+def ending(run: pb.RunRecord) -> str:
+    """How a run that did not complete ended: its status, cause and whole message
+    (for a failed worker: its exit code and the last lines of its stderr), as `show`."""
+    head = f"{run.run_id} {fmt.status_name(run.status)}: {fmt.cause_name(run.cause) or '-'}"
+    if run.HasField("exit_code"):
+        head += f" (exit code {run.exit_code})"
+    if not run.message:
+        return head
+    return head + "\n" + "\n".join("  " + line for line in
+                                     fmt.clean_block(run.message).splitlines())
+
+
 @click.command("ls")
-@click.option("--status", "statuses", multiple=True,
-              type=click.Choice(["PENDING", "DISPATCHING", "RUNNING", "COMPLETED", "FAILED",
-                                 "CANCELLED"], case_sensitive=False),
-              help="Only runs in this status (repeatable).")
-@click.option("--tag", default="", help="Only runs with this tag.")
+@click.option("--status", "statuses", multiple=True, type=STATUS_CHOICE,
+              help="Only runs in this status (repeatable: in any of them).")
+@click.option("--tag", "tags", multiple=True,
+              help="Only runs with this tag (repeatable: with every one of them).")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1),
               help="Most runs to show (fetched in pages of up to 1000).")
-def ls(statuses: tuple[str, ...], tag: str, limit: int) -> None:
+def ls(statuses: tuple[str, ...], tags: tuple[str, ...], limit: int) -> None:
     """List runs, newest first."""
     wanted = [pb.RunStatus.Value("RUN_STATUS_" + s.upper()) for s in statuses]
     with client() as c:
         try:
-            runs, total = newest_runs(c, wanted, tag, limit)
+            runs, total = newest_runs(c, wanted, list(dict.fromkeys(tags)), limit)
         except TrainerError as err:
-            raise fail(err)
+            raise fail(err, c)
     now = time.time()
     click.echo(fmt.table(fmt.RUN_HEADERS, [fmt.run_row(r, now) for r in runs]))
-    if total > len(runs):
+    if total is None:
+        click.echo(f"({len(runs)} runs shown, there may be more; --limit for more)")
+    elif total > len(runs):
         click.echo(f"({len(runs)} of {total} runs; --limit for more)")
 
 
-def newest_runs(c: Client, statuses: list[int], tag: str,
-                limit: int) -> tuple[list[pb.RunRecord], int]:
-    """Up to ``limit`` runs, newest first, page by page; and how many match."""
+def newest_runs(c: Client, statuses: list[int], tags: list[str],
+                limit: int) -> tuple[list[pb.RunRecord], Optional[int]]:
+    """Up to ``limit`` runs, newest first, page by page; and how many match (None:
+    not known). The gateway filters by one tag: further tags are checked here, on
+    the pages of runs with the first one."""
     runs: list[pb.RunRecord] = []
     token, total = "", 0
+    rest = set(tags[1:])
     while len(runs) < limit:
-        page = c.list(statuses, tag, page_size=min(limit - len(runs), MAX_PAGE_SIZE),
+        page = c.list(statuses, tags[0] if tags else "",
+                      page_size=MAX_PAGE_SIZE if rest else min(limit - len(runs),
+                                                               MAX_PAGE_SIZE),
                       page_token=token)
-        runs.extend(page.runs)
+        runs.extend(r for r in page.runs if rest <= set(fmt.config_of(r).get("tags") or ()))
         total = page.total_size
         token = page.next_page_token
         if not token:
-            break
-    return runs[:limit], total
+            return runs[:limit], (len(runs) if rest else total)
+    return runs[:limit], (None if rest else total)
 
 
 @click.command("show")
@@ -148,7 +168,7 @@ def show(run_id: str) -> None:
             artifacts = c.artifacts(run_id)
             history = run_history(c, run)
         except TrainerError as err:
-            raise fail(err)
+            raise fail(err, c)
     cfg = fmt.config_of(run)
     step, budget, sps, ret = fmt.progress(run)
     lines = [
@@ -169,18 +189,19 @@ def show(run_id: str) -> None:
          if run.cancel_requested_by else "-"),
         ("digest", run.digest), ("last seq", run.last_seq),
     ]
-    for key, value in lines:
-        click.echo(f"{key:>16}  {value}")
+    for key, value in lines:  # each value on its line, control characters escaped
+        click.echo(f"{key:>16}  {fmt.clean(value)}")
     if run.message:
-        click.echo(f"{'message':>16}  " + run.message.replace("\n", "\n" + " " * 18))
+        click.echo(f"{'message':>16}  " + fmt.clean_block(run.message).replace(
+            "\n", "\n" + " " * 18))
     click.echo(f"\nartifacts ({len(artifacts)}):")
     for a in artifacts:
-        click.echo(f"  {a.kind:<11} {a.path}  {a.size:,} B")
+        click.echo(f"  {fmt.clean(a.kind):<11} {fmt.clean(a.path)}  {a.size:,} B")
     click.echo(f"\nhistory ({len(history)} events):")
     for ev in history:
         fields = {k: v for k, v in fmt.plain(ev.payload).items()
                   if k not in ("run_id", "config", "digest") and v not in ("", None, [], {})}
-        click.echo(f"  {ev.seq:>7}  {fmt.when(ev.recorded_at)}  {ev.type:<18} "
+        click.echo(f"  {ev.seq:>7}  {fmt.when(ev.recorded_at)}  {fmt.clean(ev.type):<18} "
                    f"{json.dumps(fields, default=str)}")
 
 
@@ -199,19 +220,28 @@ def run_history(c: Client, run: pb.RunRecord) -> list[pb.RunEvent]:
 
 @click.command("watch")
 @click.option("--interval", default=1.0, show_default=True, help="Seconds between refreshes.")
-@click.option("--status", "statuses", multiple=True, help="Only runs in this status.")
+@click.option("--status", "statuses", multiple=True, type=STATUS_CHOICE,
+              help="Only runs in this status (repeatable: in any of them).")
 def watch(interval: float, statuses: tuple[str, ...]) -> None:
     """A live table of runs (Ctrl-C to leave)."""
     wanted = [pb.RunStatus.Value("RUN_STATUS_" + s.upper()) for s in statuses]
+    page: Optional[pb.ListRunsResponse]
     with client() as c:
+        try:
+            page = c.list(wanted, page_size=40)  # the first: is there a gateway at all?
+        except TrainerError as err:
+            raise fail(err, c)
         try:
             while True:
                 try:
-                    page = c.list(wanted, page_size=40)
+                    if page is None:
+                        page = c.list(wanted, page_size=40)
                     body = fmt.table(fmt.RUN_HEADERS,
                                      [fmt.run_row(r, time.time()) for r in page.runs])
-                except TrainerError as err:
-                    body = f"gateway unavailable: {err.message} (retrying)"
+                except TrainerError as err:  # the gateway restarts: keep the table going
+                    body = (errors.not_reachable(c.address) if errors.unreachable(err)
+                            else fmt.clean(err.message)) + " (retrying)"
+                page = None
                 click.clear()
                 click.echo(f"trainer watch  {time.strftime('%H:%M:%S')}\n\n{body}")
                 time.sleep(interval)  # refresh period of the table
@@ -224,16 +254,22 @@ def watch(interval: float, statuses: tuple[str, ...]) -> None:
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the run has ended.")
 @click.option("--stderr", "use_stderr", is_flag=True, help="The run's stderr instead of stdout.")
 @click.option("--offset", default=0, show_default=True, help="Start at this byte offset.")
-def logs(run_id: str, follow: bool, use_stderr: bool, offset: int) -> None:
+@click.option("--raw", is_flag=True, help="The bytes as written, also on a terminal (where "
+              "control characters are otherwise shown escaped).")
+def logs(run_id: str, follow: bool, use_stderr: bool, offset: int, raw: bool) -> None:
     """Print a run's stdout (or stderr), from its log file in the run directory."""
     out = sys.stdout.buffer
+    escape = not raw and sys.stdout.isatty()
+    text = codecs.getincrementaldecoder("utf-8")(errors="backslashreplace")
     with client() as c:
         try:
+            c.get(run_id)  # an unknown run, or no gateway: say so now, not never
             for chunk in c.logs(run_id, "stderr" if use_stderr else "stdout", offset, follow):
-                out.write(chunk.data)
+                out.write(fmt.clean_block(text.decode(chunk.data)).encode()
+                          if escape else chunk.data)
                 out.flush()
         except TrainerError as err:
-            raise fail(err)
+            raise fail(err, c)
         except KeyboardInterrupt:
             pass
 
@@ -247,5 +283,5 @@ def cancel(run_id: str, reason: str) -> None:
         try:
             run = c.cancel(run_id, reason=reason, requested_by=os.environ.get("USER", "cli"))
         except TrainerError as err:
-            raise fail(err)
+            raise fail(err, c)
     click.echo(f"{run_id} {fmt.status_name(run.status)} (cancel requested)")

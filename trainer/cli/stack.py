@@ -11,8 +11,9 @@ from typing import Optional
 import click
 
 from core.settings import Settings
+from trainer.cli import errors
 from trainer.cli import format as fmt
-from trainer.client import Client, TrainerError
+from trainer.client import TrainerError
 from trainer.v1 import trainer_pb2 as pb
 
 SERVICES = ("bus", "registry", "dispatcher", "gateway")
@@ -21,7 +22,8 @@ CONF = os.path.join(REPO, "supervisor.conf")
 
 
 def settings() -> Settings:
-    return Settings.from_env(os.environ)
+    """The shared settings; a bad one: its message and exit 2 (as the services)."""
+    return errors.load_settings()
 
 
 def supervisor(program: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -40,12 +42,27 @@ def supervisord_pid(home: str) -> Optional[int]:
         return None
 
 
+LAST_PROBE_ERROR: list[TrainerError] = []  # why the last health_once got no answer
+
+
 def health_once() -> Optional[pb.GetHealthResponse]:
+    """GetHealth, as every command talks to the gateway (its address, token and TLS:
+    TRAINER_GATEWAY_TLS_CA, else the gateway's own TRAINER_GATEWAY_TLS_CERT)."""
+    LAST_PROBE_ERROR.clear()
     try:
-        with Client(timeout=2.0) as c:  # a new client: the token may just have been made
+        with errors.open_client(timeout=2.0) as c:  # new: the token may just have been made
             return c.health()
-    except TrainerError:
+    except TrainerError as err:
+        LAST_PROBE_ERROR.append(err)
         return None
+
+
+def probe_failure() -> str:
+    """Why the last probe failed, if the gateway answered it (a refused token, ...)."""
+    if not LAST_PROBE_ERROR or errors.unreachable(LAST_PROBE_ERROR[0]):
+        return ""
+    err = LAST_PROBE_ERROR[0]
+    return f" (it answered {err.code.name.lower()}: {fmt.clean(err.message)})"
 
 
 def not_alive(health: Optional[pb.GetHealthResponse]) -> list[str]:
@@ -92,8 +109,9 @@ def up(timeout: float) -> None:
     missing = not_alive(health)
     if missing:
         for name in missing:
-            click.echo(f"{name} is not up; its log: {os.path.join(home, 'logs', name + '.log')}",
-                       err=True)
+            why = probe_failure() if name == "gateway" else ""
+            click.echo(f"{name} is not up{why}; its log: "
+                       f"{os.path.join(home, 'logs', name + '.log')}", err=True)
         click.echo(supervisor("supervisorctl", "status").stdout, err=True)
         sys.exit(1)
     assert health is not None
@@ -124,7 +142,10 @@ def health() -> None:
     """Print each service's state, the GPU inventory and the event log's size."""
     result = health_once()
     if result is None:
-        raise click.ClickException("the gateway does not answer (is `trainer up` done?)")
+        err = LAST_PROBE_ERROR[0] if LAST_PROBE_ERROR else None
+        if err is not None and not errors.unreachable(err):
+            raise errors.fail(err, errors.gateway_address())
+        raise errors.CliError(errors.not_reachable(errors.gateway_address()))
     print_health(result)
     if not_alive(result):
         sys.exit(1)

@@ -9,9 +9,12 @@ from typing import Any
 
 import click
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from bus.codec import FrameError, decode_message
-from core.settings import Settings
+from trainer.cli import errors
+
+CONNECT_WAIT_S = 3.0  # how long tail waits for the bus to accept its connection
 
 
 def _plain(value: Any) -> Any:
@@ -24,6 +27,22 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def connect_within(sock: zmq.Socket, endpoint: str, timeout_s: float) -> bool:
+    """Connect ``sock`` to ``endpoint``; True once the broker has accepted the
+    connection, False if it has not within ``timeout_s`` (ZeroMQ itself would
+    retry silently for ever)."""
+    monitor = sock.get_monitor_socket(zmq.EVENT_CONNECTED)
+    try:
+        sock.connect(endpoint)
+        if monitor.poll(int(timeout_s * 1000)):
+            recv_monitor_message(monitor)
+            return True
+        return False
+    finally:
+        sock.disable_monitor()
+        monitor.close(linger=0)
+
+
 @click.command("tail")
 @click.argument("prefixes", nargs=-1, metavar="[PREFIX ...]")
 @click.option("--count", type=int, default=0, help="Stop after this many messages (0: never).")
@@ -31,16 +50,22 @@ def tail(prefixes: tuple[str, ...], count: int) -> None:
     """Subscribe to the bus and print every message as one JSON line:
     {"topic", "type", "source", "ts", "seq", "payload", ...}. PREFIXES select topics
     (for example `event.` or `hb.r0123456789ab`); none means everything."""
-    settings = Settings.from_env(os.environ)
+    endpoint = errors.load_settings().bus_sub
     ctx = zmq.Context()
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVHWM, 100_000)
-    sock.connect(settings.bus_sub)
-    for prefix in prefixes or ("",):
-        sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
     seen = 0
     try:
+        try:
+            connected = connect_within(sock, endpoint, CONNECT_WAIT_S)
+        except zmq.ZMQError as exc:
+            raise errors.bad_setting("TRAINER_BUS_SUB", f"{endpoint!r}: {exc}") from None
+        if not connected:
+            raise errors.CliError(f"the bus is not reachable at {endpoint}: "
+                                  f"{errors.START_HINT}")
+        for prefix in prefixes or ("",):
+            sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
         while not count or seen < count:
             frames = sock.recv_multipart()
             try:
