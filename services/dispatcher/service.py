@@ -359,6 +359,8 @@ class DispatcherService:
                 self.log.info("run.signal", run_id=run.run_id, signal=action.signal,
                               cause=action.plan.cause)
                 spawner.signal_group(run.pgid, _SIGNALS[action.signal])
+                if action.signal == "TERM":
+                    runwatch.record_kill(self, run, action.plan)
 
     def note_started(self, run: ActiveRun, now: float) -> None:
         runwatch.note_started(self, run, now)
@@ -370,6 +372,7 @@ class DispatcherService:
         action = begin_kill(run.watch, self.clock.monotonic(), "cancelled", "cancelled",
                             f"cancelled by {by}: {reason}", run.watch.cancel_grace_s)
         spawner.signal_group(run.pgid, _SIGNALS[action.signal])
+        runwatch.record_kill(self, run, action.plan)
         self.log.info("run.signal", run_id=run.run_id, signal="TERM", cause="cancelled")
 
     def finish(self, run: ActiveRun, outcome: dict[str, Any]) -> None:

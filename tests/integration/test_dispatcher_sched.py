@@ -4,8 +4,13 @@ inventory are refused."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
+from services.dispatcher.active import KILL_FILE
 from tests.conftest import Stack
-from tests.integration.dispatch_helpers import TERMINAL, run_of, submit, wait_status
+from tests.integration.dispatch_helpers import TERMINAL, run_dir, run_of, submit, wait_status
 from tests.helpers import wait_until
 
 
@@ -31,3 +36,25 @@ def test_a_run_needing_every_cpu_slot_is_not_starved_by_later_single_slot_runs(
     assert all(run["status"] == "COMPLETED" for run in runs.values()), runs
     assert runs[big]["started_at"] >= runs[holder]["finished_at"]
     assert runs[big]["started_at"] < min(runs[r]["started_at"] for r in small)
+
+
+def test_a_cancel_grace_is_not_restarted_by_a_dispatcher_restart(dstack: Stack) -> None:
+    """A worker deaf to SIGTERM, cancelled with a 4 s grace; the dispatcher is killed
+    (SIGKILL) after the SIGTERM and started again: the run is SIGKILLed 4 s after the
+    cancel (plus the sweep), not 4 s after the restart."""
+    grace = 4.0
+    run_id = submit(dstack, "test-ignore-term", cancel_grace_s=grace)
+    wait_status(dstack, run_id, {"RUNNING"}, timeout=20)
+    wait_until(lambda: os.path.exists(os.path.join(run_dir(dstack, run_id), "seen.json")), 20,
+               message="the worker to ignore SIGTERM")
+    cancelled = dstack.client().call("request_cancel", {"run_id": run_id, "reason": "r"})
+    cancelled_at = cancelled["run"]["updated_at"]  # the CancelRequested event's time
+    wait_until(lambda: os.path.exists(os.path.join(run_dir(dstack, run_id), KILL_FILE)), 10,
+               message="the SIGTERM to be recorded")
+    time.sleep(1.5)  # not a synchronisation: some of the grace passes before the restart
+    dstack.dispatcher.kill9()
+    dstack.start_dispatcher()
+    run = wait_status(dstack, run_id, TERMINAL, timeout=20)
+    assert run["status"] == "CANCELLED" and run["signal"] == signal.SIGKILL, run
+    took = run["finished_at"] - cancelled_at
+    assert took < grace + 1.0, f"ended {took:.1f}s after the cancel (grace {grace:g}s)"
