@@ -259,7 +259,8 @@ class DispatcherService:
             if decision.action == "start":
                 pending, gpus = self.pending.pop(run_id), list(decision.gpus)
                 calls.append(("claim_gpus", {"run_id": run_id, "gpu_uuids": gpus,
-                                             "claimed_by": SOURCE},
+                                             "claimed_by": SOURCE,
+                                             "inventory": self.inventory.uuids},
                               lambda reply, p=pending, gpus=gpus: self._claimed(reply, p, gpus)))
             elif decision.action == "never":
                 pending = self.pending.pop(run_id)
@@ -334,8 +335,9 @@ class DispatcherService:
         self.active[run_id] = active
         self.unstarted.add(run_id)
         try:
+            launch.check_gpus(gpus, self.inventory)
             path, argv, env = launch.prepare(self.settings, run, gpus)
-        except (launch.UnknownWorker, OSError) as exc:
+        except (launch.UnknownWorker, launch.GpuGone, OSError) as exc:
             self.finish(active, {"outcome": "failed", "cause": "spawn_error",
                                   "message": str(exc)})
             return

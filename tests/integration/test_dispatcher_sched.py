@@ -8,7 +8,12 @@ import os
 import signal
 import time
 
+import pytest
+
+from core.errors import ValidationError
 from services.dispatcher.active import KILL_FILE
+from services.dispatcher.forkserver import fork_server_of
+from services.dispatcher.spawner import process_start_time
 from tests.conftest import Stack
 from tests.integration.dispatch_helpers import TERMINAL, run_dir, run_of, submit, wait_status
 from tests.helpers import wait_until
@@ -58,3 +63,33 @@ def test_a_cancel_grace_is_not_restarted_by_a_dispatcher_restart(dstack: Stack) 
     assert run["status"] == "CANCELLED" and run["signal"] == signal.SIGKILL, run
     took = run["finished_at"] - cancelled_at
     assert took < grace + 1.0, f"ended {took:.1f}s after the cancel (grace {grace:g}s)"
+
+
+def test_a_claimed_gpu_gone_at_the_start_fails_the_run_and_unknown_gpus_are_refused(
+        dstack: Stack) -> None:
+    """The fork server held (SIGSTOP): a 2-GPU run is DISPATCHING, its worker not
+    started. A claim naming a GPU outside the dispatcher's inventory is refused. The
+    dispatcher (and its fork server) die, and it comes back with one fake GPU: the run
+    it starts again holds a GPU that is gone, and fails naming it."""
+    server = fork_server_of(dstack.dispatcher.pid)
+    assert server is not None
+    os.kill(server, signal.SIGSTOP)
+    try:
+        run_id = submit(dstack, "test-sleep", gpus=2)
+        wait_status(dstack, run_id, {"DISPATCHING"})
+        other = submit(dstack, "test-sleep", seed=1, gpus=1)
+        with pytest.raises(ValidationError) as err:
+            dstack.client().call("claim_gpus", {"run_id": other, "gpu_uuids": ["GPU-bogus"],
+                                                "claimed_by": "tool"})
+        assert "GPU 'GPU-bogus' is not in the GPU inventory (2 GPU(s)" in err.value.message
+        dstack.client().call("request_cancel", {"run_id": other})
+        dstack.dispatcher.kill9()
+    finally:
+        os.kill(server, signal.SIGKILL)
+    wait_until(lambda: process_start_time(server) is None, 10, message="the fork server gone")
+    dstack.dispatcher.env = {**dstack.env, "TRAINER_FAKE_GPUS": "1"}
+    dstack.start_dispatcher()
+    run = wait_status(dstack, run_id, TERMINAL, timeout=20)
+    assert run["status"] == "FAILED" and run["cause"] == "spawn_error", run
+    assert "GPU(s) GPU-fake-0001 claimed for the run are no longer in the GPU inventory" \
+        in run["message"], run["message"]
