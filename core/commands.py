@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional
+from typing import Callable, Collection, Mapping, Optional
 
 from core import events as ev
 from core.digest import canonical_json, check_depth, config_digest
@@ -30,9 +30,13 @@ class SubmitRun:
 
 @dataclass(frozen=True, slots=True)
 class ClaimGpus:
+    """``inventory``: every GPU of the claimer's machine, as it last read them (the
+    dispatcher sends its inventory with each claim); None: not given."""
+
     run_id: str
     gpu_uuids: tuple[str, ...]
     claimed_by: str
+    inventory: Optional[tuple[str, ...]] = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,12 +124,20 @@ def decide_submit(cmd: SubmitRun, config: RunConfig, new_run_id: str) -> list[ev
                             submitted_by=cmd.submitted_by)]
 
 
-def decide_claim(state: Optional[RunState], cmd: ClaimGpus,
-                 holders: Mapping[str, str]) -> list[ev.Event]:
-    """``holders`` maps each GPU uuid already claimed to the run holding it."""
+def decide_claim(state: Optional[RunState], cmd: ClaimGpus, holders: Mapping[str, str],
+                 inventory: Optional[Collection[str]] = None) -> list[ev.Event]:
+    """``holders`` maps each GPU uuid already claimed to the run holding it;
+    ``inventory``: the GPUs that exist (the claim's own, or the one the dispatcher
+    announced last), None if unknown: a GPU outside it is refused."""
     s = _require(state, cmd.run_id)
     if len(set(cmd.gpu_uuids)) != len(cmd.gpu_uuids):
         raise ValidationError("gpu_uuids", "names a GPU more than once")
+    if inventory is not None:
+        for uuid in cmd.gpu_uuids:
+            if uuid not in inventory:
+                have = ", ".join(sorted(inventory)[:8]) + (", ..." if len(inventory) > 8 else "")
+                raise ValidationError("gpu_uuids", f"GPU {uuid!r} is not in the GPU inventory "
+                                      f"({len(inventory)} GPU(s){': ' + have if have else ''})")
     if s.status is not RunStatus.PENDING:
         raise IllegalTransition(s.run_id, s.status.value, "GpusClaimed")
     for uuid in cmd.gpu_uuids:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from core.atomicfile import atomic_file
 from services.dispatcher.allocator import Pending
 from services.dispatcher.logfollow import RunLogs
 from services.dispatcher.spawner import EXIT_FILE, WORKER_FILE, read_json
-from services.dispatcher.supervision import Watch
+from services.dispatcher.supervision import KillPlan, Watch
+
+# The kill under way (a cancel, a limit, silence): why, and when SIGTERM went (wall
+# clock), so that a restarted dispatcher keeps the grace already running.
+KILL_FILE = "kill.json"
 
 
 @dataclass
@@ -53,6 +59,32 @@ class ActiveRun:
         if age > watch.startup_grace_s:
             watch.beat(now)
         return watch
+
+    def record_kill(self, plan: KillPlan, wall_now: float) -> Optional[str]:
+        """Store the kill begun now (SIGTERM sent at ``wall_now``, wall clock) in the
+        run folder; the OSError's text if it could not be written (the kill goes on)."""
+        record = {"outcome": plan.outcome, "cause": plan.cause, "message": plan.message,
+                  "term_at": wall_now, "grace_s": plan.grace_s}
+        try:
+            with atomic_file(os.path.join(self.run_dir, KILL_FILE), durable=False) as fh:
+                json.dump(record, fh)
+        except OSError as exc:
+            return str(exc)
+        return None
+
+    def recorded_kill(self, now: float, wall_now: float) -> Optional[KillPlan]:
+        """The kill an earlier dispatcher began, its grace counted from its SIGTERM:
+        wall-clock time converted once to our monotonic clock (``now``); a grace
+        already over is due at once. None if no kill was recorded."""
+        record = read_json(os.path.join(self.run_dir, KILL_FILE))
+        if record is None:
+            return None
+        try:
+            elapsed = max(0.0, wall_now - float(record["term_at"]))
+            return KillPlan(str(record["outcome"]), str(record["cause"]),
+                            str(record["message"]), now - elapsed, float(record["grace_s"]))
+        except (KeyError, TypeError, ValueError):
+            return None  # not ours (torn or edited): the kill starts again from now
 
 
 def pending_from_run(run: dict[str, Any]) -> Pending:

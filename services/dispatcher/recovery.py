@@ -80,6 +80,8 @@ def _resume(svc: DispatcherService, run: dict[str, Any]) -> str:
             spawner.process_start_time(int(worker["pid"])) == float(worker["start_time"]):
         active.pgid = int(worker["pgid"])
         active.watch = active.watch_from(worker, now, svc.clock.now())
+        # A kill begun before the restart goes on: its grace counts from its SIGTERM.
+        active.watch.kill = active.recorded_kill(now, svc.clock.now())
         svc.next_deadline = min(svc.next_deadline, deadline(active.watch))
         active.logs.skip_to_end()
         if active.recorded_started:

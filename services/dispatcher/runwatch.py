@@ -21,7 +21,7 @@ from services.dispatcher import spawner
 from services.dispatcher.active import ActiveRun
 from services.dispatcher.outcome import outcome_of
 from services.dispatcher.refusals import NOT_APPLIED
-from services.dispatcher.supervision import awaits_evidence, deadline
+from services.dispatcher.supervision import KillPlan, awaits_evidence, deadline
 
 if TYPE_CHECKING:
     from services.dispatcher.service import DispatcherService
@@ -47,6 +47,15 @@ def note_started(svc: "DispatcherService", run: ActiveRun, now: float) -> None:
         svc.next_deadline = min(svc.next_deadline, deadline(run.watch))
         if run.cancel is not None:
             svc.begin_cancel(run)
+
+
+def record_kill(svc: "DispatcherService", run: ActiveRun, plan: KillPlan) -> None:
+    """The kill just begun (SIGTERM sent), in the run folder: a restarted dispatcher
+    keeps its grace (recovery) instead of starting it again."""
+    error = run.record_kill(plan, svc.clock.now())
+    if error is not None:
+        svc.log.warning("run.kill_unrecorded", run_id=run.run_id, reason=error,
+                        hint="a dispatcher restart would give it its whole grace again")
 
 
 def _record_started(svc: "DispatcherService", run: ActiveRun, worker: dict[str, Any]) -> bool:

@@ -273,7 +273,8 @@ class DispatcherService:
             if decision.action == "start":
                 pending, gpus = self.pending.pop(run_id), list(decision.gpus)
                 calls.append(("claim_gpus", {"run_id": run_id, "gpu_uuids": gpus,
-                                             "claimed_by": SOURCE},
+                                             "claimed_by": SOURCE,
+                                             "inventory": self.inventory.uuids},
                               lambda reply, p=pending, gpus=gpus: self._claimed(reply, p, gpus)))
             elif decision.action == "never":
                 pending = self.pending.pop(run_id)
@@ -348,8 +349,9 @@ class DispatcherService:
         self.active[run_id] = active
         self.unstarted.add(run_id)
         try:
+            launch.check_gpus(gpus, self.inventory)
             path, argv, env = launch.prepare(self.settings, run, gpus)
-        except (launch.UnknownWorker, OSError) as exc:
+        except (launch.UnknownWorker, launch.GpuGone, OSError) as exc:
             self.finish(active, {"outcome": "failed", "cause": "spawn_error",
                                   "message": str(exc)})
             return
@@ -373,6 +375,8 @@ class DispatcherService:
                 self.log.info("run.signal", run_id=run.run_id, signal=action.signal,
                               cause=action.plan.cause)
                 spawner.signal_group(run.pgid, _SIGNALS[action.signal])
+                if action.signal == "TERM":
+                    runwatch.record_kill(self, run, action.plan)
 
     def note_started(self, run: ActiveRun, now: float) -> None:
         runwatch.note_started(self, run, now)
@@ -384,6 +388,7 @@ class DispatcherService:
         action = begin_kill(run.watch, self.clock.monotonic(), "cancelled", "cancelled",
                             f"cancelled by {by}: {reason}", run.watch.cancel_grace_s)
         spawner.signal_group(run.pgid, _SIGNALS[action.signal])
+        runwatch.record_kill(self, run, action.plan)
         self.log.info("run.signal", run_id=run.run_id, signal="TERM", cause="cancelled")
 
     def finish(self, run: ActiveRun, outcome: dict[str, Any]) -> None:

@@ -65,6 +65,9 @@ class Registry:
         self.known_worker = known_worker
         self.known_env = known_env
         self.started_at = clock.now()
+        # The GPUs that exist, as the dispatcher's last claim listed them (its inventory):
+        # a claim naming another GPU is refused. None until a claim has listed them.
+        self.gpu_inventory: frozenset[str] | None = None
         self.commands = {
             "submit": self._submit, "claim_gpus": self._claim, "record_waiting": self._waiting,
             "record_started": self._started, "record_adopted": self._adopted,
@@ -196,7 +199,14 @@ class Registry:
 
     def _claim(self, args: dict[str, Any], rid: str, src: str) -> tuple[Any, list[StoredEvent]]:
         return self._command(cmds.ClaimGpus, cmds.decide_claim, args, rid, src,
-                             lambda c: store.gpu_holders(self.conn, c.gpu_uuids))
+                             lambda c: store.gpu_holders(self.conn, c.gpu_uuids),
+                             self._inventory_of)
+
+    def _inventory_of(self, cmd: cmds.ClaimGpus) -> frozenset[str] | None:
+        """The claim's own inventory (then the one remembered), else the last one."""
+        if cmd.inventory is not None:
+            self.gpu_inventory = frozenset(cmd.inventory)
+        return self.gpu_inventory
 
     def _waiting(self, args: dict[str, Any], rid: str, src: str) -> tuple[Any, list[StoredEvent]]:
         return self._command(cmds.RecordWaiting, cmds.decide_waiting, args, rid, src)

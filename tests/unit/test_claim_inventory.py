@@ -1,0 +1,82 @@
+"""A claim naming a GPU that does not exist is refused; a GPU that vanished between
+the claim and the worker's start fails the run, naming it."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import pytest
+
+from core import commands as c
+from core import events as ev
+from core.errors import ValidationError
+from core.runstate import apply
+from services.dispatcher import launch
+from services.dispatcher.inventory import Inventory, fake_inventory
+from tests.unit.workload import open_registry
+
+G0, G1 = "GPU-fake-0000", "GPU-fake-0001"
+
+
+def pending():
+    return apply(None, ev.RunSubmitted("r1", "d", {"a": 1}, 0, "me"), 1, 1.0)
+
+
+@pytest.mark.parametrize("gpus, inventory, refused", [
+    ((G0,), (G0, G1), None),
+    ((G0, G1), (G0, G1), None),
+    ((), (), None),                         # a CPU-only run on a machine without GPUs
+    (("GPU-bogus",), None, None),           # no inventory known: not checked
+    (("GPU-bogus",), (G0, G1), "GPU 'GPU-bogus' is not in the GPU inventory (2 GPU(s): "),
+    ((G0, "GPU-x"), (G0,), "GPU 'GPU-x' is not in the GPU inventory"),
+    ((G0,), (), "GPU 'GPU-fake-0000' is not in the GPU inventory (0 GPU(s))"),
+])
+def test_a_claim_is_checked_against_the_inventory(
+        gpus: tuple[str, ...], inventory: Optional[tuple[str, ...]], refused: Optional[str]) -> None:
+    cmd = c.ClaimGpus("r1", gpus, "dispatcher")
+    if refused is None:
+        assert [e.TYPE for e in c.decide_claim(pending(), cmd, {}, inventory)] == ["GpusClaimed"]
+        return
+    with pytest.raises(ValidationError) as err:
+        c.decide_claim(pending(), cmd, {}, inventory)
+    assert err.value.code == "invalid_argument" and err.value.field == "gpu_uuids"
+    assert refused in err.value.message
+
+
+def test_the_registry_refuses_a_gpu_outside_the_inventory_the_dispatcher_sent(tmp_path) -> None:
+    """The dispatcher's claims carry its inventory; a later claim that names another
+    GPU (a tool's, without an inventory of its own) is refused, naming it."""
+    conn, registry, _ = open_registry(str(tmp_path / "events.db"))
+    ids = [registry.handle("submit", {"config": {"seed": i, "resources": {"gpus": 1}}},
+                           f"s{i}", "test").reply["result"]["run"]["run_id"] for i in range(3)]
+    ok = registry.handle("claim_gpus", {"run_id": ids[0], "gpu_uuids": [G0],
+                                        "claimed_by": "dispatcher", "inventory": [G0, G1]},
+                         "c0", "dispatcher").reply
+    assert ok["ok"], ok
+    bad = registry.handle("claim_gpus", {"run_id": ids[1], "gpu_uuids": ["GPU-bogus"],
+                                         "claimed_by": "tool"}, "c1", "tool").reply
+    assert not bad["ok"] and bad["error"]["code"] == "invalid_argument", bad
+    assert "GPU 'GPU-bogus' is not in the GPU inventory" in bad["error"]["message"]
+    assert registry.handle("claim_gpus", {"run_id": ids[2], "gpu_uuids": [G1],
+                                          "claimed_by": "tool"}, "c2", "tool").reply["ok"]
+    conn.close()
+
+
+@pytest.mark.parametrize("gpus, inventory, gone", [
+    ([G0, G1], fake_inventory(2), None),
+    ([], fake_inventory(0), None),
+    ([G0, G1], fake_inventory(1), G1),
+    ([G0], dataclasses.replace(fake_inventory(1), source="nvml",
+                               gpus=[dataclasses.replace(fake_inventory(1).gpus[0],
+                                                         uuid="GPU-other")]), G0),
+    ([G0], Inventory(source="none", error="NVML query failed"), None),  # nothing read
+])
+def test_a_gpu_gone_from_the_inventory_stops_the_start(
+        gpus: list[str], inventory: Inventory, gone: Optional[str]) -> None:
+    if gone is None:
+        launch.check_gpus(gpus, inventory)
+        return
+    with pytest.raises(launch.GpuGone, match=f"GPU\\(s\\) {gone} claimed for the run are no "
+                                             "longer in the GPU inventory"):
+        launch.check_gpus(gpus, inventory)
