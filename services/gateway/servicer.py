@@ -11,13 +11,12 @@ from collections import Counter
 from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import grpc
-from google.protobuf import json_format
 
 from bus.logs import ServiceLogger
-from core.digest import canonical_json, whole_floats_as_ints
 from services.gateway.buslisten import Telemetry
 from services.gateway.calls import Registry
-from services.gateway.config import MAX_CONFIG_BYTES, GatewayConfig
+from services.gateway.config import GatewayConfig
+from services.gateway.configcheck import config_of
 from services.gateway.errors import CallError, abort, exhausted, invalid
 from services.gateway.health import Health
 from services.gateway.logs import LogFiles, check_run_id
@@ -102,7 +101,7 @@ class Servicer:
     @unary
     async def SubmitRun(self, request: pb.SubmitRunRequest,
                         context: grpc.aio.ServicerContext) -> pb.SubmitRunResponse:
-        config = _config(request)
+        config = config_of(request)
         args: dict[str, Any] = {"config": config,
                                 "submitted_by": _text(request.submitted_by or "grpc",
                                                       "submitted_by", 200)}
@@ -222,32 +221,6 @@ class Servicer:
 
 
 # --- request checks ------------------------------------------------------------------
-
-def _config(request: pb.SubmitRunRequest) -> dict[str, Any]:
-    which = request.WhichOneof("config_source")
-    if which == "config_json":
-        if len(request.config_json.encode()) > 4 * MAX_CONFIG_BYTES:
-            raise exhausted("config_json", f"is larger than {MAX_CONFIG_BYTES} bytes")
-        try:
-            config = json.loads(request.config_json)
-        except ValueError as exc:
-            raise invalid("config_json", f"is not valid JSON: {exc}") from None
-        if not isinstance(config, dict):
-            raise invalid("config_json", "must be a JSON object")
-    elif which == "config":
-        # Struct numbers are doubles: whole ones become ints (seed, steps, ...)
-        config = whole_floats_as_ints(json_format.MessageToDict(request.config))[0]
-    else:
-        raise invalid("config", "is required (config or config_json)")
-    try:
-        size = len(canonical_json(config).encode())
-    except ValueError as exc:
-        raise invalid("config", f"must be plain JSON data ({exc})") from None
-    if size > MAX_CONFIG_BYTES:
-        raise exhausted("config", f"is {size} bytes; the limit is {MAX_CONFIG_BYTES} bytes "
-                        "(canonical JSON)")
-    return config
-
 
 def _text(value: str, field: str, limit: int) -> str:
     if len(value) > limit:
