@@ -182,6 +182,7 @@ class GatewayService:
         finally:
             ticker.cancel()
             await health_servicer.enter_graceful_shutdown()
+            await self.servicer.end_streams()
             await server.stop(GRACE_S)
             self.registry.close_loop_client()  # on the loop that owns its socket
 
