@@ -113,3 +113,24 @@ def test_reflection_v1_and_v1alpha(gateway: Gateway, version: str) -> None:
     assert v1.package == "grpc.reflection.v1"
     assert {m.name for m in v1.message_type} >= {"ServerReflectionRequest",
                                                  "ServerReflectionResponse"}
+
+
+def test_documented_edges_request_id_reuse_and_log_offsets(gateway: Gateway) -> None:
+    """docs/API.md: a request_id reused with another config answers the first run;
+    StreamLogs: a negative offset is INVALID_ARGUMENT, one past the end reads nothing."""
+    c = gateway.client()
+    first = c.submit({**CONFIG, "seed": 41}, request_id="same")
+    other = c.submit({**CONFIG, "seed": 42}, request_id="same")
+    assert first.created and other.created  # the first answer, as it was
+    assert other.run.run_id == first.run.run_id and c.list().total_size == 1
+    run_id = first.run.run_id
+    stub = gateway.stub()
+    with pytest.raises(grpc.RpcError) as negative:
+        list(stub.StreamLogs(pb.StreamLogsRequest(run_id=run_id, offset=-1),
+                             metadata=gateway.auth, timeout=10))
+    assert TrainerError.from_rpc(negative.value).field == "offset"
+    past = pb.StreamLogsRequest(run_id=run_id, offset=10**9)
+    assert list(stub.StreamLogs(past, metadata=gateway.auth, timeout=10)) == []
+    c.cancel(run_id)
+    ended = list(stub.StreamLogs(past, metadata=gateway.auth, timeout=10))
+    assert [(m.offset, m.data, m.eof) for m in ended] == [(10**9, b"", True)]
