@@ -73,3 +73,42 @@ def test_a_restart_ends_every_stream_unavailable(stack: Stack, how: str) -> None
         assert "Traceback" not in gw.log()
     finally:
         gw.close()
+
+
+def test_a_retrying_watch_flows_again_soon_after_a_restart(stack: Stack) -> None:
+    """SIGTERM with watches open exits at once (it waited out grpc's 1 s grace), and
+    Client.watch reaches the new gateway soon after it listens (grpc's default
+    reconnect backoff, 1 s then x1.6, and the watch's 2 s cap made it seconds)."""
+    import time
+    from trainer.client import Client, TrainerError
+    gw = Gateway(stack, {"TRAINER_GATEWAY_WATCH_KEEPALIVE": "30"})
+    try:
+        gw.start()
+        c = Client(gw.addr, gw.token)
+        gw.clients.append(c)
+        got: list[float] = []
+        def read() -> None:
+            try:
+                for _ in c.watch():
+                    got.append(time.monotonic())
+            except TrainerError as exc:   # CANCELLED once the test closes the client
+                assert exc.code == grpc.StatusCode.CANCELLED, exc
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        wait_until(lambda: got, 10, message="the first watch message")
+        for _ in range(2):
+            before = len(got)
+            mark = len(gw.log())
+            t0 = time.monotonic()
+            assert gw.proc.stop() == 0
+            stopped = time.monotonic() - t0
+            assert stopped < 1.0, f"SIGTERM took {stopped:.2f} s with a watch open"
+            gw.proc.start()
+            wait_until(lambda: '"gateway.listening"' in gw.log()[mark:], 20, interval=0.005)
+            listening = time.monotonic()
+            wait_until(lambda: len(got) > before, 10, interval=0.005,
+                       message="the retrying watch to flow again")
+            lag = got[before] - listening
+            assert lag < 1.0, f"the watch flowed {lag:.2f} s after the gateway listened"
+    finally:
+        gw.close()
