@@ -23,7 +23,7 @@ import zmq
 
 from bus.codec import Envelope, FrameError, FrameMalformed, MessageType, decode, encode
 from core.clock import Clock, SystemClock
-from core.errors import OrchestratorError
+from core.errors import OrchestratorError, ValidationError
 from core.ids import new_request_id
 
 DEFAULT_TIMEOUT_S = 5.0
@@ -228,19 +228,18 @@ class RpcServer:
         except FrameError as exc:
             exc.details["sender"] = identity.hex()
             return exc
-        method = env.payload.get("method")
-        args = env.payload.get("args", {})
         if env.type != MessageType.REQUEST.value or not env.id:
             return _bad(identity, "not a Request envelope with an id")
+        method = env.payload.get("method")
+        args = env.payload.get("args")
+        args = {} if args is None else args   # nil args: absent (no arguments)
         expires = env.payload.get("expires_at")
-        if not isinstance(method, str) or not isinstance(args, dict) or not (
-                expires is None or (isinstance(expires, (int, float))
-                                    and not isinstance(expires, bool)
-                                    and math.isfinite(expires))):
-            bad = _bad(identity, "payload needs method (str), args (map) and, if any, "
-                                 "expires_at (a finite number)")
-            self.reply(identity, env.id, error(bad))
-            return bad
+        refused = _payload_error(method, args, expires)
+        if refused is not None:
+            # Answered (docs/BUS.md: invalid_argument naming the field), and still
+            # counted and logged once as a bad frame.
+            self.reply(identity, env.id, error(refused))
+            return _bad(identity, refused.message)
         return Request(identity, env.id, method, args, env.source,
                        None if expires is None else float(expires))
 
@@ -261,6 +260,17 @@ def ok(result: Any) -> dict[str, Any]:
 
 def error(err: OrchestratorError) -> dict[str, Any]:
     return {"ok": False, "error": err.to_dict()}
+
+
+def _payload_error(method: Any, args: Any, expires: Any) -> ValidationError | None:
+    if not isinstance(method, str) or not method:
+        return ValidationError("method", "is required: the name of the method (a string)")
+    if not isinstance(args, dict):
+        return ValidationError("args", f"must be a map (or absent), not {type(args).__name__}")
+    if not (expires is None or (isinstance(expires, (int, float))
+                                and not isinstance(expires, bool) and math.isfinite(expires))):
+        return ValidationError("expires_at", "must be a finite number (unix time) if given")
+    return None
 
 
 def _bad(identity: bytes, reason: str) -> FrameError:

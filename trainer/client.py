@@ -25,6 +25,14 @@ from trainer.v1 import trainer_pb2 as pb
 from trainer.v1 import trainer_pb2_grpc as pb_grpc
 
 DEFAULT_ADDR = "127.0.0.1:50055"
+# A channel whose server went away retries its connection after grpc's reconnect
+# backoff (default 1 s, then x1.6 up to 120 s), failing calls at once meanwhile: a
+# restarted gateway would be reached seconds after it is back (docs/API.md,
+# "Reconnecting"). The watch loop's own retry backoff is capped at WATCH_MAX_BACKOFF.
+CHANNEL_OPTIONS = (("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                   ("grpc.initial_reconnect_backoff_ms", 100),
+                   ("grpc.max_reconnect_backoff_ms", 500))
+WATCH_MAX_BACKOFF = 0.5
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED})
 MAX_PAGE_SIZE = 1000                  # ListRuns page_size at most
 PIN_TIMEOUT_S = 5.0                   # GetHealth that pins a live watch's start
@@ -168,7 +176,7 @@ class Client:
         token = token if token is not None else default_token()
         self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.timeout = timeout
-        opts = [("grpc.max_receive_message_length", 64 * 1024 * 1024), *options]
+        opts = [*CHANNEL_OPTIONS, *options]
         creds = _credentials(tls_ca)
         self.channel = grpc.secure_channel(self.address, creds, opts) if creds else \
             grpc.insecure_channel(self.address, opts)
@@ -239,7 +247,7 @@ class Client:
             run_id=run_id, offset=offset, limit=limit, keys=list(keys)))
 
     def watch(self, run_ids: Iterable[str] = (), since_seq: Optional[int] = None,
-              snapshot: bool = False, *, resume: bool = True, max_backoff: float = 2.0,
+              snapshot: bool = False, *, resume: bool = True, max_backoff: float = WATCH_MAX_BACKOFF,
               give_up_after: Optional[float] = None) -> Iterator[pb.WatchRunsResponse]:
         """Watch messages for ever; on a lost connection, reconnect from the last
         ``seq`` received: nothing is lost or repeated (docs/API.md, WatchRuns). A
@@ -307,7 +315,7 @@ class AsyncClient:
         token = token if token is not None else default_token()
         self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.timeout = timeout
-        opts = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+        opts = list(CHANNEL_OPTIONS)
         creds = _credentials(tls_ca)
         self.channel = grpc.aio.secure_channel(self.address, creds, opts) if creds else \
             grpc.aio.insecure_channel(self.address, opts)
@@ -361,7 +369,7 @@ class AsyncClient:
 
     async def watch(self, run_ids: Iterable[str] = (), since_seq: Optional[int] = None,
                     snapshot: bool = False, *, resume: bool = True,
-                    max_backoff: float = 2.0) -> AsyncIterator[pb.WatchRunsResponse]:
+                    max_backoff: float = WATCH_MAX_BACKOFF) -> AsyncIterator[pb.WatchRunsResponse]:
         """As Client.watch."""
         import asyncio
         state = _Resume(run_ids, since_seq, snapshot)

@@ -61,6 +61,11 @@ def exhausted(field: str, reason: str) -> CallError:
                      "resource_exhausted", field, reason)
 
 
+def restarting() -> CallError:
+    return CallError(grpc.StatusCode.UNAVAILABLE, "the gateway is shutting down or "
+                     "restarting (retry; a watch resumes with since_seq)", "unavailable")
+
+
 def from_registry(err: OrchestratorError) -> CallError:
     code = CODES.get(err.code, grpc.StatusCode.INTERNAL)
     details: dict[str, Any] = err.details or {}

@@ -13,14 +13,15 @@ import grpc
 import zmq
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
 
 from bus.logs import ServiceLogger
 from core.settings import Settings
+from services.gateway import reflection
 from services.gateway.auth import TokenInterceptor
 from services.gateway.buslisten import BusListener, Item, Telemetry
 from services.gateway.calls import Registry
 from services.gateway.config import GatewayConfig
+from services.gateway.decoding import DecodeInterceptor
 from services.gateway.health import Health
 from services.gateway.logs import LogFiles
 from services.gateway.mapping import Mapper
@@ -158,7 +159,7 @@ class GatewayService:
         self.servicer = Servicer(self.cfg, self.registry, self.hub, self.telemetry,
                                  self.mapper, logs, health, self.log)
         server = grpc.aio.server(
-            interceptors=[TokenInterceptor(self.token, self._on_refused)],
+            interceptors=[TokenInterceptor(self.token, self._on_refused), DecodeInterceptor()],
             options=[("grpc.max_receive_message_length", self.cfg.max_message),
                      ("grpc.max_send_message_length", 16 * 1024 * 1024),
                      ("grpc.so_reuseport", 0),
@@ -168,9 +169,8 @@ class GatewayService:
         ticker = asyncio.create_task(self.hub.keepalive(self.cfg.watch_keepalive))
         health_servicer = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        names = (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                 reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(names, server)
+        reflection.enable((SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name),
+                          server)
         if self.cfg.tls:
             creds = grpc.ssl_server_credentials([(_read(self.cfg.tls_key),
                                                   _read(self.cfg.tls_cert))])
@@ -187,6 +187,7 @@ class GatewayService:
         finally:
             ticker.cancel()
             await health_servicer.enter_graceful_shutdown()
+            await self.servicer.end_streams()
             await server.stop(GRACE_S)
             self.registry.close_loop_client()  # on the loop that owns its socket
 

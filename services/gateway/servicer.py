@@ -3,6 +3,7 @@ or the hub) and translates the answer. No business logic: the registry decides."
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import functools
@@ -11,14 +12,13 @@ from collections import Counter
 from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import grpc
-from google.protobuf import json_format
 
 from bus.logs import ServiceLogger
-from core.digest import canonical_json, whole_floats_as_ints
 from services.gateway.buslisten import Telemetry
 from services.gateway.calls import Registry
-from services.gateway.config import MAX_CONFIG_BYTES, GatewayConfig
-from services.gateway.errors import CallError, abort, exhausted, invalid
+from services.gateway.config import GatewayConfig
+from services.gateway.configcheck import config_of
+from services.gateway.errors import CallError, abort, exhausted, invalid, restarting
 from services.gateway.health import Health
 from services.gateway.logs import LogFiles, check_run_id
 from services.gateway.mapping import Mapper, struct, timestamp
@@ -60,16 +60,27 @@ def streaming(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncItera
     async def call(self: "Servicer", request: Any,
                    context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         self.calls[fn.__name__] += 1
+        task = asyncio.current_task()
         try:
+            if self.stopping:
+                raise restarting()
             if self.streams >= self.cfg.max_watchers:
                 raise exhausted("streams", f"the gateway serves at most "
                                 f"{self.cfg.max_watchers} streams at once")
             self.streams += 1
+            if task is not None:
+                self.open_streams[task] = context
             try:
                 async for msg in fn(self, request, context):
                     yield msg
             finally:
                 self.streams -= 1
+                if task is not None:
+                    self.open_streams.pop(task, None)
+        except asyncio.CancelledError:
+            if not self.stopping:
+                raise
+            return  # end_streams has told the client UNAVAILABLE already
         except CallError as exc:
             await abort(context, exc)
         except grpc.aio.AbortError:
@@ -95,6 +106,24 @@ class Servicer:
         self.log = log
         self.calls: Counter[str] = Counter()
         self.streams = 0
+        self.stopping = False
+        self.open_streams: dict[asyncio.Task[Any], grpc.aio.ServicerContext] = {}
+
+    async def end_streams(self) -> None:
+        """At shutdown (SIGTERM): end every open stream with UNAVAILABLE (retry; a
+        watch resumes by seq), before grpc's server.stop would cancel them with no
+        status of ours (and a CancelledError traceback in the log)."""
+        self.stopping = True
+        for task, context in list(self.open_streams.items()):
+            err = restarting()
+            try:
+                await context.abort(err.code, err.message, err.metadata())
+            except grpc.aio.AbortError:
+                pass
+            except Exception as exc:  # noqa: BLE001 - the call ended meanwhile
+                self.log.debug("stream.end_failed", error=repr(exc))
+            task.cancel()
+        self.open_streams.clear()
 
     def record(self, view: dict[str, Any]) -> pb.RunRecord:
         return self.mapper.run_record(view, self.telemetry.last_heartbeat(view["run_id"]))
@@ -102,7 +131,7 @@ class Servicer:
     @unary
     async def SubmitRun(self, request: pb.SubmitRunRequest,
                         context: grpc.aio.ServicerContext) -> pb.SubmitRunResponse:
-        config = _config(request)
+        config = config_of(request)
         args: dict[str, Any] = {"config": config,
                                 "submitted_by": _text(request.submitted_by or "grpc",
                                                       "submitted_by", 200)}
@@ -222,32 +251,6 @@ class Servicer:
 
 
 # --- request checks ------------------------------------------------------------------
-
-def _config(request: pb.SubmitRunRequest) -> dict[str, Any]:
-    which = request.WhichOneof("config_source")
-    if which == "config_json":
-        if len(request.config_json.encode()) > 4 * MAX_CONFIG_BYTES:
-            raise exhausted("config_json", f"is larger than {MAX_CONFIG_BYTES} bytes")
-        try:
-            config = json.loads(request.config_json)
-        except ValueError as exc:
-            raise invalid("config_json", f"is not valid JSON: {exc}") from None
-        if not isinstance(config, dict):
-            raise invalid("config_json", "must be a JSON object")
-    elif which == "config":
-        # Struct numbers are doubles: whole ones become ints (seed, steps, ...)
-        config = whole_floats_as_ints(json_format.MessageToDict(request.config))[0]
-    else:
-        raise invalid("config", "is required (config or config_json)")
-    try:
-        size = len(canonical_json(config).encode())
-    except ValueError as exc:
-        raise invalid("config", f"must be plain JSON data ({exc})") from None
-    if size > MAX_CONFIG_BYTES:
-        raise exhausted("config", f"is {size} bytes; the limit is {MAX_CONFIG_BYTES} bytes "
-                        "(canonical JSON)")
-    return config
-
 
 def _text(value: str, field: str, limit: int) -> str:
     if len(value) > limit:

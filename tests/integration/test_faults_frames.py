@@ -79,6 +79,35 @@ def _registry_status(sub: Any, predicate: Any) -> Any:
 
 
 @pytest.mark.timeout(60)
+def test_request_payloads_nil_args_is_absent_and_bad_fields_are_named(stack: Stack) -> None:
+    """docs/BUS.md: ``args`` may be omitted (nil too); a bad ``method``/``args``/
+    ``expires_at`` is answered invalid_argument naming the field, never bad_frame."""
+    d = stack.socket(zmq.DEALER)
+    d.connect(stack.settings.registry)
+    cases = [({"method": "ping", "args": None}, None),
+             ({"method": "ping"}, None),
+             ({"args": {}}, "method"),
+             ({"method": None, "args": {}}, "method"),
+             ({"method": 5, "args": {}}, "method"),
+             ({"method": "", "args": {}}, "method"),
+             ({"method": "ping", "args": [1]}, "args"),
+             ({"method": "ping", "args": {}, "expires_at": "soon"}, "expires_at")]
+    for i, (payload, field) in enumerate(cases):
+        d.send(msgpack.packb({"v": 1, "type": "Request", "source": "t", "ts": 1.0,
+                              "id": f"p{i}", "payload": payload}, use_bin_type=True))
+        assert d.poll(10_000), f"no reply to {payload}"
+        reply = decode(d.recv())
+        assert reply.id == f"p{i}"
+        if field is None:
+            assert reply.payload["ok"] is True and reply.payload["result"]["head_seq"] == 0
+        else:
+            err = reply.payload["error"]
+            assert (err["code"], err["details"]["field"]) == ("invalid_argument", field), err
+            assert err["message"].startswith(field + ":")
+    assert stack.registry.alive()
+
+
+@pytest.mark.timeout(60)
 def test_registry_survives_malformed_requests_and_logs_each_kind_once(stack: Stack) -> None:
     c = stack.client()
     c.call("submit", {"config": CONFIG})
@@ -101,7 +130,7 @@ def test_registry_survives_malformed_requests_and_logs_each_kind_once(stack: Sta
     assert reply.payload["ok"] is True
     # A bad request that carries an id is answered with the error (not left to time out).
     assert [(r.id, r.payload["ok"], r.payload["error"]["code"]) for r in others] == \
-        [("x3", False, "bad_frame")]
+        [("x3", False, "invalid_argument")]
     assert reply.payload["result"]["head_seq"] == 1
     assert stack.registry.alive()
 

@@ -21,7 +21,7 @@ from core.digest import canonical_json
 from core.errors import ValidationError
 from core.projection import run_view
 from core.runstate import RunStatus, apply
-from services.gateway import auth, servicer
+from services.gateway import auth, configcheck, servicer
 from services.gateway.buslisten import Item, make_item
 from services.gateway.config import GatewayConfig, is_loopback
 from services.gateway.errors import CallError
@@ -210,16 +210,25 @@ def test_a_full_inbox_switches_only_that_watcher_to_catch_up(log_lines: io.Strin
 def test_config_checks() -> None:
     req = pb.SubmitRunRequest()
     req.config.update({"seed": 3, "hyperparameters": {"lr": 0.5, "layers": [64.0, 64]}})
-    assert servicer._config(req) == {"seed": 3, "hyperparameters": {"lr": 0.5,
+    assert configcheck.config_of(req) == {"seed": 3, "hyperparameters": {"lr": 0.5,
                                                                     "layers": [64, 64]}}
     with pytest.raises(CallError) as missing:
-        servicer._config(pb.SubmitRunRequest())
+        configcheck.config_of(pb.SubmitRunRequest())
     assert missing.value.field == "config"
     big = pb.SubmitRunRequest(config_json=json.dumps({"name": "x" * 70_000}))
     with pytest.raises(CallError) as too_big:
-        servicer._config(big)
+        configcheck.config_of(big)
     assert too_big.value.code.name == "RESOURCE_EXHAUSTED"
     assert len(canonical_json({"name": "x" * 65_000}).encode()) > 65_000
+    nan = pb.SubmitRunRequest()
+    nan.config.update({"hyperparameters": {"a": [{"b": float("nan")}]}})
+    for bad, field in ((nan, "hyperparameters.a[0].b"),
+                       (pb.SubmitRunRequest(config_json='{"seed": 18446744073709551616}'),
+                        "seed"),
+                       (pb.SubmitRunRequest(config_json='{"x": [-Infinity]}'), "x[0]")):
+        with pytest.raises(CallError) as refused:
+            configcheck.config_of(bad)
+        assert (refused.value.code.name, refused.value.field) == ("INVALID_ARGUMENT", field)
     assert servicer._decode_token(servicer._encode_token(42)) == 42
     for bad in ("x", servicer._encode_token(0), "djI6NQ"):
         with pytest.raises(CallError):
