@@ -61,10 +61,12 @@ class Difference:
 
 
 def _rows(conn: sqlite3.Connection, table: str) -> Iterator[tuple[str, str]]:
-    """(primary key, exact text of the row) in primary-key order; quote() keeps types."""
-    cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
-    pk = TABLES[table][1]  # the row's identity (runs: run_id, not its rowid)
-    row_sql = " || '|' || ".join(f"quote({c})" for c in cols)
+    """(primary key, exact text of the row) in primary-key order; quote() keeps types.
+    A column the database lacks (a log not yet migrated: written before the column
+    existed, so it cannot hold a value there) reads as NULL."""
+    have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+    cols, pk = TABLES[table]  # pk: the row's identity (runs: run_id, not its rowid)
+    row_sql = " || '|' || ".join(f"quote({c})" if c in have else "'NULL'" for c in cols)
     key_sql = " || '|' || ".join(f"quote({c})" for c in pk)
     yield from conn.execute(f"SELECT {key_sql}, {row_sql} FROM {table} ORDER BY "
                             f"{', '.join(pk)}")

@@ -23,6 +23,7 @@ from services.dispatcher.active import ActiveRun
 from services.dispatcher.outcome import MAX_RESULT_BYTES, run_result
 from services.gateway.mapping import Mapper, heartbeat_message
 from services.registry.rebuild import first_difference, rebuild
+from services.registry.audit import verify
 from tests.unit.workload import open_registry
 
 
@@ -141,3 +142,19 @@ def test_the_gateway_shows_the_recorded_result_without_a_live_heartbeat() -> Non
     assert mapper.run_record({**view, "status": "RUNNING"}, live).last_heartbeat == live
     assert not mapper.run_record({**view, "result": {}}).HasField("last_heartbeat")
     assert RunStatus.COMPLETED.terminal
+
+
+def test_verify_passes_on_a_log_written_before_the_result_column(tmp_path: Any) -> None:
+    """`trainer replay --verify` on an events.db the old code wrote (no runs.result,
+    not migrated yet: verify opens it read-only) compares it to a current rebuild."""
+    path = str(tmp_path / "events.db")
+    conn, registry, _ = open_registry(path)
+    for i in range(3):  # what the old code could write: ends without a result
+        run_id = registry.handle("submit", {"config": {"env": "CartPole-v1", "seed": i}},
+                                 f"s{i}", "t").reply["result"]["run"]["run_id"]
+        assert registry.handle("request_cancel", {"run_id": run_id}, f"c{i}", "t").reply["ok"]
+    conn.execute("ALTER TABLE runs DROP COLUMN result")  # as migration 006 found it
+    conn.execute("DELETE FROM _migrations WHERE name = '006_run_result'")
+    conn.close()
+    ok, message = verify(path)
+    assert ok, message
