@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Collection, Mapping, Optional
 
 from core import events as ev
+from core import runresult
 from core.digest import canonical_json, check_depth, config_digest
 from core.errors import IllegalTransition, NotFound, ResourceBusy, ValidationError
 from core.runconfig import RunConfig, control_character
@@ -79,6 +80,7 @@ class FinishRun:
     message: str = ""
     requested_by: str = ""
     reason: str = ""
+    result: dict = field(default_factory=dict)  # core.runresult: steps, metrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,11 +191,12 @@ def decide_cancel(state: Optional[RunState], cmd: RequestCancel) -> list[ev.Even
 def decide_finish(state: Optional[RunState], cmd: FinishRun) -> list[ev.Event]:
     """The terminal event, and the release of the run's GPU slots with it."""
     s = _require(state, cmd.run_id)
+    result = runresult.check(cmd.result)
     terminal: ev.Event
     if cmd.outcome == "completed":
         if cmd.exit_code not in (None, 0):
             raise ValidationError("exit_code", "a completed run exits with 0")
-        terminal = ev.RunCompleted(run_id=s.run_id, exit_code=0)
+        terminal = ev.RunCompleted(run_id=s.run_id, exit_code=0, result=result)
     elif cmd.outcome == "failed":
         try:
             cause = ev.TerminalCause(cmd.cause)
@@ -202,12 +205,13 @@ def decide_finish(state: Optional[RunState], cmd: FinishRun) -> list[ev.Event]:
         if cause in (ev.TerminalCause.COMPLETED, ev.TerminalCause.CANCELLED):
             raise ValidationError("cause", f"{cause.value} is not a failure cause")
         terminal = ev.RunFailed(run_id=s.run_id, cause=cause.value, exit_code=cmd.exit_code,
-                                signal=cmd.signal, message=cmd.message)
+                                signal=cmd.signal, message=cmd.message, result=result)
     elif cmd.outcome == "cancelled":
         terminal = ev.RunCancelled(run_id=s.run_id,
                                    requested_by=cmd.requested_by or s.cancel_requested_by,
                                    reason=cmd.reason or s.cancel_reason,
-                                   exit_code=cmd.exit_code, signal=cmd.signal)
+                                   exit_code=cmd.exit_code, signal=cmd.signal,
+                                   result=result)
     else:
         raise ValidationError("outcome", "must be completed, failed or cancelled")
     if s.status.terminal:

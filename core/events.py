@@ -110,34 +110,41 @@ class CancelRequested(Event):
 
 @dataclass(frozen=True, slots=True)
 class RunCompleted(Event):
-    """The worker exited 0. Fields: run_id, exit_code (always 0)."""
+    """The worker exited 0. Fields: run_id, exit_code (always 0), result (the run's
+    recorded result, core.runresult: final steps, total steps, the worker's numeric
+    metrics; empty when none was known; absent in logs written before it existed)."""
 
     TYPE: ClassVar[str] = "RunCompleted"
     exit_code: int
+    result: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class RunFailed(Event):
     """The run ended badly. Fields: run_id, cause (a TerminalCause value), exit_code
-    (or None), signal (or None), message (for instance the last lines of stderr)."""
+    (or None), signal (or None), message (for instance the last lines of stderr),
+    result (as for RunCompleted)."""
 
     TYPE: ClassVar[str] = "RunFailed"
     cause: str
     exit_code: typing.Optional[int]
     signal: typing.Optional[int]
     message: str
+    result: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class RunCancelled(Event):
     """The run ended because it was cancelled. Fields: run_id, requested_by, reason,
-    exit_code and signal of the worker (None when it never ran)."""
+    exit_code and signal of the worker (None when it never ran), result (as for
+    RunCompleted)."""
 
     TYPE: ClassVar[str] = "RunCancelled"
     requested_by: str
     reason: str
     exit_code: typing.Optional[int]
     signal: typing.Optional[int]
+    result: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

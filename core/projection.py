@@ -22,7 +22,7 @@ RUN_COLUMNS: tuple[str, ...] = (
     "submitted_at", "updated_at", "last_seq", "version", "waiting_reason", "gpus",
     "gpus_held", "pid", "pid_start_time", "host", "started_at", "finished_at", "cause",
     "exit_code", "signal", "message", "cancel_requested_by", "cancel_reason",
-    "artifact_count", "adoptions",
+    "artifact_count", "adoptions", "result",
 )
 GPU_SLOT_COLUMNS: tuple[str, ...] = ("gpu_uuid", "run_id", "claimed_seq")
 ARTIFACT_COLUMNS: tuple[str, ...] = ("run_id", "path", "kind", "size", "meta", "seq",
@@ -51,7 +51,7 @@ def run_row(s: RunState) -> tuple[Any, ...]:
             s.version, s.waiting_reason, _gpus_json(s.gpus), int(s.gpus_held), s.pid,
             s.pid_start_time, s.host, s.started_at, s.finished_at, s.cause, s.exit_code,
             s.signal, s.message, s.cancel_requested_by, s.cancel_reason, s.artifact_count,
-            s.adoptions)
+            s.adoptions, canonical_json(s.result) if s.result else None)
 
 
 def _gpus_json(gpus: tuple[str, ...]) -> str:
@@ -71,13 +71,15 @@ def run_from_row(row: tuple[Any, ...]) -> RunState:
     d["config"] = json.loads(d["config"])
     d["gpus"] = tuple(json.loads(d["gpus"]))
     d["gpus_held"] = bool(d["gpus_held"])
+    d["result"] = json.loads(d["result"]) if d["result"] else {}  # NULL: none recorded
     return RunState(**d)
 
 
 def run_view(s: RunState) -> dict[str, Any]:
     """A run as plain data for replies and tools (config as a map, gpus as a list)."""
     view = dict(zip(RUN_COLUMNS, run_row(s)))
-    view.update(config=s.config, gpus=list(s.gpus), gpus_held=s.gpus_held)
+    view.update(config=s.config, gpus=list(s.gpus), gpus_held=s.gpus_held,
+                result=dict(s.result))
     return view
 
 

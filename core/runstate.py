@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
 from core import events as ev
@@ -103,6 +103,7 @@ class RunState:
     cancel_reason: str = ""
     artifact_count: int = 0
     adoptions: int = 0
+    result: dict = field(default_factory=dict)  # from the terminal event (core.runresult)
 
 
 def next_status(run_id: str, status: Optional[RunStatus], event_type: str) -> RunStatus:
@@ -173,14 +174,16 @@ _CHANGES = {
     "CancelRequested": lambda s, e, at: {"cancel_requested_by": e.requested_by,
                                          "cancel_reason": e.reason},
     "RunCompleted": lambda s, e, at: _ended(at, cause=ev.TerminalCause.COMPLETED.value,
-                                            exit_code=e.exit_code),
+                                            exit_code=e.exit_code, result=e.result),
     "RunFailed": lambda s, e, at: _ended(at, cause=e.cause, exit_code=e.exit_code,
-                                         signal=e.signal, message=e.message),
+                                         signal=e.signal, message=e.message,
+                                         result=e.result),
     "RunCancelled": lambda s, e, at: _ended(at, cause=ev.TerminalCause.CANCELLED.value,
                                             exit_code=e.exit_code, signal=e.signal,
                                             cancel_requested_by=e.requested_by or
                                             s.cancel_requested_by,
-                                            cancel_reason=e.reason or s.cancel_reason),
+                                            cancel_reason=e.reason or s.cancel_reason,
+                                            result=e.result),
     "GpusReleased": lambda s, e, at: {"gpus_held": False},
     "ArtifactRegistered": lambda s, e, at: {"artifact_count": s.artifact_count + 1},
 }

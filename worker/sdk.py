@@ -25,6 +25,7 @@ memory in use on the run's GPUs (None without a GPU; see worker/gpu.py).
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import resource
 import signal
@@ -118,10 +119,13 @@ class Run:
         # frame (~0.16 us against ~0.23 us for a method, timeit), so calling it every
         # CartPole step costs ~4 % of the steps/s (bench/bench_sdk.py). Same signature
         # as the method below.
-        self.progress = self._progress.update  # type: ignore[method-assign]
+        # Only the first call goes through _first_progress (it notes where this process
+        # started counting: a resumed run starts at its checkpoint's step), which then
+        # puts the dict's update in its place.
+        self.progress = self._first_progress  # type: ignore[method-assign]
+        self._base: Optional[tuple[int, float]] = None  # (first step, monotonic then)
         self._beats = 0
         self.last_heartbeat_at: Optional[float] = None  # time.time() of the last one sent
-        self._t0 = time.monotonic()
         self._gpu = gpu or GpuProbe(os.environ.get("CUDA_VISIBLE_DEVICES"))
         self._stop = threading.Event()
         self._stop_flag = threading.Event()
@@ -172,17 +176,32 @@ class Run:
         """Latest progress (step, episode, last_return, mean_return, any other keys),
         sent with the next heartbeat. Cheap enough to call every env step: each Run
         replaces this method by its progress dict's ``update`` (atomic under the GIL,
-        no lock)."""
+        no lock) once a first call has given a step (where this process's steps/s
+        counts from)."""
         self._progress.update(values)
+
+    def _first_progress(self, **values: Any) -> None:
+        step = values.get("step")
+        if isinstance(step, numbers.Real) and not isinstance(step, bool):
+            self._base = (int(step), time.monotonic())
+            self.progress = self._progress.update  # type: ignore[method-assign]
+        self._progress.update(values)
+
+    def steps_per_s(self, step: Any) -> float:
+        """Steps done in this process per second, from the first progress() call
+        that gave a step (not the steps a resumed checkpoint brought); 0 before."""
+        if self._base is None or not isinstance(step, numbers.Real) or isinstance(step, bool):
+            return 0.0
+        first, since = self._base
+        return max(step - first, 0) / max(time.monotonic() - since, 1e-9)
 
     def heartbeat(self) -> None:
         progress = _plain(dict(self._progress))
         with self._lock:
             self._beats += 1
             beat = self._beats
-        elapsed = max(time.monotonic() - self._t0, 1e-9)
         payload = {"run_id": self.run_id, "beat": beat, **progress,
-                   "steps_per_s": progress.get("step", 0) / elapsed,
+                   "steps_per_s": self.steps_per_s(progress.get("step", 0)),
                    "rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                    "gpu_mem_bytes": self._gpu.memory_used()}
         self._send(Topic.HEARTBEAT.topic(self.run_id), MessageType.HEARTBEAT.value, payload)

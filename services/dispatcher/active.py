@@ -33,6 +33,7 @@ class ActiveRun:
     cancel: Optional[tuple[str, str]] = None   # (requested_by, reason)
     artifacts: set[str] = field(default_factory=set)  # paths registered while it ran
     artifacts_left: bool = False  # its manifest has artifacts not stored yet (retried)
+    last_step: Optional[int] = None  # the step of the last heartbeat heard
 
     def worker_record(self) -> Optional[dict[str, Any]]:
         return read_json(os.path.join(self.run_dir, WORKER_FILE))

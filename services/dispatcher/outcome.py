@@ -9,13 +9,52 @@ import signal as signals
 import functools
 from typing import Any, Callable
 
+from bus.logs import ServiceLogger
 from bus.rpc import Unavailable
+from core import runresult
 from core.errors import OrchestratorError, ValidationError
 from services.dispatcher.active import ActiveRun
 from services.dispatcher.refusals import NOT_APPLIED
 from services.dispatcher.logfollow import tail_lines
 
 MANIFEST = "artifacts.jsonl"
+RESULT = "result.json"           # written by the worker's SDK (worker/sdk.py)
+MAX_RESULT_BYTES = 1024 * 1024   # a larger result.json is not read
+
+
+def run_result(run: ActiveRun, log: ServiceLogger) -> dict[str, Any]:
+    """The bounded result the run's terminal event records (core.runresult): its
+    final steps (the larger of result.json's and the last heartbeat's), its budget
+    and result.json's numeric metrics. A missing, huge or malformed result.json is
+    logged (once: a run ends once) and left out; it never keeps the run from ending."""
+    metrics: Any = {}
+    path = os.path.join(run.run_dir, RESULT)
+    problem = ""
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_RESULT_BYTES:
+            problem = f"result.json has {size} bytes (more than {MAX_RESULT_BYTES})"
+        else:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+            metrics = data.get("metrics") if isinstance(data, dict) else None
+            if not isinstance(metrics, dict):
+                problem, metrics = "result.json has no metrics map", {}
+    except FileNotFoundError:
+        problem = "the worker wrote no result.json"
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or text
+        problem = f"result.json cannot be read: {exc}"
+    budget = run.config.get("steps")
+    result, dropped = runresult.summarize(metrics, run.last_step,
+                                          budget if isinstance(budget, int) else None)
+    if problem:
+        log.info("run.result_missing", run_id=run.run_id, reason=problem,
+                 hint="its recorded result has only what the dispatcher heard")
+    if dropped:
+        log.info("run.result_trimmed", run_id=run.run_id, left_out=dropped,
+                 hint=f"a recorded result keeps at most {runresult.MAX_KEYS} numeric "
+                      f"metrics, with names of at most {runresult.MAX_KEY_CHARS} characters")
+    return result
 
 
 def outcome_of(record: dict[str, Any], run: ActiveRun) -> dict[str, Any]:

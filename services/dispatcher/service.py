@@ -31,7 +31,7 @@ from services.dispatcher.forkserver import ForkServer, ForkServerGone
 from services.dispatcher.inventory import BackgroundRead, Inventory, refresh_in_background
 from services.dispatcher.logfollow import RunLogs
 from services.dispatcher.pacing import Pacer
-from services.dispatcher.outcome import register_artifacts, retry_artifacts
+from services.dispatcher.outcome import register_artifacts, retry_artifacts, run_result
 from services.dispatcher.refusals import NOT_APPLIED, RefusalLog
 from services.dispatcher.registryprobe import RegistryProbe
 from services.dispatcher.supervision import BusHealth, begin_kill, check
@@ -396,6 +396,8 @@ class DispatcherService:
         now, its outcome with the next scheduling pass (this step)."""
         run.logs.poll(self.publisher, self.clock.monotonic() + 3600)  # the final bytes
         run.artifacts_left = not register_artifacts(self.client.call, run, self.log_refused)
+        result = run_result(run, self.log)  # what its worker reported, bounded
+        outcome = {**outcome, "result": result} if result else outcome
         self.finishing[run.run_id] = (run, outcome)
         self.dirty = True
 

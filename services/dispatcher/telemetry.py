@@ -31,6 +31,9 @@ def drain(svc: "DispatcherService") -> None:
                     svc.next_deadline = min(svc.next_deadline,
                                             now + run.watch.heartbeat_timeout_s)
                 run.watch.beat(now)
+                step = env.payload.get("step")
+                if isinstance(step, int) and not isinstance(step, bool):
+                    run.last_step = step  # for the run's recorded result
         elif env.type == MessageType.ARTIFACT_REPORTED.value:
             register_reported(svc, env.payload)
         elif env.type == MessageType.SERVICE_STATUS.value and env.source == SOURCE:

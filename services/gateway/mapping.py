@@ -17,6 +17,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from bus.codec import Envelope
 from bus.logs import ServiceLogger
 from core.events import TerminalCause
+from core.runresult import final_return
 from core.runstate import TRANSITIONS, RunStatus
 from trainer.v1 import trainer_pb2 as pb
 
@@ -119,8 +120,9 @@ class Mapper:
             value = view.get(name)
             if isinstance(value, (int, float)) and math.isfinite(value):
                 getattr(rec, name).CopyFrom(timestamp(value))
-        if heartbeat is not None:
-            rec.last_heartbeat.CopyFrom(heartbeat)
+        recorded = recorded_heartbeat(view, heartbeat)
+        if recorded is not None:
+            rec.last_heartbeat.CopyFrom(recorded)
         return rec
 
     def run_event(self, env: Envelope, status: Optional[str]) -> pb.RunEvent:
@@ -150,6 +152,44 @@ def heartbeat_message(payload: Mapping[str, Any], sent_at: float,
     hb.sent_at.CopyFrom(timestamp(sent_at))
     hb.received_at.CopyFrom(timestamp(received_at))
     hb.progress.CopyFrom(struct(payload))
+    return hb
+
+
+_ENDED = {s.value for s in RunStatus if s.terminal}
+
+
+def recorded_heartbeat(view: Mapping[str, Any],
+                       live: Optional[pb.Heartbeat]) -> Optional[pb.Heartbeat]:
+    """The heartbeat a run record shows: the live one the bus brought, unless the run
+    has ended with a recorded result (its terminal event's, core.runresult) that went
+    further (a run shorter than one heartbeat) or nothing was heard since a restart.
+    One built from the result has ``beat`` 0, ``step`` the final steps, the return
+    the result reports, sent/received at the run's end and ``progress`` the result."""
+    result = view.get("result")
+    if not isinstance(result, dict) or not result or view.get("status") not in _ENDED:
+        return live
+    steps = _int(result.get("steps"))
+    if live is not None and live.step > steps:
+        return live
+    ended = _float(view.get("finished_at")) or 0.0
+    hb = pb.Heartbeat(beat=0, step=steps)
+    if live is not None:   # what the result does not say, from the last heartbeat
+        hb.CopyFrom(live)
+        hb.beat, hb.step = 0, steps
+    ret = final_return(result)
+    if ret is not None:
+        hb.mean_return = ret
+    last, episodes = _float(result.get("last_return")), _float(result.get("episodes"))
+    if last is not None:
+        hb.last_return = last
+    if episodes is not None:
+        hb.episode = int(episodes)
+    rate = _float(result.get("steps_per_s"))
+    if rate is not None:
+        hb.steps_per_s = rate
+    hb.sent_at.CopyFrom(timestamp(ended))
+    hb.received_at.CopyFrom(timestamp(ended))
+    hb.progress.CopyFrom(struct(result))
     return hb
 
 

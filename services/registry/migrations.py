@@ -56,7 +56,8 @@ def _m004_fewer_pages_per_commit(db: sqlite_utils.Database) -> None:
         for index in ("runs_digest", "runs_status", "runs_submitted"):
             db.execute(f"DROP INDEX IF EXISTS {index}")
         create_projection_tables(db)
-        cols = ", ".join(RUN_COLUMNS)
+        old = {r[1] for r in db.execute("PRAGMA table_info(runs_v1)").fetchall()}
+        cols = ", ".join(c for c in RUN_COLUMNS if c in old)  # (later columns: NULL)
         db.execute(f"INSERT INTO runs ({cols}) SELECT {cols} FROM runs_v1 "
                    "ORDER BY submitted_seq")
         db.execute("DROP TABLE runs_v1")
@@ -72,12 +73,21 @@ def _m005_digest_rule(db: sqlite_utils.Database) -> None:
     db.execute("INSERT INTO digest_rule SELECT IFNULL(MAX(seq), 0) FROM events")
 
 
+def _m006_run_result(db: sqlite_utils.Database) -> None:
+    """runs.result: the recorded result of an ended run (canonical JSON, core.runresult),
+    NULL when none was recorded (every run ended before it existed)."""
+    cols = {r[1] for r in db.execute("PRAGMA table_info(runs)").fetchall()}
+    if "result" not in cols:  # (a database made after this change has it already)
+        db.execute("ALTER TABLE runs ADD COLUMN result TEXT")
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_events", _m001_events),
     ("002_projections", _m002_projections),
     ("003_requests", _m003_requests),
     ("004_fewer_pages_per_commit", _m004_fewer_pages_per_commit),
     ("005_digest_rule", _m005_digest_rule),
+    ("006_run_result", _m006_run_result),
 ]
 
 

@@ -14,6 +14,7 @@ from typing import Any, Iterator
 import pytest
 
 from bus.logs import ServiceLogger
+from bus.status import StatusBeacon
 from core.clock import FakeClock
 from core.errors import OrchestratorError
 from core.settings import Settings
@@ -24,6 +25,7 @@ from services.dispatcher.refusals import RefusalLog
 from services.dispatcher.service import DispatcherService
 from services.dispatcher.spawner import (EXIT_FILE, RUN_LOCK, WORKER_FILE, process_start_time,
                                          take_run_lock)
+from services.dispatcher.pacing import Pacer
 from services.dispatcher.supervision import BusHealth
 
 def _internal() -> OrchestratorError:
@@ -94,6 +96,9 @@ def svc(tmp_path: Any) -> DispatcherService:
     s.clock = FakeClock()
     s.log_refused = RefusalLog(s.log, s.clock)
     s.bus = BusHealth(1.5, s.clock.monotonic())
+    s.beacon = StatusBeacon("dispatcher", 0.5, s.clock, dict)
+    s.gpu_read = None
+    s.pace = Pacer(s.beacon, s.bus, 0.5, 2.0, s.settings.tick)
     s.client, s.forks, s.publisher = Registry(), Forks(), Publisher()  # type: ignore
     s.inventory, s.cpu_slots, s.dirty = Inventory(), 4, False
     return s

@@ -240,3 +240,25 @@ def test_artifact_paths_that_are_too_long_or_hold_control_characters_are_refused
     (deep / "f").write_bytes(b"x")
     with pytest.raises(ValueError, match="longer than 1024"):
         run.register_artifact(str(deep / "f"), "checkpoint")
+
+
+def test_steps_per_s_counts_only_the_steps_of_this_process(
+        run: sdk.Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run resumed at step 38,000 that did 2,450 steps in its first second shows
+    2,450 steps/s, not 40,450 (the checkpoint's steps were done by another process)."""
+    clock = [1000.0]
+    monkeypatch.setattr(sdk.time, "monotonic", lambda: clock[0])
+    sent: list[dict] = []
+    monkeypatch.setattr(run, "_send", lambda topic, mtype, payload: sent.append(payload))
+    run.heartbeat()
+    assert sent[-1]["steps_per_s"] == 0.0          # no step reported yet
+    run.progress(step=np.int64(38_000), episode=100)  # the checkpoint's step
+    clock[0] += 1.0
+    run.progress(step=40_450)
+    run.heartbeat()
+    assert sent[-1]["step"] == 40_450
+    assert sent[-1]["steps_per_s"] == pytest.approx(2_450.0)
+    clock[0] += 1.0
+    run.progress(step=42_900)
+    run.heartbeat()
+    assert sent[-1]["steps_per_s"] == pytest.approx(2_450.0)

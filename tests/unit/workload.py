@@ -60,7 +60,8 @@ def _pick(rng: random.Random, registry: Registry, runs: list[str]) -> tuple[str,
         outcome = rng.choice(["completed", "failed", "cancelled"])
         return method, {"run_id": run_id, "outcome": outcome,
                         "cause": rng.choice(["exit_code", "signal", "lost", "time_limit"]),
-                        "exit_code": 0 if outcome == "completed" else rng.randrange(1, 3)}
+                        "exit_code": 0 if outcome == "completed" else rng.randrange(1, 3),
+                        "result": {"steps": len(runs), "return": 0.5}}
     if method == "request_cancel":
         return method, {"run_id": run_id, "requested_by": "u", "reason": "r"}
     if method == "register_artifact":

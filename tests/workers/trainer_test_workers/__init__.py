@@ -3,7 +3,8 @@
 - test-sleep: heartbeats, records CUDA_VISIBLE_DEVICES and its start, sleeps
   ``seconds`` (default 0.2) in small steps checking the stop flag, exits 0; with
   ``child``, first starts a child in its process group that waits for a signal
-  (its pid in ``child.pid``); with ``escape``, one in a session of its own that
+  (its pid in ``child.pid``); with ``result_return``, its result.json's metrics are
+  its steps, that return and a text; with ``escape``, one in a session of its own that
   starts a grandchild in another (their pids in ``escaped.pid``, ``escaped2.pid``).
 - test-exit: exits with ``code`` after writing ``message`` to stderr.
 - test-ignore-term: heartbeats but ignores SIGTERM (only SIGKILL stops it).
@@ -91,6 +92,9 @@ def sleep() -> int:
             fh.write(b"x" * 10)
         run.register_artifact("ckpt.bin", "checkpoint")
         print("stopping" if run.stop_requested else "done", flush=True)
+        if "result_return" in p:  # result.json's metrics: its steps and this return
+            run.finish("completed", metrics={"steps": step, "return": p["result_return"],
+                                             "note": "not a number"})
     return 0
 
 
