@@ -44,7 +44,7 @@ def free_port() -> int:
 
 
 def submit_request(tag: str, n: int) -> bytes:
-    from trainer.v1 import trainer_pb2 as pb
+    from trainer_api.v1 import trainer_pb2 as pb
     config = {"name": f"bench-{tag}-{n}", "env": "CartPole-v1", "seed": n, "steps": 200_000,
               "hyperparameters": {"algo": "ppo", "learning_rate": 0.0003, "gamma": 0.99},
               "tags": ["bench"]}
@@ -98,8 +98,8 @@ def watchers_main(index: str) -> None:
     """Holds watchers; commands: start (n, since_seq), collect (until seq)."""
     import grpc
 
-    from trainer.v1 import trainer_pb2 as pb
-    from trainer.v1 import trainer_pb2_grpc as pb_grpc
+    from trainer_api.v1 import trainer_pb2 as pb
+    from trainer_api.v1 import trainer_pb2_grpc as pb_grpc
 
     async def watch(stub: Any, meta: Any, since: int, out: dict[str, Any],
                     started: asyncio.Event, counter: list[int]) -> None:
@@ -234,7 +234,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         lab.start_registry()
         addr, token = _gateway(lab)
         from trainer.client import Client
-        from trainer.v1 import trainer_pb2 as pb
+        from trainer_api.v1 import trainer_pb2 as pb
         with Client(addr, token) as c:
             sample = c._call("SubmitRun", pb.SubmitRunRequest.FromString(
                 submit_request("sample", 0)))

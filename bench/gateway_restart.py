@@ -43,7 +43,7 @@ for i in range(int(sys.argv[1]) if len(sys.argv) > 1 else 5):
     t_launch = time.monotonic()
     wait_until(lambda: '"gateway.listening"' in gw.log()[mark:], 30, interval=0.005)
     t_listen = time.monotonic()
-    from trainer.v1 import trainer_pb2 as pb, trainer_pb2_grpc as pbg
+    from trainer_api.v1 import trainer_pb2 as pb, trainer_pb2_grpc as pbg
     import grpc
     ch = grpc.insecure_channel(gw.addr)
     first = next(pbg.TrainerServiceStub(ch).WatchRuns(pb.WatchRunsRequest(), metadata=gw.auth, wait_for_ready=True, timeout=10))

@@ -14,7 +14,7 @@
 #
 # Not needed: supervisor (the check starts the services itself), the gateway's
 # grpcio-tools/-health-checking/-reflection (the check does not use the gateway, and
-# trainer/v1/*_pb2.py are committed, so installing the project builds nothing).
+# trainer_api/v1/*_pb2.py are committed, so installing the project builds nothing).
 #
 # Usage: scripts/device_wheels.sh   (needs PyPI; about 10 MiB; then carry ".whl")
 set -euo pipefail

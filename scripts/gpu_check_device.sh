@@ -4,7 +4,7 @@
 # missing packages from the wheels scripts/device_wheels.sh downloaded into .whl/,
 # and this project and tests/workers (the test-gpu-hold worker), all installed with
 # --target into /tmp/site. Installing the project builds nothing but the package
-# (setuptools, no build isolation): trainer/v1/*_pb2.py are committed, so no
+# (setuptools, no build isolation): trainer_api/v1/*_pb2.py are committed, so no
 # grpcio-tools is needed.
 #
 # Here, once:  scripts/device_wheels.sh

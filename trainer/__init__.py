@@ -1,2 +1,3 @@
 """The trainer's user-facing Python package: the gRPC client library (``client``),
-the code generated from proto/trainer/v1/trainer.proto (``v1``) and the CLI (``cli``)."""
+the CLI (``cli``) and the GUI (``gui``); the gRPC code
+generated from proto/trainer/v1/trainer.proto lives in ``trainer_api.v1``."""

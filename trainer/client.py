@@ -21,8 +21,8 @@ from typing import Any, AsyncIterator, Iterable, Iterator, Mapping, Optional
 
 import grpc
 
-from trainer.v1 import trainer_pb2 as pb
-from trainer.v1 import trainer_pb2_grpc as pb_grpc
+from trainer_api.v1 import trainer_pb2 as pb
+from trainer_api.v1 import trainer_pb2_grpc as pb_grpc
 
 DEFAULT_ADDR = "127.0.0.1:50055"
 # A channel whose server went away retries its connection after grpc's reconnect

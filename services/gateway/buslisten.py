@@ -29,7 +29,7 @@ from core.errors import OrchestratorError
 from core.runstate import TERMINAL
 from core.settings import Settings
 from services.gateway.mapping import Mapper, StatusTracker, heartbeat_message
-from trainer.v1 import trainer_pb2 as pb
+from trainer_api.v1 import trainer_pb2 as pb
 
 SOURCE = "gateway"
 MAX_WAIT_S = 5.0               # the longest the thread sleeps with nothing due

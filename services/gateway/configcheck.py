@@ -15,7 +15,7 @@ from core.digest import MAX_DEPTH, canonical_json, check_depth, whole_floats_as_
 from core.errors import ValidationError
 from services.gateway.config import MAX_CONFIG_BYTES
 from services.gateway.errors import exhausted, invalid
-from trainer.v1 import trainer_pb2 as pb
+from trainer_api.v1 import trainer_pb2 as pb
 
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1   # what msgpack (the bus codec) can encode
 

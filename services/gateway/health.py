@@ -18,7 +18,7 @@ from services.gateway.buslisten import Telemetry
 from services.gateway.calls import Registry
 from services.gateway.errors import CallError
 from services.gateway.mapping import struct, timestamp
-from trainer.v1 import trainer_pb2 as pb
+from trainer_api.v1 import trainer_pb2 as pb
 
 SERVICES = ("bus", "registry", "dispatcher", "gateway")
 PING_TIMEOUT_S = 1.0

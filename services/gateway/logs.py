@@ -24,7 +24,7 @@ from services.gateway.calls import Registry
 from services.gateway.errors import invalid
 from services.gateway.mapping import timestamp
 from services.gateway.watch import WatchHub
-from trainer.v1 import trainer_pb2 as pb
+from trainer_api.v1 import trainer_pb2 as pb
 
 CHUNK = 64 * 1024
 RECHECK_S = 2.0                     # re-read the run's status this often while following

@@ -19,7 +19,7 @@ from bus.logs import ServiceLogger
 from core.events import TerminalCause
 from core.runresult import final_return
 from core.runstate import TRANSITIONS, RunStatus
-from trainer.v1 import trainer_pb2 as pb
+from trainer_api.v1 import trainer_pb2 as pb
 
 E = TypeVar("E")
 MAX_LOGGED = 100   # distinct unknown values logged per EnumMap; then one line says so

@@ -27,7 +27,7 @@ from services.gateway.logs import LogFiles
 from services.gateway.mapping import Mapper
 from services.gateway.servicer import Servicer
 from services.gateway.watch import WatchHub
-from trainer.v1 import trainer_pb2 as pb
+from trainer_api.v1 import trainer_pb2 as pb
 
 SERVICE = "trainer.v1.TrainerService"
 GRACE_S = 1.0

@@ -24,7 +24,7 @@ from services.gateway.logs import LogFiles, check_run_id
 from services.gateway.mapping import Mapper, struct, timestamp
 from services.gateway.watch import WatchHub
 from services.gateway.watchsession import WatchSession
-from trainer.v1 import trainer_pb2 as pb
+from trainer_api.v1 import trainer_pb2 as pb
 
 T = TypeVar("T")
 DEFAULT_PAGE, MAX_PAGE = 50, 1000

@@ -23,7 +23,7 @@ from services.gateway.calls import Registry
 from services.gateway.errors import CallError, from_registry, invalid
 from services.gateway.mapping import Mapper, StatusTracker
 from services.gateway.watch import MAX_MESSAGE_BYTES, Watcher, WatchHub
-from trainer.v1 import trainer_pb2 as pb
+from trainer_api.v1 import trainer_pb2 as pb
 
 Message = Union[bytes, pb.WatchRunsResponse]
 PAGE = 1000          # events per registry read

@@ -22,8 +22,8 @@ from core.settings import Settings
 from tests.conftest import Stack
 from tests.helpers import ServiceProcess, wait_until
 from trainer.client import Client, TrainerError
-from trainer.v1 import trainer_pb2 as pb
-from trainer.v1 import trainer_pb2_grpc as pb_grpc
+from trainer_api.v1 import trainer_pb2 as pb
+from trainer_api.v1 import trainer_pb2_grpc as pb_grpc
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import Stack
 from tests.helpers import REPO, wait_until
 from tests.integration.test_gateway import Gateway
-from trainer.v1 import trainer_pb2 as pb
+from trainer_api.v1 import trainer_pb2 as pb
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

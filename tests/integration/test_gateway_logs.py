@@ -14,7 +14,7 @@ from tests.conftest import Stack
 from tests.helpers import wait_until
 from tests.integration.test_gateway import (CONFIG, Gateway, gateway,  # noqa: F401
                                             rpc_error)
-from trainer.v1 import trainer_pb2 as pb
+from trainer_api.v1 import trainer_pb2 as pb
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

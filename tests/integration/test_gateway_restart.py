@@ -13,7 +13,7 @@ from tests.conftest import Stack
 from tests.helpers import wait_until
 from tests.integration.test_gateway import Gateway
 from tests.integration.test_gateway_watch import submit_many
-from trainer.v1 import trainer_pb2 as pb
+from trainer_api.v1 import trainer_pb2 as pb
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

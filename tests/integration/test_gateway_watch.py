@@ -17,7 +17,7 @@ from tests.conftest import Stack
 from tests.helpers import wait_until
 from tests.integration.test_gateway import CONFIG, Gateway, gateway, rpc_error  # noqa: F401
 from trainer.client import Client
-from trainer.v1 import trainer_pb2 as pb
+from trainer_api.v1 import trainer_pb2 as pb
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2
 
 from tests.integration.test_gateway import CONFIG, Gateway, _AddToken, gateway, rpc_error  # noqa: F401
 from trainer.client import TrainerError
-from trainer.v1 import trainer_pb2 as pb
+from trainer_api.v1 import trainer_pb2 as pb
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

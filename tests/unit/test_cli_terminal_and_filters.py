@@ -16,7 +16,7 @@ from trainer.cli import format as fmt
 from trainer.cli import gui as cli_gui
 from trainer.cli import runs as cli_runs
 from trainer.cli.main import cli
-from trainer.v1 import trainer_pb2 as pb
+from trainer_api.v1 import trainer_pb2 as pb
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from trainer.cli import runs as cli_runs
 from trainer.client import TrainerError
-from trainer.v1 import trainer_pb2 as pb
+from trainer_api.v1 import trainer_pb2 as pb
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from trainer.client import AsyncClient, Client
-from trainer.v1 import trainer_pb2 as pb
+from trainer_api.v1 import trainer_pb2 as pb
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -38,3 +38,11 @@ def test_the_cli_reads_the_log_through_eventstore_not_the_registry() -> None:
 def test_eventstore_imports_no_service_nor_the_cli() -> None:
     assert _imports("eventstore"), "no eventstore package"
     assert _offending("eventstore", "services", "trainer", "worker") == []
+
+
+def test_no_service_depends_on_the_client_package() -> None:
+    """The generated gRPC code lives in trainer_api, which the gateway and the client
+    both import; no service imports the client package `trainer`."""
+    assert _imports("services")["services/gateway/servicer.py"] >= {"trainer_api.v1"}
+    assert _offending("services", "trainer") == []
+    assert _offending("trainer_api", "trainer", "services") == []

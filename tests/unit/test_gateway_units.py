@@ -28,7 +28,7 @@ from services.gateway.errors import CallError
 from services.gateway.mapping import EnumMap, Mapper, StatusTracker
 from services.gateway.watch import Watcher, WatchHub
 from services.gateway.watchsession import encode
-from trainer.v1 import trainer_pb2 as pb
+from trainer_api.v1 import trainer_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -278,7 +278,7 @@ def test_token_file_is_created_once_with_mode_0600(tmp_path: Path) -> None:
 
 
 def test_generated_code_matches_the_proto(tmp_path: Path) -> None:
-    """The committed trainer/v1 code was generated from the committed .proto (compared
+    """The committed trainer_api/v1 code was generated from the committed .proto (compared
     as descriptors, so another protoc version does not matter)."""
     import importlib.resources
 
@@ -297,8 +297,8 @@ def test_generated_code_matches_the_proto(tmp_path: Path) -> None:
         for f in m.field:
             f.ClearField("json_name")
     committed = descriptor_pb2.FileDescriptorProto.FromString(pb.DESCRIPTOR.serialized_pb)
-    assert fresh == committed, "trainer/v1/trainer_pb2.py is stale: regenerate it (docs/API.md)"
-    from trainer.v1 import trainer_pb2_grpc
+    assert fresh == committed, "trainer_api/v1/trainer_pb2.py is stale: python scripts/gen_proto.py"
+    from trainer_api.v1 import trainer_pb2_grpc
     stub_methods = {name for name in dir(trainer_pb2_grpc.TrainerServiceServicer)
                     if not name.startswith("_")}
     assert stub_methods == {m.name for m in fresh.service[0].method}

@@ -9,7 +9,7 @@ from typing import Any, Iterable, Sequence
 
 from google.protobuf import json_format
 
-from trainer.v1 import trainer_pb2 as pb
+from trainer_api.v1 import trainer_pb2 as pb
 
 
 # What a terminal acts on instead of showing: C0 and C1 controls, DEL, the Unicode line

@@ -14,7 +14,7 @@ import click
 from trainer.cli import errors
 from trainer.cli import format as fmt
 from trainer.client import MAX_PAGE_SIZE, Client, TrainerError, default_address
-from trainer.v1 import trainer_pb2 as pb
+from trainer_api.v1 import trainer_pb2 as pb
 
 TERMINAL = {pb.RUN_STATUS_COMPLETED, pb.RUN_STATUS_FAILED, pb.RUN_STATUS_CANCELLED}
 STATUS_CHOICE = click.Choice(["PENDING", "DISPATCHING", "RUNNING", "COMPLETED", "FAILED",

@@ -14,7 +14,7 @@ from core.settings import Settings
 from trainer.cli import errors
 from trainer.cli import format as fmt
 from trainer.client import TrainerError
-from trainer.v1 import trainer_pb2 as pb
+from trainer_api.v1 import trainer_pb2 as pb
 
 SERVICES = ("bus", "registry", "dispatcher", "gateway")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

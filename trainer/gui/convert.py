@@ -8,7 +8,7 @@ from typing import Any, Optional
 from google.protobuf.json_format import MessageToDict
 
 from trainer.client import TrainerError
-from trainer.v1 import trainer_pb2 as pb
+from trainer_api.v1 import trainer_pb2 as pb
 
 STATUS = {pb.RUN_STATUS_PENDING: "pending", pb.RUN_STATUS_DISPATCHING: "dispatching",
           pb.RUN_STATUS_RUNNING: "running", pb.RUN_STATUS_COMPLETED: "completed",

@@ -1,1 +1,0 @@
-"""Generated from proto/trainer/v1/trainer.proto; do not edit (regenerate, see docs/API.md)."""
