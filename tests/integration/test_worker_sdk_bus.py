@@ -40,6 +40,9 @@ def test_heartbeats_metrics_and_artifacts_reach_a_subscriber(
     run = sdk.Run("r-bus", str(tmp_path), stack.settings.bus_pub, heartbeat_interval=0.05,
                   ctx=stack.ctx)
     try:
+        # steps/s counts from the first report (steps before it may be a resumed
+        # checkpoint's): two reports give it a rate.
+        run.progress(step=1, episode=0)
         run.progress(step=123, episode=4, last_return=21.0, mean_return=17.5, iteration=2)
         # Heartbeats repeat, so the first one through proves the path is live.
         beat = _next(sub, MessageType.HEARTBEAT.value)
