@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 
@@ -56,7 +55,16 @@ def test_a_cancel_grace_is_not_restarted_by_a_dispatcher_restart(dstack: Stack) 
     cancelled_at = cancelled["run"]["updated_at"]  # the CancelRequested event's time
     wait_until(lambda: os.path.exists(os.path.join(run_dir(dstack, run_id), KILL_FILE)), 10,
                message="the SIGTERM to be recorded")
-    time.sleep(1.5)  # not a synchronisation: some of the grace passes before the restart
+    # Part of the grace passes before the restart: the worker, deaf to the SIGTERM,
+    # heartbeats on (every 0.2 s) through six more beats first.
+    beats = dstack.subscriber(f"hb.{run_id}")
+    heard: list[object] = []
+    def six_beats() -> bool:
+        msg = beats.recv(100)
+        if msg is not None and msg.topic == f"hb.{run_id}":
+            heard.append(msg)
+        return len(heard) >= 6
+    wait_until(six_beats, 10, message="six heartbeats after the SIGTERM")
     dstack.dispatcher.kill9()
     dstack.start_dispatcher()
     run = wait_status(dstack, run_id, TERMINAL, timeout=20)
