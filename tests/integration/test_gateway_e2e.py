@@ -82,5 +82,7 @@ def test_a_run_through_the_public_api(dstack: Stack) -> None:
         gone = wait_until(lambda: (r := c.get(other.run_id)).status in TERMINAL and r, 30,
                           message="the cancelled run to end")
         assert gone.status == pb.RUN_STATUS_CANCELLED and gone.cancel_reason == "enough"
+        wait_until(lambda: c.get(waiter.run_id).status == pb.RUN_STATUS_COMPLETED, 30,
+                   message="the 2-GPU run to complete")
     finally:
         gw.close()
