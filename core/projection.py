@@ -22,7 +22,7 @@ RUN_COLUMNS: tuple[str, ...] = (
     "submitted_at", "updated_at", "last_seq", "version", "waiting_reason", "gpus",
     "gpus_held", "pid", "pid_start_time", "host", "started_at", "finished_at", "cause",
     "exit_code", "signal", "message", "cancel_requested_by", "cancel_reason",
-    "artifact_count", "adoptions", "result",
+    "artifact_count", "adoptions", "result", "cancel_requested_at",
 )
 GPU_SLOT_COLUMNS: tuple[str, ...] = ("gpu_uuid", "run_id", "claimed_seq")
 ARTIFACT_COLUMNS: tuple[str, ...] = ("run_id", "path", "kind", "size", "meta", "seq",
@@ -51,7 +51,8 @@ def run_row(s: RunState) -> tuple[Any, ...]:
             s.version, s.waiting_reason, _gpus_json(s.gpus), int(s.gpus_held), s.pid,
             s.pid_start_time, s.host, s.started_at, s.finished_at, s.cause, s.exit_code,
             s.signal, s.message, s.cancel_requested_by, s.cancel_reason, s.artifact_count,
-            s.adoptions, canonical_json(s.result) if s.result else None)
+            s.adoptions, canonical_json(s.result) if s.result else None,
+            s.cancel_requested_at)
 
 
 def _gpus_json(gpus: tuple[str, ...]) -> str:

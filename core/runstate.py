@@ -101,6 +101,7 @@ class RunState:
     message: str = ""
     cancel_requested_by: str = ""
     cancel_reason: str = ""
+    cancel_requested_at: Optional[float] = None  # when the cancel was recorded (wall clock)
     artifact_count: int = 0
     adoptions: int = 0
     result: dict = field(default_factory=dict)  # from the terminal event (core.runresult)
@@ -172,7 +173,8 @@ _CHANGES = {
                                     "host": e.host, "started_at": at},
     "RunAdopted": lambda s, e, at: {"pid": e.pid, "adoptions": s.adoptions + 1},
     "CancelRequested": lambda s, e, at: {"cancel_requested_by": e.requested_by,
-                                         "cancel_reason": e.reason},
+                                         "cancel_reason": e.reason,
+                                         "cancel_requested_at": at},
     "RunCompleted": lambda s, e, at: _ended(at, cause=ev.TerminalCause.COMPLETED.value,
                                             exit_code=e.exit_code, result=e.result),
     "RunFailed": lambda s, e, at: _ended(at, cause=e.cause, exit_code=e.exit_code,

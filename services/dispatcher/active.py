@@ -31,6 +31,7 @@ class ActiveRun:
     pgid: Optional[int] = None
     watch: Optional[Watch] = None
     cancel: Optional[tuple[str, str]] = None   # (requested_by, reason)
+    cancel_at: Optional[float] = None  # when the registry recorded it (wall clock)
     artifacts: set[str] = field(default_factory=set)  # paths registered while it ran
     artifacts_left: bool = False  # its manifest has artifacts not stored yet (retried)
     last_step: Optional[int] = None  # the step of the last heartbeat heard
@@ -61,11 +62,12 @@ class ActiveRun:
             watch.beat(now)
         return watch
 
-    def record_kill(self, plan: KillPlan, wall_now: float) -> Optional[str]:
-        """Store the kill begun now (SIGTERM sent at ``wall_now``, wall clock) in the
-        run folder; the OSError's text if it could not be written (the kill goes on)."""
+    def record_kill(self, plan: KillPlan, grace_from: float) -> Optional[str]:
+        """Store the kill just begun in the run folder, its grace counted from
+        ``grace_from`` (wall clock: the SIGTERM, or a cancel's recorded time); the
+        OSError's text if it could not be written (the kill goes on)."""
         record = {"outcome": plan.outcome, "cause": plan.cause, "message": plan.message,
-                  "term_at": wall_now, "grace_s": plan.grace_s}
+                  "term_at": grace_from, "grace_s": plan.grace_s}
         try:
             with atomic_file(os.path.join(self.run_dir, KILL_FILE), durable=False) as fh:
                 json.dump(record, fh)

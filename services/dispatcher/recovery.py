@@ -70,6 +70,7 @@ def _resume(svc: DispatcherService, run: dict[str, Any]) -> str:
                        recorded_started=run["status"] == "RUNNING", adopted=True)
     if run["cancel_requested_by"]:
         active.cancel = (run["cancel_requested_by"], run["cancel_reason"])
+        active.cancel_at = run.get("cancel_requested_at")
     worker = active.worker_record()
     svc.active[run_id] = active
     if active.exit_record() is not None:

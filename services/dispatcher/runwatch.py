@@ -13,7 +13,7 @@ import math
 import os
 import shutil
 import signal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from bus.rpc import Unavailable
 from core.errors import OrchestratorError
@@ -49,10 +49,12 @@ def note_started(svc: "DispatcherService", run: ActiveRun, now: float) -> None:
             svc.begin_cancel(run)
 
 
-def record_kill(svc: "DispatcherService", run: ActiveRun, plan: KillPlan) -> None:
+def record_kill(svc: "DispatcherService", run: ActiveRun, plan: KillPlan,
+                since: Optional[float] = None) -> None:
     """The kill just begun (SIGTERM sent), in the run folder: a restarted dispatcher
-    keeps its grace (recovery) instead of starting it again."""
-    error = run.record_kill(plan, svc.clock.now())
+    keeps its grace (recovery) instead of starting it again. ``since``: when its grace
+    began (wall clock; a cancel's is the recorded cancel), now if not given."""
+    error = run.record_kill(plan, svc.clock.now() if since is None else since)
     if error is not None:
         svc.log.warning("run.kill_unrecorded", run_id=run.run_id, reason=error,
                         hint="a dispatcher restart would give it its whole grace again")

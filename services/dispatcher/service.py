@@ -250,6 +250,7 @@ class DispatcherService:
                 and event.run_id not in self.finishing:
             run = self.active[event.run_id]
             run.cancel = (event.requested_by, event.reason)
+            run.cancel_at = env.ts
             self.begin_cancel(run)
 
     # --- scheduling and starting -----------------------------------------------------
@@ -346,6 +347,7 @@ class DispatcherService:
                            RunLogs(run_id, path, self.settings.log_rate))
         if run.get("cancel_requested_by"):  # asked while it was starting: done once it has
             active.cancel = (str(run["cancel_requested_by"]), str(run.get("cancel_reason") or ""))
+            active.cancel_at = run.get("cancel_requested_at")
         self.active[run_id] = active
         self.unstarted.add(run_id)
         try:
@@ -385,10 +387,15 @@ class DispatcherService:
         if run.watch is None or run.pgid is None or run.watch.kill is not None:
             return  # not started yet: done when its worker record appears
         by, reason = run.cancel or ("", "")
-        action = begin_kill(run.watch, self.clock.monotonic(), "cancelled", "cancelled",
-                            f"cancelled by {by}: {reason}", run.watch.cancel_grace_s)
+        # The grace counts from the recorded cancel, also when we learn of it late (we
+        # were down): one already over ends in SIGKILL at the next check.
+        wall_now = self.clock.now()
+        since = max(0.0, wall_now - run.cancel_at) if run.cancel_at is not None else 0.0
+        action = begin_kill(run.watch, self.clock.monotonic() - since, "cancelled",
+                            "cancelled", f"cancelled by {by}: {reason}",
+                            run.watch.cancel_grace_s)
         spawner.signal_group(run.pgid, _SIGNALS[action.signal])
-        runwatch.record_kill(self, run, action.plan)
+        runwatch.record_kill(self, run, action.plan, wall_now - since)
         self.log.info("run.signal", run_id=run.run_id, signal="TERM", cause="cancelled")
 
     def finish(self, run: ActiveRun, outcome: dict[str, Any]) -> None:

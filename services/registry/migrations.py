@@ -81,6 +81,18 @@ def _m006_run_result(db: sqlite_utils.Database) -> None:
         db.execute("ALTER TABLE runs ADD COLUMN result TEXT")
 
 
+def _m007_cancel_time(db: sqlite_utils.Database) -> None:
+    """runs.cancel_requested_at: when a run's cancel was recorded (the CancelRequested
+    event's time, filled in from the log for the runs cancelled before), so that a
+    restarted dispatcher counts the cancel's grace from it."""
+    cols = {r[1] for r in db.execute("PRAGMA table_info(runs)").fetchall()}
+    if "cancel_requested_at" not in cols:
+        db.execute("ALTER TABLE runs ADD COLUMN cancel_requested_at REAL")
+    db.execute("UPDATE runs SET cancel_requested_at = (SELECT recorded_at FROM events "
+               "WHERE events.stream = 'run-' || runs.run_id AND events.type = 'CancelRequested' "
+               "ORDER BY seq LIMIT 1) WHERE cancel_requested_at IS NULL")
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_events", _m001_events),
     ("002_projections", _m002_projections),
@@ -88,6 +100,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("004_fewer_pages_per_commit", _m004_fewer_pages_per_commit),
     ("005_digest_rule", _m005_digest_rule),
     ("006_run_result", _m006_run_result),
+    ("007_cancel_time", _m007_cancel_time),
 ]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 
@@ -71,6 +72,36 @@ def test_a_cancel_grace_is_not_restarted_by_a_dispatcher_restart(dstack: Stack) 
     assert run["status"] == "CANCELLED" and run["signal"] == signal.SIGKILL, run
     took = run["finished_at"] - cancelled_at
     assert took < grace + 1.0, f"ended {took:.1f}s after the cancel (grace {grace:g}s)"
+
+
+def test_a_cancel_recorded_while_the_dispatcher_is_down_keeps_its_deadline(
+        dstack: Stack) -> None:
+    """The dispatcher is killed first, then the run (deaf to SIGTERM, 3 s grace) is
+    cancelled, and the dispatcher stays down past that grace: once started again it
+    ends the run with SIGKILL at once (its grace was over), not a whole grace later."""
+    grace = 5.0
+    run_id = submit(dstack, "test-ignore-term", cancel_grace_s=grace)
+    wait_status(dstack, run_id, {"RUNNING"}, timeout=20)
+    dstack.dispatcher.kill9()
+    cancelled = dstack.client().call("request_cancel", {"run_id": run_id, "reason": "r"})
+    cancelled_at = cancelled["run"]["cancel_requested_at"]
+    assert cancelled_at == cancelled["run"]["updated_at"]  # the CancelRequested event's time
+    beats = dstack.subscriber(f"hb.{run_id}")
+    heard: list[object] = []
+    def beats_for_the_grace() -> bool:  # the worker beats every 0.2 s: 5.4 s of them
+        msg = beats.recv(100)
+        if msg is not None and msg.topic == f"hb.{run_id}":
+            heard.append(msg)
+        return len(heard) >= (grace + 0.4) / 0.2
+    wait_until(beats_for_the_grace, 15, message="the grace to pass, in heartbeats")
+    restarted_at = time.time()
+    dstack.start_dispatcher()
+    run = wait_status(dstack, run_id, TERMINAL, timeout=20)
+    assert run["status"] == "CANCELLED" and run["signal"] == signal.SIGKILL, run
+    record = run_of(dstack, run_id)
+    assert record["cancel_requested_at"] == cancelled_at
+    took = run["finished_at"] - restarted_at  # its start, recovery, a TERM, then the KILL
+    assert took < grace - 1.0, f"ended {took:.1f}s after the restart (grace {grace:g}s)"
 
 
 def test_a_claimed_gpu_gone_at_the_start_fails_the_run_and_unknown_gpus_are_refused(

@@ -25,6 +25,7 @@ from services.gateway.mapping import Mapper, heartbeat_message
 from eventstore.compare import first_difference
 from eventstore.rebuild import rebuild
 from eventstore.audit import verify
+from services.registry.migrations import migrate
 from tests.unit.workload import open_registry
 
 
@@ -156,6 +157,18 @@ def test_verify_passes_on_a_log_written_before_the_result_column(tmp_path: Any) 
         assert registry.handle("request_cancel", {"run_id": run_id}, f"c{i}", "t").reply["ok"]
     conn.execute("ALTER TABLE runs DROP COLUMN result")  # as migration 006 found it
     conn.execute("DELETE FROM _migrations WHERE name = '006_run_result'")
+    conn.execute("ALTER TABLE runs DROP COLUMN cancel_requested_at")  # and 007
+    conn.execute("DELETE FROM _migrations WHERE name = '007_cancel_time'")
     conn.close()
+    ok, message = verify(path, anchor_required=False)
+    assert ok, message
+    # Migrated, the cancel times come from the log: the rebuild agrees with them.
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert migrate(conn) == ["006_run_result", "007_cancel_time"]
+    stored = conn.execute("SELECT COUNT(*) FROM runs r JOIN events e ON e.stream = "
+                          "'run-' || r.run_id AND e.type = 'CancelRequested' "
+                          "WHERE r.cancel_requested_at = e.recorded_at").fetchone()[0]
+    conn.close()
+    assert stored == 3
     ok, message = verify(path, anchor_required=False)
     assert ok, message
