@@ -65,9 +65,11 @@ class Registry:
         self.known_worker = known_worker
         self.known_env = known_env
         self.started_at = clock.now()
-        # The GPUs that exist, as the dispatcher's last claim listed them (its inventory):
-        # a claim naming another GPU is refused. None until a claim has listed them.
-        self.gpu_inventory: frozenset[str] | None = None
+        # The GPUs that exist, as the dispatcher's last claim listed them (its inventory,
+        # stored in gpu_inventory): a claim naming another GPU is refused. None until a
+        # claim has listed them.
+        self.gpu_inventory: frozenset[str] | None = store.gpu_inventory(conn)
+        self._offered: frozenset[str] | None = None  # the inventory of the claim at hand
         self.commands = {
             "submit": self._submit, "claim_gpus": self._claim, "record_waiting": self._waiting,
             "record_started": self._started, "record_adopted": self._adopted,
@@ -198,14 +200,22 @@ class Registry:
         return {"run": run_view(state), "events": [e.seq for e in stored]}, stored
 
     def _claim(self, args: dict[str, Any], rid: str, src: str) -> tuple[Any, list[StoredEvent]]:
-        return self._command(cmds.ClaimGpus, cmds.decide_claim, args, rid, src,
-                             lambda c: store.gpu_holders(self.conn, c.gpu_uuids),
-                             self._inventory_of)
+        self._offered = None
+        reply = self._command(cmds.ClaimGpus, cmds.decide_claim, args, rid, src,
+                              lambda c: store.gpu_holders(self.conn, c.gpu_uuids),
+                              self._inventory_of)
+        offered = self._offered
+        if offered is not None and offered != self.gpu_inventory:  # stored with the claim
+            store.save_gpu_inventory(self.conn, offered, self.clock.now())
+            self.gpu_inventory = offered
+        return reply
 
     def _inventory_of(self, cmd: cmds.ClaimGpus) -> frozenset[str] | None:
-        """The claim's own inventory (then the one remembered), else the last one."""
+        """The claim's own inventory (remembered once the claim is applied), else the
+        last one stored."""
         if cmd.inventory is not None:
-            self.gpu_inventory = frozenset(cmd.inventory)
+            self._offered = frozenset(cmd.inventory)
+            return self._offered
         return self.gpu_inventory
 
     def _waiting(self, args: dict[str, Any], rid: str, src: str) -> tuple[Any, list[StoredEvent]]:

@@ -93,6 +93,14 @@ def _m007_cancel_time(db: sqlite_utils.Database) -> None:
                "ORDER BY seq LIMIT 1) WHERE cancel_requested_at IS NULL")
 
 
+def _m008_gpu_inventory(db: sqlite_utils.Database) -> None:
+    """gpu_inventory: the GPUs that exist, as the dispatcher's last claim listed them
+    (registry state, not a projection: the log does not hold it), so that a restarted
+    registry refuses a claim naming another GPU before the dispatcher claims again."""
+    db.execute("CREATE TABLE IF NOT EXISTS gpu_inventory (id INTEGER PRIMARY KEY "
+               "CHECK (id = 1), gpu_uuids TEXT NOT NULL, recorded_at REAL NOT NULL)")
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_events", _m001_events),
     ("002_projections", _m002_projections),
@@ -101,6 +109,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("005_digest_rule", _m005_digest_rule),
     ("006_run_result", _m006_run_result),
     ("007_cancel_time", _m007_cancel_time),
+    ("008_gpu_inventory", _m008_gpu_inventory),
 ]
 
 

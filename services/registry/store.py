@@ -5,6 +5,7 @@ rebuild's ``BufferedProjection`` (eventstore/rebuild.py) uses the same ones."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Iterable, Optional
 
@@ -35,6 +36,19 @@ def gpu_holders(conn: sqlite3.Connection, uuids: Iterable[str]) -> dict[str, str
     marks = ",".join("?" * len(uuids))
     return dict(conn.execute(f"SELECT gpu_uuid, run_id FROM gpu_slots WHERE gpu_uuid IN "
                              f"({marks})", uuids).fetchall())
+
+
+def gpu_inventory(conn: sqlite3.Connection) -> Optional[frozenset[str]]:
+    """The GPU inventory stored with the last claim that listed one (the dispatcher's),
+    None if no claim ever did. An empty one (a machine without GPUs) is kept too."""
+    row = conn.execute("SELECT gpu_uuids FROM gpu_inventory WHERE id = 1").fetchone()
+    return frozenset(json.loads(row[0])) if row else None
+
+
+def save_gpu_inventory(conn: sqlite3.Connection, uuids: frozenset[str], at: float) -> None:
+    conn.execute("INSERT INTO gpu_inventory (id, gpu_uuids, recorded_at) VALUES (1, ?, ?) "
+                 "ON CONFLICT (id) DO UPDATE SET gpu_uuids = excluded.gpu_uuids, "
+                 "recorded_at = excluded.recorded_at", (json.dumps(sorted(uuids)), at))
 
 
 def list_runs(conn: sqlite3.Connection, statuses: list[str], limit: int, offset: int,

@@ -91,7 +91,7 @@ def window(system: System, qtbot: Any) -> Iterator[Any]:
     w.details.timer.setInterval(300)
     qtbot.addWidget(w)
     w.show()
-    qtbot.waitUntil(lambda: w.health.connected is True, timeout=10000)
+    qtbot.waitUntil(lambda: w.health.connected is True, timeout=30000)
     yield w
     w.close()
     assert w.bridge.isFinished()

@@ -63,6 +63,41 @@ def test_the_registry_refuses_a_gpu_outside_the_inventory_the_dispatcher_sent(tm
     conn.close()
 
 
+def test_a_restarted_registry_keeps_the_inventory_until_the_next_claim_lists_one(
+        tmp_path) -> None:
+    """The inventory is stored with the claim that lists it: a registry opened again on
+    the same file refuses an unknown GPU before any new claim has listed one. A claim
+    refused for another reason stores nothing; an empty inventory (no GPU) is kept."""
+    path = str(tmp_path / "events.db")
+    conn, registry, _ = open_registry(path)
+    ids = [registry.handle("submit", {"config": {"seed": i, "resources": {"gpus": 1}}},
+                           f"s{i}", "test").reply["result"]["run"]["run_id"] for i in range(4)]
+    assert registry.handle("claim_gpus", {"run_id": ids[0], "gpu_uuids": [G0],
+                                          "claimed_by": "dispatcher", "inventory": [G0, G1]},
+                           "c0", "dispatcher").reply["ok"]
+    refused = registry.handle("claim_gpus", {"run_id": ids[1], "gpu_uuids": [G0],  # held
+                                             "claimed_by": "dispatcher", "inventory": [G0]},
+                              "c1", "dispatcher").reply
+    assert not refused["ok"], refused
+    conn.close()
+    conn, registry, _ = open_registry(path)
+    bad = registry.handle("claim_gpus", {"run_id": ids[1], "gpu_uuids": ["GPU-bogus"],
+                                         "claimed_by": "tool"}, "c2", "tool").reply
+    assert "GPU 'GPU-bogus' is not in the GPU inventory (2 GPU(s): " + G0 in \
+        bad["error"]["message"], bad
+    assert registry.handle("claim_gpus", {"run_id": ids[1], "gpu_uuids": [G1],
+                                          "claimed_by": "tool"}, "c3", "tool").reply["ok"]
+    assert registry.handle("claim_gpus", {"run_id": ids[2], "gpu_uuids": [],
+                                          "claimed_by": "dispatcher", "inventory": []},
+                           "c4", "dispatcher").reply["ok"]
+    conn.close()
+    conn, registry, _ = open_registry(path)
+    none = registry.handle("claim_gpus", {"run_id": ids[3], "gpu_uuids": [G1],
+                                          "claimed_by": "tool"}, "c5", "tool").reply
+    assert "is not in the GPU inventory (0 GPU(s))" in none["error"]["message"], none
+    conn.close()
+
+
 @pytest.mark.parametrize("gpus, inventory, gone", [
     ([G0, G1], fake_inventory(2), None),
     ([], fake_inventory(0), None),
