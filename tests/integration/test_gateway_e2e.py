@@ -38,7 +38,7 @@ def test_a_run_through_the_public_api(dstack: Stack) -> None:
         assert health.gpu_source == "fake" and {g.run_id for g in health.gpus} == {""}
         events: list[pb.RunEvent] = []
         watch = c.watch(since_seq=c.health().last_seq)
-        run = c.submit(sleeper(1, 1.5, gpus=1)).run
+        run = c.submit(sleeper(1, 4.0, gpus=1)).run  # (long enough for show, under load)
         done = threading.Event()
 
         def follow() -> None:
@@ -52,6 +52,9 @@ def test_a_run_through_the_public_api(dstack: Stack) -> None:
                              and r, 30, message="a heartbeat of the running worker")
         assert running.status == pb.RUN_STATUS_RUNNING and len(running.gpus) == 1
         assert running.last_heartbeat.beat >= 1 and running.pid > 0
+        # GetHealth names the GPU's holder (from the dispatcher's next status).
+        wait_until(lambda: {g.uuid: g.run_id for g in c.health().gpus}.get(
+            running.gpus[0]) == run.run_id, 10, message="the GPU held by the run in GetHealth")
         # A run that waits says why, in GetRun and in `trainer show`.
         waiter = c.submit(sleeper(3, 0.1, gpus=2)).run
         waiting = wait_until(lambda: (r := c.get(waiter.run_id)).waiting_reason and r, 20,
@@ -61,8 +64,6 @@ def test_a_run_through_the_public_api(dstack: Stack) -> None:
                                env=gw.env, cwd=REPO, capture_output=True, text=True, timeout=60)
         assert shown.returncode == 0, shown.stderr
         assert "waiting because" in shown.stdout and "GPU" in shown.stdout, shown.stdout
-        held = {g.uuid: g.run_id for g in c.health().gpus}
-        assert held[running.gpus[0]] == run.run_id
         logs = b"".join(ch.data for ch in c.logs(run.run_id, "stdout", follow=True))
         assert logs.endswith(b"done\n")
         assert done.wait(30)
