@@ -25,8 +25,10 @@ $(TEST_STAMP): $(STAMP) tests/workers/pyproject.toml
 	$(PY) -m pip install --quiet -e tests/workers
 	touch $(TEST_STAMP)
 
+# Four pytest-xdist workers (most tests wait on real processes, so four share two cores
+# well); a module's tests stay on one worker, with its module-scoped stack.
 test: $(TEST_STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 4 --dist loadscope
 
 bench: $(TEST_STAMP)
 	$(PY) -m bench
