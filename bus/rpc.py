@@ -23,19 +23,13 @@ import zmq
 
 from bus.codec import Envelope, FrameError, FrameMalformed, MessageType, decode, encode
 from core.clock import Clock, SystemClock
-from core.errors import OrchestratorError, ValidationError
+from core.errors import OrchestratorError, Unavailable, ValidationError
 from core.ids import new_request_id
 
 DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_RETRIES = 3
 WAIT_SLICE_S = 0.25  # how often on_wait is called while a reply is awaited
 EXPIRY_MARGIN_S = 0.1  # a request expires up to this long before its caller gives up
-
-
-class Unavailable(OrchestratorError):
-    """The server did not answer within the timeout, after every retry."""
-
-    code = "unavailable"
 
 
 class RpcClient:

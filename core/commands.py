@@ -92,12 +92,7 @@ class RegisterArtifact:
     meta: dict = field(default_factory=dict)
 
 
-COMMAND_TYPES: dict[str, type] = {
-    "submit": SubmitRun, "claim_gpus": ClaimGpus, "record_waiting": RecordWaiting,
-    "record_started": RecordStarted, "record_adopted": RecordAdopted,
-    "request_cancel": RequestCancel, "finish": FinishRun,
-    "register_artifact": RegisterArtifact,
-}
+# Which method carries which command: core.protocol.COMMANDS.
 
 
 def _require(state: Optional[RunState], run_id: str) -> RunState:

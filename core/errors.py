@@ -6,10 +6,23 @@
     ├── IllegalTransition             the state machine refuses a move
     ├── Conflict                      optimistic concurrency: a stream moved on
     ├── ResourceBusy                  a GPU slot is already held by another run
-    └── IntegrityError                the event log's hash chain or seq is broken
+    ├── IntegrityError                the event log's hash chain or seq is broken
+    ├── NotApplied                    nothing of the request was stored: retry it
+    │   ├── Internal                    its batch failed to commit (or a bug failed it)
+    │   ├── StorageFull                 the registry's disk is full
+    │   └── Expired                     read after its caller's deadline (not applied)
+    └── Unavailable                   no reply after every attempt (maybe applied:
+                                       retry with the same request id)
+
+    Local to the bus library, beside this tree: bus.codec.FrameError (``bad_frame``,
+    a frame that cannot be decoded) and the singleton lock's AlreadyRunning.
 
 Each error has a stable ``code`` (used on the wire, mapped to gRPC codes by the
-gateway) and ``to_dict()`` / ``from_dict()`` so that a reply can carry it.
+gateway) and ``to_dict()`` / ``from_dict()`` so that a reply can carry it. Callers
+test a class (``isinstance(err, NotApplied)``), never a code string. Expired and
+Unavailable share the wire code ``unavailable``: a reply carrying it was an expired
+request (the registry read it too late and applied nothing); the Python library
+raises Unavailable itself when no reply came.
 """
 
 from __future__ import annotations
@@ -77,8 +90,32 @@ class IntegrityError(OrchestratorError):
     code = "data_loss"
 
 
+class NotApplied(OrchestratorError):
+    """Nothing of the request was stored; it may be sent again with the same id."""
+
+
+class Internal(NotApplied):
+    code = "internal"
+
+
+class StorageFull(NotApplied):
+    code = "resource_exhausted"
+
+
+class Expired(NotApplied):
+    code = "unavailable"
+
+
+class Unavailable(OrchestratorError):
+    """The server did not answer within the timeout, after every retry."""
+
+    code = "unavailable"
+
+
+# A reply's code -> the class it is read as (``unavailable`` in a reply: Expired).
 _BY_CODE = {
     cls.code: cls
-    for cls in (OrchestratorError, ValidationError, NotFound, IllegalTransition,
-                Conflict, ResourceBusy, IntegrityError)
+    for cls in (ValidationError, NotFound, IllegalTransition, Conflict, ResourceBusy,
+                IntegrityError, Internal, StorageFull, Expired)
 }
+WIRE_CODES = frozenset(_BY_CODE)

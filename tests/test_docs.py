@@ -20,7 +20,7 @@ from bus.rpc import Unavailable
 from bus.singleton import AlreadyRunning
 from bus.status import StatusBeacon
 from bus.topics import Topic
-from core import commands as cmds
+from core import protocol
 from core import errors
 from core.clock import FakeClock
 from core.events import EVENT_TYPES, TerminalCause
@@ -142,14 +142,13 @@ def test_every_registry_method_has_a_section(bus_md: str, registry: Registry) ->
     assert not missing, "BUS.md: registry methods without a heading: " + _missing(missing)
 
 
-def test_every_command_argument_has_a_row(bus_md: str, registry: Registry) -> None:
-    untyped = sorted(set(registry.commands) - set(cmds.COMMAND_TYPES))
-    assert not untyped, "commands without a core.commands.COMMAND_TYPES entry: " + \
-        _missing(untyped)
-    missing = [f"{name}.{f.name}" for name in registry.commands
-               for f in dataclasses.fields(cmds.COMMAND_TYPES[name])
-               if not _has_row(_section(bus_md, name), f.name)]
-    assert not missing, "BUS.md: command arguments without a row: " + _missing(missing)
+def test_every_method_argument_has_a_row(bus_md: str, registry: Registry) -> None:
+    """Commands and queries alike: each field of its request type (core.protocol)."""
+    assert set(registry.commands) | set(registry.queries) == set(protocol.Method)
+    missing = [f"{m.value}.{f.name}" for m in protocol.Method
+               for f in dataclasses.fields(protocol.METHODS[m])
+               if not _has_row(_section(bus_md, m.value), f.name)]
+    assert not missing, "BUS.md: method arguments without a row: " + _missing(missing)
 
 
 def test_every_run_view_field_has_a_row(bus_md: str) -> None:
@@ -159,9 +158,13 @@ def test_every_run_view_field_has_a_row(bus_md: str) -> None:
 
 
 def test_every_error_code_has_a_row(bus_md: str) -> None:
-    classes = [errors.OrchestratorError, errors.ValidationError, errors.NotFound,
-               errors.IllegalTransition, errors.Conflict, errors.ResourceBusy,
-               errors.IntegrityError]
+    classes = [errors.ValidationError, errors.NotFound, errors.IllegalTransition,
+               errors.Conflict, errors.ResourceBusy, errors.IntegrityError, errors.Internal,
+               errors.StorageFull, errors.Expired]
+    assert {c.code for c in classes} == errors.WIRE_CODES
+    in_replies = _section(bus_md, "Error codes")
+    unnamed = [c.__name__ for c in classes if f"`{c.__name__}`" not in in_replies]
+    assert not unnamed, "BUS.md, section Error codes: classes not named: " + _missing(unnamed)
     in_replies = _section(bus_md, "Error codes")
     missing = [c.code for c in classes if not _has_row(in_replies, c.code)]
     missing += [c.code for c in (Unavailable, FrameError, AlreadyRunning)

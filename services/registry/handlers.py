@@ -22,16 +22,16 @@ from core.errors import Conflict, NotFound, OrchestratorError, ValidationError
 from core.events import Event
 from core.fields import from_map
 from core.ids import RunIds, run_stream
+from core import protocol as proto
 from core.projection import changes, run_view
-from core.runstate import RunState, RunStatus
+from core.protocol import COMMANDS, QUERIES, Method, parse
+from core.runstate import RunState
 from services.registry import store
 from eventstore.reader import StoredEvent
 from services.registry.eventlog import EventLog
 from services.registry.replies import ReplyLog
 from services.registry.storage import failure
 
-MAX_PAGE = 1000
-MAX_EVENTS_PAGE = 5000
 # A page of runs or events stops growing past this many bytes (estimated), with at
 # least one item: a reply stays well under the codec's 16 MiB frame limit even when
 # every config is near its 64 KiB limit. A page cut short says "more": true.
@@ -70,26 +70,29 @@ class Registry:
         # claim has listed them.
         self.gpu_inventory: frozenset[str] | None = store.gpu_inventory(conn)
         self._offered: frozenset[str] | None = None  # the inventory of the claim at hand
-        self.commands = {
-            "submit": self._submit, "claim_gpus": self._claim, "record_waiting": self._waiting,
-            "record_started": self._started, "record_adopted": self._adopted,
-            "request_cancel": self._cancel, "finish": self._finish,
-            "register_artifact": self._artifact,
+        self.commands: dict[Method, Callable[..., tuple[Any, list[StoredEvent]]]] = {
+            Method.SUBMIT: self._submit, Method.CLAIM_GPUS: self._claim,
+            Method.RECORD_WAITING: self._waiting, Method.RECORD_STARTED: self._started,
+            Method.RECORD_ADOPTED: self._adopted, Method.REQUEST_CANCEL: self._cancel,
+            Method.FINISH: self._finish, Method.REGISTER_ARTIFACT: self._artifact,
         }
-        self.queries = {
-            "get_run": self._get_run, "list_runs": self._list_runs,
-            "events_since": self._events_since, "snapshot": self._snapshot,
-            "gpu_slots": self._gpu_slots, "list_artifacts": self._list_artifacts,
-            "ping": self._ping,
+        self.queries: dict[Method, Callable[[Any], Any]] = {
+            Method.GET_RUN: self._get_run, Method.LIST_RUNS: self._list_runs,
+            Method.EVENTS_SINCE: self._events_since, Method.SNAPSHOT: self._snapshot,
+            Method.GPU_SLOTS: self._gpu_slots, Method.LIST_ARTIFACTS: self._list_artifacts,
+            Method.PING: self._ping,
         }
+        assert set(self.commands) == set(COMMANDS) and set(self.queries) == set(QUERIES)
 
     # --- the batch ---------------------------------------------------------------
     def handle(self, method: str, args: dict[str, Any], request_id: str,
                source: str) -> Outcome:
         """One request, inside the caller's open transaction."""
         if method in self.queries:
+            query = Method(method)
             try:
-                return Outcome({"ok": True, "result": self.queries[method](args)})
+                return Outcome({"ok": True,
+                                "result": self.queries[query](parse(query, args))})
             except OrchestratorError as exc:
                 return Outcome({"ok": False, "error": exc.to_dict()})
             except Exception as exc:
@@ -240,65 +243,45 @@ class Registry:
                                  (c.run_id, posixpath.normpath(c.path))).fetchone() is not None)
 
     # --- queries -----------------------------------------------------------------
-    def _get_run(self, args: dict[str, Any]) -> Any:
-        run_id = _str(args, "run_id")
-        state = self._load(run_id)
+    def _get_run(self, q: proto.GetRun) -> Any:
+        state = self._load(q.run_id)
         if state is None:
-            raise NotFound(f"run {run_id} does not exist", run_id=run_id)
+            raise NotFound(f"run {q.run_id} does not exist", run_id=q.run_id)
         return {"run": run_view(state), "head_seq": self.log.head_seq}
 
-    def _list_runs(self, args: dict[str, Any]) -> Any:
-        statuses = args.get("status") or []
-        if isinstance(statuses, str):
-            statuses = [statuses]
-        if not isinstance(statuses, list):
-            raise ValidationError("status", "must be a status name or a list of them")
-        for s in statuses:
-            if not isinstance(s, str) or s not in RunStatus.__members__:
-                raise ValidationError("status", f"unknown status {str(s)[:40]!r}")
-        statuses = sorted(set(statuses))  # at most one per status: a bounded query
-        limit = _int(args, "limit", 100, 1, MAX_PAGE)
-        offset = _int(args, "offset", 0, 0, 2**62)
-        tag = args.get("tag") or ""
-        if not isinstance(tag, str):
-            raise ValidationError("tag", "must be a string")
-        before_seq = _int(args, "before_seq", 0, 0, 2**62)
-        runs, total = store.list_runs(self.conn, statuses, limit + 1, offset,
-                                      bool(args.get("newest_first", True)), tag, before_seq)
-        kept = _within_budget(runs[:limit], lambda r: RUN_OVERHEAD + len(r.config_json)
+    def _list_runs(self, q: proto.ListRuns) -> Any:
+        statuses = sorted(set(q.status))  # at most one per status: a bounded query
+        runs, total = store.list_runs(self.conn, statuses, q.limit + 1, q.offset,
+                                      q.newest_first, q.tag, q.before_seq)
+        kept = _within_budget(runs[:q.limit], lambda r: RUN_OVERHEAD + len(r.config_json)
                               + len(r.message))
         return {"runs": [run_view(r) for r in kept], "total": total,
                 "head_seq": self.log.head_seq, "more": len(kept) < len(runs)}
 
-    def _snapshot(self, args: dict[str, Any]) -> Any:
+    def _snapshot(self, q: proto.Snapshot) -> Any:
         """A page of runs as of ``as_of_seq``; each run also carries its own last_seq,
         so a client applies only later events to it."""
-        result = self._list_runs({**args, "newest_first": False})
+        result = self._list_runs(proto.ListRuns(q.status, q.limit, q.offset, q.tag,
+                                                q.before_seq, newest_first=False))
         return {"runs": result["runs"], "total": result["total"], "as_of_seq": result["head_seq"],
                 "more": result["more"]}
 
-    def _events_since(self, args: dict[str, Any]) -> Any:
-        after = _int(args, "after_seq", 0, 0, 2**62)
-        limit = _int(args, "limit", 1000, 1, MAX_EVENTS_PAGE)
-        rows = _within_budget(self.log.read(after, limit), lambda r: 256 + len(r.payload))
+    def _events_since(self, q: proto.EventsSince) -> Any:
+        rows = _within_budget(self.log.read(q.after_seq, q.limit),
+                              lambda r: 256 + len(r.payload))
         return {"events": [r.envelope("registry").to_map() for r in rows],
                 "head_seq": self.log.head_seq}
 
-    def _gpu_slots(self, args: dict[str, Any]) -> Any:
+    def _gpu_slots(self, q: proto.GpuSlots) -> Any:
         rows = self.conn.execute("SELECT gpu_uuid, run_id, claimed_seq FROM gpu_slots "
                                  "ORDER BY gpu_uuid").fetchall()
         return {"slots": [{"gpu_uuid": u, "run_id": r, "claimed_seq": s} for u, r, s in rows]}
 
-    def _list_artifacts(self, args: dict[str, Any]) -> Any:
+    def _list_artifacts(self, q: proto.ListArtifacts) -> Any:
         """A run's artifacts after ``after_seq`` in seq order, at most ``limit`` (and
         REPLY_BUDGET bytes), only those of ``kind`` if given; ``more`` when the page
         was cut short."""
-        run_id = _str(args, "run_id")
-        after = _int(args, "after_seq", 0, 0, 2**62)
-        limit = _int(args, "limit", MAX_PAGE, 1, MAX_PAGE)
-        kind = args.get("kind") or ""
-        if not isinstance(kind, str):
-            raise ValidationError("kind", "must be a string")
+        run_id, after, limit, kind = q.run_id, q.after_seq, q.limit, q.kind
         sql = ("SELECT path, kind, size, meta, seq, registered_at FROM artifacts "
                "WHERE run_id = ? AND seq > ?" + (" AND kind = ?" if kind else "") +
                " ORDER BY seq LIMIT ?")
@@ -309,7 +292,7 @@ class Registry:
         return {"artifacts": [{**dict(zip(keys, r)), "meta": json.loads(r[3])} for r in kept],
                 "more": len(kept) < len(rows)}
 
-    def _ping(self, args: dict[str, Any]) -> Any:
+    def _ping(self, q: proto.Ping) -> Any:
         size = os.path.getsize(self.db_path) if self.db_path and os.path.exists(self.db_path) \
             else 0
         return {"service": "registry", "pid": os.getpid(), "head_seq": self.log.head_seq,
@@ -326,16 +309,3 @@ def _within_budget(items: list[Any], size: Callable[[Any], int]) -> list[Any]:
             return items[:i]
     return items
 
-
-def _str(args: dict[str, Any], name: str) -> str:
-    value = args.get(name)
-    if not isinstance(value, str) or not value:
-        raise ValidationError(name, "must be a non-empty string")
-    return value
-
-
-def _int(args: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
-    value = args.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValidationError(name, f"must be an integer from {lo} to {hi}")
-    return value

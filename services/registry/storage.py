@@ -11,7 +11,9 @@ import os
 import sqlite3
 from typing import Any
 
-FULL = "resource_exhausted"
+from core.errors import Internal, StorageFull
+
+FULL = StorageFull.code
 
 
 def is_full(exc: BaseException) -> bool:
@@ -26,16 +28,13 @@ def is_full(exc: BaseException) -> bool:
 
 def full_error(db_path: str) -> dict[str, Any]:
     where = os.path.dirname(os.path.abspath(db_path)) if db_path else "TRAINER_HOME"
-    return {"code": FULL, "message": f"the registry's disk is full (no space left for the "
-                                     f"event log in {where}): nothing of this request was "
-                                     f"stored; free space there, then retry",
-            "details": {"path": db_path}}
+    return StorageFull(f"the registry's disk is full (no space left for the event log in "
+                       f"{where}): nothing of this request was stored; free space there, "
+                       f"then retry", path=db_path).to_dict()
 
 
 def internal_error(method: str, exc: BaseException) -> dict[str, Any]:
-    return {"code": "internal", "message": f"{method} failed: {type(exc).__name__}: "
-                                           f"{str(exc)[:300]}",
-            "details": {}}
+    return Internal(f"{method} failed: {type(exc).__name__}: {str(exc)[:300]}").to_dict()
 
 
 def failure(method: str, exc: BaseException, db_path: str) -> dict[str, Any]:
