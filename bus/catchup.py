@@ -19,8 +19,10 @@ from typing import Any, Callable
 
 from bus.codec import Envelope, envelope_from_map
 from bus.pubsub import Subscriber
+from bus.registry import RegistryClient
 from bus.topics import Topic, status_topic
 from core.clock import Clock, SystemClock
+from core.protocol import EventsSince
 
 # fetch(after_seq, limit) -> (events after after_seq in seq order, registry head seq)
 Fetch = Callable[[int, int], tuple[list[Envelope], int]]
@@ -32,8 +34,10 @@ HEAD_HINT = status_topic(COMMITTER)  # its status carries counters.head_seq
 
 def registry_fetch(client: Any) -> Fetch:
     """A Fetch backed by the registry's ``events_since`` query over an RpcClient."""
+    registry = RegistryClient(client)
+
     def fetch(after_seq: int, limit: int) -> tuple[list[Envelope], int]:
-        result = client.call("events_since", {"after_seq": after_seq, "limit": limit})
+        result = registry.call(EventsSince(after_seq, limit))
         return [envelope_from_map(item) for item in result["events"]], int(result["head_seq"])
     return fetch
 

@@ -21,11 +21,13 @@ from bus.catchup import EventFollower, Fetch, registry_fetch
 from bus.codec import Envelope
 from bus.logs import ServiceLogger
 from bus.pubsub import Publisher, Subscriber
+from bus.registry import RegistryClient
 from bus.rpc import RpcClient
 from bus.status import StatusBeacon
 from bus.topics import Topic
 from core.clock import SystemClock
 from core.errors import OrchestratorError
+from core.protocol import Ping
 from core.runstate import TERMINAL
 from core.settings import Settings
 from services.gateway.mapping import Mapper, StatusTracker, heartbeat_message
@@ -231,7 +233,7 @@ class BusListener:
     def _start_from_head(self, follower: EventFollower, client: RpcClient) -> None:
         """Live delivery starts at the registry's head when the gateway starts."""
         try:
-            head = int(client.call("ping")["head_seq"])
+            head = int(RegistryClient(client).call(Ping())["head_seq"])
         except OrchestratorError as exc:
             self._down(exc)
             self._stop.wait(0.2)

@@ -15,8 +15,9 @@ import grpc
 import zmq
 
 from bus.asyncrpc import AsyncRpcClient
+from bus.registry import RegistryClient, wire
 from bus.rpc import RpcClient
-from core.errors import OrchestratorError
+from core.errors import OrchestratorError, Unavailable
 from services.gateway.errors import CallError, from_registry
 
 T = TypeVar("T")
@@ -41,8 +42,9 @@ def _settle(fut: "asyncio.Future[Any]", result: Any, exc: Optional[BaseException
         fut.set_result(result)
 
 
-class Registry:
-    """``await registry.call(method, args, context)`` from the event loop."""
+class RegistryAccess:
+    """``await registry.call(request, context)`` from the event loop (``request``: a
+    core.protocol / core.commands dataclass)."""
 
     def __init__(self, ctx: zmq.Context, endpoint: str, workers: int, timeout_s: float,
                  retries: int) -> None:
@@ -69,7 +71,7 @@ class Registry:
                 self._clients.append(c)
         return c
 
-    def call_blocking(self, method: str, args: dict[str, Any], *,
+    def call_blocking(self, request: Any, *,
                       budget_s: Optional[float] = None, request_id: Optional[str] = None,
                       retries: Optional[int] = None) -> Any:
         """In a pool thread: the result, or the registry's typed error / Unavailable.
@@ -79,8 +81,8 @@ class Registry:
         if budget_s is not None:
             timeout = max(0.01, min(timeout, budget_s / tries))
         self.calls += 1
-        return self.client().call(method, args, timeout_s=timeout, retries=tries - 1,
-                                  request_id=request_id)
+        return RegistryClient(self.client()).call(request, timeout_s=timeout,
+                                                  retries=tries - 1, request_id=request_id)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` in the pool (the loop stays free). Like run_in_executor,
@@ -98,7 +100,7 @@ class Registry:
         self.pool.submit(work)
         return await fut
 
-    async def call(self, method: str, args: dict[str, Any],
+    async def call(self, request: Any,
                    context: Optional[grpc.aio.ServicerContext] = None, *,
                    request_id: Optional[str] = None, retries: Optional[int] = None,
                    timeout_s: Optional[float] = None) -> Any:
@@ -116,11 +118,12 @@ class Registry:
             self._async = AsyncRpcClient(self.ctx, self.endpoint, SOURCE,
                                          timeout_s=self.timeout_s, retries=self.retries)
         self.calls += 1
+        method, args = wire(request)
         try:
             return await self._async.call(method, args, timeout_s=timeout, retries=tries - 1,
                                           request_id=request_id)
         except OrchestratorError as exc:
-            if exc.code == "unavailable":
+            if isinstance(exc, Unavailable):
                 self.unavailable += 1
                 if cut_short:  # the deadline, not the registry timeout, ended the wait
                     raise CallError(grpc.StatusCode.DEADLINE_EXCEEDED,

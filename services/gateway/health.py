@@ -14,8 +14,9 @@ import grpc
 
 from bus.status import PACKAGE_VERSION
 from bus.versions import installed_versions
+from core.protocol import GpuSlots, Ping
 from services.gateway.buslisten import Telemetry
-from services.gateway.calls import Registry
+from services.gateway.calls import RegistryAccess
 from services.gateway.errors import CallError
 from services.gateway.mapping import struct, timestamp
 from trainer_api.v1 import trainer_pb2 as pb
@@ -25,7 +26,7 @@ PING_TIMEOUT_S = 1.0
 
 
 class Health:
-    def __init__(self, registry: Registry, telemetry: Telemetry,
+    def __init__(self, registry: RegistryAccess, telemetry: Telemetry,
                  counters: Callable[[], dict[str, Any]], gateway_seq: Callable[[], int]) -> None:
         self.registry = registry
         self.telemetry = telemetry
@@ -41,8 +42,8 @@ class Health:
         while the registry is away."""
         wait = min(PING_TIMEOUT_S, self.registry.timeout_s)
         ping, slots = await asyncio.gather(
-            self.registry.call("ping", {}, context, retries=0, timeout_s=wait),
-            self.registry.call("gpu_slots", {}, context, retries=0, timeout_s=wait),
+            self.registry.call(Ping(), context, retries=0, timeout_s=wait),
+            self.registry.call(GpuSlots(), context, retries=0, timeout_s=wait),
             return_exceptions=True)
         for got in (ping, slots):
             if isinstance(got, CallError):

@@ -19,8 +19,9 @@ from typing import Any, AsyncIterator, Optional
 import grpc
 
 from core.ids import is_run_id
+from core.protocol import GetRun
 from core.runstate import TERMINAL
-from services.gateway.calls import Registry
+from services.gateway.calls import RegistryAccess
 from services.gateway.errors import invalid
 from services.gateway.mapping import timestamp
 from services.gateway.watch import WatchHub
@@ -52,7 +53,7 @@ def read_chunk(path: str, offset: int, size: int = CHUNK) -> bytes:
 
 
 class LogFiles:
-    def __init__(self, runs_dir: str, hub: WatchHub, registry: Registry, poll_s: float) -> None:
+    def __init__(self, runs_dir: str, hub: WatchHub, registry: RegistryAccess, poll_s: float) -> None:
         self.runs_dir = runs_dir
         self.hub = hub
         self.registry = registry
@@ -99,7 +100,7 @@ class LogFiles:
                 self.hub.drop_signal(run_id, signal)
 
     async def _terminal(self, run_id: str, context: grpc.aio.ServicerContext) -> bool:
-        got = await self.registry.call("get_run", {"run_id": run_id}, context)
+        got = await self.registry.call(GetRun(run_id), context)
         return got["run"]["status"] in _TERMINAL
 
     def metrics(self, run_id: str, offset: int, limit: int,

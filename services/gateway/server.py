@@ -19,7 +19,7 @@ from core.settings import Settings
 from services.gateway import reflection
 from services.gateway.auth import TokenInterceptor
 from services.gateway.buslisten import BusListener, Item, Telemetry
-from services.gateway.calls import Registry
+from services.gateway.calls import RegistryAccess
 from services.gateway.config import GatewayConfig
 from services.gateway.decoding import DecodeInterceptor
 from services.gateway.health import Health
@@ -75,7 +75,7 @@ class GatewayService:
         self._wake = zmq.Poller()  # the main thread sleeps here (bootstrap's wake_on)
         self.telemetry = Telemetry(cfg.heartbeat_cache)
         self.mapper = Mapper(log)
-        self.registry = Registry(ctx, settings.registry, cfg.workers, cfg.registry_timeout,
+        self.registry = RegistryAccess(ctx, settings.registry, cfg.workers, cfg.registry_timeout,
                                  cfg.registry_retries)
         self.hub: Optional[WatchHub] = None
         self.servicer: Optional[Servicer] = None

@@ -14,11 +14,15 @@ from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 import grpc
 
 from bus.logs import ServiceLogger
+from core.commands import RequestCancel, SubmitRun
+from core.errors import OrchestratorError
+from core.protocol import GetRun, ListArtifacts, ListRuns
 from services.gateway.buslisten import Telemetry
-from services.gateway.calls import Registry
+from services.gateway.calls import RegistryAccess
 from services.gateway.config import GatewayConfig
 from services.gateway.configcheck import config_of
-from services.gateway.errors import CallError, abort, exhausted, invalid, restarting
+from services.gateway.errors import (CallError, abort, exhausted, from_registry, invalid,
+                                     restarting)
 from services.gateway.health import Health
 from services.gateway.logs import LogFiles, check_run_id
 from services.gateway.mapping import Mapper, struct, timestamp
@@ -45,6 +49,8 @@ def unary(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
             return await fn(self, request, context)
         except CallError as exc:
             await abort(context, exc)
+        except OrchestratorError as exc:  # a request the protocol refused (names the field)
+            await abort(context, from_registry(exc))
         except grpc.aio.AbortError:
             raise
         except Exception:
@@ -83,6 +89,8 @@ def streaming(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncItera
             return  # end_streams has told the client UNAVAILABLE already
         except CallError as exc:
             await abort(context, exc)
+        except OrchestratorError as exc:  # a request the protocol refused (names the field)
+            await abort(context, from_registry(exc))
         except grpc.aio.AbortError:
             raise
         except Exception:
@@ -93,7 +101,7 @@ def streaming(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncItera
 
 
 class Servicer:
-    def __init__(self, cfg: GatewayConfig, registry: Registry, hub: WatchHub,
+    def __init__(self, cfg: GatewayConfig, registry: RegistryAccess, hub: WatchHub,
                  telemetry: Telemetry, mapper: Mapper, logs: LogFiles, health: Health,
                  log: ServiceLogger) -> None:
         self.cfg = cfg
@@ -132,13 +140,11 @@ class Servicer:
     async def SubmitRun(self, request: pb.SubmitRunRequest,
                         context: grpc.aio.ServicerContext) -> pb.SubmitRunResponse:
         config = config_of(request)
-        args: dict[str, Any] = {"config": config,
-                                "submitted_by": _text(request.submitted_by or "grpc",
-                                                      "submitted_by", 200)}
+        submit = SubmitRun(config, _text(request.submitted_by or "grpc", "submitted_by", 200))
         rid = request.request_id or None
         if rid is not None and (len(rid) > 64 or not rid.isprintable()):
             raise invalid("request_id", "must be at most 64 printable characters")
-        result = await self.registry.call("submit", args, context,
+        result = await self.registry.call(submit, context,
                                           request_id=f"grpc-{rid}" if rid else None)
         return pb.SubmitRunResponse(run=self.record(result["run"]), created=result["created"])
 
@@ -146,7 +152,7 @@ class Servicer:
     async def GetRun(self, request: pb.GetRunRequest,
                      context: grpc.aio.ServicerContext) -> pb.GetRunResponse:
         run_id = check_run_id(request.run_id)
-        got = await self.registry.call("get_run", {"run_id": run_id}, context)
+        got = await self.registry.call(GetRun(run_id), context)
         return pb.GetRunResponse(run=self.record(got["run"]), head_seq=got["head_seq"])
 
     @unary
@@ -161,9 +167,9 @@ class Servicer:
         size = request.page_size or DEFAULT_PAGE
         if not 0 < size <= MAX_PAGE:
             raise invalid("page_size", f"must be from 1 to {MAX_PAGE}")
-        args = {"status": statuses, "tag": _text(request.tag, "tag", 200), "limit": size,
-                "before_seq": _decode_token(request.page_token), "newest_first": True}
-        got = await self.registry.call("list_runs", args, context)
+        query = ListRuns(tuple(statuses), size, tag=_text(request.tag, "tag", 200),
+                         before_seq=_decode_token(request.page_token), newest_first=True)
+        got = await self.registry.call(query, context)
         runs = got["runs"]
         out = pb.ListRunsResponse(total_size=got["total"], head_seq=got["head_seq"])
         size = 0
@@ -191,10 +197,10 @@ class Servicer:
     @unary
     async def CancelRun(self, request: pb.CancelRunRequest,
                         context: grpc.aio.ServicerContext) -> pb.CancelRunResponse:
-        args = {"run_id": check_run_id(request.run_id),
-                "reason": _text(request.reason, "reason", MAX_TEXT),
-                "requested_by": _text(request.requested_by or "grpc", "requested_by", 200)}
-        got = await self.registry.call("request_cancel", args, context)
+        cancel = RequestCancel(check_run_id(request.run_id),
+                               _text(request.requested_by or "grpc", "requested_by", 200),
+                               _text(request.reason, "reason", MAX_TEXT))
+        got = await self.registry.call(cancel, context)
         return pb.CancelRunResponse(run=self.record(got["run"]))
 
     @streaming
@@ -215,10 +221,10 @@ class Servicer:
         size = request.page_size or MAX_PAGE
         if not 0 < size <= MAX_PAGE:
             raise invalid("page_size", f"must be from 1 to {MAX_PAGE}")
-        args = {"run_id": run_id, "kind": _text(request.kind, "kind", 200), "limit": size,
-                "after_seq": _decode_token(request.page_token, ARTIFACTS_TOKEN)}
-        await self.registry.call("get_run", {"run_id": run_id}, context)
-        got = await self.registry.call("list_artifacts", args, context)
+        query = ListArtifacts(run_id, _decode_token(request.page_token, ARTIFACTS_TOKEN),
+                              size, _text(request.kind, "kind", 200))
+        await self.registry.call(GetRun(run_id), context)
+        got = await self.registry.call(query, context)
         out = pb.ListArtifactsResponse()
         arts, size = got["artifacts"], 0
         for a in arts:
@@ -245,7 +251,7 @@ class Servicer:
         limit = request.limit or DEFAULT_POINTS
         if not 0 < limit <= MAX_POINTS:
             raise invalid("limit", f"must be from 1 to {MAX_POINTS}")
-        await self.registry.call("get_run", {"run_id": run_id}, context)
+        await self.registry.call(GetRun(run_id), context)
         return await self.registry.run(self.logs.metrics, run_id, request.offset, limit,
                                        frozenset(request.keys))
 

@@ -18,8 +18,9 @@ from bus.codec import envelope_from_map
 from bus.logs import ServiceLogger
 from core.errors import OrchestratorError
 from core.ids import is_run_id
+from core.protocol import EventsSince, GetRun, Ping, Snapshot
 from services.gateway.buslisten import Item, Telemetry, make_item
-from services.gateway.calls import Registry
+from services.gateway.calls import RegistryAccess
 from services.gateway.errors import CallError, from_registry, invalid
 from services.gateway.mapping import Mapper, StatusTracker
 from services.gateway.watch import MAX_MESSAGE_BYTES, Watcher, WatchHub
@@ -42,7 +43,7 @@ def encode(items: list[Item], upto: int) -> bytes:
 
 
 class WatchSession:
-    def __init__(self, hub: WatchHub, registry: Registry, mapper: Mapper,
+    def __init__(self, hub: WatchHub, registry: RegistryAccess, mapper: Mapper,
                  telemetry: Telemetry, log: ServiceLogger, buffer: tuple[int, int],
                  keepalive: float,
                  request: pb.WatchRunsRequest, context: grpc.aio.ServicerContext) -> None:
@@ -79,7 +80,7 @@ class WatchSession:
         elif self.hub.seq is not None:
             position = self.hub.seq
         else:
-            position = int((await self.registry.call("ping", {}, self.context))["head_seq"])
+            position = int((await self.registry.call(Ping(), self.context))["head_seq"])
         w = Watcher(self.context.peer(), self.run_ids, position, *self.buffer)
         self.hub.open += 1
         try:
@@ -93,7 +94,7 @@ class WatchSession:
 
     async def _checked_since(self, since: int) -> int:
         if self.hub.seq is None or since > self.hub.seq:
-            head = int((await self.registry.call("ping", {}, self.context))["head_seq"])
+            head = int((await self.registry.call(Ping(), self.context))["head_seq"])
             if since > head:
                 raise CallError(grpc.StatusCode.OUT_OF_RANGE,
                                 f"since_seq: {since} is beyond the event log's last seq "
@@ -165,8 +166,7 @@ class WatchSession:
         """In a pool thread: the next page of events after ``after`` (up to ``upto``),
         filtered, in wire form; and the last seq examined."""
         try:
-            result = self.registry.call_blocking("events_since",
-                                                 {"after_seq": after, "limit": PAGE})
+            result = self.registry.call_blocking(EventsSince(after, PAGE))
         except OrchestratorError as exc:
             raise from_registry(exc) from None
         items, last, size = [], after, 0
@@ -220,11 +220,11 @@ class WatchSession:
 
     async def _snapshot_pages(self) -> AsyncIterator[tuple[list[dict[str, Any]], int]]:
         if self.run_ids:
-            got = await self.registry.call("ping", {}, self.context)
+            got = await self.registry.call(Ping(), self.context)
             yield [], int(got["head_seq"])
             for run_id in sorted(self.run_ids):
                 try:
-                    got = await self.registry.call("get_run", {"run_id": run_id}, self.context)
+                    got = await self.registry.call(GetRun(run_id), self.context)
                 except CallError as exc:
                     if exc.code == grpc.StatusCode.NOT_FOUND:
                         continue
@@ -233,8 +233,8 @@ class WatchSession:
             return
         offset = 0
         while True:
-            page = await self.registry.call("snapshot", {"limit": SNAPSHOT_PAGE,
-                                                         "offset": offset}, self.context)
+            page = await self.registry.call(Snapshot(limit=SNAPSHOT_PAGE, offset=offset),
+                                            self.context)
             runs = page["runs"]
             yield runs, int(page["as_of_seq"])
             offset += len(runs)

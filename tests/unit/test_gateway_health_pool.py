@@ -15,7 +15,7 @@ import pytest
 import zmq
 
 from services.gateway.buslisten import Telemetry
-from services.gateway.calls import Registry
+from services.gateway.calls import RegistryAccess
 from services.gateway.health import Health
 
 pytestmark = pytest.mark.timeout(30)
@@ -28,7 +28,7 @@ class NoDeadline:
 
 def test_health_answers_while_the_pool_is_busy(tmp_path: Path) -> None:
     ctx = zmq.Context()
-    registry = Registry(ctx, f"ipc://{tmp_path}/nobody", workers=1, timeout_s=0.3, retries=1)
+    registry = RegistryAccess(ctx, f"ipc://{tmp_path}/nobody", workers=1, timeout_s=0.3, retries=1)
     release = threading.Event()
     registry.pool.submit(release.wait, 20)  # the pool's only thread, held
     health = Health(registry, Telemetry(10), lambda: {"watchers": 0}, lambda: 0)
