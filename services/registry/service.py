@@ -20,9 +20,11 @@ from bus.badframes import BadFrameLog
 from bus.codec import FrameError
 from bus.logs import ServiceLogger
 from bus.pubsub import Publisher
+from bus import rpc
 from bus.rpc import Request, RpcServer
 from bus.status import StatusBeacon
 from bus.topics import event_topic
+from core.errors import Expired, Internal, StorageFull
 from services.registry import storage
 from eventstore.reader import StoredEvent
 from services.registry.handlers import Outcome, Registry
@@ -134,9 +136,8 @@ class RegistryService:
         self.stats["expired"] += 1
         self.log.warning("request.expired", method=req.method, source=req.source,
                          request_id=req.id, late_s=round(now - (req.expires_at or now), 3))
-        self.server.reply(req.identity, req.id, {"ok": False, "error": {
-            "code": "unavailable", "message": "the request expired before the registry "
-            "read it; nothing was applied", "details": {}}})
+        self.server.reply(req.identity, req.id, rpc.error(Expired(
+            "the request expired before the registry read it; nothing was applied")))
 
     def _run_batch(self, batch: list[Request]) -> None:
         conn = self.registry.conn
@@ -163,9 +164,9 @@ class RegistryService:
             if not outcome.reply.get("ok"):
                 self.stats["errors"] += 1
                 error = outcome.reply.get("error") or {}
-                if error.get("code") == storage.FULL:
+                if error.get("code") == StorageFull.code:
                     self._disk_full(1, error.get("message", ""))
-                elif error.get("code") == "internal":  # a bug, or an input no check caught
+                elif error.get("code") == Internal.code:  # a bug, or an input no check caught
                     self.log.error("request.internal", method=req.method, source=req.source,
                                    request_id=req.id, message=error.get("message", ""))
         for outcome in outcomes:
@@ -178,8 +179,7 @@ class RegistryService:
         catch-up, must not fail because a submit next to it did)."""
         if not storage.is_full(exc):
             self.log.exception("batch.failed", size=len(batch))
-            error = {"code": "internal", "message": "the registry failed to commit; retry",
-                     "details": {}}
+            error = Internal("the registry failed to commit; retry").to_dict()
         else:
             error = storage.full_error(self.registry.db_path)
             self._disk_full(len(batch), str(exc))
