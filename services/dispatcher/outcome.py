@@ -12,9 +12,8 @@ from typing import Any, Callable
 from bus.logs import ServiceLogger
 from bus.rpc import Unavailable
 from core import runresult
-from core.errors import OrchestratorError, ValidationError
+from core.errors import NotApplied, OrchestratorError, ValidationError
 from services.dispatcher.active import ActiveRun
-from services.dispatcher.refusals import NOT_APPLIED
 from services.dispatcher.logfollow import tail_lines
 
 MANIFEST = "artifacts.jsonl"
@@ -159,7 +158,7 @@ def register_artifacts(call: Callable[..., Any], run: ActiveRun,
             raise
         except OrchestratorError as exc:
             refused("register_artifact", args, exc)
-            done = done and exc.code not in NOT_APPLIED
+            done = done and not isinstance(exc, NotApplied)
     return done
 
 

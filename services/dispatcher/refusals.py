@@ -1,5 +1,5 @@
 """The dispatcher's log of registry refusals: each refusal is one line, except those
-the dispatcher retries (NOT_APPLIED: a failed batch, a full disk), which repeat every
+the dispatcher retries (NotApplied: a failed batch, a full disk), which repeat every
 scheduling pass while the cause lasts: those are logged at most every REFUSED_LOG_S
 per method and code, with the count of the ones not logged."""
 
@@ -9,12 +9,9 @@ from typing import Any
 
 from bus.logs import ServiceLogger
 from core.clock import Clock
-from core.errors import OrchestratorError
+from core.errors import NotApplied, OrchestratorError
 
 REFUSED_LOG_S = 10.0
-# Error codes meaning "not applied, may be retried": a batch that failed (``internal``)
-# or a full disk on the registry's side (``resource_exhausted``).
-NOT_APPLIED = frozenset({"internal", "resource_exhausted"})
 
 
 class RefusalLog:
@@ -25,7 +22,7 @@ class RefusalLog:
 
     def __call__(self, method: str, args: dict[str, Any], exc: OrchestratorError) -> None:
         fields: dict[str, Any] = {}
-        if exc.code in NOT_APPLIED:
+        if isinstance(exc, NotApplied):  # a failed batch, a full disk: retried
             key, now = (method, exc.code), self.clock.monotonic()
             last, quiet = self._last.get(key, (-REFUSED_LOG_S, 0))
             if now - last < REFUSED_LOG_S:

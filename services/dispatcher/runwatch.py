@@ -16,11 +16,10 @@ import signal
 from typing import TYPE_CHECKING, Any, Optional
 
 from bus.rpc import Unavailable
-from core.errors import OrchestratorError
+from core.errors import NotApplied, OrchestratorError
 from services.dispatcher import spawner
 from services.dispatcher.active import ActiveRun
 from services.dispatcher.outcome import outcome_of
-from services.dispatcher.refusals import NOT_APPLIED
 from services.dispatcher.supervision import KillPlan, awaits_evidence, deadline
 
 if TYPE_CHECKING:
@@ -74,7 +73,7 @@ def _record_started(svc: "DispatcherService", run: ActiveRun, worker: dict[str, 
         svc.log_refused("record_started", args, exc)
         # Otherwise refused for good: RUNNING already (an earlier try was applied and
         # its answer lost) or ended meanwhile; asking again would change nothing.
-        return exc.code not in NOT_APPLIED
+        return not isinstance(exc, NotApplied)
     return True
 
 

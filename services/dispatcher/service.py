@@ -22,7 +22,7 @@ from bus.status import StatusBeacon
 from bus.topics import Topic
 from core import events as ev
 from core.clock import Clock
-from core.errors import OrchestratorError, ResourceBusy
+from core.errors import NotApplied, OrchestratorError, ResourceBusy
 from core.settings import Settings
 from services.dispatcher import launch, runwatch, spawner, telemetry
 from services.dispatcher.active import ActiveRun, pending_from_run
@@ -32,7 +32,7 @@ from services.dispatcher.inventory import BackgroundRead, Inventory, refresh_in_
 from services.dispatcher.logfollow import RunLogs
 from services.dispatcher.pacing import Pacer
 from services.dispatcher.outcome import register_artifacts, retry_artifacts, run_result
-from services.dispatcher.refusals import NOT_APPLIED, RefusalLog
+from services.dispatcher.refusals import RefusalLog
 from services.dispatcher.registryprobe import RegistryProbe
 from services.dispatcher.supervision import BusHealth, begin_kill, check
 from services.dispatcher.telemetry import SOURCE
@@ -300,11 +300,11 @@ class DispatcherService:
     def _waited(self, reply: Any, run_id: str, reason: str) -> None:
         if not isinstance(reply, OrchestratorError):
             self.waiting[run_id] = reason
-        elif reply.code in NOT_APPLIED:
+        elif isinstance(reply, NotApplied):
             self.retry_due = True
 
     def _judged_never(self, reply: Any, pending: Pending) -> None:
-        if isinstance(reply, OrchestratorError) and reply.code in NOT_APPLIED:
+        if isinstance(reply, NotApplied):
             self.pending[pending.run_id] = pending  # not applied: still PENDING, sent again
             self.retry_due = True
 
@@ -317,7 +317,7 @@ class DispatcherService:
             self.pending[pending.run_id] = pending  # still PENDING: a later pass retries
             return
         if isinstance(reply, OrchestratorError):
-            if reply.code in NOT_APPLIED:  # not applied (its batch failed): still PENDING
+            if isinstance(reply, NotApplied):  # not applied (its batch failed): still PENDING
                 self.pending[pending.run_id] = pending
                 self.retry_due = True
             return  # otherwise no longer PENDING (cancelled meanwhile): nothing to start
@@ -409,7 +409,7 @@ class DispatcherService:
         self.dirty = True
 
     def _finished(self, reply: Any, run: ActiveRun, outcome: dict[str, Any]) -> None:
-        if isinstance(reply, OrchestratorError) and reply.code in NOT_APPLIED:
+        if isinstance(reply, NotApplied):
             return  # not stored (its batch failed): sent again at the next sweep
         if self.finishing.get(run.run_id, (None,))[0] is run:
             del self.finishing[run.run_id]
