@@ -1,12 +1,12 @@
 """2. The registry's append path alone, no sockets.
 
-Row 1 (the target): the write path, Registry._append of already-decided RunSubmitted
+Row 1 (the target): the write path, RequestHandler._append of already-decided RunSubmitted
 events (event row with hash chain + projection row) in group-commit transactions of
 BATCH, vs plain sqlite3 inserting the very same rows (the event row and the run row,
 with the same tables and indexes) with one commit per event, with the same durability
 (WAL, synchronous=NORMAL). Group commit must pay for itself.
 
-Row 2 (information): the whole submit command through Registry.handle (config
+Row 2 (information): the whole submit command through RequestHandler.handle (config
 validation, digest dedup, request-id record, append) in the same batches, against
 the same raw figure."""
 
@@ -33,7 +33,7 @@ CREATE UNIQUE INDEX events_stream_version ON events (stream, version);
 
 
 def service_checks() -> dict[str, Any]:
-    """The config checks services/registry/__main__.py gives its Registry."""
+    """The config checks services/registry/__main__.py gives its RequestHandler."""
     try:
         from services.registry.catalog import EnvCatalog
     except ImportError:
@@ -42,15 +42,15 @@ def service_checks() -> dict[str, Any]:
 
 
 def ours_append(path: str, n: int, tag: str) -> float:
-    """events/s through Registry._append of decided events, in batches of BATCH."""
+    """events/s through RequestHandler._append of decided events, in batches of BATCH."""
     from core import commands as cmds
     from core.clock import SystemClock
     from core.fields import from_map
-    from services.registry.handlers import Registry
+    from services.registry.handlers import RequestHandler
     from services.registry.migrations import connect, migrate
     conn = connect(path)
     migrate(conn)
-    registry = Registry(conn, SystemClock(), path)
+    registry = RequestHandler(conn, SystemClock(), path)
     decided = []
     for i in range(n):
         cmd = from_map(cmds.SubmitRun, submit_args(tag, i), "submit")
@@ -93,13 +93,13 @@ def raw_same_rows(src: str, path: str) -> float:
 
 
 def ours(path: str, n: int, tag: str) -> float:
-    """events/s through Registry.handle in batches of BATCH."""
+    """events/s through RequestHandler.handle in batches of BATCH."""
     from core.clock import SystemClock
-    from services.registry.handlers import Registry
+    from services.registry.handlers import RequestHandler
     from services.registry.migrations import connect, migrate
     conn = connect(path)
     migrate(conn)
-    registry = Registry(conn, SystemClock(), path, **service_checks())
+    registry = RequestHandler(conn, SystemClock(), path, **service_checks())
     args = [submit_args(tag, i) for i in range(n)]
     rids = [f"{tag}-{i:012d}" for i in range(n)]
     warm = registry.handle("submit", submit_args(tag + "-warm", 0), tag + "-warm", "bench")
@@ -161,6 +161,6 @@ def run(quick: bool = False) -> list[Row]:
                 ">= 100% of 1 commit/event", o >= b,
                 f"{n:,} events, batches of {BATCH} vs plain sqlite3 writing the same event "
                 f"and run rows with 1 commit/event; median of {repeats}"),
-            Row("whole submit via Registry.handle (info)", "events/s", so, sb, "-", None,
+            Row("whole submit via RequestHandler.handle (info)", "events/s", so, sb, "-", None,
                 f"validation, dedup, request record, append; vs the event row alone with 1 "
                 f"commit/event; payload ~{payload:.0f} B; median of {repeats}")]

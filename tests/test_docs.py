@@ -29,7 +29,7 @@ from core.projection import RUN_COLUMNS, TABLES
 from core.runstate import TRANSITIONS
 from core.settings import SETTINGS
 from eventstore.reader import StoredEvent
-from services.registry.handlers import Registry
+from services.registry.handlers import RequestHandler
 from services.registry.migrations import connect, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,7 +89,7 @@ def registry(tmp_path: Path) -> Iterator[Registry]:
     conn = connect(str(tmp_path / "events.db"))
     migrate(conn)
     try:
-        yield Registry(conn, FakeClock(), str(tmp_path / "events.db"))
+        yield RequestHandler(conn, FakeClock(), str(tmp_path / "events.db"))
     finally:
         conn.close()
 
@@ -134,7 +134,7 @@ def test_every_status_payload_field_has_a_row(bus_md: str) -> None:
     assert not missing, "BUS.md, section ServiceStatus: " + _missing(missing)
 
 
-def test_every_registry_method_has_a_section(bus_md: str, registry: Registry) -> None:
+def test_every_registry_method_has_a_section(bus_md: str, registry: RequestHandler) -> None:
     heads = {title for _, _, title in _headings(bus_md)}
     methods = sorted({*registry.commands, *registry.queries})
     assert methods, "the registry has no methods?"
@@ -142,7 +142,7 @@ def test_every_registry_method_has_a_section(bus_md: str, registry: Registry) ->
     assert not missing, "BUS.md: registry methods without a heading: " + _missing(missing)
 
 
-def test_every_method_argument_has_a_row(bus_md: str, registry: Registry) -> None:
+def test_every_method_argument_has_a_row(bus_md: str, registry: RequestHandler) -> None:
     """Commands and queries alike: each field of its request type (core.protocol)."""
     assert set(registry.commands) | set(registry.queries) == set(protocol.Method)
     missing = [f"{m.value}.{f.name}" for m in protocol.Method

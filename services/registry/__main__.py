@@ -16,7 +16,7 @@ from core.clock import SystemClock
 from core.settings import Settings
 from core.workers import WorkerCatalog
 from services.registry.catalog import EnvCatalog
-from services.registry.handlers import Registry
+from services.registry.handlers import RequestHandler
 from eventstore.anchor import anchor_path
 from services.registry.maintenance import Checkpointer
 from services.registry.migrations import connect, migrate
@@ -44,7 +44,7 @@ def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> RegistryS
     pub = ctx.socket(zmq.PUB)
     pub.setsockopt(zmq.SNDHWM, 100_000)
     pub.connect(settings.bus_pub)
-    registry = Registry(conn, clock, settings.db_path,
+    registry = RequestHandler(conn, clock, settings.db_path,
                         known_worker=WorkerCatalog(test_workers=settings.test_workers),
                         known_env=EnvCatalog())
     log.info("registry.listening", endpoint=settings.registry, head_seq=registry.log.head_seq)

@@ -42,14 +42,17 @@ MAX_ID_TRIES = 1000  # new run ids tried at one submit (see _submit)
 
 
 @dataclass
-class Outcome:
+class Handled:
     """What one request produced: its reply payload and the events it committed."""
 
     reply: dict[str, Any]
     events: list[StoredEvent] = field(default_factory=list)
 
 
-class Registry:
+class RequestHandler:
+    """The registry's methods (core.protocol.Method) over events.db: ``handle`` applies
+    one request inside the batch's transaction (RegistryService runs the batches)."""
+
     def __init__(self, conn: sqlite3.Connection, clock: Clock, db_path: str = "",
                  make_run_id: Callable[[], str] | None = None,
                  known_worker: Callable[[str], bool] | None = None,
@@ -86,38 +89,38 @@ class Registry:
 
     # --- the batch ---------------------------------------------------------------
     def handle(self, method: str, args: dict[str, Any], request_id: str,
-               source: str) -> Outcome:
+               source: str) -> Handled:
         """One request, inside the caller's open transaction."""
         if method in self.queries:
             query = Method(method)
             try:
-                return Outcome({"ok": True,
+                return Handled({"ok": True,
                                 "result": self.queries[query](parse(query, args))})
             except OrchestratorError as exc:
-                return Outcome({"ok": False, "error": exc.to_dict()})
+                return Handled({"ok": False, "error": exc.to_dict()})
             except Exception as exc:
                 if not self.conn.in_transaction:
                     raise  # SQLite rolled the whole batch back (I/O error, full disk)
-                return Outcome({"ok": False, "error": failure(method, exc, self.db_path)})
+                return Handled({"ok": False, "error": failure(method, exc, self.db_path)})
         if method not in self.commands:
             err = ValidationError("method", f"unknown method {method!r}")
-            return Outcome({"ok": False, "error": err.to_dict()})
+            return Handled({"ok": False, "error": err.to_dict()})
         earlier = self.replies.find(request_id)
         if earlier is not None:
             if earlier[0] != method:
                 err = ValidationError("id", f"request id {request_id} was already used for "
                                             f"{earlier[0]}")
-                return Outcome({"ok": False, "error": err.to_dict()})
-            return Outcome(earlier[1])  # a retry: the first answer, nothing applied again
+                return Handled({"ok": False, "error": err.to_dict()})
+            return Handled(earlier[1])  # a retry: the first answer, nothing applied again
         mark = self.log.mark()
         self.conn.execute("SAVEPOINT request")
         try:
             result, events = self.commands[method](args, request_id, source)
-            outcome = Outcome({"ok": True, "result": result}, events)
+            done = Handled({"ok": True, "result": result}, events)
         except OrchestratorError as exc:
             self.conn.execute("ROLLBACK TO request")
             self.log.reset(mark)
-            outcome = Outcome({"ok": False, "error": exc.to_dict()})
+            done = Handled({"ok": False, "error": exc.to_dict()})
         except Exception as exc:
             self.log.reset(mark)
             if not self.conn.in_transaction:
@@ -126,16 +129,16 @@ class Registry:
             # and its reply is not stored, so a retry after a fix can succeed.
             self.conn.execute("ROLLBACK TO request")
             self.conn.execute("RELEASE request")
-            return Outcome({"ok": False, "error": failure(method, exc, self.db_path)})
+            return Handled({"ok": False, "error": failure(method, exc, self.db_path)})
         except BaseException:
             self.log.reset(mark)
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK TO request")
                 self.conn.execute("RELEASE request")
             raise
-        self.replies.record(request_id, method, outcome.reply, self.clock.now())
+        self.replies.record(request_id, method, done.reply, self.clock.now())
         self.conn.execute("RELEASE request")
-        return outcome
+        return done
 
     def _append(self, before: RunState | None, events: list[Event], request_id: str,
                 source: str) -> tuple[RunState | None, list[StoredEvent]]:

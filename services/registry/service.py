@@ -27,7 +27,7 @@ from bus.topics import event_topic
 from core.errors import Expired, Internal, StorageFull
 from services.registry import storage
 from eventstore.reader import StoredEvent
-from services.registry.handlers import Outcome, Registry
+from services.registry.handlers import Handled, RequestHandler
 from services.registry.maintenance import Checkpointer
 
 SOURCE = "registry"
@@ -37,7 +37,7 @@ LOW_DISK_BYTES = 1024 * 1024  # below this, the status says the disk is full
 
 
 class RegistryService:
-    def __init__(self, server: RpcServer, publisher: Publisher, registry: Registry,
+    def __init__(self, server: RpcServer, publisher: Publisher, registry: RequestHandler,
                  checkpointer: Checkpointer, status_interval: float, max_batch: int,
                  log: ServiceLogger, spin_s: float = 0.0) -> None:
         self.server = server
@@ -142,11 +142,11 @@ class RegistryService:
     def _run_batch(self, batch: list[Request]) -> None:
         conn = self.registry.conn
         mark = self.registry.log.mark()
-        outcomes: list[Outcome] = []
+        handled: list[Handled] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
             for req in batch:
-                outcomes.append(self.registry.handle(req.method, req.args, req.id, req.source))
+                handled.append(self.registry.handle(req.method, req.args, req.id, req.source))
             conn.execute("COMMIT")
         except Exception as exc:
             # A bug or a storage failure: nothing of this batch is kept or published,
@@ -159,18 +159,18 @@ class RegistryService:
         self.stats["batches"] += 1
         self.stats["requests"] += len(batch)
         self.stats["largest_batch"] = max(self.stats["largest_batch"], len(batch))
-        for req, outcome in zip(batch, outcomes):
-            self.server.reply(req.identity, req.id, outcome.reply)
-            if not outcome.reply.get("ok"):
+        for req, done in zip(batch, handled):
+            self.server.reply(req.identity, req.id, done.reply)
+            if not done.reply.get("ok"):
                 self.stats["errors"] += 1
-                error = outcome.reply.get("error") or {}
+                error = done.reply.get("error") or {}
                 if error.get("code") == StorageFull.code:
                     self._disk_full(1, error.get("message", ""))
                 elif error.get("code") == Internal.code:  # a bug, or an input no check caught
                     self.log.error("request.internal", method=req.method, source=req.source,
                                    request_id=req.id, message=error.get("message", ""))
-        for outcome in outcomes:
-            for stored in outcome.events:
+        for done in handled:
+            for stored in done.events:
                 self._publish(stored)
 
     def _batch_failed(self, batch: list[Request], exc: Exception) -> None:

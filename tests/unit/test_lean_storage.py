@@ -9,7 +9,7 @@ from core.clock import FakeClock
 from core.ids import RunIds, is_run_id, new_request_id
 from core.projection import RUN_COLUMNS
 from services.registry import replies
-from services.registry.handlers import Registry
+from services.registry.handlers import RequestHandler
 from services.registry.migrations import connect, migrate
 from eventstore.compare import first_difference
 from eventstore.rebuild import rebuild
@@ -63,7 +63,7 @@ def test_migration_004_keeps_every_run_and_the_log_stays_replayable(tmp_path) ->
     rebuild(conn, scratch)
     assert first_difference(conn, scratch) is None
     # and the migrated registry goes on: listing is in submission order
-    registry = Registry(conn, FakeClock(), path)
+    registry = RequestHandler(conn, FakeClock(), path)
     conn.execute("BEGIN IMMEDIATE")
     out = registry.handle("submit", {"config": {"seed": 424242}}, "after-004", "test")
     conn.execute("COMMIT")
@@ -143,7 +143,7 @@ def test_a_submit_walks_past_run_ids_already_taken(tmp_path) -> None:
     conn = connect(path)
     migrate(conn)
     ids = iter(["r000000000001"] * 4 + ["r000000000002"])
-    registry = Registry(conn, FakeClock(), path, make_run_id=lambda: next(ids))
+    registry = RequestHandler(conn, FakeClock(), path, make_run_id=lambda: next(ids))
     conn.execute("BEGIN IMMEDIATE")
     first = registry.handle("submit", {"config": {"seed": 1}}, "a", "test").reply
     second = registry.handle("submit", {"config": {"seed": 2}}, "b", "test").reply
@@ -174,7 +174,7 @@ def test_a_run_stored_under_the_legacy_digest_is_still_a_duplicate(tmp_path, mon
     conn.execute("DROP TABLE digest_rule")
     conn.execute("DELETE FROM _migrations WHERE name = '005_digest_rule'")
     assert migrate(conn) == ["005_digest_rule"]
-    registry = Registry(conn, clock, str(tmp_path / "events.db"),
+    registry = RequestHandler(conn, clock, str(tmp_path / "events.db"),
                         make_run_id=registry.make_run_id)
     assert registry.legacy_until == registry.log.head_seq == 1
     conn.execute("BEGIN IMMEDIATE")

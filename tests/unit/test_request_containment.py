@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from core.digest import MAX_DEPTH, check_depth
 from core.errors import ValidationError
-from services.registry.handlers import Registry
+from services.registry.handlers import RequestHandler
 from tests.unit.workload import open_registry
 
 
@@ -29,7 +29,7 @@ def _nested(depth: int) -> dict[str, Any]:
 _ids = itertools.count()
 
 
-def _batch(conn: sqlite3.Connection, registry: Registry,
+def _batch(conn: sqlite3.Connection, registry: RequestHandler,
            requests: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
     """Run requests in one transaction, as the registry's loop does; COMMIT."""
     conn.execute("BEGIN IMMEDIATE")

@@ -7,21 +7,21 @@ import sqlite3
 from typing import Any
 
 from core.clock import FakeClock
-from services.registry.handlers import Registry
+from services.registry.handlers import RequestHandler
 from services.registry.migrations import connect, migrate
 
 GPUS = [f"GPU-{i}" for i in range(4)]
 
 
-def open_registry(path: str) -> tuple[sqlite3.Connection, Registry, FakeClock]:
+def open_registry(path: str) -> tuple[sqlite3.Connection, RequestHandler, FakeClock]:
     conn = connect(path)
     migrate(conn)
     clock = FakeClock()
     counter = iter(range(10**9))
-    return conn, Registry(conn, clock, path, make_run_id=lambda: f"r{next(counter):012x}"), clock
+    return conn, RequestHandler(conn, clock, path, make_run_id=lambda: f"r{next(counter):012x}"), clock
 
 
-def run_workload(registry: Registry, clock: FakeClock, commands: int, seed: int = 1,
+def run_workload(registry: RequestHandler, clock: FakeClock, commands: int, seed: int = 1,
                  per_batch: int = 16) -> dict[str, int]:
     """Drive ``commands`` random commands in batches of ``per_batch`` transactions."""
     rng = random.Random(seed)
@@ -43,7 +43,7 @@ def run_workload(registry: Registry, clock: FakeClock, commands: int, seed: int 
     return counts
 
 
-def _pick(rng: random.Random, registry: Registry, runs: list[str]) -> tuple[str, dict[str, Any]]:
+def _pick(rng: random.Random, registry: RequestHandler, runs: list[str]) -> tuple[str, dict[str, Any]]:
     if not runs or rng.random() < 0.25:
         return "submit", {"config": {"env": "CartPole-v1", "seed": rng.randrange(10**6),
                                      "hyperparameters": {"lr": rng.random()},
