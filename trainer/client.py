@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, AsyncIterator, Iterable, Iterator, Mapping, Optional
+from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Mapping, Optional
 
 import grpc
 
@@ -33,6 +33,7 @@ CHANNEL_OPTIONS = (("grpc.max_receive_message_length", 64 * 1024 * 1024),
                    ("grpc.initial_reconnect_backoff_ms", 100),
                    ("grpc.max_reconnect_backoff_ms", 500))
 WATCH_MAX_BACKOFF = 0.5
+LOGS_MAX_BACKOFF = 0.5              # Client.logs' retry backoff at most
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED})
 MAX_PAGE_SIZE = 1000                  # ListRuns page_size at most
 PIN_TIMEOUT_S = 5.0                   # GetHealth that pins a live watch's start
@@ -283,9 +284,16 @@ class Client:
             backoff = min(backoff * 2, max_backoff)
 
     def logs(self, run_id: str, stream: Any = "stdout", offset: int = 0, follow: bool = False,
-             *, resume: bool = True) -> Iterator[pb.LogChunk]:
-        """Chunks from ``offset``; reconnects at the next offset if the gateway goes away."""
-        backoff = 0.05
+             *, resume: bool = True, give_up_after: Optional[float] = None,
+             on_outage: Optional[Callable[[Optional[TrainerError], int], None]] = None,
+             ) -> Iterator[pb.LogChunk]:
+        """Chunks from ``offset``. If the stream breaks (UNAVAILABLE, ABORTED), waits
+        until the gateway answers GetHealth and reconnects at the next offset: no byte
+        repeated or skipped. ``on_outage(error, offset)`` is told once when the
+        gateway is found unreachable, and once with ``error`` None when it answers
+        again. After ``give_up_after`` seconds without a stream the last error is
+        raised (None: retry for ever)."""
+        outage = _Outage(on_outage)
         while True:
             call = self.stub.StreamLogs(pb.StreamLogsRequest(
                 run_id=run_id, stream=_stream(stream), offset=offset, follow=follow),
@@ -293,7 +301,7 @@ class Client:
             try:
                 for chunk in call:
                     offset = chunk.offset + len(chunk.data)
-                    backoff = 0.05
+                    outage.over()
                     yield chunk
                 return
             except grpc.RpcError as err:
@@ -302,8 +310,57 @@ class Client:
                     raise error from None
             finally:
                 call.cancel()
-            time.sleep(backoff)  # reconnect backoff
-            backoff = min(backoff * 2, 2.0)
+            outage.failed(error, offset)
+            while True:
+                outage.wait(give_up_after)
+                try:
+                    self._call("GetHealth", pb.GetHealthRequest(), PIN_TIMEOUT_S)
+                    break
+                except TrainerError as err:
+                    if not err.retryable:
+                        raise
+                    outage.failed(err, offset)
+            outage.answered(offset)
+
+
+class _Outage:
+    """Where a broken log stream stands: since when, its retry backoff, and whether the
+    gateway was found unreachable (told to ``notify`` once, and once when it is back)."""
+
+    def __init__(self, notify: Optional[Callable[[Optional[TrainerError], int], None]]) -> None:
+        self.notify = notify
+        self.since: Optional[float] = None
+        self.error: Optional[TrainerError] = None
+        self.backoff = 0.05
+        self.away = False
+
+    def failed(self, error: TrainerError, offset: int) -> None:
+        self.since = self.since or time.monotonic()
+        self.error = error
+        if error.code == grpc.StatusCode.UNAVAILABLE and not error.trainer_code \
+                and not self.away:  # grpc's own UNAVAILABLE: nothing answered
+            self.away = True
+            if self.notify:
+                self.notify(error, offset)
+
+    def wait(self, give_up_after: Optional[float]) -> None:
+        """Sleep the backoff; raise the last error once the outage is too long."""
+        if give_up_after is not None and self.since is not None and self.error is not None \
+                and time.monotonic() - self.since > give_up_after:
+            raise self.error
+        time.sleep(self.backoff)  # reconnect backoff
+        self.backoff = min(self.backoff * 2, LOGS_MAX_BACKOFF)
+
+    def answered(self, offset: int) -> None:
+        """GetHealth answered: a gateway found away is back."""
+        if self.away:
+            self.away = False
+            self.over()
+            if self.notify:
+                self.notify(None, offset)
+
+    def over(self) -> None:
+        self.since, self.error, self.backoff = None, None, 0.05
 
 
 class AsyncClient:

@@ -249,9 +249,29 @@ def watch(interval: float, statuses: tuple[str, ...]) -> None:
             pass
 
 
+LOGS_GIVE_UP_S = 5.0  # without -f, a gateway away this long mid-stream ends `logs`
+
+
+class OutageNote:
+    """``logs -f``'s one line on stderr when the gateway is found unreachable, and one
+    when it answers again (the stream then resumes at the next byte offset)."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    def __call__(self, err: Optional[TrainerError], offset: int) -> None:
+        if err is None:
+            click.echo(f"gateway at {self.address} is back, resuming at byte {offset:,}",
+                       err=True)
+        else:
+            click.echo(f"gateway at {self.address} not reachable, retrying (started again "
+                       "with `trainer up`?)", err=True)
+
+
 @click.command("logs")
 @click.argument("run_id", metavar="RUN")
-@click.option("-f", "--follow", is_flag=True, help="Keep printing until the run has ended.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the run has ended; "
+              "if the gateway goes away, say so and wait for it.")
 @click.option("--stderr", "use_stderr", is_flag=True, help="The run's stderr instead of stdout.")
 @click.option("--offset", default=0, show_default=True, help="Start at this byte offset.")
 @click.option("--raw", is_flag=True, help="The bytes as written, also on a terminal (where "
@@ -264,7 +284,9 @@ def logs(run_id: str, follow: bool, use_stderr: bool, offset: int, raw: bool) ->
     with client() as c:
         try:
             c.get(run_id)  # an unknown run, or no gateway: say so now, not never
-            for chunk in c.logs(run_id, "stderr" if use_stderr else "stdout", offset, follow):
+            for chunk in c.logs(run_id, "stderr" if use_stderr else "stdout", offset, follow,
+                                give_up_after=None if follow else LOGS_GIVE_UP_S,
+                                on_outage=OutageNote(c.address) if follow else None):
                 out.write(fmt.clean_block(text.decode(chunk.data)).encode()
                           if escape else chunk.data)
                 out.flush()
