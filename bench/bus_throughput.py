@@ -145,7 +145,7 @@ class Path:
         self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
         if pub_kind == "ours":
             from bus.badframes import BadFrameLog
-            from bus.logs import service_logger
+            from runtime.logs import service_logger
             from bus.pubsub import Subscriber
             sub = Subscriber(self.sock, BadFrameLog(service_logger("bench")))
             def seq_of() -> int:

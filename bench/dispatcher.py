@@ -62,7 +62,7 @@ class Terminals:
     def __init__(self, lab: Lab) -> None:
         from bus.badframes import BadFrameLog
         from bus.catchup import EventFollower, registry_fetch
-        from bus.logs import service_logger
+        from runtime.logs import service_logger
         from bus.pubsub import Subscriber
         sock = lab.socket(zmq.SUB)
         sock.setsockopt(zmq.RCVHWM, 100_000)

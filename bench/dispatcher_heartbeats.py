@@ -126,7 +126,7 @@ def hbdisp_main(count: str, pgid: str) -> None:
     """A dispatcher built by services.dispatcher's build(), plus ``count`` started runs
     (watch armed: heartbeat_timeout_s 5, startup_grace_s 0) whose process group is
     ``pgid``; runs its loop as run_service does until SIGTERM, then prints its stats."""
-    from bus import logs
+    from runtime import logs
     from core.settings import Settings
     from services.dispatcher import launch
     from services.dispatcher.__main__ import build

@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 import zmq
 
 from bus.badframes import BadFrameLog
-from bus.logs import service_logger
+from runtime.logs import service_logger
 from bus.pubsub import Subscriber
 from bus.rpc import RpcClient
 from core.errors import OrchestratorError

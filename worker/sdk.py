@@ -38,7 +38,7 @@ import zmq
 
 from bus.codec import Envelope, MessageType, encode
 from bus.topics import Topic
-from core.atomicfile import atomic_file
+from runtime.atomicfile import atomic_file
 from core.commands import MAX_ARTIFACT_PATH
 from core.runconfig import control_character
 from core.runconfig import RunConfig

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from core.atomicfile import atomic_file
+from runtime.atomicfile import atomic_file
 from services.dispatcher.allocator import Pending
 from services.dispatcher.logfollow import RunLogs
 from services.dispatcher.spawner import EXIT_FILE, WORKER_FILE, read_json

@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from core.settings import Settings
-from core.workers import WorkerCatalog, groups
+from runtime.workers import WorkerCatalog, groups
 from services.dispatcher import spawner
 from services.dispatcher.inventory import Inventory
 

@@ -9,7 +9,7 @@ import signal as signals
 import functools
 from typing import Any, Callable
 
-from bus.logs import ServiceLogger
+from runtime.logs import ServiceLogger
 from bus.rpc import Unavailable
 from core import runresult
 from core.errors import OrchestratorError, ValidationError

@@ -37,7 +37,7 @@ import sys
 import time
 from typing import Any, Callable, Iterator, Optional
 
-from core.atomicfile import atomic_file
+from runtime.atomicfile import atomic_file
 
 WORKER_FILE = "worker.json"
 EXIT_FILE = "exit.json"

@@ -12,8 +12,8 @@ from typing import Any, Callable, Optional
 
 import grpc
 
-from bus.status import PACKAGE_VERSION
-from bus.versions import installed_versions
+from runtime.status import PACKAGE_VERSION
+from runtime.versions import installed_versions
 from services.gateway.buslisten import Telemetry
 from services.gateway.calls import Registry
 from services.gateway.errors import CallError

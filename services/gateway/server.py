@@ -1,5 +1,5 @@
 """The gateway process's parts, wired: a grpc.aio server on its own event loop in a
-background thread, the bus listener thread, and the object bus.bootstrap drives
+background thread, the bus listener thread, and the object runtime.bootstrap drives
 (``step`` watches that both threads are alive, ``close`` stops them in order)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import zmq
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
-from bus.logs import ServiceLogger
+from runtime.logs import ServiceLogger
 from core.settings import Settings
 from services.gateway import reflection
 from services.gateway.auth import TokenInterceptor

@@ -13,7 +13,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import grpc
 
-from bus.logs import ServiceLogger
+from runtime.logs import ServiceLogger
 from services.gateway.buslisten import Telemetry
 from services.gateway.calls import Registry
 from services.gateway.config import GatewayConfig

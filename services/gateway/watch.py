@@ -16,7 +16,7 @@ import time
 from collections import deque
 from typing import Optional
 
-from bus.logs import ServiceLogger
+from runtime.logs import ServiceLogger
 from services.gateway.buslisten import Item
 
 MAX_MESSAGE_BYTES = 1024 * 1024   # a watch message carries at most about this much

@@ -18,10 +18,10 @@ import zmq
 
 from bus.badframes import BadFrameLog
 from bus.codec import FrameError
-from bus.logs import ServiceLogger
+from runtime.logs import ServiceLogger
 from bus.pubsub import Publisher
 from bus.rpc import Request, RpcServer
-from bus.status import StatusBeacon
+from runtime.status import StatusBeacon
 from bus.topics import event_topic
 from services.registry import storage
 from eventstore.reader import StoredEvent

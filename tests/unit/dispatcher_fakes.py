@@ -13,8 +13,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from bus.logs import ServiceLogger
-from bus.status import StatusBeacon
+from runtime.logs import ServiceLogger
+from runtime.status import StatusBeacon
 from core.clock import FakeClock
 from core.errors import OrchestratorError
 from core.settings import Settings

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from bus.codec import Envelope, MessageType
 from bus.topics import status_topic
-from bus.versions import installed_versions
+from runtime.versions import installed_versions
 from core.clock import Clock
 
 PACKAGE_VERSION = "0.1.0"
