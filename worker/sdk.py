@@ -42,11 +42,9 @@ from runtime.atomicfile import atomic_file
 from core.commands import MAX_ARTIFACT_PATH
 from core.runconfig import control_character
 from core.runconfig import RunConfig
+from core.rundir import MANIFEST_FILE, METRICS_FILE, RESULT_FILE
 from worker.gpu import GpuProbe
 
-RESULT_FILE = "result.json"
-MANIFEST_FILE = "artifacts.jsonl"
-METRICS_FILE = "metrics.jsonl"
 
 # Set by a SIGTERM that arrives after catch_sigterm() but before a Run exists; the
 # next Run takes it over (and clears it), so the signal is not lost in between.

@@ -23,8 +23,8 @@ from services.dispatcher.inventory import Inventory
 from services.dispatcher.logfollow import RunLogs
 from services.dispatcher.refusals import RefusalLog
 from services.dispatcher.service import DispatcherService
-from services.dispatcher.spawner import (EXIT_FILE, RUN_LOCK, WORKER_FILE, process_start_time,
-                                         take_run_lock)
+from core.rundir import EXIT_FILE, RUN_LOCK, WORKER_FILE
+from services.dispatcher.spawner import process_start_time, take_run_lock
 from services.dispatcher.pacing import Pacer
 from services.dispatcher.supervision import BusHealth
 
