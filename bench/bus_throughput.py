@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional
 
 import zmq
 
-from bench.common import Child, Lab
+from bench.common import Lab
 from bench.table import Row, median
 
 HWM = 10_000          # what bus/__main__.py sets on the broker's XSUB and XPUB

@@ -247,7 +247,8 @@ class Run:
                     warned = True
             self._stop.wait(self.heartbeat_interval)
 
-    def finish(self, status: str, reason: str = "", metrics: Optional[dict[str, Any]] = None) -> None:
+    def finish(self, status: str, reason: str = "",
+               metrics: Optional[dict[str, Any]] = None) -> None:
         """Write the exit record (status, reason, final metrics) and stop heartbeating."""
         if self.finished:
             return

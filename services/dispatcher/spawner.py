@@ -1,10 +1,11 @@
 """The OS seam: the only module of the dispatcher that forks, signals or reads /proc.
 
 Each run gets a shim, a tiny parent modelled on SLURM's slurmstepd: the fork server
-(forkserver.py, on the dispatcher's request) forks it, it leaves the session, starts the worker in a process group of
-its own with stdout/stderr appended to files in the run directory, writes
-``worker.json`` (pid, process start time), waits for the worker and writes its true
-exit status (code, signal, resource usage) atomically to ``exit.json``. The shim does
+(forkserver.py, on the dispatcher's request) forks it, it leaves the session, starts the
+worker in a process group of its own with stdout/stderr appended to files in the run
+directory, writes ``worker.json`` (pid, process start time), waits for the worker and
+writes its true exit status (code, signal, resource usage) atomically to ``exit.json``.
+The shim does
 not depend on the dispatcher: a dispatcher restart, or SIGKILL, loses nothing, and a
 worker killed by SIGKILL or a segfault still leaves an exit record.
 

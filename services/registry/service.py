@@ -147,7 +147,7 @@ class RegistryService:
             for req in batch:
                 outcomes.append(self.registry.handle(req.method, req.args, req.id, req.source))
             conn.execute("COMMIT")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the whole batch is answered below
             # A bug or a storage failure: nothing of this batch is kept or published,
             # and every command in it gets an error it may retry.
             if conn.in_transaction:  # (SQLite may have rolled it back itself)
