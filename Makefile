@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 # only with TRAINER_TEST_WORKERS=1): installed for make test, bench and gpu-check only.
 TEST_STAMP := $(VENV)/.test-workers-stamp
 
-.PHONY: test bench demo gpu-check install clean
+.PHONY: test lint bench demo gpu-check install clean
 
 install: $(STAMP)
 
@@ -25,9 +25,16 @@ $(TEST_STAMP): $(STAMP) tests/workers/pyproject.toml
 	$(PY) -m pip install --quiet -e tests/workers
 	touch $(TEST_STAMP)
 
+# The layers (import-linter contracts in pyproject.toml), ruff, and mypy on core, bus and
+# runtime; `make test` runs them first.
+lint: $(STAMP)
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
 # Four pytest-xdist workers (most tests wait on real processes, so four share two cores
 # well); a module's tests stay on one worker, with its module-scoped stack.
-test: $(TEST_STAMP)
+test: lint $(TEST_STAMP)
 	$(PY) -m pytest -n 4 --dist loadscope
 
 bench: $(TEST_STAMP)
@@ -41,4 +48,5 @@ gpu-check: $(TEST_STAMP)
 	$(PY) scripts/gpu_check.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache \
+		.import_linter_cache

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         try:
             rows += [as_row(r) for r in BENCHMARKS[name].run(quick=args.quick)]
-        except Exception as exc:  # one broken benchmark must not hide the others
+        except Exception as exc:  # noqa: BLE001 - one broken benchmark must not hide the others
             traceback.print_exc()
             rows.append(Row(name, "", None, None, "runs", False,
                             f"ERROR {type(exc).__name__}: {str(exc)[:200]}".replace("|", "/")

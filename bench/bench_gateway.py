@@ -169,7 +169,7 @@ def appender_main() -> None:
 
     def handle(cmd: dict[str, Any]) -> dict[str, Any]:
         n, rate, tag = cmd["count"], cmd["rate"], cmd["tag"]
-        t0, sent, got, last = time.perf_counter(), 0, 0, 0
+        t0, sent, got = time.perf_counter(), 0, 0
         while got < n:
             due = min(n, int((time.perf_counter() - t0) * rate) + 1)
             while sent < due:

@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional
 
 import zmq
 
-from bench.common import Child, Lab
+from bench.common import Lab
 from bench.table import Row, median
 
 HWM = 10_000          # what bus/__main__.py sets on the broker's XSUB and XPUB
@@ -145,7 +145,7 @@ class Path:
         self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
         if pub_kind == "ours":
             from bus.badframes import BadFrameLog
-            from bus.logs import service_logger
+            from runtime.logs import service_logger
             from bus.pubsub import Subscriber
             sub = Subscriber(self.sock, BadFrameLog(service_logger("bench")))
             def seq_of() -> int:

@@ -176,7 +176,7 @@ class Lab:
         for child in reversed(self.children):
             try:
                 child.stop()
-            except Exception as exc:  # keep stopping the others
+            except Exception as exc:  # noqa: BLE001 - keep stopping the others
                 errors.append(exc)
         self.ctx.destroy(linger=0)
         if self.owns_home:

@@ -38,6 +38,7 @@ import zmq
 
 from bench.common import Child, Lab
 from bench.table import Row
+from core.rundir import STDERR_FILE, STDOUT_FILE, WORKER_FILE
 
 SERVICE_ENV = {"TRAINER_CPU_SLOTS": "2", "TRAINER_STATUS_INTERVAL": "0.5"}
 TERMINAL = {"RunCompleted", "RunFailed", "RunCancelled"}
@@ -62,7 +63,7 @@ class Terminals:
     def __init__(self, lab: Lab) -> None:
         from bus.badframes import BadFrameLog
         from bus.catchup import EventFollower, registry_fetch
-        from bus.logs import service_logger
+        from runtime.logs import service_logger
         from bus.pubsub import Subscriber
         sock = lab.socket(zmq.SUB)
         sock.setsockopt(zmq.RCVHWM, 100_000)
@@ -111,8 +112,8 @@ def bare_command(lab: Lab, name: str, config: dict[str, Any]) -> tuple[str, list
 def bare_start(path: str, argv: list[str],
                env: dict[str, str]) -> tuple[float, subprocess.Popen]:
     """Popen as the shim does it (own process group, cwd = run dir, logs to files)."""
-    with open(os.path.join(path, "stdout.log"), "ab") as out, \
-            open(os.path.join(path, "stderr.log"), "ab") as err:
+    with open(os.path.join(path, STDOUT_FILE), "ab") as out, \
+            open(os.path.join(path, STDERR_FILE), "ab") as err:
         t0 = time.time()
         proc = subprocess.Popen(argv, env=env, cwd=path, stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=err, process_group=0, close_fds=True)
@@ -158,7 +159,7 @@ def _latency(lab: Lab, terms: Terminals, disp: Child, runs: int) -> list[Row]:
     phases: dict[str, list[float]] = {}
 
     def one_ours(seed: int) -> float:
-        from services.dispatcher.spawner import WORKER_FILE, read_json
+        from services.dispatcher.spawner import read_json
         t0 = time.time()
         rid = client.call("submit", {"config": mark_config("lat", seed),
                                      "submitted_by": "bench"})["run"]["run_id"]
@@ -237,7 +238,8 @@ def _makespan_bare(lab: Lab, count: int, rep: int) -> tuple[float, list[float]]:
 def _makespan_ours(lab: Lab, terms: Terminals, disp: Child, count: int, rep: int,
                    services: dict[str, int]) -> tuple[float, int, dict[str, float]]:
     """(makespan, runs not COMPLETED, phases in ms (medians) and CPU ms per run)."""
-    from services.dispatcher.spawner import EXIT_FILE, WORKER_FILE, read_json
+    from core.rundir import EXIT_FILE
+    from services.dispatcher.spawner import read_json
     client = lab.client(lab.settings.registry, timeout_s=10.0)
     cpu0 = {name: cpu_seconds(pid) for name, pid in services.items()}
     forks = services.get("forkserver")

@@ -31,6 +31,7 @@ import zmq
 from bench.common import Child, Lab, _die_with_parent
 from bench.dispatcher import cpu_seconds
 from bench.table import Row
+from core.rundir import STDERR_FILE, STDOUT_FILE
 
 SERVICE_ENV = {"TRAINER_CPU_SLOTS": "2", "TRAINER_STATUS_INTERVAL": "0.5"}
 CPU_TARGET_PCT = 10.0
@@ -126,7 +127,7 @@ def hbdisp_main(count: str, pgid: str) -> None:
     """A dispatcher built by services.dispatcher's build(), plus ``count`` started runs
     (watch armed: heartbeat_timeout_s 5, startup_grace_s 0) whose process group is
     ``pgid``; runs its loop as run_service does until SIGTERM, then prints its stats."""
-    from bus import logs
+    from runtime import logs
     from core.settings import Settings
     from services.dispatcher import launch
     from services.dispatcher.__main__ import build
@@ -146,7 +147,7 @@ def hbdisp_main(count: str, pgid: str) -> None:
     for run_id in run_ids(int(count)):
         path = launch.run_dir(settings, run_id)
         os.makedirs(path, exist_ok=True)
-        for name in ("stdout.log", "stderr.log"):
+        for name in (STDOUT_FILE, STDERR_FILE):
             open(os.path.join(path, name), "ab").close()
         run = ActiveRun(run_id, path, dict(config), [], 1,
                         RunLogs(run_id, path, settings.log_rate), recorded_started=True,

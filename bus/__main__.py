@@ -1,4 +1,8 @@
-"""``python -m bus``: run the broker on TRAINER_BUS_PUB (XSUB) and TRAINER_BUS_SUB (XPUB)."""
+"""``python -m bus``: run the broker on TRAINER_BUS_PUB (XSUB) and TRAINER_BUS_SUB (XPUB).
+
+The broker is a service like the others: this entry point is the one module of ``bus``
+that imports ``runtime`` (start-up, logs, the status beacon); the layers contract in
+pyproject.toml names it as the exception."""
 
 from __future__ import annotations
 
@@ -7,10 +11,12 @@ import sys
 import zmq
 
 from bus import endpoints
-from bus.bootstrap import run_service
+from runtime.bootstrap import run_service
 from bus.broker import Broker
-from bus.logs import ServiceLogger
+from runtime.logs import ServiceLogger
+from core.clock import SystemClock
 from core.settings import Settings
+from runtime.status import StatusBeacon
 
 
 def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> Broker:
@@ -25,7 +31,8 @@ def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> Broker:
     log.info("bus.listening", publishers=settings.bus_pub, subscribers=settings.bus_sub)
     status_pub = ctx.socket(zmq.PUB)
     status_pub.connect(settings.bus_pub)
-    return Broker(ctx, xsub, xpub, status_pub, settings.status_interval)
+    return Broker(ctx, xsub, xpub, status_pub, lambda counters: StatusBeacon(
+        "bus", settings.status_interval, SystemClock(), counters))
 
 
 def main() -> int:

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any, Protocol
 
 from bus.codec import FrameError
-from bus.logs import ServiceLogger
 
 MAX_KEYS = 10_000
 
 
+class WarningLog(Protocol):
+    """What the bad-frame log writes to (runtime.logs.ServiceLogger is one): the bus
+    library does not import the service runtime."""
+
+    def warning(self, event: str, **fields: Any) -> None: ...
+
+
 class BadFrameLog:
-    def __init__(self, log: ServiceLogger) -> None:
+    def __init__(self, log: WarningLog) -> None:
         self._log = log
         self.counts: Counter[tuple[str, str]] = Counter()
         self.total = 0

@@ -14,17 +14,24 @@ from __future__ import annotations
 
 import struct
 import threading
-from typing import Any
+from typing import Any, Callable, Protocol
 
 import zmq
 
-from bus.codec import encode
-from bus.status import StatusBeacon
-from core.clock import Clock, SystemClock
+from bus.codec import Envelope, encode
 
 _STAT_NAMES = ("frames_in", "bytes_in", "subscription_frames_out", "subscription_bytes_out",
                "subscription_frames_in", "subscription_bytes_in", "frames_out", "bytes_out")
 CONTROL = "inproc://broker-control"
+
+
+class Beacon(Protocol):
+    """When the broker's status is due, and the message (runtime.status.StatusBeacon), built by
+    ``python -m bus`` around the broker's counters: the bus library does not import the
+    service runtime."""
+
+    def due_in(self) -> float: ...
+    def due(self) -> tuple[str, Envelope] | None: ...
 
 
 class Broker:
@@ -32,9 +39,8 @@ class Broker:
     status publisher."""
 
     def __init__(self, ctx: zmq.Context, xsub: zmq.Socket, xpub: zmq.Socket,
-                 status_pub: zmq.Socket, status_interval: float,
-                 clock: Clock | None = None) -> None:
-        self.clock = clock or SystemClock()
+                 status_pub: zmq.Socket,
+                 beacon_for: Callable[[Callable[[], dict[str, Any]]], Beacon]) -> None:
         self.xsub, self.xpub, self.status_pub = xsub, xpub, status_pub
         proxy_side = ctx.socket(zmq.PAIR)
         proxy_side.bind(CONTROL)
@@ -42,7 +48,7 @@ class Broker:
         self.control.connect(CONTROL)
         self._proxy_side = proxy_side
         self.stats: dict[str, int] = dict.fromkeys(_STAT_NAMES, 0)
-        self.beacon = StatusBeacon("bus", status_interval, self.clock, self.counters)
+        self.beacon = beacon_for(self.counters)
         self.thread = threading.Thread(target=self._proxy, name="proxy", daemon=True)
         self.thread.start()
         self.poller = zmq.Poller()  # the signal wake only: the proxy thread forwards

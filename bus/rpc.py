@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 import zmq
 
@@ -208,7 +208,7 @@ class RpcServer:
         """A request, the FrameError of a bad one (with its sender), or None. A bad
         request that still carries an id is answered with the error right here, so
         its client learns why instead of timing out."""
-        if not self.sock.get(zmq.EVENTS) & zmq.POLLIN:
+        if not cast(int, self.sock.get(zmq.EVENTS)) & zmq.POLLIN:  # (an int option)
             return None  # (cheaper than the zmq.Again a recv would raise)
         try:
             frames = self.sock.recv_multipart(zmq.NOBLOCK)
@@ -234,7 +234,7 @@ class RpcServer:
             # counted and logged once as a bad frame.
             self.reply(identity, env.id, error(refused))
             return _bad(identity, refused.message)
-        return Request(identity, env.id, method, args, env.source,
+        return Request(identity, env.id, str(method), args, env.source,
                        None if expires is None else float(expires))
 
     def reply(self, identity: bytes, request_id: str, payload: dict[str, Any]) -> None:

@@ -211,7 +211,7 @@ def decide_finish(state: Optional[RunState], cmd: FinishRun) -> list[ev.Event]:
         raise ValidationError("outcome", "must be completed, failed or cancelled")
     if s.status.terminal:
         raise IllegalTransition(s.run_id, s.status.value, terminal.TYPE)
-    out = [terminal]
+    out: list[ev.Event] = [terminal]
     if s.gpus_held:
         out.append(ev.GpusReleased(run_id=s.run_id, gpu_uuids=s.gpus))
     return out

@@ -46,7 +46,7 @@ def from_map(cls: type[T], payload: Any, what: str) -> T:
     if not isinstance(payload, dict):
         raise ValidationError(what, "must be a map")
     kwargs: dict[str, Any] = {}
-    for name, types, optional, is_tuple, has_default in _specs(cls):
+    for name, types, optional, is_tuple, has_default in _specs(cls):  # type: ignore[arg-type]
         if name not in payload:
             if has_default:
                 continue
@@ -61,9 +61,10 @@ def from_map(cls: type[T], payload: Any, what: str) -> T:
                 -2**63 <= value < 2**63:
             raise ValidationError(name, "is out of the 64-bit integer range")
         if is_tuple:
-            if not all(isinstance(v, str) for v in value):
+            items = typing.cast("list[Any]", value)   # a list or tuple: checked above
+            if not all(isinstance(v, str) for v in items):
                 raise ValidationError(name, "must be a list of strings")
-            value = tuple(value)
+            value = tuple(items)
         kwargs[name] = value
     return cls(**kwargs)
 

@@ -10,7 +10,7 @@ the worker's numeric scalar metrics. Pure.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, TypeGuard
 
 from core.errors import ValidationError
 
@@ -20,7 +20,7 @@ RESERVED = ("steps", "total_steps")
 RETURN_KEYS = ("eval_return_mean", "mean_return", "return", "last_return")
 
 
-def _number(value: Any) -> bool:
+def _number(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and \
         math.isfinite(value) and (not isinstance(value, int) or -2**63 <= value < 2**63)
 
@@ -37,8 +37,8 @@ def summarize(metrics: Any, last_step: Optional[int] = None,
     steps = [int(v) for v in (source.get("steps"), last_step) if _number(v) and v >= 0]
     if steps:
         out["steps"] = max(steps)
-    if _number(total_steps) and total_steps > 0:  # type: ignore[operator]
-        out["total_steps"] = int(total_steps)  # type: ignore[arg-type]
+    if _number(total_steps) and total_steps > 0:
+        out["total_steps"] = int(total_steps)
     for key, value in source.items():
         if key in RESERVED:
             continue

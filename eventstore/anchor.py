@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 
-from core.atomicfile import atomic_file
+from runtime.atomicfile import atomic_file
 
 ANCHOR_NAME = "events.anchor"
 

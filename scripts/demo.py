@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 
+from core.rundir import RESULT_FILE, STDERR_FILE, STDOUT_FILE
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "examples", "cartpole.json")
 
@@ -57,14 +59,14 @@ def main() -> int:
         run_dir = os.path.join(home, "runs", run_id)
         videos = sorted(glob.glob(os.path.join(run_dir, "videos", "*.mp4")))
         checkpoints = sorted(glob.glob(os.path.join(run_dir, "checkpoints", "*")))
-        result = os.path.join(run_dir, "result.json")
+        result = os.path.join(run_dir, RESULT_FILE)
         print("\nwhere things are:")
         print(f"  run directory  {run_dir}")
         for path in videos:
             print(f"  video          {path}")
         for path in checkpoints:
             print(f"  checkpoint     {path}")
-        print(f"  stdout/stderr  {run_dir}/stdout.log, {run_dir}/stderr.log")
+        print(f"  stdout/stderr  {run_dir}/{STDOUT_FILE}, {run_dir}/{STDERR_FILE}")
         print(f"  metrics        {run_dir}/metrics.jsonl")
         print(f"  service logs   {home}/logs/")
         if os.path.exists(result):

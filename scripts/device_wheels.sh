@@ -9,7 +9,7 @@
 #                registry checks env ids with it); sqlite-utils with its dependencies
 #                (the registry's migrations). Always installed there.
 #   .whl/floor/  grpcio, protobuf, msgpack: every service refuses to start on versions
-#                older than bus/versions.py's minimums, so the device script installs
+#                older than runtime/versions.py's minimums, so the device script installs
 #                one of these only where the device's own is older.
 #
 # Not needed: supervisor (the check starts the services itself), the gateway's

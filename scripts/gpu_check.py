@@ -34,6 +34,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, REPO)
 
 from core.errors import OrchestratorError  # noqa: E402
+from core.rundir import STDERR_FILE, STDOUT_FILE  # noqa: E402
 from gpu_stack import (MIB, TERMINAL, Nvml, Report, Services, StartFailed,  # noqa: E402
                        interrupt, norm, print_inventory, tail)
 from services.dispatcher.inventory import Inventory, read_inventory  # noqa: E402
@@ -101,7 +102,7 @@ class GpuCheck:
         print("worker saw: " + json.dumps(self.seen, sort_keys=True), flush=True)
         ok = self.seen.get("state") == "holding"
         run = self.s.run(self.run_id or "")
-        stderr = tail(os.path.join(self.s.run_dir(self.run_id or ""), "stderr.log"))
+        stderr = tail(os.path.join(self.s.run_dir(self.run_id or ""), STDERR_FILE))
         return self.r.check("worker running and holding", ok and run["status"] == "RUNNING",
                             f"status {run['status']}, {self.seen.get('allocated_bytes', 0):,} "
                             f"bytes via {self.seen.get('allocated_via')}"
@@ -197,7 +198,7 @@ class GpuCheck:
                      f"{run['status']} after {time.monotonic() - t0:.1f}s, cause {run['cause']}, "
                      f"exit code {run['exit_code']}, signal {run['signal']}")
         seen = self.seen_file() or {}
-        stdout = tail(os.path.join(self.s.run_dir(run_id), "stdout.log"), 3)
+        stdout = tail(os.path.join(self.s.run_dir(run_id), STDOUT_FILE), 3)
         self.r.check("worker released and exited cleanly", seen.get("state") == "released"
                      and run["exit_code"] == 0, f"state {seen.get('state')}, exit code "
                      f"{run['exit_code']}, stdout: {stdout!r}")

@@ -29,9 +29,9 @@ main() {
         || { echo "no .whl/*.whl: run scripts/device_wheels.sh first and carry .whl"; return 2; }
     "${PIP_INSTALL[@]}" .whl/*.whl || { echo "installing .whl/*.whl failed"; return 2; }
     export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
-    # grpcio, protobuf, msgpack: the device's own, unless older than bus/versions.py wants
+    # grpcio, protobuf, msgpack: the device's own, unless older than runtime/versions.py wants
     local old name
-    old=$("$PY" -c 'from bus.versions import MINIMUMS as M, version_problems as p
+    old=$("$PY" -c 'from runtime.versions import MINIMUMS as M, version_problems as p
 print(" ".join(d for d in M if p({d: M[d]})))') || { echo "version check failed"; return 2; }
     for name in $old; do
         echo "== $name on this machine is missing or too old: installing .whl/floor/$name"

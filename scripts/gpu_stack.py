@@ -16,10 +16,11 @@ from typing import Any, Callable, Optional
 import zmq
 
 from bus.badframes import BadFrameLog
-from bus.logs import service_logger
+from runtime.logs import service_logger
 from bus.pubsub import Subscriber
 from bus.rpc import RpcClient
 from core.errors import OrchestratorError
+from core.rundir import WORKER_FILE
 from core.settings import Settings
 from services.dispatcher.inventory import Inventory
 from services.dispatcher.spawner import group_alive, read_json
@@ -188,7 +189,7 @@ class Services:
         return os.path.join(self.settings.runs_dir, run_id)
 
     def worker_group_alive(self, run_id: str) -> bool:
-        worker = read_json(os.path.join(self.run_dir(run_id), "worker.json"))
+        worker = read_json(os.path.join(self.run_dir(run_id), WORKER_FILE))
         return worker is not None and group_alive(int(worker["pgid"]))
 
     def end_run(self, run_id: str, grace: float) -> str:
@@ -203,7 +204,7 @@ class Services:
                                    "to end")["status"]
         except (OrchestratorError, AssertionError) as exc:
             status = f"unknown ({exc})"
-        worker = read_json(os.path.join(self.run_dir(run_id), "worker.json"))
+        worker = read_json(os.path.join(self.run_dir(run_id), WORKER_FILE))
         if worker is not None and group_alive(int(worker["pgid"])):
             os.killpg(int(worker["pgid"]), signal.SIGKILL)
             status += f"; its process group {worker['pgid']} was killed"

@@ -13,7 +13,7 @@ import pytest
 import zmq
 
 from bus.badframes import BadFrameLog
-from bus.logs import service_logger
+from runtime.logs import service_logger
 from bus.pubsub import Subscriber
 from bus.rpc import RpcClient
 from core.settings import Settings

@@ -17,8 +17,8 @@ import pytest
 
 from bus.codec import Envelope, FrameError, MessageType
 from bus.rpc import Unavailable
-from bus.singleton import AlreadyRunning
-from bus.status import StatusBeacon
+from runtime.singleton import AlreadyRunning
+from runtime.status import StatusBeacon
 from bus.topics import Topic
 from core import protocol
 from core import errors
@@ -85,7 +85,7 @@ def bus_md() -> str:
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
+def registry(tmp_path: Path) -> Iterator[RequestHandler]:
     conn = connect(str(tmp_path / "events.db"))
     migrate(conn)
     try:
@@ -246,7 +246,7 @@ def test_every_stored_column_has_a_row(eventlog_md: str) -> None:
 def test_every_built_module_is_placed() -> None:
     text = _doc("ARCHITECTURE.md")
     modules = [p.relative_to(ROOT).as_posix()
-               for folder in ("core", "bus", "eventstore", "services/registry",
+               for folder in ("core", "bus", "runtime", "eventstore", "services/registry",
                               "services/dispatcher", "worker")
                for p in sorted((ROOT / folder).glob("*.py")) if p.name != "__init__.py"]
     assert modules

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from core.atomicfile import atomic_file
+from runtime.atomicfile import atomic_file
 from core.errors import ValidationError
 
 FORMAT = 1

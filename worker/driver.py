@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any, Callable, Iterable, Optional
 
-from core.envplugins import load_env_plugins
+from runtime.envplugins import load_env_plugins
 from core.errors import ValidationError
 from worker import checkpoint, hparams, sdk
 from worker.events import Evaluation, Iteration, Progress, Video
@@ -48,7 +48,7 @@ def _build(build: Callable[..., Any], cfg: Any, hp: dict[str, Any], run_dir: str
            state: Any) -> Any:
     """The trainer; env and checkpoint mismatches become config errors."""
     import gymnasium
-    load_env_plugins()  # the env ids the registry accepted (core/envplugins.py)
+    load_env_plugins()  # the env ids the registry accepted (runtime/envplugins.py)
     try:
         return build(cfg, hp, run_dir, state)
     except gymnasium.error.Error as exc:

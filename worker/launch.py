@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from core.workers import find, groups
+from runtime.workers import find, groups
 
 
 def main(argv: list[str] | None = None) -> int:

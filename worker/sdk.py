@@ -38,15 +38,13 @@ import zmq
 
 from bus.codec import Envelope, MessageType, encode
 from bus.topics import Topic
-from core.atomicfile import atomic_file
+from runtime.atomicfile import atomic_file
 from core.commands import MAX_ARTIFACT_PATH
 from core.runconfig import control_character
 from core.runconfig import RunConfig
+from core.rundir import MANIFEST_FILE, METRICS_FILE, RESULT_FILE
 from worker.gpu import GpuProbe
 
-RESULT_FILE = "result.json"
-MANIFEST_FILE = "artifacts.jsonl"
-METRICS_FILE = "metrics.jsonl"
 
 # Set by a SIGTERM that arrives after catch_sigterm() but before a Run exists; the
 # next Run takes it over (and clears it), so the signal is not lost in between.
@@ -249,7 +247,8 @@ class Run:
                     warned = True
             self._stop.wait(self.heartbeat_interval)
 
-    def finish(self, status: str, reason: str = "", metrics: Optional[dict[str, Any]] = None) -> None:
+    def finish(self, status: str, reason: str = "",
+               metrics: Optional[dict[str, Any]] = None) -> None:
         """Write the exit record (status, reason, final metrics) and stop heartbeating."""
         if self.finished:
             return

@@ -9,9 +9,9 @@ import sys
 import zmq
 
 from bus.badframes import BadFrameLog
-from bus.bootstrap import run_service
+from runtime.bootstrap import run_service
 from bus.catchup import EventFollower, registry_fetch
-from bus.logs import ServiceLogger
+from runtime.logs import ServiceLogger
 from bus.pubsub import Publisher, Subscriber
 from bus.rpc import RpcClient, Unavailable
 from core.clock import SystemClock

@@ -7,15 +7,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from core.atomicfile import atomic_file
+from core.errors import ValidationError
+from core.rundir import EXIT_FILE, KILL_FILE, WORKER_FILE, KillRecord
+from runtime.atomicfile import atomic_file
 from services.dispatcher.allocator import Pending
 from services.dispatcher.logfollow import RunLogs
-from services.dispatcher.spawner import EXIT_FILE, WORKER_FILE, read_json
+from services.dispatcher.spawner import read_json
 from services.dispatcher.supervision import KillPlan, Watch
-
-# The kill under way (a cancel, a limit, silence): why, and when SIGTERM went (wall
-# clock), so that a restarted dispatcher keeps the grace already running.
-KILL_FILE = "kill.json"
 
 
 @dataclass
@@ -66,11 +64,10 @@ class ActiveRun:
         """Store the kill just begun in the run folder, its grace counted from
         ``grace_from`` (wall clock: the SIGTERM, or a cancel's recorded time); the
         OSError's text if it could not be written (the kill goes on)."""
-        record = {"outcome": plan.outcome, "cause": plan.cause, "message": plan.message,
-                  "term_at": grace_from, "grace_s": plan.grace_s}
+        record = KillRecord(plan.outcome, plan.cause, plan.message, grace_from, plan.grace_s)
         try:
             with atomic_file(os.path.join(self.run_dir, KILL_FILE), durable=False) as fh:
-                json.dump(record, fh)
+                json.dump(record.to_map(), fh)
         except OSError as exc:
             return str(exc)
         return None
@@ -79,15 +76,16 @@ class ActiveRun:
         """The kill an earlier dispatcher began, its grace counted from its SIGTERM:
         wall-clock time converted once to our monotonic clock (``now``); a grace
         already over is due at once. None if no kill was recorded."""
-        record = read_json(os.path.join(self.run_dir, KILL_FILE))
-        if record is None:
+        found = read_json(os.path.join(self.run_dir, KILL_FILE))
+        if found is None:
             return None
         try:
-            elapsed = max(0.0, wall_now - float(record["term_at"]))
-            return KillPlan(str(record["outcome"]), str(record["cause"]),
-                            str(record["message"]), now - elapsed, float(record["grace_s"]))
-        except (KeyError, TypeError, ValueError):
+            record = KillRecord.from_map(found)
+        except ValidationError:
             return None  # not ours (torn or edited): the kill starts again from now
+        elapsed = max(0.0, wall_now - record.term_at)
+        return KillPlan(record.outcome, record.cause, record.message, now - elapsed,
+                        record.grace_s)
 
 
 def pending_from_run(run: dict[str, Any]) -> Pending:

@@ -9,8 +9,9 @@ import os
 import sys
 from typing import Any
 
+from core.rundir import CONFIG_FILE
 from core.settings import Settings
-from core.workers import WorkerCatalog, groups
+from runtime.workers import WorkerCatalog, groups
 from services.dispatcher import spawner
 from services.dispatcher.inventory import Inventory
 
@@ -53,7 +54,7 @@ def prepare(settings: Settings, run: dict[str, Any], gpus: list[str]) -> tuple[s
                             f"{' or '.join(groups(settings.test_workers))}")
     path = run_dir(settings, run["run_id"])
     os.makedirs(path, mode=0o700, exist_ok=True)
-    config_path = os.path.join(path, "config.json")
+    config_path = os.path.join(path, CONFIG_FILE)
     with open(config_path, "w", encoding="utf-8") as fh:
         json.dump(config, fh, indent=2, sort_keys=True)
     argv = [sys.executable, "-m", "worker.launch", name, "--run-id", run["run_id"],

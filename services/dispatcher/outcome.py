@@ -9,15 +9,14 @@ import signal as signals
 import functools
 from typing import Any, Callable
 
-from bus.logs import ServiceLogger
+from runtime.logs import ServiceLogger
 from bus.rpc import Unavailable
 from core import runresult
 from core.errors import NotApplied, OrchestratorError, ValidationError
+from core.rundir import MANIFEST_FILE, RESULT_FILE
 from services.dispatcher.active import ActiveRun
 from services.dispatcher.logfollow import tail_lines
 
-MANIFEST = "artifacts.jsonl"
-RESULT = "result.json"           # written by the worker's SDK (worker/sdk.py)
 MAX_RESULT_BYTES = 1024 * 1024   # a larger result.json is not read
 
 
@@ -27,7 +26,7 @@ def run_result(run: ActiveRun, log: ServiceLogger) -> dict[str, Any]:
     and result.json's numeric metrics. A missing, huge or malformed result.json is
     logged (once: a run ends once) and left out; it never keeps the run from ending."""
     metrics: Any = {}
-    path = os.path.join(run.run_dir, RESULT)
+    path = os.path.join(run.run_dir, RESULT_FILE)
     problem = ""
     try:
         size = os.path.getsize(path)
@@ -112,7 +111,7 @@ def artifacts_to_register(run_dir: str, known: Callable[[], list[dict[str, Any]]
     ``known`` (the registered artifacts) is asked only when the manifest has lines.
     An entry whose path leads outside the run folder goes to ``refused`` (with why)."""
     try:
-        with open(os.path.join(run_dir, MANIFEST), encoding="utf-8") as fh:
+        with open(os.path.join(run_dir, MANIFEST_FILE), encoding="utf-8") as fh:
             lines = fh.readlines()
     except FileNotFoundError:
         return []

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bus.status import StatusBeacon
+from runtime.status import StatusBeacon
 from services.dispatcher.supervision import BusHealth
 
 TELEMETRY_S = 0.02  # heartbeats and reported artifacts are read at least this often

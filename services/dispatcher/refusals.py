@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bus.logs import ServiceLogger
+from runtime.logs import ServiceLogger
 from core.clock import Clock
 from core.errors import NotApplied, OrchestratorError
 

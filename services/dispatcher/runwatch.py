@@ -127,7 +127,8 @@ def ended(svc: "DispatcherService", run: ActiveRun) -> bool:
         # though its shim left no exit record (it could not write one: a full disk?).
         outcome = outcome_of({}, run)
         svc.log.warning("run.no_exit_record", run_id=run.run_id, outcome=outcome["outcome"],
-                        cause=outcome.get("cause"), hint=_disk_note(run.run_dir).lstrip("; ") or None)
+                        cause=outcome.get("cause"),
+                        hint=_disk_note(run.run_dir).lstrip("; ") or None)
         svc.finish(run, outcome)
     elif record is None:
         message = LOST + _disk_note(run.run_dir)

@@ -15,10 +15,10 @@ import zmq
 
 from bus.catchup import EventFollower
 from bus.codec import FrameError, event_from_envelope
-from bus.logs import ServiceLogger
+from runtime.logs import ServiceLogger
 from bus.pubsub import Publisher, Subscriber
 from bus.rpc import RpcClient, Unavailable
-from bus.status import StatusBeacon
+from runtime.status import StatusBeacon
 from bus.topics import Topic
 from core import events as ev
 from core.clock import Clock

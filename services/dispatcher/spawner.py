@@ -1,10 +1,11 @@
 """The OS seam: the only module of the dispatcher that forks, signals or reads /proc.
 
 Each run gets a shim, a tiny parent modelled on SLURM's slurmstepd: the fork server
-(forkserver.py, on the dispatcher's request) forks it, it leaves the session, starts the worker in a process group of
-its own with stdout/stderr appended to files in the run directory, writes
-``worker.json`` (pid, process start time), waits for the worker and writes its true
-exit status (code, signal, resource usage) atomically to ``exit.json``. The shim does
+(forkserver.py, on the dispatcher's request) forks it, it leaves the session, starts the
+worker in a process group of its own with stdout/stderr appended to files in the run
+directory, writes ``worker.json`` (pid, process start time), waits for the worker and
+writes its true exit status (code, signal, resource usage) atomically to ``exit.json``.
+The shim does
 not depend on the dispatcher: a dispatcher restart, or SIGKILL, loses nothing, and a
 worker killed by SIGKILL or a segfault still leaves an exit record.
 
@@ -37,17 +38,13 @@ import sys
 import time
 from typing import Any, Callable, Iterator, Optional
 
-from core.atomicfile import atomic_file
+from core.rundir import (EXIT_FILE, RUN_LOCK, SHIM_FILE, STDERR_FILE, STDOUT_FILE,
+                         WORKER_FILE)
+from runtime.atomicfile import atomic_file
 
-WORKER_FILE = "worker.json"
-EXIT_FILE = "exit.json"
 UNRECORDED_OK = 0  # a shim's exit code: its exit record is written, or its worker exited 0
 SHIM_STALE = 2     # ... another shim of the run had started the worker
-RUN_LOCK = "run_lock"  # in worker.json: written by a shim that holds the run's lock
-SHIM_FILE = "shim.json"  # the shim's pid and start time, where the run cannot be locked
 RUN_ID_VAR = "TRAINER_RUN_ID"  # in every worker's environment (launch.py sets it)
-STDOUT = "stdout.log"
-STDERR = "stderr.log"
 
 
 def write_atomic(path: str, data: dict[str, Any], durable: bool = True) -> None:
@@ -314,8 +311,8 @@ def _spawn_worker(run_dir: str, argv: list[str], env: dict[str, str]) -> int:
     no other descriptor without close-on-exec (spawn_shim closed them)."""
     os.chdir(run_dir)  # the shim's own working directory does not matter
     fds = [os.open(os.devnull, os.O_RDONLY),
-           os.open(STDOUT, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
-           os.open(STDERR, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)]
+           os.open(STDOUT_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
+           os.open(STDERR_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)]
     try:
         path = shutil.which(argv[0], path=env.get("PATH", os.defpath)) or argv[0]
         return os.posix_spawn(path, argv, env, setpgroup=0, setsigdef=_SIGNALS_DEFAULT,

@@ -5,7 +5,7 @@ Reads the shared settings (core.settings) and its own TRAINER_GATEWAY_* variable
 token was provisioned (TRAINER_GATEWAY_TOKEN or $TRAINER_HOME/gateway.token).
 
 The server and the generated trainer/v1 code are imported only in ``build``, after
-bus.bootstrap's version check: trainer_pb2 fails at import on an older protobuf, and
+runtime.bootstrap's version check: trainer_pb2 fails at import on an older protobuf, and
 the check's "refusing to start" (exit code 3) must come first.
 """
 
@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 import zmq
 
-from bus.bootstrap import EXIT_BAD_SETTINGS, run_service
-from bus.logs import ServiceLogger
+from runtime.bootstrap import EXIT_BAD_SETTINGS, run_service
+from runtime.logs import ServiceLogger
 from core.errors import ValidationError
 from core.settings import Settings
 from services.gateway.auth import TokenError, load_or_create, token_path, too_open

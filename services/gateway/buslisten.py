@@ -19,11 +19,11 @@ import zmq
 from bus.badframes import BadFrameLog
 from bus.catchup import EventFollower, Fetch, registry_fetch
 from bus.codec import Envelope
-from bus.logs import ServiceLogger
+from runtime.logs import ServiceLogger
 from bus.pubsub import Publisher, Subscriber
 from bus.registry import RegistryClient
 from bus.rpc import RpcClient
-from bus.status import StatusBeacon
+from runtime.status import StatusBeacon
 from bus.topics import Topic
 from core.clock import SystemClock
 from core.errors import OrchestratorError

@@ -12,9 +12,9 @@ from typing import Any, Callable, Optional
 
 import grpc
 
-from bus.status import PACKAGE_VERSION
-from bus.versions import installed_versions
 from core.protocol import GpuSlots, Ping
+from runtime.status import PACKAGE_VERSION
+from runtime.versions import installed_versions
 from services.gateway.buslisten import Telemetry
 from services.gateway.calls import RegistryAccess
 from services.gateway.errors import CallError

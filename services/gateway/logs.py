@@ -20,6 +20,7 @@ import grpc
 
 from core.ids import is_run_id
 from core.protocol import GetRun
+from core.rundir import METRICS_FILE, STDERR_FILE, STDOUT_FILE
 from core.runstate import TERMINAL
 from services.gateway.calls import RegistryAccess
 from services.gateway.errors import invalid
@@ -29,11 +30,10 @@ from trainer_api.v1 import trainer_pb2 as pb
 
 CHUNK = 64 * 1024
 RECHECK_S = 2.0                     # re-read the run's status this often while following
-METRICS_FILE = "metrics.jsonl"
 MAX_METRICS_READ = 4 * 1024 * 1024   # a metrics line longer than this is skipped
 MAX_SKIPS = 4                        # oversized lines skipped per GetMetrics call
-STREAM_FILES = {pb.LOG_STREAM_UNSPECIFIED: "stdout.log", pb.LOG_STREAM_STDOUT: "stdout.log",
-                pb.LOG_STREAM_STDERR: "stderr.log"}
+STREAM_FILES = {pb.LOG_STREAM_UNSPECIFIED: STDOUT_FILE, pb.LOG_STREAM_STDOUT: STDOUT_FILE,
+                pb.LOG_STREAM_STDERR: STDERR_FILE}
 _TERMINAL = {s.value for s in TERMINAL}
 
 
@@ -53,7 +53,8 @@ def read_chunk(path: str, offset: int, size: int = CHUNK) -> bytes:
 
 
 class LogFiles:
-    def __init__(self, runs_dir: str, hub: WatchHub, registry: RegistryAccess, poll_s: float) -> None:
+    def __init__(self, runs_dir: str, hub: WatchHub, registry: RegistryAccess,
+                 poll_s: float) -> None:
         self.runs_dir = runs_dir
         self.hub = hub
         self.registry = registry

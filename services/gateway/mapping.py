@@ -15,7 +15,7 @@ from typing import Any, Generic, Mapping, Optional, TypeVar
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from bus.codec import Envelope
-from bus.logs import ServiceLogger
+from runtime.logs import ServiceLogger
 from core.events import TerminalCause
 from core.runresult import final_return
 from core.runstate import TRANSITIONS, RunStatus

@@ -1,5 +1,5 @@
 """The gateway process's parts, wired: a grpc.aio server on its own event loop in a
-background thread, the bus listener thread, and the object bus.bootstrap drives
+background thread, the bus listener thread, and the object runtime.bootstrap drives
 (``step`` watches that both threads are alive, ``close`` stops them in order)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import zmq
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
-from bus.logs import ServiceLogger
+from runtime.logs import ServiceLogger
 from core.settings import Settings
 from services.gateway import reflection
 from services.gateway.auth import TokenInterceptor
@@ -117,7 +117,8 @@ class GatewayService:
         return {"watchers": hub.open if hub else 0, "live_watchers": len(hub.live) if hub else 0,
                 "lagged": hub.lagged if hub else 0,
                 "hub_delay_p50_ms": hub.delay_ms(0.5) if hub else 0.0,
-                "hub_delay_p99_ms": hub.delay_ms(0.99) if hub else 0.0, "streams": svc.streams if svc else 0,
+                "hub_delay_p99_ms": hub.delay_ms(0.99) if hub else 0.0,
+                "streams": svc.streams if svc else 0,
                 "calls": dict(svc.calls) if svc else {}, "refused": self.refused,
                 "registry_calls": self.registry.calls,
                 "registry_unavailable": self.registry.unavailable,
@@ -143,7 +144,7 @@ class GatewayService:
     def _run(self) -> None:
         try:
             asyncio.run(self._serve())
-        except BaseException as exc:  # noqa: BLE001 - reported through step()/start()
+        except BaseException as exc:
             self._error = exc
             self.log.exception("grpc.server_failed")
         finally:

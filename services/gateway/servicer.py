@@ -13,10 +13,10 @@ from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import grpc
 
-from bus.logs import ServiceLogger
 from core.commands import RequestCancel, SubmitRun
 from core.errors import OrchestratorError
 from core.protocol import GetRun, ListArtifacts, ListRuns
+from runtime.logs import ServiceLogger
 from services.gateway.buslisten import Telemetry
 from services.gateway.calls import RegistryAccess
 from services.gateway.config import GatewayConfig

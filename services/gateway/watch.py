@@ -2,9 +2,9 @@
 event loop (no locks: only the loop thread touches this).
 
 Each watcher has a bounded inbox (in events and in bytes; the items are shared by
-every watcher, so the hub holds at most about one inbox's worth of distinct data). A watcher whose inbox would
-overflow (its client reads too slowly) is logged, dropped from live delivery and
-left to catch up from the registry at its last delivered seq; it rejoins live
+every watcher, so the hub holds at most about one inbox's worth of distinct data). A
+watcher whose inbox would overflow (its client reads too slowly) is logged, dropped from
+live delivery and left to catch up from the registry at its last delivered seq; it rejoins live
 delivery once it has caught up with the hub. So a stalled client never delays the
 others, and the gateway's memory stays bounded.
 """
@@ -16,7 +16,7 @@ import time
 from collections import deque
 from typing import Optional
 
-from bus.logs import ServiceLogger
+from runtime.logs import ServiceLogger
 from services.gateway.buslisten import Item
 
 MAX_MESSAGE_BYTES = 1024 * 1024   # a watch message carries at most about this much

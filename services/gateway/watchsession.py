@@ -15,7 +15,7 @@ from typing import Any, AsyncIterator, Optional, Union
 import grpc
 
 from bus.codec import envelope_from_map
-from bus.logs import ServiceLogger
+from runtime.logs import ServiceLogger
 from core.errors import OrchestratorError
 from core.ids import is_run_id
 from core.protocol import EventsSince, GetRun, Ping, Snapshot

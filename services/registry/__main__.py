@@ -8,13 +8,13 @@ import sys
 import zmq
 
 from bus import endpoints
-from bus.bootstrap import run_service
-from bus.logs import ServiceLogger
+from runtime.bootstrap import run_service
+from runtime.logs import ServiceLogger
 from bus.pubsub import Publisher
 from bus.rpc import RpcServer
 from core.clock import SystemClock
 from core.settings import Settings
-from core.workers import WorkerCatalog
+from runtime.workers import WorkerCatalog
 from services.registry.catalog import EnvCatalog
 from services.registry.handlers import RequestHandler
 from eventstore.anchor import anchor_path

@@ -1,9 +1,9 @@
 """What the registry checks a run config's env against: the env ids gymnasium registers.
-(Its worker: core.workers.WorkerCatalog, shared with the dispatcher.)"""
+(Its worker: runtime.workers.WorkerCatalog, shared with the dispatcher.)"""
 
 from __future__ import annotations
 
-from core.envplugins import ENV_PLUGIN_GROUP, load_env_plugins
+from runtime.envplugins import ENV_PLUGIN_GROUP, load_env_plugins
 
 HOW_TO_REGISTER = (f"an env is accepted once gymnasium registers it: declare a "
                    f"{ENV_PLUGIN_GROUP!r} entry point in its distribution (a function "

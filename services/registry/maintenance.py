@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Callable
 
-from bus.logs import ServiceLogger
+from runtime.logs import ServiceLogger
 from core.clock import Clock
 from eventstore.anchor import write_anchor
 from services.registry import replies, storage

@@ -7,8 +7,9 @@ as the run's id and filled in again, with the run as it is now, when a retry ask
 for it (``created`` is the first answer's). Every other command's reply is kept
 whole: its caller acts on the run as that command left it (the dispatcher takes a
 claim's ``last_seq`` as the point up to which it has seen the run's events, so a
-cancel recorded after the claim must not be folded into a retried claim's answer). Rows are pruned oldest first by rowid, which grows with time, so the
-table needs no index but its primary key.
+cancel recorded after the claim must not be folded into a retried claim's answer). Rows
+are pruned oldest first by rowid, which grows with time, so the table needs no index but
+its primary key.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 
-from bus.logs import ServiceLogger
+from runtime.logs import ServiceLogger
 
 RESERVE_BYTES = 8 * 1024 * 1024
 LOG_S = 10.0

@@ -18,11 +18,11 @@ import zmq
 
 from bus.badframes import BadFrameLog
 from bus.codec import FrameError
-from bus.logs import ServiceLogger
+from runtime.logs import ServiceLogger
 from bus.pubsub import Publisher
 from bus import rpc
 from bus.rpc import Request, RpcServer
-from bus.status import StatusBeacon
+from runtime.status import StatusBeacon
 from bus.topics import event_topic
 from core.errors import Expired, Internal, StorageFull
 from services.registry import storage
@@ -148,7 +148,7 @@ class RegistryService:
             for req in batch:
                 handled.append(self.registry.handle(req.method, req.args, req.id, req.source))
             conn.execute("COMMIT")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the whole batch is answered below
             # A bug or a storage failure: nothing of this batch is kept or published,
             # and every command in it gets an error it may retry.
             if conn.in_transaction:  # (SQLite may have rolled it back itself)

@@ -10,7 +10,7 @@ import zmq
 from bus.badframes import BadFrameLog
 from bus.catchup import EventFollower, registry_fetch
 from bus.codec import Envelope, MessageType, decode, encode
-from bus.logs import service_logger
+from runtime.logs import service_logger
 from bus.pubsub import Subscriber
 from tests.conftest import Stack
 from tests.fixtures.clients import start_submitters

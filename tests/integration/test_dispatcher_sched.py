@@ -11,7 +11,7 @@ import time
 import pytest
 
 from core.errors import ValidationError
-from services.dispatcher.active import KILL_FILE
+from core.rundir import KILL_FILE
 from services.dispatcher.forkserver import fork_server_of
 from services.dispatcher.spawner import process_start_time
 from tests.conftest import Stack

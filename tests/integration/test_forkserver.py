@@ -11,8 +11,9 @@ import sys
 import pytest
 
 from services.dispatcher.forkserver import ForkServer, ForkServerGone
-from services.dispatcher.spawner import (EXIT_FILE, STDOUT, WORKER_FILE, process_start_time,
-                                         read_json)
+from core.rundir import EXIT_FILE, WORKER_FILE
+from core.rundir import STDOUT_FILE as STDOUT
+from services.dispatcher.spawner import process_start_time, read_json
 from tests.helpers import wait_until
 
 

@@ -13,8 +13,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from bus.logs import ServiceLogger
-from bus.status import StatusBeacon
+from runtime.logs import ServiceLogger
+from runtime.status import StatusBeacon
 from core.clock import FakeClock
 from core.errors import OrchestratorError
 from core.settings import Settings
@@ -23,8 +23,8 @@ from services.dispatcher.inventory import Inventory
 from services.dispatcher.logfollow import RunLogs
 from services.dispatcher.refusals import RefusalLog
 from services.dispatcher.service import DispatcherService
-from services.dispatcher.spawner import (EXIT_FILE, RUN_LOCK, WORKER_FILE, process_start_time,
-                                         take_run_lock)
+from core.rundir import EXIT_FILE, RUN_LOCK, WORKER_FILE
+from services.dispatcher.spawner import process_start_time, take_run_lock
 from services.dispatcher.pacing import Pacer
 from services.dispatcher.supervision import BusHealth
 

@@ -1,4 +1,4 @@
-"""core.atomicfile: readers see a whole file or the previous one, and a write that
+"""runtime.atomicfile: readers see a whole file or the previous one, and a write that
 fails leaves no temporary behind (the disk-full audit found zero-byte
 exit.json.tmp.*, result.json.tmp and events.anchor.tmp files after ENOSPC)."""
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from core.atomicfile import atomic_file
+from runtime.atomicfile import atomic_file
 
 
 def test_a_write_replaces_the_file_whole(tmp_path: Any) -> None:

@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from bus import logs
+from runtime import logs
 from eventstore.anchor import read_anchor
 from services.registry.maintenance import Checkpointer
 from tests.unit.workload import open_registry

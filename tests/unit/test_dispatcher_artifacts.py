@@ -9,8 +9,9 @@ import json
 import os
 from typing import Any
 
-from services.dispatcher.outcome import (MANIFEST, artifacts_to_register,
-                                         outside_run_dir, registered_artifacts)
+from core.rundir import MANIFEST_FILE as MANIFEST
+from services.dispatcher.outcome import (artifacts_to_register, outside_run_dir,
+                                         registered_artifacts)
 
 
 def paged_registry(paths: list[str], page: int) -> Any:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from core.errors import OrchestratorError
-from services.dispatcher.outcome import MANIFEST
+from core.rundir import MANIFEST_FILE as MANIFEST
 from services.dispatcher.service import DispatcherService
 from services.dispatcher.supervision import Watch, begin_kill
 from tests.unit.dispatcher_fakes import _folder, _ours, _outcome, svc  # noqa: F401

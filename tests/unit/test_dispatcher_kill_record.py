@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from services.dispatcher.active import KILL_FILE, ActiveRun
+from core.rundir import KILL_FILE
+from services.dispatcher.active import ActiveRun
 from services.dispatcher.logfollow import RunLogs
 from services.dispatcher.supervision import KillPlan, check
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from bus.logs import ServiceLogger
+from runtime.logs import ServiceLogger
 from core.errors import IllegalTransition, OrchestratorError, ResourceBusy
 from services.dispatcher.active import ActiveRun
 from services.dispatcher.allocator import Pending

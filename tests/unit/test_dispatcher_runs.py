@@ -14,8 +14,8 @@ import pytest
 from services.dispatcher.allocator import Pending
 from services.dispatcher.inventory import read_inventory, refresh_in_background
 from services.dispatcher.service import DispatcherService
-from services.dispatcher.spawner import (RUN_LOCK, WORKER_FILE, group_alive,
-                                         process_start_time, shim_alive)
+from core.rundir import RUN_LOCK, WORKER_FILE
+from services.dispatcher.spawner import group_alive, process_start_time, shim_alive
 from tests.helpers import REPO, wait_until
 from tests.unit.dispatcher_fakes import (svc, procs, _worker, _folder, _exit, _ours, _outcome,
                                          _internal, _tagged)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bus.bootstrap import EXIT_TOO_OLD
+from runtime.bootstrap import EXIT_TOO_OLD
 from tests.helpers import REPO
 
 pytestmark = pytest.mark.timeout(60)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bus import logs
+from runtime import logs
 from bus.codec import Envelope
 from core import events as ev
 from core.digest import canonical_json

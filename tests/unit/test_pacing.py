@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bus.status import StatusBeacon
+from runtime.status import StatusBeacon
 from core.clock import FakeClock
 from services.dispatcher.pacing import TELEMETRY_S, Pacer
 from services.dispatcher.supervision import BusHealth

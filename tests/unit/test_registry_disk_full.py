@@ -20,7 +20,7 @@ import pytest
 import zmq
 
 from bus.codec import Envelope, MessageType, decode, encode
-from bus.logs import ServiceLogger
+from runtime.logs import ServiceLogger
 from bus.pubsub import Publisher
 from bus.rpc import RpcServer, request_payload
 from services.registry.maintenance import Checkpointer

@@ -8,7 +8,7 @@ from typing import Any
 
 import zmq
 
-from bus.logs import ServiceLogger
+from runtime.logs import ServiceLogger
 from core.settings import Settings
 from services.registry.__main__ import build
 
@@ -65,7 +65,7 @@ def test_the_dispatcher_and_the_launcher_run_test_workers_only_with_the_setting(
         tmp_path: Any) -> None:
     import pytest
 
-    from core.workers import find
+    from runtime.workers import find
     from services.dispatcher import launch
     run = {"run_id": "r1", "config": {"worker": "test-mark"}}
     plain = Settings.from_env({"TRAINER_HOME": str(tmp_path)})
@@ -80,7 +80,7 @@ def test_the_dispatcher_and_the_launcher_run_test_workers_only_with_the_setting(
 
 
 def test_an_unknown_name_rescans_the_installed_workers_at_most_every_few_seconds() -> None:
-    from core.workers import WorkerCatalog
+    from runtime.workers import WorkerCatalog
     now = [100.0]
     catalog = WorkerCatalog(reload_s=5.0, clock=lambda: now[0], test_workers=True)
     assert catalog("test-sleep") and catalog.loads == 1

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bus.logs import ServiceLogger
+from runtime.logs import ServiceLogger
 from core import commands as c
 from core import events as ev
 from core import runresult

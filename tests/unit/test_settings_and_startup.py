@@ -10,9 +10,10 @@ import stat
 
 import pytest
 
-from bus import endpoints, logs
-from bus.singleton import AlreadyRunning, SingletonLock
-from bus.versions import version_problems
+from bus import endpoints
+from runtime import logs
+from runtime.singleton import AlreadyRunning, SingletonLock
+from runtime.versions import version_problems
 from core.clock import FakeClock
 from core.errors import ValidationError
 from core.settings import SETTINGS, Settings

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from services.dispatcher.forkserver import ForkServer
-from services.dispatcher.spawner import EXIT_FILE, WORKER_FILE, read_json, shim_holds
+from core.rundir import EXIT_FILE, WORKER_FILE
+from services.dispatcher.spawner import read_json, shim_holds
 from tests.helpers import wait_until
 
 

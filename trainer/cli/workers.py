@@ -9,7 +9,7 @@ import click
 
 from core.errors import ValidationError
 from core.settings import Settings
-from core.workers import groups, installed
+from runtime.workers import groups, installed
 
 
 def rows(test_workers: bool) -> list[tuple[str, str, str, str]]:

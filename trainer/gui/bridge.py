@@ -58,7 +58,7 @@ class _StreamThread(QThread):
             return
         try:
             self.stream(client)
-        except Exception as exc:  # the stream's end: a closed channel or a hard error
+        except Exception as exc:  # noqa: BLE001 - the stream's end: a closed channel or a hard error
             if not self._stopping:
                 self.failed.emit(convert.error(exc))
         finally:

@@ -25,7 +25,7 @@ class _Job(QRunnable):
     def run(self) -> None:
         try:
             result, ok = self.fn(self.calls.client), True
-        except Exception as exc:  # delivered to the caller's on_error
+        except Exception as exc:  # noqa: BLE001 - delivered to the caller's on_error
             result, ok = convert.error(exc), False
         self.calls.finished.emit(self.job_id, ok, result)
 

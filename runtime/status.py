@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import os
 import socket
+from importlib import metadata
 from typing import Any, Callable
 
 from bus.codec import Envelope, MessageType
 from bus.topics import status_topic
-from bus.versions import installed_versions
+from runtime.versions import installed_versions
 from core.clock import Clock
 
-PACKAGE_VERSION = "0.1.0"
+DISTRIBUTION = "trainer-orchestrator"   # pyproject.toml's [project] name
+UNKNOWN_VERSION = "0+unknown"            # run from a checkout that was never installed
+
+
+def package_version(version_of: Callable[[str], str] = metadata.version) -> str:
+    """The installed distribution's version (pyproject.toml holds the only copy), or
+    UNKNOWN_VERSION where the code runs without being installed (``make install``
+    installs it)."""
+    try:
+        return version_of(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return UNKNOWN_VERSION
+
+
+PACKAGE_VERSION = package_version()
 
 
 class StatusBeacon:

@@ -8,6 +8,7 @@ never blocks a restart.
 from __future__ import annotations
 
 import os
+import sys
 from typing import IO
 
 from core.errors import OrchestratorError
@@ -21,7 +22,7 @@ class AlreadyRunning(OrchestratorError):
 
 
 def _try_lock(fh: IO[str]) -> bool:
-    if os.name == "nt":  # pragma: no cover - exercised on Windows only
+    if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
         import msvcrt
         try:
             # msvcrt locks bytes from the file position: always the same byte, far

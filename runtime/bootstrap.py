@@ -15,9 +15,9 @@ from typing import Callable, Protocol
 
 import zmq
 
-from bus import logs
-from bus.singleton import AlreadyRunning, SingletonLock
-from bus.versions import version_problems
+from runtime import logs
+from runtime.singleton import AlreadyRunning, SingletonLock
+from runtime.versions import version_problems
 from core.errors import ValidationError
 from core.settings import Settings
 

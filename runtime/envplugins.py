@@ -28,7 +28,7 @@ def load_env_plugins() -> dict[str, str]:
                 target = ep.load()
                 if callable(target):
                     target()
-            except Exception as exc:  # a broken plugin must not take the registry down
+            except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the registry down
                 failures[ep.name] = f"{type(exc).__name__}: {exc}"
         _loaded = failures
     return dict(_loaded)

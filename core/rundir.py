@@ -1,0 +1,103 @@
+"""The run-folder contract: the files in ``$TRAINER_HOME/runs/<run_id>/`` and their
+records, in one place (pure: names and parsing, no I/O).
+
+Who writes what:
+
+| file | written by | read by |
+|---|---|---|
+| ``config.json`` | the dispatcher (launch) | the worker (``--config``) |
+| ``shim.json`` | the shim, where it cannot lock the run | the dispatcher after a restart |
+| ``worker.json`` | the shim, once the worker started (``WorkerRecord``) | the dispatcher |
+| ``exit.json`` | the shim, once the worker ended (``ExitRecord``) | the dispatcher |
+| ``kill.json`` | the dispatcher, when a kill begins (``KillRecord``) | a restarted dispatcher |
+| ``stdout.log``, ``stderr.log`` | the worker (the shim opens them) | the dispatcher, the gateway |
+| ``metrics.jsonl`` | the worker's SDK | the gateway |
+| ``artifacts.jsonl`` | the worker's SDK (the manifest) | the dispatcher |
+| ``result.json`` | the worker's SDK | the dispatcher |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from core.fields import from_map
+
+CONFIG_FILE = "config.json"
+SHIM_FILE = "shim.json"      # the shim's pid and start time, where the run cannot be locked
+WORKER_FILE = "worker.json"
+EXIT_FILE = "exit.json"
+KILL_FILE = "kill.json"      # the kill under way: why, and when SIGTERM went (wall clock)
+STDOUT_FILE = "stdout.log"
+STDERR_FILE = "stderr.log"
+METRICS_FILE = "metrics.jsonl"
+MANIFEST_FILE = "artifacts.jsonl"
+RESULT_FILE = "result.json"
+
+RUN_FILES = (CONFIG_FILE, SHIM_FILE, WORKER_FILE, EXIT_FILE, KILL_FILE, STDOUT_FILE,
+             STDERR_FILE, METRICS_FILE, MANIFEST_FILE, RESULT_FILE)
+
+RUN_LOCK = "run_lock"  # in worker.json: written by a shim that holds the run's lock
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """``worker.json``: the worker a shim started. ``run_lock`` is False where the shim
+    could not lock the run folder (then only pids and start times say it is alive)."""
+
+    pid: int
+    pgid: int
+    start_time: Optional[float]
+    shim_pid: int
+    shim_start_time: Optional[float]
+    started_at: float
+    run_lock: bool = False
+
+    @classmethod
+    def from_map(cls, data: Any) -> WorkerRecord:
+        return from_map(cls, data, WORKER_FILE)
+
+    def to_map(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ExitRecord:
+    """``exit.json``: how the worker ended (or ``spawn_error`` when it never started:
+    then ``pid`` is None and the usage fields are absent)."""
+
+    pid: Optional[int]
+    started_at: float
+    ended_at: float
+    exit_code: Optional[int]
+    signal: Optional[int]
+    core_dumped: bool = False
+    maxrss_kb: int = 0
+    utime_s: float = 0.0
+    stime_s: float = 0.0
+    leftovers_killed: int = 0   # processes the worker left behind, killed before this
+    spawn_error: Optional[str] = None
+
+    @classmethod
+    def from_map(cls, data: Any) -> ExitRecord:
+        return from_map(cls, data, EXIT_FILE)
+
+
+@dataclass(frozen=True)
+class KillRecord:
+    """``kill.json``: a kill the dispatcher began, its grace counted from ``term_at``
+    (wall clock), so that a restarted dispatcher keeps the grace already running."""
+
+    outcome: str
+    cause: str
+    message: str
+    term_at: float
+    grace_s: float
+
+    @classmethod
+    def from_map(cls, data: Any) -> KillRecord:
+        return from_map(cls, data, KILL_FILE)
+
+    def to_map(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
