@@ -1,6 +1,6 @@
 """The GPU check (scripts/gpu_check.py) and its worker test-gpu-hold where there is no
 GPU: the check says so and exits 3 before it starts anything; the worker fails
-cleanly. (With stand-in GPU libraries: tests/integration/test_gpu_check.py.)"""
+cleanly. (With stand-in GPU libraries: tests/system/test_gpu_check.py.)"""
 
 from __future__ import annotations
 
