@@ -5,8 +5,8 @@ import os, sys, tempfile, threading, time, shutil
 sys.path.insert(0, os.getcwd())
 import zmq
 from core.settings import Settings
-from tests.conftest import Stack
-from tests.integration.test_gateway import Gateway
+from tests.system.stack import Stack
+from tests.system.gateway import Gateway
 from tests.helpers import wait_until
 from trainer.client import Client, TrainerError
 

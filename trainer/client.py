@@ -119,7 +119,8 @@ class Client:
             run_id=run_id, offset=offset, limit=limit, keys=list(keys)))
 
     def watch(self, run_ids: Iterable[str] = (), since_seq: Optional[int] = None,
-              snapshot: bool = False, *, resume: bool = True, max_backoff: float = WATCH_MAX_BACKOFF,
+              snapshot: bool = False, *, resume: bool = True,
+              max_backoff: float = WATCH_MAX_BACKOFF,
               give_up_after: Optional[float] = None) -> Iterator[pb.WatchRunsResponse]:
         """Watch messages for ever; on a lost connection, reconnect from the last
         ``seq`` received: nothing is lost or repeated (docs/API.md, WatchRuns). A

@@ -11,7 +11,7 @@ import zmq
 
 from bus.rpc import RpcClient, Unavailable, error, ok
 from core.errors import NotFound
-from tests.integration.test_asyncrpc import Server
+from tests.integration.rpc_server import Server
 
 
 @pytest.fixture

@@ -1,47 +1,59 @@
-"""A whole system under supervisord, driven through the `trainer` command."""
+"""Fixtures of the system tests, which start the programs as users do (``python -m
+...``): ``stack`` (bus broker + registry processes), ``dstack`` (and a dispatcher with
+2 fake GPUs), ``gateway`` (a gateway process in front of ``stack``), ``system`` (the
+whole system under supervisord, driven through the `trainer` command). The classes
+they build are helpers, imported by name: tests/system/stack.py, gateway.py,
+supervised.py."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 from typing import Iterator
 
 import pytest
+import zmq
 
-from tests.helpers import REPO
+from core.settings import Settings
+from tests.system.dispatch_helpers import assert_nothing_left
+from tests.system.gateway import Gateway
+from tests.system.stack import Stack
+from tests.system.supervised import System
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture
+def dstack(service_env: dict[str, str], ctx: zmq.Context) -> Iterator[Stack]:
+    """bus + registry + dispatcher with 2 fake GPUs and 4 CPU slots."""
+    env = {**service_env, "TRAINER_FAKE_GPUS": "2", "TRAINER_CPU_SLOTS": "4",
+           "TRAINER_STATUS_INTERVAL": "0.5"}
+    s = Stack(env, Settings.from_env(env), ctx)
+    try:
+        s.start_bus()
+        s.start_registry()
+        s.start_dispatcher()
+        yield s
+        if s.registry.alive():  # after every test: no run's process left, no GPU booked
+            assert_nothing_left(s)
+    finally:
+        s.close()
 
 
-class System:
-    def __init__(self, home: str) -> None:
-        self.home = home
-        self.env = {**os.environ, "TRAINER_HOME": home,
-                    "TRAINER_GATEWAY_ADDR": f"127.0.0.1:{free_port()}",
-                    "TRAINER_STATUS_INTERVAL": "0.5", "TRAINER_CPU_SLOTS": "2",
-                    "TRAINER_TEST_WORKERS": "1",
-                    "PYTHONUNBUFFERED": "1"}
+@pytest.fixture
+def stack(service_env: dict[str, str], settings: Settings, ctx: zmq.Context) -> Iterator[Stack]:
+    s = Stack(service_env, settings, ctx)
+    try:
+        s.start_bus()
+        s.start_registry()
+        yield s
+    finally:
+        s.close()
 
-    def trainer(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "trainer.cli.main", *args], env=self.env,
-                              cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                              check=False)
 
-    def ok(self, *args: str, timeout: float = 60) -> str:
-        result = self.trainer(*args, timeout=timeout)
-        assert result.returncode == 0, f"trainer {' '.join(args)}: {result.stdout}{result.stderr}"
-        return result.stdout
-
-    def supervisorctl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "supervisor.supervisorctl", "-c",
-                               os.path.join(REPO, "supervisor.conf"), *args], env=self.env,
-                              capture_output=True, text=True, timeout=60, check=False)
+@pytest.fixture
+def gateway(stack: Stack) -> Iterator[Gateway]:
+    gw = Gateway(stack)
+    try:
+        yield gw.start()
+    finally:
+        gw.close()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from tests.helpers import REPO, wait_until
-from tests.system.conftest import System
+from tests.system.supervised import System
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.helpers import REPO
-from tests.system.conftest import free_port
+from tests.helpers import free_port
 from trainer.cli import tail as cli_tail
 from trainer.cli.main import cli
 

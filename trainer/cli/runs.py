@@ -65,8 +65,8 @@ def submit(config_file: Optional[str], worker: Optional[str], env_id: Optional[s
         except TrainerError as err:
             raise fail(err, c)
         run = reply.run
-        click.echo(f"{run.run_id} {'submitted' if reply.created else 'already exists (same config)'}"
-                   f" [{fmt.status_name(run.status)}]")
+        what = "submitted" if reply.created else "already exists (same config)"
+        click.echo(f"{run.run_id} {what} [{fmt.status_name(run.status)}]")
         if wait:
             sys.exit(follow_to_end(c, run.run_id))
 
