@@ -47,18 +47,22 @@ class RunRecord:
     started_recorded: bool = False  # the registry has its RunStarted
     pgid: Optional[int] = None
     pid: Optional[int] = None
+    pid_start_time: Optional[float] = None
     watch: Optional[Watch] = None
     kill: Optional[KillPlan] = None
     cancel: Optional[Cancel] = None
     last_step: Optional[int] = None
     waiting_reason: str = ""       # the reason the registry has stored
     artifacts: frozenset[str] = frozenset()   # paths registered (or refused) already
-    early_artifacts: tuple[Any, ...] = ()     # reported before its worker record was read
+    # RegisterArtifact commands to send: reported before its worker record was read
+    # (STARTING), or from its manifest and not applied yet (ENDING: its end waits)
+    artifacts_todo: tuple[Any, ...] = ()
     shim_ended: bool = False       # the fork server told of its shim's end
     shim_status: Optional[int] = None  # ... and its exit status (None: on its way)
     finish: Any = None             # the FinishRun to send (ENDING, JUDGING)
     reaping_since: Optional[float] = None
     reap_reported: bool = False
+    noted: bool = False            # its first read was logged (RECOVERING: awaited)
 
     @property
     def cpu_slots(self) -> int:
