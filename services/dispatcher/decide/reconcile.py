@@ -27,7 +27,7 @@ from services.dispatcher.decide.inputs import FolderRead, KillRecord, Replied, R
 from services.dispatcher.decide.outcomes import GONE_AFTER_START, GONE_BEFORE_START, failed
 from services.dispatcher.decide.ending import finish_run
 from services.dispatcher.decide.phases import Move, Phase
-from services.dispatcher.decide.starting import begin_cancel, note_worker, start, watch_until
+from services.dispatcher.decide.starting import note_worker, start, watch_until
 from services.dispatcher.decide.state import (SOURCE, CallFor, Cancel, Registry, RunRecord,
                                               Snapshot)
 from services.dispatcher.decide.supervise import KillPlan, Outcome
@@ -151,5 +151,3 @@ def _adopt(turn: Turn, run: RunRecord, folder: FolderRead) -> None:
     turn.log("info", "run.adopted", run_id=run.run_id, pid=folder.worker.pid)
     if plan is not None:
         watch_until(turn, plan.kill_due)
-    elif run.cancel is not None:
-        begin_cancel(turn, run)

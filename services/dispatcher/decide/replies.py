@@ -99,6 +99,8 @@ def _started(turn: Turn, run: RunRecord, reply: Replied, what: InFlight) -> None
 
 def _artifact(turn: Turn, run: RunRecord, reply: Replied, what: InFlight) -> None:
     if reply.kind is A:
+        if run.phase is Phase.ENDING:
+            turn.schedule_soon()  # its end may go now
         return
     if run.phase is Phase.ENDING:
         if reply.kind is N:  # its end waits until it is stored: sent again

@@ -56,6 +56,9 @@ def note_worker(turn: Turn, run: RunRecord, worker: WorkerRecord, move: Move) ->
     for art in run.artifacts_todo:
         turn.call(CallFor.ARTIFACT, art, run.run_id, art)
     watch_until(turn, watch.deadline())
+    if after.cancel is not None:  # asked while it was starting: done now
+        begin_cancel(turn, after)
+        after = turn.state.runs[after.run_id]
     return after
 
 
