@@ -2,12 +2,23 @@
 
 Imports only ``core`` and I/O-free standard library modules.
 
-    inputs.py      what the shell observed (events, heartbeats, folder reads, replies, ticks)
-    effects.py     what the shell is asked to do (registry calls, start, signal, read, log)
-    phases.py      the run lifecycle: one table of phases and moves
-    state.py       DispatcherState and RunRecord, frozen values
-    step.py        the entry point: one handler per observation type
-    ...            (see the report in the module tree)
+    step.py        the entry point: step(state, observation), one handler per type
+    inputs.py      observations: ticks, committed events, heartbeats, folder reads, replies
+    effects.py     effects: registry calls (core.commands) and queries, start, signal, ...
+    phases.py      the run lifecycle: one table of phases and moves, IllegalMove
+    state.py       DispatcherState and RunRecord, frozen values; the loop's periods
+    turn.py        one step's working copy (state being built, effects asked)
+    committed.py   committed events and telemetry (heartbeats, artifacts, bus, shims, GPUs)
+    schedule.py    the scheduling pass: ends, claims, verdicts, waiting reasons as one batch
+    scheduling.py  pure placement: who starts on which GPUs, who waits and why (Verdict)
+    replies.py     the registry's answers by tag; the registry lost with calls in flight
+    starting.py    start a run, note its worker, begin / escalate its kill
+    ending.py      a started run's folder read: its end judged, its FinishRun built
+    outcomes.py    FinishRun from an exit record and a kill plan; lost; the run's result
+    reconcile.py   start-up / resync: the snapshot's pages, then each run's folder
+    timers.py      the clock: bus health, sweeps, deadlines (silence, limits, grace)
+    supervise.py   Watch, KillPlan, BusHealth: supervision of one run as values
+    gpus.py        the GPU inventory as last read
 
 How the shell drives it (the later switch of services/dispatcher/service.py):
 

@@ -48,10 +48,10 @@ def on_folder(turn: Turn, run: RunRecord, folder: FolderRead) -> None:
     if not run.started_recorded and run.pgid is not None:
         return  # RunStarted first (sent again at the sweep), then the end
     if record is None and folder.processes:
-        _reap(turn, run, fx.KillProcesses(run.run_id, folder.processes), len(folder.processes))
+        reap(turn, run, fx.KillProcesses(run.run_id, folder.processes), len(folder.processes))
         return
     if record is not None and run.pgid is not None and folder.group_alive:
-        _reap(turn, run, fx.Signal(run.pgid, Sig.KILL, run.run_id), 0)  # its shim killed the rest
+        reap(turn, run, fx.Signal(run.pgid, Sig.KILL, run.run_id), 0)  # its shim killed the rest
         return
     if record is None and not run.adopted:
         if run.shim_status is None:
@@ -109,7 +109,7 @@ def finish_run(turn: Turn, run: RunRecord, finish: object, folder: FolderRead) -
     turn.schedule_soon()
 
 
-def _reap(turn: Turn, run: RunRecord, kill: object, count: int) -> None:
+def reap(turn: Turn, run: RunRecord, kill: object, count: int) -> None:
     """Processes of the run are left: killed; its end is judged at the next read."""
     now = turn.state.now
     since = run.reaping_since if run.reaping_since is not None else now

@@ -22,10 +22,9 @@ from core.errors import OrchestratorError
 from core.events import TerminalCause
 from core.runconfig import RunConfig
 from services.dispatcher.decide import effects as fx
-from services.dispatcher.decide.ending import _reap, end_with
+from services.dispatcher.decide.ending import end_with, finish_run, reap
 from services.dispatcher.decide.inputs import FolderRead, KillRecord, Replied, ReplyKind, RunView
 from services.dispatcher.decide.outcomes import GONE_AFTER_START, GONE_BEFORE_START, failed
-from services.dispatcher.decide.ending import finish_run
 from services.dispatcher.decide.phases import Move, Phase
 from services.dispatcher.decide.starting import note_worker, start, watch_until
 from services.dispatcher.decide.state import (SOURCE, CallFor, Cancel, Registry, RunRecord,
@@ -125,7 +124,7 @@ def on_folder(turn: Turn, run: RunRecord, folder: FolderRead) -> None:
         turn.move(run, Move.AWAITED, noted=True, pgid=worker.pgid if worker else None)
         return
     if folder.processes:
-        _reap(turn, run, fx.KillProcesses(run.run_id, folder.processes), len(folder.processes))
+        reap(turn, run, fx.KillProcesses(run.run_id, folder.processes), len(folder.processes))
         return
     if run.started_recorded or worker is not None or run.reaping_since is not None:
         message = GONE_AFTER_START if worker is not None or run.started_recorded \
