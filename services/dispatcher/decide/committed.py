@@ -1,0 +1,122 @@
+"""Committed events (the gap-free follower), and what the telemetry tells: heartbeats,
+artifacts reported, our own status coming back, shims ending, GPUs read."""
+
+from __future__ import annotations
+
+from core import events as ev
+from core.commands import RegisterArtifact
+from core.errors import OrchestratorError
+from core.runconfig import RunConfig
+from services.dispatcher.decide import effects as fx
+from services.dispatcher.decide.inputs import (ArtifactReported, BusRearmed, BusSeen,
+                                               CommittedEvent, GpusRead, Heartbeat,
+                                               ShimEnded)
+from services.dispatcher.decide.phases import Move, Phase, allows
+from services.dispatcher.decide.starting import begin_cancel, watch_until
+from services.dispatcher.decide.state import SOURCE, CallFor, Cancel, RunRecord
+from services.dispatcher.decide.turn import Turn
+
+_DEQUEUE = (ev.RunCancelled, ev.RunFailed, ev.GpusClaimed)
+
+
+def on_event(turn: Turn, obs: CommittedEvent) -> None:
+    event, s = obs.event, turn.state
+    if obs.seq <= s.known_seq.get(event.run_id, 0):
+        return  # already reflected (the snapshot, a claim's answer)
+    if isinstance(event, ev.GpusReleased) and s.held_elsewhere:
+        held = {g: h for g, h in s.held_elsewhere.items() if h != event.run_id}
+        if len(held) != len(s.held_elsewhere):
+            turn.update(held_elsewhere=held)
+            turn.schedule_soon()
+    run = turn.run(event.run_id)
+    if isinstance(event, ev.RunSubmitted):
+        if run is None:
+            _queue(turn, event, obs.seq)
+    elif isinstance(event, _DEQUEUE):
+        if run is not None and run.phase is Phase.QUEUED:
+            turn.move(run, Move.DEQUEUED)
+            turn.schedule_soon()
+            run = None
+        if isinstance(event, ev.GpusClaimed) and event.claimed_by == SOURCE and run is None:
+            # Our claim whose answer never reached us (applied late, after a resync read
+            # the run as PENDING): asked for, then started.
+            turn.query(CallFor.GET_RUN, fx.GetRun(event.run_id), event.run_id)
+    elif isinstance(event, ev.CancelRequested) and run is not None:
+        cancel = Cancel(event.requested_by, event.reason, obs.ts)
+        if run.phase is Phase.RUNNING:
+            begin_cancel(turn, turn.put(run.changed(cancel=cancel)))
+        elif allows(run.phase, Move.CANCEL_NOTED):  # done once its worker is seen
+            turn.move(run, Move.CANCEL_NOTED, cancel=cancel)
+        # KILLING: its kill is under way; ENDING: its end is on its way; QUEUED: the
+        # registry cancels a PENDING run itself (RunCancelled follows)
+
+
+def _queue(turn: Turn, event: ev.RunSubmitted, seq: int) -> None:
+    try:
+        config = RunConfig.from_map(dict(event.config))
+    except OrchestratorError as exc:
+        turn.log("error", "run.config_unreadable", run_id=event.run_id, reason=str(exc))
+        return
+    turn.put(RunRecord(event.run_id, Phase.QUEUED, config, event.priority, seq))
+    turn.schedule_soon()
+
+
+def on_heartbeat(turn: Turn, obs: Heartbeat) -> None:
+    run = turn.run(obs.run_id)
+    if run is None or run.watch is None:
+        return
+    if run.watch.last_beat is None:  # the start-up grace ends: due sooner
+        watch_until(turn, obs.at + run.watch.heartbeat_timeout_s)
+    step = obs.step if isinstance(obs.step, int) and not isinstance(obs.step, bool) \
+        else run.last_step
+    turn.put(run.changed(watch=run.watch.beat(obs.at), last_step=step))
+
+
+def on_artifact(turn: Turn, obs: ArtifactReported) -> None:
+    """Registered at once (after RunStarted); one whose message was lost is found in
+    the run's manifest when it ends."""
+    run = turn.run(obs.run_id)
+    if run is None or run.phase not in (Phase.STARTING, Phase.RUNNING, Phase.KILLING) \
+            or obs.path in run.artifacts:
+        return
+    artifacts = run.artifacts | {obs.path}
+    if obs.outside:  # logged, and remembered so that a repeat is not logged again
+        turn.log("warning", "registry.refused", method="register_artifact",
+                 run_id=run.run_id, code="invalid_argument", reason=f"path: {obs.outside}")
+        turn.put(run.changed(artifacts=artifacts))
+        return
+    command = RegisterArtifact(run.run_id, obs.kind, obs.path, obs.size, dict(obs.meta))
+    if run.pgid is None:  # its worker record is not read yet: RunStarted comes first
+        turn.put(run.changed(artifacts=artifacts,
+                             artifacts_todo=run.artifacts_todo + (command,)))
+        turn.do(fx.ObserveRun(run.run_id))
+        return
+    turn.put(run.changed(artifacts=artifacts))
+    turn.call(CallFor.ARTIFACT, command, run.run_id, command)
+
+
+def on_bus_seen(turn: Turn, obs: BusSeen) -> None:
+    turn.update(bus=turn.state.bus.seen(obs.at))
+
+
+def on_bus_rearmed(turn: Turn, obs: BusRearmed) -> None:
+    turn.update(bus=turn.state.bus.rearm(obs.window_s))
+
+
+def on_shim_ended(turn: Turn, obs: ShimEnded) -> None:
+    run = turn.run(obs.run_id)
+    if run is None:
+        return
+    status = obs.status if obs.status is not None else run.shim_status
+    turn.put(run.changed(shim_ended=True, shim_status=status))
+    turn.do(fx.ObserveRun(run.run_id))
+
+
+def on_gpus(turn: Turn, obs: GpusRead) -> None:
+    turn.update(gpu_read_due=False)
+    if obs.error:  # a bug in the read: keep what we have, say so
+        turn.log("error", "gpus.read_failed", error=obs.error)
+    fresh = turn.state.inventory.refreshed(obs.inventory) if obs.inventory else None
+    if fresh is not None:
+        turn.update(inventory=fresh)
+        turn.schedule_soon()

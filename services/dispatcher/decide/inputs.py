@@ -1,0 +1,198 @@
+"""Observations: what the shell heard or read, as plain values for ``step``.
+
+Times: ``at`` and Tick.now are monotonic seconds; ``wall`` and CommittedEvent.ts are
+wall-clock seconds. The shell turns what it heard into these, in the order heard.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+from core.events import Event
+from services.dispatcher.decide.gpus import Inventory
+
+
+@dataclass(frozen=True)
+class Tick:
+    now: float      # monotonic
+    wall: float     # wall clock
+
+
+@dataclass(frozen=True)
+class CommittedEvent:
+    """An event the registry committed (the gap-free follower), with its seq and time."""
+
+    seq: int
+    ts: float
+    event: Event
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    run_id: str
+    step: Optional[int]
+    at: float
+
+
+@dataclass(frozen=True)
+class ArtifactReported:
+    """An artifact a worker reported on the bus. ``outside``: why its path may not be
+    registered ("" if it may), judged by the shell (symlinks resolved)."""
+
+    run_id: str
+    kind: str
+    path: str
+    size: int
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    outside: str = ""
+
+
+@dataclass(frozen=True)
+class BusSeen:
+    """Our own status came back through the broker: the bus works."""
+
+    at: float
+
+
+@dataclass(frozen=True)
+class BusRearmed:
+    """Probing starts again after an idle spell, on a new window (the shell's pacer)."""
+
+    window_s: float
+
+
+@dataclass(frozen=True)
+class ShimEnded:
+    """The fork server's notice: the shim of this run ended; its exit status (None
+    while it is on its way)."""
+
+    run_id: str
+    status: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    pid: int
+    pgid: int
+    start_time: Optional[float]   # the process start time the shim read
+    started_at: Optional[float]   # wall clock, when the shim started it
+
+
+@dataclass(frozen=True)
+class ExitRecord:
+    exit_code: Optional[int]
+    signal: Optional[int]
+    signal_name: str = ""         # the shell names the signal (SIGKILL)
+    spawn_error: str = ""
+    leftovers_killed: int = 0
+
+
+@dataclass(frozen=True)
+class KillRecord:
+    """The kill an earlier dispatcher began (kill.json); term_at is wall clock."""
+
+    outcome: str
+    cause: str
+    message: str
+    term_at: float
+    grace_s: float
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    kind: str
+    path: str
+    size: int
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    outside: str = ""             # why it may not be registered ("" if it may)
+
+
+@dataclass(frozen=True)
+class FolderRead:
+    """What a run's folder (and the process table) holds. The shell reads whether a
+    shim holds the run BEFORE it reads the exit record: "no shim, no exit record" read
+    in that order is final. ``shim_alive``: a shim holds the run's lock (or its
+    recorded pid lives, where folders cannot be locked). ``worker_alive``: the worker
+    record's pid lives with the recorded start time. ``processes``: the pids of the
+    run (its process group, and the run id in their environment)."""
+
+    run_id: str
+    worker: Optional[WorkerRecord] = None
+    exit: Optional[ExitRecord] = None
+    kill: Optional[KillRecord] = None
+    shim_alive: bool = False
+    worker_alive: bool = False
+    group_alive: bool = False
+    processes: frozenset[int] = frozenset()
+    disk_free: Optional[int] = None     # bytes free where the run folder is
+    stderr_tail: str = ""
+    manifest: tuple[ManifestEntry, ...] = ()
+    metrics: Mapping[str, Any] = field(default_factory=dict)  # result.json's metrics
+    result_problem: str = ""            # why result.json gave none ("" if it did)
+
+
+@dataclass(frozen=True)
+class StartFailed:
+    """The shell could not prepare or request the worker (unknown worker, OSError)."""
+
+    run_id: str
+    message: str
+
+
+@dataclass(frozen=True)
+class GpusRead:
+    inventory: Optional[Inventory]
+    error: str = ""               # a bug in the read: the inventory is kept
+
+
+class ReplyKind(str, enum.Enum):
+    APPLIED = "applied"
+    NOT_APPLIED = "not_applied"   # a failed batch, a full disk: may be sent again
+    BUSY = "busy"                 # ResourceBusy: a GPU is held by another run
+    REFUSED = "refused"           # refused for good (illegal, not found, invalid)
+
+
+@dataclass(frozen=True)
+class RunView:
+    """A run as the registry's reply shows it."""
+
+    run_id: str
+    status: str
+    config: Mapping[str, Any]
+    last_seq: int
+    priority: int = 0
+    submitted_seq: int = 0
+    gpus: tuple[str, ...] = ()
+    cancel_requested_by: str = ""
+    cancel_reason: str = ""
+    cancel_requested_at: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class Replied:
+    """The registry's answer to a Call or Query, matched by its tag."""
+
+    tag: int
+    kind: ReplyKind
+    code: str = ""
+    message: str = ""
+    run: Optional[RunView] = None        # claim_gpus, get_run
+    runs: tuple[RunView, ...] = ()       # list_runs (a snapshot page)
+    head_seq: int = 0
+    more: bool = False
+    gpu_uuid: str = ""                   # BUSY: the GPU, and the run holding it
+    holder: str = ""
+
+
+@dataclass(frozen=True)
+class RegistryLost:
+    """A call found the registry away (Unavailable): answers in flight are lost."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class RegistryBack:
+    """The registry answers (at start-up, or after it was lost): read the state."""

@@ -1,0 +1,48 @@
+"""The scheduling pass: ended runs' outcomes first, then the claims their resources
+allow, the unschedulable verdicts and new waiting reasons; all of them Call effects of
+one step, which the shell sends as one pipelined round trip (the registry applies them
+in this order, so an end's GPUs are free for the claims behind it)."""
+
+from __future__ import annotations
+
+from core.commands import ClaimGpus, RecordWaiting
+from core.events import TerminalCause
+from services.dispatcher.decide.ending import pending_calls
+from services.dispatcher.decide.outcomes import failed
+from services.dispatcher.decide.phases import HOLDING, Move, Phase
+from services.dispatcher.decide.scheduling import Capacity, Verdict, plan
+from services.dispatcher.decide.state import SOURCE, CallFor, Registry
+from services.dispatcher.decide.turn import Turn
+
+
+def schedule(turn: Turn) -> None:
+    if not turn.state.dirty or turn.state.registry is not Registry.UP:
+        return
+    turn.update(dirty=False)
+    for run in turn.state.in_phase(Phase.ENDING):
+        if run.artifacts_todo:  # the registry records an end only after its artifacts
+            for command in run.artifacts_todo:
+                turn.call(CallFor.ARTIFACT, command, run.run_id, command)
+            turn.put(run.changed(artifacts_todo=()))
+        elif not pending_calls(turn, run.run_id):
+            turn.call(CallFor.FINISH, run.finish, run.run_id)
+    s = turn.state
+    held = [r for r in s.runs.values() if r.phase in HOLDING]
+    cap = Capacity(s.inventory.gpus, frozenset(g for r in held for g in r.gpus)
+                   | frozenset(s.held_elsewhere), s.config.cpu_slots,
+                   sum(r.cpu_slots for r in held), s.config.max_runs, len(held))
+    queued = {r.run_id: r for r in s.in_phase(Phase.QUEUED)}
+    for decision in plan([r.pending() for r in queued.values()], cap):
+        run = queued[decision.run_id]
+        if decision.verdict is Verdict.START:
+            turn.move(run, Move.CLAIM_SENT, gpus=decision.gpus)
+            turn.call(CallFor.CLAIM, ClaimGpus(run.run_id, decision.gpus, SOURCE,
+                                               s.inventory.uuids), run.run_id)
+        elif decision.verdict is Verdict.NEVER:
+            finish = failed(run.run_id, TerminalCause.UNSCHEDULABLE, decision.reason)
+            turn.move(run, Move.JUDGED_NEVER, finish=finish)
+            turn.call(CallFor.NEVER, finish, run.run_id)
+        elif run.waiting_reason != decision.reason and \
+                not turn.in_flight(CallFor.WAITING, run.run_id):
+            turn.call(CallFor.WAITING, RecordWaiting(run.run_id, decision.reason),
+                      run.run_id, decision.reason)

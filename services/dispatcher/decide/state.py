@@ -1,0 +1,180 @@
+"""The dispatcher's state as one value, and the record of one run.
+
+A RunRecord is frozen: ``record.moved(move, **changes)`` returns the record after a
+move of the phase table (services/dispatcher/decide/phases.py), or None when the move
+drops the run; an illegal move raises IllegalMove. DispatcherState is frozen too; the
+step functions build the next one with ``dataclasses.replace`` and copy a mapping
+only when they change it (``with_run``), so nothing a caller holds changes under it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+from core.runconfig import RunConfig
+from services.dispatcher.decide.gpus import Inventory
+from services.dispatcher.decide.phases import Move, Phase, next_phase
+from services.dispatcher.decide.scheduling import Pending
+from services.dispatcher.decide.supervise import BusHealth, KillPlan, Watch
+
+SOURCE = "dispatcher"   # claimed_by / adopted_by, and our status's source
+SWEEP_S = 0.25          # folders of starting and adopted runs, retries: this often
+FULL_SWEEP_S = 2.0      # every run's folder (an exit notice missed), the GPUs: this often
+PROBE_GAP_S = 0.02      # an overdue run asks for a fresh bus probe at most this often
+REAP_PATIENCE_S = 5.0   # processes that outlive SIGKILL this long are reported
+
+
+@dataclass(frozen=True)
+class Cancel:
+    requested_by: str
+    reason: str
+    at: Optional[float] = None   # when the registry recorded it (wall clock)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    phase: Phase
+    config: RunConfig
+    priority: int = 0
+    submitted_seq: int = 0
+    gpus: tuple[str, ...] = ()
+    adopted: bool = False          # its shim is not our child (a restart)
+    started_recorded: bool = False  # the registry has its RunStarted
+    pgid: Optional[int] = None
+    pid: Optional[int] = None
+    pid_start_time: Optional[float] = None
+    watch: Optional[Watch] = None
+    kill: Optional[KillPlan] = None
+    cancel: Optional[Cancel] = None
+    last_step: Optional[int] = None
+    waiting_reason: str = ""       # the reason the registry has stored
+    artifacts: frozenset[str] = frozenset()   # paths registered (or refused) already
+    # RegisterArtifact commands to send: reported before its worker record was read
+    # (STARTING), or from its manifest and not applied yet (ENDING: its end waits)
+    artifacts_todo: tuple[Any, ...] = ()
+    shim_ended: bool = False       # the fork server told of its shim's end
+    shim_status: Optional[int] = None  # ... and its exit status (None: on its way)
+    finish: Any = None             # the FinishRun to send (ENDING, JUDGING)
+    reaping_since: Optional[float] = None
+    reap_reported: bool = False
+    noted: bool = False            # its first read was logged (RECOVERING: awaited)
+
+    @property
+    def cpu_slots(self) -> int:
+        return self.config.resources.cpu_slots
+
+    def pending(self) -> Pending:
+        res = self.config.resources
+        return Pending(self.run_id, self.priority, self.submitted_seq, res.gpus,
+                       res.min_gpu_memory_mb, res.cpu_slots)
+
+    def moved(self, move: Move, **changes: Any) -> Optional["RunRecord"]:
+        after = next_phase(self.run_id, self.phase, move)
+        if after is None:
+            return None
+        return dataclasses.replace(self, phase=after, **changes)
+
+    def changed(self, **changes: Any) -> "RunRecord":
+        """The same phase, other fields (no move)."""
+        return dataclasses.replace(self, **changes)
+
+
+class CallFor(str, enum.Enum):
+    """What a registry call in flight was for: its reply is handled accordingly."""
+
+    CLAIM = "claim"
+    NEVER = "never"
+    WAITING = "waiting"
+    STARTED = "started"
+    ADOPTED = "adopted"
+    FINISH = "finish"
+    ARTIFACT = "artifact"
+    SNAPSHOT = "snapshot"
+    GET_RUN = "get_run"
+
+
+@dataclass(frozen=True)
+class InFlight:
+    purpose: CallFor
+    run_id: str = ""
+    detail: Any = None    # the waiting reason, the artifact path, ...
+
+
+@dataclass(frozen=True)
+class Counters:
+    started: int = 0
+    finished: int = 0
+    adopted: int = 0
+    kills: int = 0
+
+
+@dataclass(frozen=True)
+class DispatcherConfig:
+    cpu_slots: int
+    max_runs: int = 0             # 0 = no cap
+    host: str = ""                # RecordStarted's host
+    bus_window_s: float = 1.5     # our status must come back within this
+
+
+class Registry(str, enum.Enum):
+    UNKNOWN = "unknown"           # not read yet: the snapshot comes first
+    READING = "reading"           # the snapshot's pages are on their way
+    UP = "up"
+    LOST = "lost"                 # a call found it away: read again once it answers
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The start-up (or resync) read in progress: pages of non-terminal runs."""
+
+    runs: tuple[Any, ...] = ()    # inputs.RunView, newest first as paged
+    as_of: Optional[int] = None   # the head seq before the first page
+
+
+@dataclass(frozen=True)
+class DispatcherState:
+    config: DispatcherConfig
+    inventory: Inventory = field(default_factory=Inventory)
+    runs: Mapping[str, RunRecord] = field(default_factory=dict)
+    known_seq: Mapping[str, int] = field(default_factory=dict)
+    held_elsewhere: Mapping[str, str] = field(default_factory=dict)  # GPU -> its holder
+    calls: Mapping[int, InFlight] = field(default_factory=dict)      # tag -> what for
+    next_tag: int = 1
+    registry: Registry = Registry.UNKNOWN
+    snapshot: Optional[Snapshot] = None
+    bus: BusHealth = field(default_factory=lambda: BusHealth(1.5))
+    now: float = 0.0              # monotonic, from the last tick
+    wall: float = 0.0             # wall clock, from the last tick
+    next_sweep: float = 0.0
+    next_full: float = 0.0
+    next_deadline: float = math.inf
+    gpu_read_due: bool = False    # a GPU read is in flight
+    dirty: bool = True            # a scheduling pass is due
+    retry_due: bool = False       # a command was not applied: schedule at the next sweep
+    stats: Counters = field(default_factory=Counters)
+
+    @staticmethod
+    def initial(config: DispatcherConfig, inventory: Inventory, now: float,
+                wall: float) -> "DispatcherState":
+        return DispatcherState(config, inventory, bus=BusHealth(config.bus_window_s),
+                               now=now, wall=wall, next_sweep=now, next_full=now)
+
+    def in_phase(self, *phases: Phase) -> list[RunRecord]:
+        return [r for r in self.runs.values() if r.phase in phases]
+
+    def with_run(self, run_id: str, record: Optional[RunRecord]) -> "DispatcherState":
+        runs = dict(self.runs)
+        if record is None:
+            runs.pop(run_id, None)
+        else:
+            runs[run_id] = record
+        return dataclasses.replace(self, runs=runs)
+
+    def next_wake(self) -> float:
+        """The latest the shell may wait before its next Tick (monotonic)."""
+        return min(self.next_sweep, self.next_deadline)
