@@ -24,7 +24,7 @@ from services.gateway.calls import RegistryAccess
 from services.gateway.config import GatewayConfig
 from services.gateway.decoding import DecodeInterceptor
 from services.gateway.health import Health
-from services.gateway.logs import LogFiles
+from services.gateway.runfiles import LogFiles
 from services.gateway.mapping import Mapper
 from services.gateway.servicer import Servicer
 from services.gateway.watch import WatchHub
