@@ -37,34 +37,31 @@ class RunStatus(str, enum.Enum):
 TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
 ACTIVE = frozenset({RunStatus.PENDING, RunStatus.DISPATCHING, RunStatus.RUNNING})
 
-P, D, R = RunStatus.PENDING, RunStatus.DISPATCHING, RunStatus.RUNNING
-C, F, X = RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED
-
 # (status before or None for a new run, event type) -> status after
 TRANSITIONS: dict[tuple[Optional[RunStatus], str], RunStatus] = {
-    (None, "RunSubmitted"): P,
-    (P, "RunWaiting"): P,
-    (P, "GpusClaimed"): D,
-    (D, "RunStarted"): R,
-    (R, "RunAdopted"): R,
-    (P, "CancelRequested"): P,
-    (D, "CancelRequested"): D,
-    (R, "CancelRequested"): R,
-    (R, "RunCompleted"): C,
-    (P, "RunFailed"): F,
-    (D, "RunFailed"): F,
-    (R, "RunFailed"): F,
-    (P, "RunCancelled"): X,
-    (D, "RunCancelled"): X,
-    (R, "RunCancelled"): X,
-    (C, "GpusReleased"): C,
-    (F, "GpusReleased"): F,
-    (X, "GpusReleased"): X,
-    (D, "ArtifactRegistered"): D,
-    (R, "ArtifactRegistered"): R,
-    (C, "ArtifactRegistered"): C,
-    (F, "ArtifactRegistered"): F,
-    (X, "ArtifactRegistered"): X,
+    (None, "RunSubmitted"):                        RunStatus.PENDING,
+    (RunStatus.PENDING, "RunWaiting"):             RunStatus.PENDING,
+    (RunStatus.PENDING, "GpusClaimed"):            RunStatus.DISPATCHING,
+    (RunStatus.DISPATCHING, "RunStarted"):         RunStatus.RUNNING,
+    (RunStatus.RUNNING, "RunAdopted"):             RunStatus.RUNNING,
+    (RunStatus.PENDING, "CancelRequested"):        RunStatus.PENDING,
+    (RunStatus.DISPATCHING, "CancelRequested"):    RunStatus.DISPATCHING,
+    (RunStatus.RUNNING, "CancelRequested"):        RunStatus.RUNNING,
+    (RunStatus.RUNNING, "RunCompleted"):           RunStatus.COMPLETED,
+    (RunStatus.PENDING, "RunFailed"):              RunStatus.FAILED,
+    (RunStatus.DISPATCHING, "RunFailed"):          RunStatus.FAILED,
+    (RunStatus.RUNNING, "RunFailed"):              RunStatus.FAILED,
+    (RunStatus.PENDING, "RunCancelled"):           RunStatus.CANCELLED,
+    (RunStatus.DISPATCHING, "RunCancelled"):       RunStatus.CANCELLED,
+    (RunStatus.RUNNING, "RunCancelled"):           RunStatus.CANCELLED,
+    (RunStatus.COMPLETED, "GpusReleased"):         RunStatus.COMPLETED,
+    (RunStatus.FAILED, "GpusReleased"):            RunStatus.FAILED,
+    (RunStatus.CANCELLED, "GpusReleased"):         RunStatus.CANCELLED,
+    (RunStatus.DISPATCHING, "ArtifactRegistered"): RunStatus.DISPATCHING,
+    (RunStatus.RUNNING, "ArtifactRegistered"):     RunStatus.RUNNING,
+    (RunStatus.COMPLETED, "ArtifactRegistered"):   RunStatus.COMPLETED,
+    (RunStatus.FAILED, "ArtifactRegistered"):      RunStatus.FAILED,
+    (RunStatus.CANCELLED, "ArtifactRegistered"):   RunStatus.CANCELLED,
 }
 
 

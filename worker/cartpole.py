@@ -2,7 +2,7 @@
 policy on CartPole-v1 (any env with a Box observation and Discrete actions works).
 
 ``CartPoleTrainer.train()`` is the whole training loop as a generator of
-worker.events; it knows nothing of the SDK or the bus. ``main`` glues it to the SDK
+worker.loopevents; it knows nothing of the SDK or the bus. ``main`` glues it to the SDK
 through worker/driver.py. Deterministic: the config seed seeds the numpy Generator
 that samples the population and the episode seeds; evaluations use fixed seeds
 derived from it, so a run's returns are a function of its config.
@@ -18,7 +18,7 @@ import numpy as np
 from core.runconfig import RunConfig
 from worker import cem, checkpoint
 from worker.episodes import evaluate, run_episode, seeds
-from worker.events import Evaluation, Event, Iteration, Progress, Video
+from worker.loopevents import Evaluation, Iteration, LoopEvent, Progress, Video
 from worker.hparams import Param
 from worker.video import EpisodeRecorder, env_and_recorder
 
@@ -67,7 +67,7 @@ class CartPoleTrainer:
         n = self.n_actions
         return lambda obs: cem.act(params, obs, n)
 
-    def train(self) -> Iterator[Event]:
+    def train(self) -> Iterator[LoopEvent]:
         """Iterate until the step budget (checked between iterations) is spent."""
         hp = self.hp
         if self.iteration == 0:
@@ -99,10 +99,10 @@ class CartPoleTrainer:
             if self.iteration % hp["eval_every"] == 0:
                 yield from self._evaluate(self.iteration // hp["eval_every"], final=False)
 
-    def final(self) -> Iterator[Event]:
+    def final(self) -> Iterator[LoopEvent]:
         yield from self._evaluate(self.iteration // self.hp["eval_every"] + 1, final=True)
 
-    def _evaluate(self, index: int, final: bool) -> Iterator[Event]:
+    def _evaluate(self, index: int, final: bool) -> Iterator[LoopEvent]:
         every = self.cfg.video_every
         record = every > 0 and (final or index % every == 0)
         result = evaluate(self.env, self.policy(self.cem.mean.copy()),

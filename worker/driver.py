@@ -1,4 +1,4 @@
-"""Glue between a training loop (a generator of worker.events) and the SDK: the
+"""Glue between a training loop (a generator of worker.loopevents) and the SDK: the
 ``main`` every built-in worker shares.
 
 Order matters: SIGTERM is caught first (before gymnasium's ~0.2 s import), then the
@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Optional
 from runtime.envplugins import load_env_plugins
 from core.errors import ValidationError
 from worker import checkpoint, hparams, sdk
-from worker.events import Evaluation, Iteration, Progress, Video
+from worker.loopevents import Evaluation, Iteration, Progress, Video
 
 EXIT_BAD_CONFIG = 2
 

@@ -6,7 +6,7 @@ An iteration is ``episodes_per_iteration`` training episodes. Evaluations play t
 greedy policy; the final one also plays a uniformly random policy on the same seeds,
 so result.json shows how far above chance the learned policy is. Deterministic like
 the cartpole worker: one numpy Generator seeded from the config seed drives
-exploration and episode seeds. ``train()`` is a generator of worker.events; ``main``
+exploration and episode seeds. ``train()`` is a generator of worker.loopevents; ``main``
 glues it to the SDK through worker/driver.py.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 from core.runconfig import RunConfig
 from worker import checkpoint
 from worker.episodes import evaluate, seeds
-from worker.events import Evaluation, Event, Iteration, Progress, Video
+from worker.loopevents import Evaluation, Iteration, LoopEvent, Progress, Video
 from worker.hparams import Param
 from worker.video import EpisodeRecorder, env_and_recorder
 
@@ -77,7 +77,7 @@ class QLearningTrainer:
         best = np.flatnonzero(q == q.max())          # random among ties
         return int(best[0] if best.size == 1 else best[self.rng.integers(best.size)])
 
-    def train(self) -> Iterator[Event]:
+    def train(self) -> Iterator[LoopEvent]:
         hp, env, q = self.hp, self.env, self.q
         alpha, gamma = hp["alpha"], hp["gamma"]
         if self.iteration == 0:
@@ -115,7 +115,7 @@ class QLearningTrainer:
         q = self.q.copy()
         return lambda s: int(np.argmax(q[s]))
 
-    def final(self) -> Iterator[Event]:
+    def final(self) -> Iterator[LoopEvent]:
         rng = np.random.default_rng(np.random.SeedSequence([self.cfg.seed, 3]))
         n = self.q.shape[1]
         chance = evaluate(self.env, lambda s: int(rng.integers(n)), self.final_seeds)
@@ -129,7 +129,7 @@ class QLearningTrainer:
         return {"random_success_rate": self.random_success,
                 "random_return_mean": float(self.random_return or 0.0)}
 
-    def _evaluate(self, index: int, final: bool) -> Iterator[Event]:
+    def _evaluate(self, index: int, final: bool) -> Iterator[LoopEvent]:
         every = self.cfg.video_every
         record = every > 0 and (final or index % every == 0)
         result = evaluate(self.env, self.greedy(),

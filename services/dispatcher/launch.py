@@ -57,7 +57,7 @@ def prepare(settings: Settings, run: dict[str, Any], gpus: list[str]) -> tuple[s
     config_path = os.path.join(path, CONFIG_FILE)
     with open(config_path, "w", encoding="utf-8") as fh:
         json.dump(config, fh, indent=2, sort_keys=True)
-    argv = [sys.executable, "-m", "worker.launch", name, "--run-id", run["run_id"],
+    argv = [sys.executable, "-m", "worker.runner", name, "--run-id", run["run_id"],
             "--config", config_path]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINER_")}
     env.update({
@@ -67,5 +67,5 @@ def prepare(settings: Settings, run: dict[str, Any], gpus: list[str]) -> tuple[s
         "CUDA_VISIBLE_DEVICES": ",".join(gpus), "PYTHONUNBUFFERED": "1",
     })
     if settings.test_workers:
-        env["TRAINER_TEST_WORKERS"] = "1"  # worker.launch looks in the same groups
+        env["TRAINER_TEST_WORKERS"] = "1"  # worker.runner looks in the same groups
     return path, argv, env

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from runtime.logs import ServiceLogger
+from runtime.throttle import LogThrottle
 from core.clock import Clock
 from core.errors import NotApplied, OrchestratorError
 
@@ -18,17 +19,14 @@ class RefusalLog:
     def __init__(self, log: ServiceLogger, clock: Clock) -> None:
         self.log = log
         self.clock = clock
-        self._last: dict[tuple[str, str], tuple[float, int]] = {}  # -> (logged at, quiet)
+        self._retried = LogThrottle(REFUSED_LOG_S, clock)  # per (method, code)
 
     def __call__(self, method: str, args: dict[str, Any], exc: OrchestratorError) -> None:
         fields: dict[str, Any] = {}
         if isinstance(exc, NotApplied):  # a failed batch, a full disk: retried
-            key, now = (method, exc.code), self.clock.monotonic()
-            last, quiet = self._last.get(key, (-REFUSED_LOG_S, 0))
-            if now - last < REFUSED_LOG_S:
-                self._last[key] = (last, quiet + 1)
+            held = self._retried.admit((method, exc.code))
+            if held is None:
                 return
-            self._last[key] = (now, 0)
-            fields["not_logged_since"] = quiet
+            fields["not_logged_since"] = held
         self.log.warning("registry.refused", method=method, run_id=args.get("run_id"),
                          code=exc.code, reason=exc.message, **fields)

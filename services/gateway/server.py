@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from typing import Any, Optional
 
 import grpc
@@ -15,6 +14,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
 from runtime.logs import ServiceLogger
+from runtime.throttle import LogThrottle
+from core.clock import Clock, SystemClock
 from core.settings import Settings
 from services.gateway import reflection
 from services.gateway.auth import TokenInterceptor
@@ -23,7 +24,7 @@ from services.gateway.calls import RegistryAccess
 from services.gateway.config import GatewayConfig
 from services.gateway.decoding import DecodeInterceptor
 from services.gateway.health import Health
-from services.gateway.logs import LogFiles
+from services.gateway.runfiles import LogFiles
 from services.gateway.mapping import Mapper
 from services.gateway.servicer import Servicer
 from services.gateway.watch import WatchHub
@@ -58,7 +59,7 @@ def add_servicer(servicer: Servicer, server: grpc.aio.Server) -> None:
 
 class GatewayService:
     def __init__(self, cfg: GatewayConfig, settings: Settings, ctx: zmq.Context,
-                 token: str, log: ServiceLogger) -> None:
+                 token: str, log: ServiceLogger, clock: Clock = SystemClock()) -> None:
         self.cfg = cfg
         self.settings = settings
         self.ctx = ctx
@@ -66,7 +67,7 @@ class GatewayService:
         self.log = log
         self.port = 0
         self.refused = 0
-        self._refused_logged, self._refused_logged_at = 0, -REFUSED_LOG_S
+        self._refused_log = LogThrottle(REFUSED_LOG_S, clock)
         self._ready = threading.Event()
         self._error: Optional[BaseException] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -196,11 +197,9 @@ class GatewayService:
         """Counted always (status counter ``refused``), logged at most every
         REFUSED_LOG_S: a client polling without its token must not flood the log."""
         self.refused += 1
-        now = time.monotonic()
-        if now - self._refused_logged_at >= REFUSED_LOG_S:
-            self.log.warning("rpc.unauthenticated", method=method,
-                             since_last_line=self.refused - self._refused_logged)
-            self._refused_logged_at, self._refused_logged = now, self.refused
+        held = self._refused_log.admit()
+        if held is not None:  # refusals since the last line, this one included
+            self.log.warning("rpc.unauthenticated", method=method, since_last_line=held + 1)
 
 
 def _read(path: str) -> bytes:

@@ -24,7 +24,7 @@ from services.gateway.configcheck import config_of
 from services.gateway.errors import (CallError, abort, exhausted, from_registry, invalid,
                                      restarting)
 from services.gateway.health import Health
-from services.gateway.logs import LogFiles, check_run_id
+from services.gateway.runfiles import LogFiles, check_run_id
 from services.gateway.mapping import Mapper, struct, timestamp
 from services.gateway.watch import WatchHub
 from services.gateway.watchsession import WatchSession

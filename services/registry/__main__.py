@@ -20,7 +20,7 @@ from services.registry.handlers import RequestHandler
 from eventstore.anchor import anchor_path
 from services.registry.maintenance import Checkpointer
 from services.registry.migrations import connect, migrate
-from services.registry.recovery import catch_up_projection
+from services.registry.projection_catchup import catch_up_projection
 from services.registry.reserve import NAME as RESERVE_NAME
 from services.registry.reserve import Reserve
 from services.registry.service import SOURCE, RegistryService

@@ -23,6 +23,7 @@ from bus.pubsub import Publisher
 from bus import rpc
 from bus.rpc import Request, RpcServer
 from runtime.status import StatusBeacon
+from runtime.throttle import LogThrottle
 from bus.topics import event_topic
 from core.errors import Expired, Internal, StorageFull
 from services.registry import storage
@@ -53,7 +54,7 @@ class RegistryService:
         self.bad_frames = BadFrameLog(log)
         self.stats = {"requests": 0, "batches": 0, "largest_batch": 0, "events": 0,
                       "errors": 0, "expired": 0, "storage_full": 0}
-        self._full_logged_at = -FULL_LOG_S
+        self._full_log = LogThrottle(FULL_LOG_S, registry.clock)
         self._shrunk_at = -SHRINK_S
         self._full_at: Optional[float] = None   # monotonic time of the last refusal
         self.beacon = StatusBeacon(SOURCE, status_interval, registry.clock, self.counters)
@@ -77,7 +78,8 @@ class RegistryService:
             free = shutil.disk_usage(os.path.dirname(self.registry.db_path) or ".").free
         except OSError:
             free = -1
-        refused = self._full_at is not None and time.monotonic() - self._full_at < FULL_LOG_S
+        refused = (self._full_at is not None
+                   and self.registry.clock.monotonic() - self._full_at < FULL_LOG_S)
         return {"disk_free_bytes": free, "disk_full": refused or 0 <= free < LOW_DISK_BYTES}
 
     def step(self, timeout_s: float) -> None:
@@ -199,10 +201,9 @@ class RegistryService:
         traceback; and the WAL is checkpointed (at most every SHRINK_S) with the space
         of the reserve: truncating it gives space back (services/registry/reserve.py)."""
         self.stats["storage_full"] += refused
-        now = time.monotonic()
+        now = self.registry.clock.monotonic()
         self._full_at = now
-        if now - self._full_logged_at >= FULL_LOG_S:
-            self._full_logged_at = now
+        if self._full_log.admit() is not None:  # refused_so_far counts them all
             self.log.warning("storage.full", path=self.registry.db_path,
                              refused_so_far=self.stats["storage_full"], reason=reason[:200],
                              hint="commands are refused until space is freed; reads still "

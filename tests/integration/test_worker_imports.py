@@ -1,4 +1,4 @@
-"""The training loops import no bus (worker/events.py: they run, and are tested, without
+"""The training loops import no bus (worker/loopevents.py: they run, and are tested, without
 it), checked in a fresh interpreter, where nothing else has imported zmq first."""
 
 from __future__ import annotations

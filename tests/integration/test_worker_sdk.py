@@ -213,15 +213,15 @@ def test_wait_for_stop_returns_at_once_when_a_stop_is_requested(tmp_path) -> Non
 
 def test_a_worker_launched_by_hand_takes_its_run_id_from_the_command_line(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """`python -m worker.launch NAME --run-id try --config cfg.json` outside the
+    """`python -m worker.runner NAME --run-id try --config cfg.json` outside the
     orchestrator (docs/WORKERS.md): the SDK's run id is "try", not "local"; under the
     dispatcher, the environment's TRAINER_RUN_ID stays as it is."""
-    from worker import launch
+    from worker import runner
     monkeypatch.delenv("TRAINER_RUN_ID", raising=False)
-    assert launch.main(["no-such-worker", "--run-id", "try", "--config", "c.json"]) == 2
+    assert runner.main(["no-such-worker", "--run-id", "try", "--config", "c.json"]) == 2
     assert os.environ["TRAINER_RUN_ID"] == "try"  # what Run.from_env() reads
     monkeypatch.setenv("TRAINER_RUN_ID", "r0123456789ab")
-    launch.main(["no-such-worker", "--run-id", "other", "--config", "c.json"])
+    runner.main(["no-such-worker", "--run-id", "other", "--config", "c.json"])
     assert os.environ["TRAINER_RUN_ID"] == "r0123456789ab"
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from core.runconfig import RunConfig
 from worker import cartpole
-from worker.events import Evaluation, Video
+from worker.loopevents import Evaluation, Video
 from worker.hparams import parse
 from worker.video import EpisodeRecorder
 

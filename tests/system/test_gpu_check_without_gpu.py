@@ -41,7 +41,7 @@ def test_gpu_hold_worker_fails_cleanly_without_a_visible_gpu(tmp_path: Path) -> 
     config = str(tmp_path / "config.json")
     with open(config, "w", encoding="utf-8") as fh:
         json.dump({"worker": "test-gpu-hold", "hyperparameters": {"gib": 1}}, fh)
-    result = subprocess.run([sys.executable, "-m", "worker.launch", "test-gpu-hold", "--run-id",
+    result = subprocess.run([sys.executable, "-m", "worker.runner", "test-gpu-hold", "--run-id",
                              "t1", "--config", config],
                             env=_env(TRAINER_RUN_DIR=str(tmp_path), CUDA_VISIBLE_DEVICES="",
                                      TRAINER_TEST_WORKERS="1"),

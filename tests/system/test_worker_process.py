@@ -1,4 +1,4 @@
-"""The built-in workers run as the dispatcher runs them (``python -m worker.launch
+"""The built-in workers run as the dispatcher runs them (``python -m worker.runner
 NAME --run-id ID --config PATH``, TRAINER_* in the environment), without a bus:
 SIGTERM mid-training, a bad config, resuming from a stopped run's checkpoint."""
 
@@ -31,7 +31,7 @@ def start(run_dir: Any, worker: str, **config: Any) -> subprocess.Popen[bytes]:
                TRAINER_BUS_PUB="", TRAINER_HOME=os.path.dirname(os.path.dirname(run_dir)),
                TRAINER_HEARTBEAT_INTERVAL="0.2", PYTHONUNBUFFERED="1")
     with open(os.path.join(run_dir, "stderr.log"), "wb") as err:
-        return subprocess.Popen([sys.executable, "-m", "worker.launch", worker, "--run-id",
+        return subprocess.Popen([sys.executable, "-m", "worker.runner", worker, "--run-id",
                                  os.path.basename(run_dir), "--config", path], env=env,
                                 cwd=REPO, stdout=subprocess.DEVNULL, stderr=err,
                                 start_new_session=True)

@@ -1,4 +1,4 @@
-"""GetMetrics' file reading (services/gateway/logs.py LogFiles.metrics): paging by
+"""GetMetrics' file reading (services/gateway/runfiles.py LogFiles.metrics): paging by
 next_offset always moves on, and only points with values come back."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from services.gateway import logs
-from services.gateway.logs import LogFiles
+from services.gateway import runfiles
+from services.gateway.runfiles import LogFiles
 
 RUN = "r0123456789ab"
 
@@ -39,7 +39,7 @@ def _page_all(files: LogFiles, limit: int, keys: frozenset[str] = frozenset()) -
 
 def test_an_oversized_line_is_skipped_not_a_stall(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(logs, "MAX_METRICS_READ", 64)
+    monkeypatch.setattr(runfiles, "MAX_METRICS_READ", 64)
     big = _line(1, blob_len=1, pad="x" * 300)           # longer than one read
     files = _files(tmp_path, [_line(0, loss=0.5), big, big, _line(2, loss=0.25),
                               b'{"step": 3, "values": {"loss": 1, "pad": "' + b"y" * 200])

@@ -83,7 +83,7 @@ def test_unknown_enum_values_logged_are_bounded(log_lines: io.StringIO) -> None:
 
 def test_run_ids_are_exact() -> None:
     from core.ids import is_run_id
-    from services.gateway.logs import check_run_id
+    from services.gateway.runfiles import check_run_id
     assert is_run_id("r0123456789ab") and check_run_id("r0123456789ab") == "r0123456789ab"
     for bad in ("r0123456789ab\n", "r0123456789ab\n\n", "\nr0123456789ab", "r0123456789AB",
                 "r0123456789abc", " r0123456789ab", None, 12):

@@ -10,7 +10,7 @@ import pytest
 
 from core.runconfig import RunConfig
 from worker import cartpole, checkpoint, qlearning
-from worker.events import Evaluation, Iteration, Progress
+from worker.loopevents import Evaluation, Iteration, Progress
 from worker.hparams import parse
 
 pytestmark = pytest.mark.timeout(60)

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QApplication, QHBoxLayout, QHe
 from trainer.client import default_address, default_token
 from trainer.gui import convert
 from trainer.gui.bridge import TrainerQBridgeThread
-from trainer.gui.calls import Calls
+from trainer.gui.qtcalls import Calls
 from trainer.gui.convert import STATUS, TERMINAL
 from trainer.gui.details import RunDetails
 from trainer.gui.health_strip import HealthStrip

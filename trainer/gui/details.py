@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QLineEdit, QListW
 from trainer.client import Client
 from trainer.gui import convert
 from trainer.gui.bridge import LogThread
-from trainer.gui.calls import Calls
+from trainer.gui.qtcalls import Calls
 from trainer.gui.curve import CurveWidget
 
 METRIC_KEYS = ("return_mean", "eval_return_mean")

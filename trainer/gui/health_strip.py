@@ -9,7 +9,7 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QWidget
 
 from trainer.gui import convert
-from trainer.gui.calls import Calls
+from trainer.gui.qtcalls import Calls
 
 UP, DOWN = "#2e9e4e", "#d03030"
 

@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFormLayout, QLabel, Q
                                QSpinBox, QVBoxLayout, QWidget)
 
 from trainer.gui import convert
-from trainer.gui.calls import Calls
+from trainer.gui.qtcalls import Calls
 
 FIELDS = ("worker", "env", "seed", "steps", "gpus", "priority", "hyperparameters")
 ALIASES = {"resources": "gpus", "resources.gpus": "gpus"}

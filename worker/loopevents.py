@@ -53,4 +53,4 @@ class Video:
     episode_return: float
 
 
-Event = Progress | Iteration | Evaluation | Video
+LoopEvent = Progress | Iteration | Evaluation | Video

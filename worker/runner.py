@@ -1,4 +1,4 @@
-"""``python -m worker.launch NAME --run-id ID --config PATH``: what the dispatcher runs.
+"""``python -m worker.runner NAME --run-id ID --config PATH``: what the dispatcher runs.
 
 Loads the entry point NAME of the group ``trainer.workers`` (or ``trainer.test_workers``
 where TRAINER_TEST_WORKERS=1, as the dispatcher passes it on) and calls it. Only
@@ -18,7 +18,7 @@ from runtime.workers import find, groups
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
-        print("usage: python -m worker.launch NAME --run-id ID --config PATH", file=sys.stderr)
+        print("usage: python -m worker.runner NAME --run-id ID --config PATH", file=sys.stderr)
         return 2
     name = args[0]
     if "--run-id" in args[1:-1] and "TRAINER_RUN_ID" not in os.environ:
