@@ -29,7 +29,7 @@ from core.runstate import RunState
 from services.registry import store
 from eventstore.reader import StoredEvent
 from services.registry.eventlog import EventLog
-from services.registry.replies import ReplyLog
+from services.registry.replylog import ReplyLog
 from services.registry.storage import failure
 
 # A page of runs or events stops growing past this many bytes (estimated), with at

@@ -12,7 +12,7 @@ from typing import Callable
 from runtime.logs import ServiceLogger
 from core.clock import Clock
 from eventstore.anchor import write_anchor
-from services.registry import replies, storage
+from services.registry import replylog, storage
 from services.registry.reserve import Reserve
 
 REQUEST_RETENTION_S = 24 * 3600.0
@@ -109,7 +109,7 @@ class Checkpointer:
         if self.busy_streak >= self.busy_warn_after:
             self.log.warning("wal.checkpoint_blocked", busy_intervals=self.busy_streak,
                              hint="a reader holds the WAL open; the -wal file keeps growing")
-        replies.prune(self.conn, self.clock.now() - REQUEST_RETENTION_S)
+        replylog.prune(self.conn, self.clock.now() - REQUEST_RETENTION_S)
         self.write_anchor()
         return self.last
 

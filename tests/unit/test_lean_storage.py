@@ -8,7 +8,7 @@ import sqlite3
 from core.clock import FakeClock
 from core.ids import RunIds, is_run_id, new_request_id
 from core.projection import RUN_COLUMNS
-from services.registry import replies
+from services.registry import replylog
 from services.registry.handlers import RequestHandler
 from services.registry.migrations import connect, migrate
 from eventstore.compare import first_difference
@@ -93,14 +93,14 @@ def test_a_retry_gets_the_run_as_it_is_now_from_a_compact_record(tmp_path) -> No
 
 def test_pruning_deletes_only_replies_older_than_the_cutoff(tmp_path) -> None:
     conn, registry, clock = open_registry(str(tmp_path / "events.db"))
-    log = replies.ReplyLog(conn, lambda run_id: None)
+    log = replylog.ReplyLog(conn, lambda run_id: None)
     for i in range(10):
         log.record(f"r{i}", "finish", {"ok": True, "result": {"events": [i]}}, at=100.0 + i)
-    assert replies.prune(conn, 105.0) == 5
+    assert replylog.prune(conn, 105.0) == 5
     left = [r[0] for r in conn.execute("SELECT request_id FROM requests ORDER BY rowid")]
     assert left == [f"r{i}" for i in range(5, 10)]
     assert log.find("r7") == ("finish", {"ok": True, "result": {"events": [7]}})
-    assert replies.prune(conn, 1e9) == 5 and log.find("r9") is None
+    assert replylog.prune(conn, 1e9) == 5 and log.find("r9") is None
 
 
 def test_run_ids_grow_even_when_the_clock_goes_back() -> None:
