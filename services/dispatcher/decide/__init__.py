@@ -37,5 +37,5 @@ How the shell drives it (the later switch of services/dispatcher/service.py):
             StartWorker, Signal, KillProcesses, RecordKill, ObserveRun, ReadGpus are run
             by the OS side (fork server, signals, run folders, NVML in a thread) and
             what they find comes back as observations (FolderRead, StartFailed,
-            GpusRead); Log effects are written by bus.logs; ProbeBus hurries our status.
+            GpusRead); Log effects are written by runtime.logs; ProbeBus hurries our status.
 """

@@ -15,7 +15,8 @@ from services.dispatcher.active import ActiveRun
 from services.dispatcher.logfollow import RunLogs
 from services.dispatcher.service import DispatcherService
 from core.rundir import EXIT_FILE, RUN_LOCK, WORKER_FILE
-from services.dispatcher.spawner import process_start_time, take_run_lock
+from services.dispatcher.spawner import process_start_time, run_processes, take_run_lock
+from tests.helpers import wait_until
 
 def _internal() -> OrchestratorError:
     return OrchestratorError.from_dict({"code": "internal", "message": "disk I/O error"})
@@ -87,6 +88,9 @@ def _tagged(procs: list[subprocess.Popen[bytes]], run_id: str) -> int:
     p = subprocess.Popen(["sleep", "30"], start_new_session=True,
                          env={**os.environ, "TRAINER_RUN_ID": run_id})
     procs.append(p)
+    # Until it has exec'd, /proc shows the parent's environment: wait to see the tag.
+    wait_until(lambda: p.pid in run_processes(run_id), 10,
+               message=f"the tagged process of {run_id} to be seen in /proc")
     return p.pid
 
 
