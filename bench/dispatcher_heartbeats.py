@@ -124,36 +124,50 @@ def _say(obj: Any) -> None:
 
 
 def hbdisp_main(count: str, pgid: str) -> None:
-    """A dispatcher built by services.dispatcher's build(), plus ``count`` started runs
+    """A dispatcher built by services.dispatcher's build(), plus ``count`` RUNNING runs
     (watch armed: heartbeat_timeout_s 5, startup_grace_s 0) whose process group is
-    ``pgid``; runs its loop as run_service does until SIGTERM, then prints its stats."""
-    from runtime import logs
+    ``pgid``, each run folder locked as its shim would hold it (one flock per folder,
+    held by this process); runs its loop as run_service does until SIGTERM, then
+    prints its stats."""
+    import dataclasses
+    import fcntl
+
+    from core.runconfig import RunConfig
+    from core.rundir import RUN_LOCK, WORKER_FILE
     from core.settings import Settings
+    from runtime import logs
     from services.dispatcher import launch
     from services.dispatcher.__main__ import build
-    from services.dispatcher.active import ActiveRun
-    from services.dispatcher.logfollow import RunLogs
+    from services.dispatcher.decide.phases import Phase
+    from services.dispatcher.decide.state import RunRecord
+    from services.dispatcher.decide.supervise import Watch
     t_setup = time.perf_counter()
     settings = Settings.from_env(os.environ)
     logs.configure(settings.log_level)
     log = logs.service_logger("dispatcher")
     ctx = zmq.Context()
-    svc = build(settings, ctx, log)
+    loop = build(settings, ctx, log)
     flags = _flags()
-    config = {"worker": "test-mark", "heartbeat_interval_s": 1.0,
-              "heartbeat_timeout_s": HB_TIMEOUT_S, "startup_grace_s": 0.0,
-              "cancel_grace_s": 1.0}
-    now = svc.clock.monotonic()
+    config = RunConfig.from_map({"worker": "test-mark", "heartbeat_interval_s": 1.0,
+                                 "heartbeat_timeout_s": HB_TIMEOUT_S, "startup_grace_s": 0.0,
+                                 "cancel_grace_s": 1.0})
+    now = loop.clock.monotonic()
+    runs, locks = {}, []
     for run_id in run_ids(int(count)):
         path = launch.run_dir(settings, run_id)
         os.makedirs(path, exist_ok=True)
         for name in (STDOUT_FILE, STDERR_FILE):
             open(os.path.join(path, name), "ab").close()
-        run = ActiveRun(run_id, path, dict(config), [], 1,
-                        RunLogs(run_id, path, settings.log_rate), recorded_started=True,
-                        pgid=int(pgid))
-        run.watch = run.new_watch(now)
-        svc.active[run_id] = run
+        with open(os.path.join(path, WORKER_FILE), "w", encoding="utf-8") as fh:
+            json.dump({"pid": int(pgid), "pgid": int(pgid), "start_time": None,
+                       "started_at": loop.clock.now(), RUN_LOCK: True}, fh)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(fd, fcntl.LOCK_EX)   # as its shim holds it while it owns the run
+        locks.append(fd)
+        runs[run_id] = RunRecord(run_id, Phase.RUNNING, config, started_recorded=True,
+                                 pgid=int(pgid), pid=int(pgid), watch=Watch.of(config, now))
+    loop.state = dataclasses.replace(loop.state, runs=runs,
+                                     next_deadline=now + HB_TIMEOUT_S)
     profile_path = os.environ.get("BENCH_DISPATCHER_PROFILE")
     profiler = None
     if profile_path:
@@ -165,18 +179,20 @@ def hbdisp_main(count: str, pgid: str) -> None:
         if profiler is not None:
             profiler.enable()
         while not flags["stop"]:
-            svc.step(0.2)
+            loop.step(0.2)
             steps += 1
     finally:
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(profile_path)
-        end = svc.clock.monotonic()
+        end = loop.clock.monotonic()
         ages = [end - r.watch.last_beat if r.watch and r.watch.last_beat is not None
-                else float("inf") for r in svc.active.values()]
-        _say({"kills": svc.stats["kills"], "steps": steps, "wall": time.monotonic() - t0,
-              "max_beat_age": max(ages) if ages else 0.0})
-        svc.close()
+                else float("inf") for r in loop.state.runs.values()]
+        _say({"kills": loop.state.stats.kills, "steps": steps,
+              "wall": time.monotonic() - t0, "max_beat_age": max(ages) if ages else 0.0})
+        loop.close()
+        for fd in locks:
+            os.close(fd)
         ctx.destroy(linger=0)
 
 

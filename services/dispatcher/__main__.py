@@ -1,4 +1,7 @@
-"""``python -m services.dispatcher``: schedule, start and supervise workers."""
+"""``python -m services.dispatcher``: schedule, start and supervise workers.
+
+The decisions are services/dispatcher/decide (pure); this builds the shell around
+them (services/dispatcher/shell): its sockets, the registry client, the launcher."""
 
 from __future__ import annotations
 
@@ -9,17 +12,18 @@ import sys
 import zmq
 
 from bus.badframes import BadFrameLog
-from runtime.bootstrap import run_service
 from bus.catchup import EventFollower, registry_fetch
-from runtime.logs import ServiceLogger
 from bus.pubsub import Publisher, Subscriber
-from bus.rpc import RpcClient, Unavailable
+from bus.registry import RegistryClient
+from bus.rpc import RpcClient
 from core.clock import SystemClock
 from core.settings import Settings
-from services.dispatcher.forkserver import ForkServer
-from services.dispatcher.inventory import read_inventory
-from services.dispatcher.recovery import recover
-from services.dispatcher.service import SOURCE, DispatcherService
+from runtime.bootstrap import run_service
+from runtime.logs import ServiceLogger
+from services.dispatcher.decide.state import SOURCE
+from services.dispatcher.shell.forklauncher import ForkLauncher
+from services.dispatcher.shell.gpuread import GpuReader, read_inventory
+from services.dispatcher.shell.loop import DispatcherLoop
 
 
 def raise_fd_limit(log: ServiceLogger) -> int:
@@ -36,12 +40,12 @@ def raise_fd_limit(log: ServiceLogger) -> int:
     return soft
 
 
-def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> DispatcherService:
+def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> DispatcherLoop:
     clock = SystemClock()
     fd_soft_limit = raise_fd_limit(log)
     inventory = read_inventory(settings.fake_gpus)
     if inventory.gpus:
-        log.info("gpus.found", source=inventory.source, count=len(inventory.gpus),
+        log.info("gpus.found", source=inventory.source.value, count=len(inventory.gpus),
                  gpus=[g.to_map() for g in inventory.gpus])
     else:
         log.info("gpus.none", reason=inventory.error or "no GPU found")
@@ -57,21 +61,17 @@ def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> Dispatche
     pub.connect(settings.bus_pub)
     # A call holds the loop: at most 2 x 2 s, then the registry counts as away (the
     # loop goes on, pinging it every second, and re-reads its state once it is back).
-    client = RpcClient(ctx, settings.registry, SOURCE, timeout_s=2.0, retries=1)
-    follower = EventFollower(Subscriber(events_sock, bad), registry_fetch(client))
-    cpu_slots = settings.cpu_slots or os.cpu_count() or 1
-    svc = DispatcherService(settings, client, follower, Subscriber(telemetry_sock, bad),
-                            Publisher(pub, SOURCE, clock), inventory, cpu_slots, clock, log,
-                            forks=ForkServer(fd_soft_limit), resync=recover,
-                            read_gpus=None if settings.fake_gpus > 0 else
-                            (lambda ours: read_inventory(0, ours)))
-    client.on_wait = svc.send_status
-    try:
-        recover(svc)
-    except Unavailable as exc:  # the loop reads the state once the registry answers
-        log.warning("registry.unavailable", reason=exc.message)
-        svc.resync_needed = True
-    return svc
+    rpc = RpcClient(ctx, settings.registry, SOURCE, timeout_s=2.0, retries=1)
+    registry = RegistryClient(rpc)
+    follower = EventFollower(Subscriber(events_sock, bad), registry_fetch(rpc))
+    gpus = GpuReader(None if settings.fake_gpus > 0 else
+                     (lambda ours: read_inventory(0, ours)))
+    loop = DispatcherLoop(settings, registry, follower, Subscriber(telemetry_sock, bad),
+                          Publisher(pub, SOURCE, clock), ForkLauncher(settings, fd_soft_limit),
+                          inventory, settings.cpu_slots or os.cpu_count() or 1, clock, log,
+                          gpus, os.uname().nodename)
+    rpc.on_wait = loop.send_status
+    return loop
 
 
 def main() -> int:

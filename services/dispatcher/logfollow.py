@@ -29,6 +29,7 @@ class RunLogs:
     budget: float = 0.0
     last_refill: float = 0.0
     published: int = 0
+    paths: dict[str, str] = field(default_factory=dict)
 
     def poll(self, publisher: Publisher, now: float) -> int:
         """Publish what is new, within the rate budget; returns bytes published."""
@@ -63,7 +64,9 @@ class RunLogs:
                 self.offsets[stream] = 0
 
     def _read(self, stream: str, limit: int) -> tuple[int, bytes] | None:
-        path = os.path.join(self.run_dir, f"{stream}.log")
+        path = self.paths.get(stream)
+        if path is None:
+            path = self.paths[stream] = os.path.join(self.run_dir, f"{stream}.log")
         offset = self.offsets[stream]
         try:
             if os.stat(path).st_size <= offset:

@@ -10,7 +10,7 @@ from core.runconfig import RunConfig
 from services.dispatcher.decide import effects as fx
 from services.dispatcher.decide.inputs import (ArtifactReported, BusRearmed, BusSeen,
                                                CommittedEvent, GpusRead, Heartbeat,
-                                               ShimEnded)
+                                               Heartbeats, ShimEnded)
 from services.dispatcher.decide.phases import Move, Phase, allows
 from services.dispatcher.decide.starting import begin_cancel, watch_until
 from services.dispatcher.decide.state import SOURCE, CallFor, Cancel, RunRecord
@@ -62,14 +62,24 @@ def _queue(turn: Turn, event: ev.RunSubmitted, seq: int) -> None:
 
 
 def on_heartbeat(turn: Turn, obs: Heartbeat) -> None:
-    run = turn.run(obs.run_id)
-    if run is None or run.watch is None:
-        return
-    if run.watch.last_beat is None:  # the start-up grace ends: due sooner
-        watch_until(turn, obs.at + run.watch.heartbeat_timeout_s)
-    step = obs.step if isinstance(obs.step, int) and not isinstance(obs.step, bool) \
-        else run.last_step
-    turn.put(run.changed(watch=run.watch.beat(obs.at), last_step=step))
+    on_heartbeats(turn, Heartbeats((obs,)))
+
+
+def on_heartbeats(turn: Turn, obs: Heartbeats) -> None:
+    """Each beat resets its run's silence timer (and notes its step, for its result);
+    the runs mapping is copied once for the whole batch."""
+    changed: dict[str, RunRecord] = {}
+    for beat in obs.beats:
+        run = changed.get(beat.run_id) or turn.run(beat.run_id)
+        if run is None or run.watch is None:
+            continue
+        if run.watch.last_beat is None:  # the start-up grace ends: due sooner
+            watch_until(turn, beat.at + run.watch.heartbeat_timeout_s)
+        step = beat.step if isinstance(beat.step, int) and not isinstance(beat.step, bool) \
+            else run.last_step
+        changed[beat.run_id] = run.changed(watch=run.watch.beat(beat.at), last_step=step)
+    if changed:
+        turn.put_many(changed.values())
 
 
 def on_artifact(turn: Turn, obs: ArtifactReported) -> None:

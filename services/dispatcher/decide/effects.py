@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Union
 
 from core import commands as cmd
+from core.protocol import GetRun, ListRuns
 from core.runconfig import RunConfig
 from services.dispatcher.decide.supervise import Sig
 
@@ -20,20 +21,11 @@ NON_TERMINAL = ("PENDING", "DISPATCHING", "RUNNING")
 SNAPSHOT_PAGE = 500
 
 
-@dataclass(frozen=True)
-class ListRuns:
+def snapshot_page(before_seq: int = 0) -> ListRuns:
     """A page of the non-terminal runs, newest submission first, before ``before_seq``
     (0: no bound). Keyed by seq, a run ending between pages cannot shift a later one."""
-
-    before_seq: int = 0
-    status: tuple[str, ...] = NON_TERMINAL
-    limit: int = SNAPSHOT_PAGE
-    newest_first: bool = True
-
-
-@dataclass(frozen=True)
-class GetRun:
-    run_id: str
+    return ListRuns(status=NON_TERMINAL, limit=SNAPSHOT_PAGE, before_seq=before_seq,
+                    newest_first=True)
 
 
 Question = Union[ListRuns, GetRun]
@@ -91,9 +83,12 @@ class RecordKill:
 
 @dataclass(frozen=True)
 class ObserveRun:
-    """Read the run's folder and processes: comes back as inputs.FolderRead."""
+    """Read the run's folder and processes: comes back as inputs.FolderRead.
+    ``if_exited``: only if its exit record is there (nothing comes back otherwise):
+    the check of a run whose shim is ours and has not ended (an exit notice missed)."""
 
     run_id: str
+    if_exited: bool = False
 
 
 @dataclass(frozen=True)

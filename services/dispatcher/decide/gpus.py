@@ -22,6 +22,11 @@ class Gpu:
     memory_free: int
     foreign_pids: tuple[int, ...] = ()   # processes on it that we did not start
 
+    def to_map(self) -> dict:
+        return {"index": self.index, "uuid": self.uuid, "name": self.name,
+                "memory_total": self.memory_total, "memory_free": self.memory_free,
+                "foreign_pids": list(self.foreign_pids)}
+
 
 @dataclass(frozen=True)
 class Inventory:

@@ -37,6 +37,14 @@ class Heartbeat:
 
 
 @dataclass(frozen=True)
+class Heartbeats:
+    """The heartbeats of one drain of the bus, in the order heard: one step for all of
+    them (a thousand runs beating each second cost a few dozen steps, not a thousand)."""
+
+    beats: tuple[Heartbeat, ...]
+
+
+@dataclass(frozen=True)
 class ArtifactReported:
     """An artifact a worker reported on the bus. ``outside``: why its path may not be
     registered ("" if it may), judged by the shell (symlinks resolved)."""

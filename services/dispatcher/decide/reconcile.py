@@ -36,7 +36,7 @@ from services.dispatcher.decide.turn import Turn
 def begin(turn: Turn) -> None:
     """The registry answers: read its non-terminal runs, page by page."""
     turn.update(registry=Registry.READING, snapshot=Snapshot())
-    turn.query(CallFor.SNAPSHOT, fx.ListRuns())
+    turn.query(CallFor.SNAPSHOT, fx.snapshot_page())
 
 
 def on_page(turn: Turn, reply: Replied) -> None:
@@ -51,7 +51,8 @@ def on_page(turn: Turn, reply: Replied) -> None:
     snap = Snapshot(snap.runs + reply.runs, as_of)
     if reply.more and reply.runs:
         turn.update(snapshot=snap)
-        turn.query(CallFor.SNAPSHOT, fx.ListRuns(min(r.submitted_seq for r in reply.runs)))
+        turn.query(CallFor.SNAPSHOT, fx.snapshot_page(
+            min(r.submitted_seq for r in reply.runs)))
         return
     _apply(turn, tuple(reversed(snap.runs)), as_of)
 

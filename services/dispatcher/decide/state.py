@@ -13,13 +13,14 @@ import dataclasses
 import enum
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 from core.runconfig import RunConfig
 from services.dispatcher.decide.gpus import Inventory
 from services.dispatcher.decide.phases import Move, Phase, next_phase
 from services.dispatcher.decide.scheduling import Pending
 from services.dispatcher.decide.supervise import BusHealth, KillPlan, Watch
+from services.dispatcher.decide.values import replaced
 
 SOURCE = "dispatcher"   # claimed_by / adopted_by, and our status's source
 SWEEP_S = 0.25          # folders of starting and adopted runs, retries: this often
@@ -77,11 +78,11 @@ class RunRecord:
         after = next_phase(self.run_id, self.phase, move)
         if after is None:
             return None
-        return dataclasses.replace(self, phase=after, **changes)
+        return replaced(self, phase=after, **changes)
 
     def changed(self, **changes: Any) -> "RunRecord":
         """The same phase, other fields (no move)."""
-        return dataclasses.replace(self, **changes)
+        return replaced(self, **changes)
 
 
 class CallFor(str, enum.Enum):
@@ -173,6 +174,11 @@ class DispatcherState:
             runs.pop(run_id, None)
         else:
             runs[run_id] = record
+        return dataclasses.replace(self, runs=runs)
+
+    def with_runs(self, records: Iterable[RunRecord]) -> "DispatcherState":
+        runs = dict(self.runs)
+        runs.update((r.run_id, r) for r in records)
         return dataclasses.replace(self, runs=runs)
 
     def next_wake(self) -> float:

@@ -44,6 +44,7 @@ HANDLERS: dict[type, Callable[[Turn, Any], None]] = {
     obs.Tick: timers.on_tick,
     obs.CommittedEvent: committed.on_event,
     obs.Heartbeat: committed.on_heartbeat,
+    obs.Heartbeats: committed.on_heartbeats,
     obs.ArtifactReported: committed.on_artifact,
     obs.BusSeen: committed.on_bus_seen,
     obs.BusRearmed: committed.on_bus_rearmed,

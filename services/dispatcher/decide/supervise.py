@@ -16,6 +16,7 @@ from typing import Optional
 
 from core.events import TerminalCause
 from core.runconfig import RunConfig
+from services.dispatcher.decide.values import replaced
 
 
 class Outcome(str, enum.Enum):
@@ -68,7 +69,7 @@ class Watch:
         return watch.beat(now) if age_s > watch.startup_grace_s else watch
 
     def beat(self, now: float) -> "Watch":
-        return dataclasses.replace(self, last_beat=now)
+        return replaced(self, last_beat=now)
 
     def silence_limit(self) -> float:
         return self.heartbeat_timeout_s + (0.0 if self.last_beat is not None

@@ -52,8 +52,9 @@ def _sweep(turn: Turn) -> None:
     for run in s.runs.values():
         if run.phase not in OBSERVED:
             continue
-        if full or run.phase in ALWAYS_READ or run.adopted:
-            turn.do(fx.ObserveRun(run.run_id))
+        watched = run.phase in ALWAYS_READ or run.adopted or run.shim_ended
+        if full or watched:
+            turn.do(fx.ObserveRun(run.run_id, if_exited=not watched))
         if run.pgid is not None and not run.started_recorded:
             send_started(turn, run)
     if full and not s.gpu_read_due and any(

@@ -7,7 +7,7 @@ returns its final state and effects. The state it starts from is never changed.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 from services.dispatcher.decide import effects as fx
 from services.dispatcher.decide.phases import Move
@@ -29,6 +29,10 @@ class Turn:
     def put(self, record: RunRecord) -> RunRecord:
         self.state = self.state.with_run(record.run_id, record)
         return record
+
+    def put_many(self, records: Iterable[RunRecord]) -> None:
+        """Several records (no move), the runs mapping copied once."""
+        self.state = self.state.with_runs(records)
 
     def move(self, run: RunRecord, move: Move, **changes: Any) -> Optional[RunRecord]:
         """The run after ``move`` (raises IllegalMove if the table has none); a dropped

@@ -37,7 +37,7 @@ def test_the_snapshot_pages_on_before_the_oldest_run_of_a_page() -> None:
                                                                   view("a", "PENDING", 7)),
                              head_seq=12, more=True))
     (page2,) = fx.calls(effects)
-    assert page2.query == fx.ListRuns(before_seq=7)
+    assert page2.query == fx.snapshot_page(before_seq=7)
     effects = d.feed(Replied(page2.tag, ReplyKind.APPLIED, runs=(view("z", "PENDING", 3),),
                              head_seq=20))
     assert fx.FollowFrom(12) in effects  # the head before the first page

@@ -1,0 +1,80 @@
+"""What the dispatcher hears on the bus, as observations for the decision core:
+committed events (the gap-free follower), heartbeats (one batch per drain), artifacts
+workers report, and its own status coming back (the proof that the bus works).
+
+Telemetry does not wake the loop: it is drained at every step (at least every
+TELEMETRY_S while runs are watched), so a thousand heartbeats a second cost a few
+dozen steps.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Container
+
+from bus.catchup import EventFollower
+from bus.codec import FrameError, MessageType, event_from_envelope
+from bus.pubsub import Subscriber
+from bus.topics import Topic
+from runtime.logs import ServiceLogger
+from services.dispatcher.decide.inputs import (ArtifactReported, BusSeen, CommittedEvent,
+                                               Heartbeat, Heartbeats)
+from services.dispatcher.decide.state import SOURCE
+from services.dispatcher.shell.folders import outside_run_dir
+
+TELEMETRY_S = 0.02
+
+
+def subscribe(telemetry: Subscriber) -> None:
+    telemetry.subscribe(Topic.HEARTBEAT.value + ".")
+    telemetry.subscribe(Topic.ARTIFACT.value + ".")
+    telemetry.subscribe(Topic.STATUS.topic(SOURCE))
+
+
+def committed(follower: EventFollower, log: ServiceLogger) -> list[CommittedEvent]:
+    """The events committed since the last call, in seq order (never blocks; may ask
+    the registry for a gap: raises Unavailable when it is away)."""
+    out = []
+    for env in follower.poll(0):
+        try:
+            event = event_from_envelope(env)
+        except FrameError as exc:
+            log.warning("event.unreadable", seq=env.seq, reason=exc.message)
+            continue
+        out.append(CommittedEvent(int(env.seq or 0), float(env.ts or 0.0), event))
+    return out
+
+
+def drain(telemetry: Subscriber, now: float, runs: Container[str],
+          run_dir: Callable[[str], str]) -> list[Any]:
+    """Everything queued on the telemetry socket: a Heartbeats batch of the runs we
+    hold, the artifacts reported (each path judged against its run folder), BusSeen."""
+    beats: list[Heartbeat] = []
+    out: list[Any] = []
+    while telemetry.sock.poll(0):
+        msg = telemetry.recv_nowait()
+        if msg is None:
+            continue  # a bad frame (logged by the subscriber)
+        env = msg.envelope
+        payload = env.payload if isinstance(env.payload, dict) else {}
+        run_id = str(payload.get("run_id"))
+        if env.type == MessageType.HEARTBEAT.value:
+            if run_id in runs:
+                step = payload.get("step")
+                beats.append(Heartbeat(run_id, step if isinstance(step, int) else None, now))
+        elif env.type == MessageType.ARTIFACT_REPORTED.value:
+            if run_id in runs:
+                out.append(reported(run_id, payload, run_dir(run_id)))
+        elif env.type == MessageType.SERVICE_STATUS.value and env.source == SOURCE:
+            if payload.get("pid") == os.getpid():
+                out.append(BusSeen(now))
+    return ([Heartbeats(tuple(beats))] if beats else []) + out
+
+
+def reported(run_id: str, payload: dict[str, Any], run_dir: str) -> ArtifactReported:
+    path, size, kind, meta = (payload.get(k) for k in ("path", "size", "kind", "meta"))
+    return ArtifactReported(run_id, kind if isinstance(kind, str) else "",
+                            path if isinstance(path, str) else "",
+                            size if isinstance(size, int) and not isinstance(size, bool)
+                            else -1, meta if isinstance(meta, dict) else {},
+                            outside_run_dir(run_dir, path))
