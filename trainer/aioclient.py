@@ -89,32 +89,26 @@ class AsyncClient:
                     max_backoff: float = WATCH_MAX_BACKOFF) -> AsyncIterator[pb.WatchRunsResponse]:
         """As Client.watch."""
         import asyncio
-        state = WatchResume(run_ids, since_seq, snapshot)
-        backoff = 0.05
+        state = WatchResume(run_ids, since_seq, snapshot, max_backoff)
         while True:
             call = self.stub.WatchRuns(state.request(), metadata=self.metadata)
             try:
                 async for msg in call:
-                    backoff = 0.05
                     out = state.accept(msg)
                     if out is not None:
                         yield out
                 return
             except grpc.RpcError as err:
-                error = TrainerError.from_rpc(err)
-                if not resume or not error.retryable:
-                    raise error from None
+                state.broken(err, resume)
             finally:
                 call.cancel()
-            state.reconnecting()
             if state.unpinned:
                 try:
                     state.pin(await self._call("GetHealth", pb.GetHealthRequest(),
                                                PIN_TIMEOUT_S))
                 except TrainerError:
                     pass  # the gateway is away too: the next answer pins the start
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, max_backoff)
+            await asyncio.sleep(state.next_backoff())
 
     async def logs(self, run_id: str, stream: Any = "stdout", offset: int = 0,
                    follow: bool = False) -> AsyncIterator[pb.LogChunk]:

@@ -126,34 +126,25 @@ class Client:
         ``seq`` received: nothing is lost or repeated (docs/API.md, WatchRuns). A
         snapshot cut short is asked for again; only what the caller does not have yet
         (newer records, later events) is passed on."""
-        state = WatchResume(run_ids, since_seq, snapshot)
-        backoff, down_since = 0.05, None
+        state = WatchResume(run_ids, since_seq, snapshot, max_backoff, give_up_after)
         while True:
             call = self.stub.WatchRuns(state.request(), metadata=self.metadata)
             try:
                 for msg in call:
-                    backoff, down_since = 0.05, None
                     out = state.accept(msg)
                     if out is not None:
                         yield out
                 return
             except grpc.RpcError as err:
-                error = TrainerError.from_rpc(err)
-                down_since = down_since or time.monotonic()
-                if not resume or not error.retryable or (
-                        give_up_after is not None
-                        and time.monotonic() - down_since > give_up_after):
-                    raise error from None
+                state.broken(err, resume)
             finally:
                 call.cancel()
-            state.reconnecting()
             if state.unpinned:
                 try:
                     state.pin(self._call("GetHealth", pb.GetHealthRequest(), PIN_TIMEOUT_S))
                 except TrainerError:
                     pass  # the gateway is away too: the next answer pins the start
-            time.sleep(backoff)  # reconnect backoff
-            backoff = min(backoff * 2, max_backoff)
+            time.sleep(state.next_backoff())  # reconnect backoff
 
     def logs(self, run_id: str, stream: Any = "stdout", offset: int = 0, follow: bool = False,
              *, resume: bool = True, give_up_after: Optional[float] = None,

@@ -8,7 +8,7 @@ from typing import Callable, Iterable, Optional
 
 import grpc
 
-from trainer.channel import LOGS_MAX_BACKOFF, TrainerError
+from trainer.channel import LOGS_MAX_BACKOFF, WATCH_MAX_BACKOFF, TrainerError
 from trainer_api.v1 import trainer_pb2 as pb
 
 
@@ -26,12 +26,18 @@ class WatchResume:
     if it is newer, an event only if its seq is above the run's.
     """
 
-    def __init__(self, run_ids: Iterable[str], since_seq: Optional[int], snapshot: bool) -> None:
+    def __init__(self, run_ids: Iterable[str], since_seq: Optional[int], snapshot: bool,
+                 max_backoff: float = WATCH_MAX_BACKOFF,
+                 give_up_after: Optional[float] = None) -> None:
         self.run_ids = list(run_ids)
         self.position = since_seq
         self.in_snapshot = snapshot
         self.have: dict[str, int] = {}
         self.restarted = False
+        self.max_backoff = max_backoff
+        self.give_up_after = give_up_after
+        self.backoff = 0.05
+        self.down_since: Optional[float] = None
 
     def request(self) -> pb.WatchRunsRequest:
         req = pb.WatchRunsRequest(run_ids=self.run_ids, snapshot=self.in_snapshot)
@@ -39,9 +45,23 @@ class WatchResume:
             req.since_seq = self.position
         return req
 
-    def reconnecting(self) -> None:
-        """The stream broke: the next snapshot (if any) is a repeat to filter."""
+    def broken(self, err: grpc.RpcError, resume: bool) -> None:
+        """The stream broke: its error is raised unless a reconnect may help (it is
+        retryable, resuming is on, and the outage is not past ``give_up_after``). The
+        next snapshot (if any) is then a repeat to filter."""
+        error = TrainerError.from_rpc(err)
+        self.down_since = self.down_since or time.monotonic()
+        if not resume or not error.retryable or (
+                self.give_up_after is not None
+                and time.monotonic() - self.down_since > self.give_up_after):
+            raise error from None
         self.restarted = self.in_snapshot
+
+    def next_backoff(self) -> float:
+        """Seconds to wait before the next connection: doubled each time, up to
+        ``max_backoff``; back to 50 ms once a message arrives."""
+        wait, self.backoff = self.backoff, min(self.backoff * 2, self.max_backoff)
+        return wait
 
     @property
     def unpinned(self) -> bool:
@@ -54,6 +74,7 @@ class WatchResume:
 
     def accept(self, msg: pb.WatchRunsResponse) -> Optional[pb.WatchRunsResponse]:
         """Take ``msg`` into account; the message for the caller (None: nothing new)."""
+        self.backoff, self.down_since = 0.05, None
         if not self.in_snapshot:
             self.position = msg.seq
             return msg
