@@ -47,18 +47,33 @@ def replied(tag: int, result: Any) -> Replied:
     return Replied(tag, ReplyKind.APPLIED, run=view_of(result.get("run")),
                    runs=tuple(v for v in map(view_of, runs) if v is not None)
                    if isinstance(runs, list) else (),
-                   head_seq=int(result.get("head_seq") or 0), more=bool(result.get("more")))
+                   head_seq=_count(result.get("head_seq")) or 0, more=bool(result.get("more")))
+
+
+def _count(value: Any) -> Optional[int]:
+    """An integer field (absent: 0); None when it is there but no integer."""
+    if value is None:
+        return 0
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def view_of(run: Any) -> Optional[RunView]:
-    """A run of a reply (core.projection.run_view's map) as the decision core reads it."""
-    if not isinstance(run, Mapping) or not run.get("run_id"):
+    """A run of a reply (core.projection.run_view's map) as the decision core reads it;
+    None for a map that is not one (a field of the wrong type: skipped, not trusted)."""
+    if not isinstance(run, Mapping) or not isinstance(run.get("run_id"), str) \
+            or not run["run_id"]:
         return None
-    at = run.get("cancel_requested_at")
-    return RunView(str(run["run_id"]), str(run.get("status") or ""),
-                   run.get("config") if isinstance(run.get("config"), Mapping) else {},
-                   int(run.get("last_seq") or 0), int(run.get("priority") or 0),
-                   int(run.get("submitted_seq") or 0), tuple(run.get("gpus") or ()),
-                   str(run.get("cancel_requested_by") or ""),
+    seq, priority, submitted = (_count(run.get(k)) for k in
+                                ("last_seq", "priority", "submitted_seq"))
+    gpus = run.get("gpus") or []
+    if seq is None or priority is None or submitted is None \
+            or not isinstance(gpus, (list, tuple)) \
+            or not all(isinstance(g, str) for g in gpus):
+        return None
+    at, config = run.get("cancel_requested_at"), run.get("config")
+    return RunView(run["run_id"], str(run.get("status") or ""),
+                   config if isinstance(config, Mapping) else {}, seq, priority, submitted,
+                   tuple(gpus), str(run.get("cancel_requested_by") or ""),
                    str(run.get("cancel_reason") or ""),
-                   float(at) if isinstance(at, (int, float)) else None)
+                   float(at) if isinstance(at, (int, float)) and not isinstance(at, bool)
+                   else None)

@@ -85,10 +85,6 @@ def test_a_run_that_is_no_run_map_is_none() -> None:
     assert replied(6, {"run": {"status": "RUNNING"}}).run is None
 
 
-@pytest.mark.xfail(strict=True, raises=(TypeError, ValueError),
-                   reason="BUG: view_of converts last_seq/priority/submitted_seq with int() and "
-                          "gpus with tuple(): a mistyped field raises out of the effect runner "
-                          "(and the loop's step) instead of the map being skipped")
 @pytest.mark.parametrize("bad", [{"last_seq": "seventeen"}, {"priority": "high"},
                                  {"submitted_seq": {"seq": 4}}, {"gpus": 2}])
 def test_a_run_map_with_a_mistyped_field_is_skipped_not_crashed_on(bad: dict[str, Any]) -> None:
@@ -96,16 +92,11 @@ def test_a_run_map_with_a_mistyped_field_is_skipped_not_crashed_on(bad: dict[str
     assert [r.run_id for r in reply.runs] == ["r1"]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="BUG: tuple('GPU-0') is ('G', 'P', 'U', '-', '0'): a string of gpus "
-                          "is read as one GPU per character")
 def test_a_run_map_whose_gpus_are_no_list_is_skipped() -> None:
     reply = replied(6, {"runs": [RUN, dict(RUN, run_id="r2", gpus="GPU-0")]})
     assert [r.run_id for r in reply.runs] == ["r1"]
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="BUG: replied converts head_seq with int(): a mistyped one raises")
 def test_a_mistyped_head_seq_is_no_crash() -> None:
     assert replied(6, {"runs": [], "head_seq": "ninety-nine"}).kind is ReplyKind.APPLIED
 
