@@ -1,9 +1,9 @@
-"""A claim naming a GPU that does not exist is refused; a GPU that vanished between
-the claim and the worker's start fails the run, naming it."""
+"""A claim naming a GPU that does not exist is refused. (A GPU that vanished between
+the claim and the worker's start fails the run, naming it: tests/unit/dispatcher/
+test_ported_gpus.py and test_supervising.py.)"""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Optional
 
 import pytest
@@ -12,8 +12,6 @@ from core import commands as c
 from core import events as ev
 from core.errors import ValidationError
 from core.runstate import apply
-from services.dispatcher import launch
-from services.dispatcher.inventory import Inventory, fake_inventory
 from tests.unit.workload import open_registry
 
 G0, G1 = "GPU-fake-0000", "GPU-fake-0001"
@@ -96,22 +94,3 @@ def test_a_restarted_registry_keeps_the_inventory_until_the_next_claim_lists_one
                                           "claimed_by": "tool"}, "c5", "tool").reply
     assert "is not in the GPU inventory (0 GPU(s))" in none["error"]["message"], none
     conn.close()
-
-
-@pytest.mark.parametrize("gpus, inventory, gone", [
-    ([G0, G1], fake_inventory(2), None),
-    ([], fake_inventory(0), None),
-    ([G0, G1], fake_inventory(1), G1),
-    ([G0], dataclasses.replace(fake_inventory(1), source="nvml",
-                               gpus=[dataclasses.replace(fake_inventory(1).gpus[0],
-                                                         uuid="GPU-other")]), G0),
-    ([G0], Inventory(source="none", error="NVML query failed"), None),  # nothing read
-])
-def test_a_gpu_gone_from_the_inventory_stops_the_start(
-        gpus: list[str], inventory: Inventory, gone: Optional[str]) -> None:
-    if gone is None:
-        launch.check_gpus(gpus, inventory)
-        return
-    with pytest.raises(launch.GpuGone, match=f"GPU\\(s\\) {gone} claimed for the run are no "
-                                             "longer in the GPU inventory"):
-        launch.check_gpus(gpus, inventory)

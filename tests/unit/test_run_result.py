@@ -1,26 +1,23 @@
 """A run's recorded result: bounded by the dispatcher, checked by the registry,
 carried by the terminal event, kept on the run (through a rebuild too), shown by the
-gateway when it has no live heartbeat; logs written before it replay unchanged."""
+gateway when it has no live heartbeat; logs written before it replay unchanged. (How
+the dispatcher reads result.json and builds the result it sends:
+tests/unit/dispatcher/test_ported_results.py.)"""
 
 from __future__ import annotations
 
-import json
-import logging
 import math
 import sqlite3
 from typing import Any
 
 import pytest
 
-from runtime.logs import ServiceLogger
 from core import commands as c
 from core import events as ev
 from core import runresult
 from core.errors import ValidationError
 from core.runstate import RunStatus, apply
 from core.upcasting import load_event
-from services.dispatcher.active import ActiveRun
-from services.dispatcher.outcome import MAX_RESULT_BYTES, run_result
 from services.gateway.mapping import Mapper, heartbeat_message
 from eventstore.compare import first_difference
 from eventstore.rebuild import rebuild
@@ -102,29 +99,6 @@ def test_the_projection_keeps_the_result_and_a_rebuild_agrees(tmp_path: Any) -> 
     assert first_difference(conn, scratch) is None
     scratch.close()
     conn.close()
-
-
-def _active(tmp_path: Any, last_step: Any = None) -> ActiveRun:
-    return ActiveRun("r1", str(tmp_path), {"steps": 30_000}, [], 1, logs=None,  # type: ignore
-                     last_step=last_step)
-
-
-def test_the_dispatcher_reads_result_json_and_never_fails_on_a_bad_one(
-        tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
-    log = ServiceLogger("dispatcher")
-    caplog.set_level(logging.INFO, logger="trainer.dispatcher")
-    run = _active(tmp_path, last_step=28_000)
-    assert run_result(run, log) == {"steps": 28_000, "total_steps": 30_000}  # none written
-    for text in ("{not json", json.dumps([1]), "x" * (MAX_RESULT_BYTES + 1)):
-        (tmp_path / "result.json").write_text(text)
-        assert run_result(run, log) == {"steps": 28_000, "total_steps": 30_000}
-    (tmp_path / "result.json").write_text(json.dumps(
-        {"status": "completed", "metrics": {"steps": 40_835, "eval_return_mean": 500.0,
-                                            "final_evaluation": True}}))
-    assert run_result(run, log) == {"steps": 40_835, "total_steps": 30_000,
-                                    "eval_return_mean": 500.0}  # (a flag is no number)
-    events = [(r.getMessage(), r.fields["run_id"]) for r in caplog.records]
-    assert events[:4] == [("run.result_missing", "r1")] * 4
 
 
 def test_the_gateway_shows_the_recorded_result_without_a_live_heartbeat() -> None:
