@@ -8,7 +8,7 @@ from core.commands import RegisterArtifact
 from core.errors import OrchestratorError
 from core.runconfig import RunConfig
 from services.dispatcher.decide import effects as fx
-from services.dispatcher.decide.inputs import (ArtifactReported, BusRearmed, BusSeen,
+from services.dispatcher.decide.inputs import (ArtifactReported, BusIdle, BusRearmed, BusSeen,
                                                CommittedEvent, GpusRead, Heartbeat,
                                                Heartbeats, ShimEnded)
 from services.dispatcher.decide.phases import Move, Phase, allows
@@ -107,6 +107,10 @@ def on_artifact(turn: Turn, obs: ArtifactReported) -> None:
 
 def on_bus_seen(turn: Turn, obs: BusSeen) -> None:
     turn.update(bus=turn.state.bus.seen(obs.at))
+
+
+def on_bus_idle(turn: Turn, obs: BusIdle) -> None:
+    turn.update(bus=turn.state.bus.widen(obs.window_s))
 
 
 def on_bus_rearmed(turn: Turn, obs: BusRearmed) -> None:

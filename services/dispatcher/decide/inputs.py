@@ -65,6 +65,14 @@ class BusSeen:
 
 
 @dataclass(frozen=True)
+class BusIdle:
+    """Probing slows down (no run to watch): the bus is judged on a wider window; what
+    was last seen stands."""
+
+    window_s: float
+
+
+@dataclass(frozen=True)
 class BusRearmed:
     """Probing starts again after an idle spell, on a new window (the shell's pacer)."""
 

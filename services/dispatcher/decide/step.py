@@ -48,6 +48,7 @@ HANDLERS: dict[type, Callable[[Turn, Any], None]] = {
     obs.ArtifactReported: committed.on_artifact,
     obs.BusSeen: committed.on_bus_seen,
     obs.BusRearmed: committed.on_bus_rearmed,
+    obs.BusIdle: committed.on_bus_idle,
     obs.ShimEnded: committed.on_shim_ended,
     obs.GpusRead: committed.on_gpus,
     obs.FolderRead: _on_folder,

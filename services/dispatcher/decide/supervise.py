@@ -3,8 +3,6 @@ limit and the kill sequence (SIGTERM, grace, SIGKILL). Times are monotonic secon
 
 Silence is acted on only with positive evidence that the bus works: the dispatcher's
 own status came back through the broker after the run's heartbeat became overdue.
-(The logic of services/dispatcher/supervision.py, with frozen values and typed
-outcomes; that module stays until the loop is switched to this package.)
 """
 
 from __future__ import annotations
@@ -138,6 +136,9 @@ class BusHealth:
 
     def seen(self, now: float) -> "BusHealth":
         return dataclasses.replace(self, last_seen=now)
+
+    def widen(self, window_s: float) -> "BusHealth":
+        return dataclasses.replace(self, window_s=window_s)
 
     def rearm(self, window_s: float) -> "BusHealth":
         return BusHealth(window_s, None, False, True)

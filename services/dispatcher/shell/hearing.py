@@ -3,8 +3,8 @@ committed events (the gap-free follower), heartbeats (one batch per drain), arti
 workers report, and its own status coming back (the proof that the bus works).
 
 Telemetry does not wake the loop: it is drained at every step (at least every
-TELEMETRY_S while runs are watched), so a thousand heartbeats a second cost a few
-dozen steps.
+pacing.TELEMETRY_S while runs are watched), so a thousand heartbeats a second cost a
+few dozen steps.
 """
 
 from __future__ import annotations
@@ -21,9 +21,6 @@ from services.dispatcher.decide.inputs import (ArtifactReported, BusSeen, Commit
                                                Heartbeat, Heartbeats)
 from services.dispatcher.decide.state import SOURCE
 from services.dispatcher.shell.folders import outside_run_dir
-
-TELEMETRY_S = 0.02
-
 
 def subscribe(telemetry: Subscriber) -> None:
     telemetry.subscribe(Topic.HEARTBEAT.value + ".")

@@ -33,8 +33,7 @@ from runtime.status import StatusBeacon
 from services.dispatcher import launch
 from services.dispatcher.decide import step as decide
 from services.dispatcher.decide.gpus import Inventory
-from services.dispatcher.decide.inputs import (BusRearmed, RegistryBack, RegistryLost,
-                                               ShimEnded, Tick)
+from services.dispatcher.decide.inputs import RegistryBack, RegistryLost, ShimEnded, Tick
 from services.dispatcher.decide.phases import HOLDING, Phase
 from services.dispatcher.decide.state import (FULL_SWEEP_S, SOURCE, SWEEP_S,
                                               DispatcherConfig, DispatcherState, Registry)
@@ -42,8 +41,8 @@ from services.dispatcher.shell import hearing
 from services.dispatcher.shell.effectrunner import EffectRunner, LogWriter, RunLogFollowers
 from services.dispatcher.shell.gpuread import GpuReader
 from services.dispatcher.shell.launcher import Launcher, LauncherGone
+from services.dispatcher.shell.pacing import Pacer, poll_ms
 
-PROBE_S = 0.5              # our status doubles as the bus probe: this often while watching
 PING_EVERY_S = 1.0         # the registry away: a quick ping at most this often
 PING_TIMEOUT_S = 0.5
 
@@ -66,8 +65,7 @@ class DispatcherLoop:
                                   3 * settings.status_interval)
         self.state = DispatcherState.initial(config, inventory, clock.monotonic(), clock.now())
         self.beacon = StatusBeacon(SOURCE, settings.status_interval, clock, self.counters)
-        self.probe_s = min(settings.status_interval, PROBE_S)
-        self.watching = False
+        self.pacer = Pacer(self.beacon, settings.status_interval, settings.tick)
         self.logs = RunLogFollowers(self.run_dir, settings.log_rate, publisher)
         self.effects = EffectRunner(registry, launcher, follower, self.logs, gpus,
                                     self.beacon, LogWriter(log, clock), clock)
@@ -97,7 +95,8 @@ class DispatcherLoop:
     def step(self, timeout_s: float) -> None:
         try:
             self._find_registry()
-            ready = dict(self.poller.poll(self._wait_ms(timeout_s)))
+            wait = self.pacer.wait_s(self.state, self.clock.monotonic(), timeout_s)
+            ready = dict(self.poller.poll(poll_ms(wait)))
             if self.launcher.wake_fd in ready:
                 for ended in self.launcher.ended():
                     self._shim_ended(ended)
@@ -117,7 +116,9 @@ class DispatcherLoop:
             self.log.warning("registry.refused", method="events_since", code=exc.code,
                              reason=exc.message)
             self.feed(RegistryLost(exc.message))
-        self._pace()
+        changed = self.pacer.update(self.state)
+        if changed is not None:
+            self.feed(changed)
         self.send_status()
 
     def _find_registry(self) -> None:
@@ -158,36 +159,6 @@ class DispatcherLoop:
         if now >= self._next_check:
             self._next_check = now + FULL_SWEEP_S
             self.launcher.check()
-
-    def _busy(self) -> bool:
-        """Anything that may be due before our next status: runs to watch or end,
-        commands to send, a GPU read, the registry to find."""
-        s = self.state
-        return (s.dirty or s.retry_due or s.gpu_read_due or s.registry is not Registry.UP
-                or any(r.phase is not Phase.QUEUED for r in s.runs.values()))
-
-    def _wait_ms(self, timeout_s: float) -> int:
-        if self._busy():
-            wait = min(timeout_s, self.settings.tick, hearing.TELEMETRY_S)
-        else:
-            wait = min(timeout_s, self.beacon.due_in())
-            if any(r.config.resources.gpus for r in self.state.in_phase(Phase.QUEUED)):
-                wait = min(wait, max(0.0, self.state.next_full - self.clock.monotonic()))
-        return int(wait * 1000) + (wait > 0)
-
-    # --- our status ------------------------------------------------------------------
-    def _pace(self) -> None:
-        """While it watches runs, our status goes out every PROBE_S (the probe of the
-        bus, judged on a window of three); idle, every status interval. Probing starts
-        again, at once, when the first run is watched."""
-        watching = any(r.phase is not Phase.QUEUED for r in self.state.runs.values())
-        if watching == self.watching:
-            return
-        self.watching = watching
-        self.beacon.interval = self.probe_s if watching else self.settings.status_interval
-        self.feed(BusRearmed(3 * self.beacon.interval))
-        if watching:
-            self.beacon.hurry()
 
     def send_status(self) -> None:
         """Our status when it is due: every step, also while the registry is away, and

@@ -1,17 +1,12 @@
-"""The dispatcher's pace (ported from tests/unit/test_pacing.py, which drove the old
-Pacer): how long the loop may wait for the next thing to hear, how often its status
-(the probe of the bus) goes out idle and while it watches runs, and that probing
-again after an idle spell is neither an outage nor a recovery.
-
-The loop's two pacing methods are called on a DispatcherLoop built without its
-sockets (only the state, a status beacon and a fake clock: nothing is polled); the
-bus's health is the decision core's, driven by the Driver."""
+"""The dispatcher's pace (services/dispatcher/shell/pacing.py): how long the loop may
+wait for the next thing to hear, how often its status (the probe of the bus) goes out
+idle and while it watches runs, and that probing again after an idle spell is neither
+an outage nor a recovery. The Pacer is judged on the decision core's state (driven by
+the Driver) and a status beacon on a fake clock: nothing is polled."""
 
 from __future__ import annotations
 
 import dataclasses
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 
@@ -20,36 +15,17 @@ from runtime.status import StatusBeacon
 from services.dispatcher.decide.gpus import GpuSource, Inventory
 from services.dispatcher.decide.inputs import BusRearmed, BusSeen, GpusRead
 from services.dispatcher.decide.phases import Phase
-from services.dispatcher.shell import hearing
-from services.dispatcher.shell.loop import PROBE_S, DispatcherLoop
+from services.dispatcher.shell.pacing import PROBE_S, TELEMETRY_S, Pacer, poll_ms
 from tests.unit.dispatcher.driver import Driver, logged
 
 IDLE_S, TICK_S = 2.0, 0.05
 
 
-def ms(seconds: float) -> int:
-    """The poll timeout the loop uses for a wait of ``seconds``."""
-    return int(seconds * 1000) + (seconds > 0)
-
-
-class NoEffects:
-    def run(self, effects: list[Any]) -> list[Any]:
-        return []
-
-
-def loop_on(d: Driver) -> DispatcherLoop:
-    """A loop whose state is ``d``'s, on a fake clock of its own (the waits are judged
-    against it; the state's own times only where a test sets them), its first status
-    sent."""
-    clock = FakeClock()
-    loop = DispatcherLoop.__new__(DispatcherLoop)
-    loop.settings = SimpleNamespace(tick=TICK_S, status_interval=IDLE_S)  # type: ignore[assignment]
-    loop.clock, loop.state, loop.watching = clock, d.state, False
-    loop.probe_s = min(IDLE_S, PROBE_S)
-    loop.beacon = StatusBeacon("dispatcher", IDLE_S, clock, dict)
-    loop.effects = NoEffects()  # type: ignore[assignment]
-    assert loop.beacon.due() is not None  # the first status went out
-    return loop
+def pacer_on(clock: FakeClock) -> Pacer:
+    """A pacer whose beacon runs on ``clock``, its first status sent."""
+    pacer = Pacer(StatusBeacon("dispatcher", IDLE_S, clock, dict), IDLE_S, TICK_S)
+    assert pacer.beacon.due() is not None  # the first status went out
+    return pacer
 
 
 def waiting_gpu_run() -> Driver:
@@ -66,51 +42,61 @@ def waiting_gpu_run() -> Driver:
 
 
 def test_an_idle_loop_sleeps_until_its_next_status(d: Driver) -> None:
-    loop = loop_on(d)
-    assert loop._wait_ms(5.0) == ms(IDLE_S)
-    loop.clock.advance(1.5)  # type: ignore[attr-defined]
-    assert loop._wait_ms(5.0) == ms(0.5)
-    assert loop._wait_ms(0.1) == ms(0.1)
+    clock = FakeClock()
+    pacer = pacer_on(clock)
+    assert pacer.wait_s(d.state, clock.monotonic(), 5.0) == IDLE_S
+    clock.advance(1.5)
+    assert pacer.wait_s(d.state, clock.monotonic(), 5.0) == pytest.approx(0.5)
+    assert pacer.wait_s(d.state, clock.monotonic(), 0.1) == 0.1
 
 
 @pytest.mark.parametrize("until_gpu_read, expected", [(0.7, 0.7), (-1.0, 0.0), (9.0, IDLE_S)])
 def test_a_run_waiting_for_gpus_wakes_the_loop_for_the_next_gpu_read(
         until_gpu_read: float, expected: float) -> None:
-    loop = loop_on(waiting_gpu_run())
-    loop.state = dataclasses.replace(loop.state, next_full=loop.clock.monotonic() + until_gpu_read)
-    assert loop._wait_ms(5.0) == ms(expected)
+    clock = FakeClock()
+    pacer = pacer_on(clock)
+    state = waiting_gpu_run().state
+    state = dataclasses.replace(state, next_full=clock.monotonic() + until_gpu_read)
+    assert pacer.wait_s(state, clock.monotonic(), 5.0) == pytest.approx(expected)
 
 
 def test_a_busy_loop_wakes_every_tick_and_telemetry_interval(d: Driver) -> None:
     d.start("r1")
-    loop = loop_on(d)
-    assert loop._wait_ms(5.0) == ms(min(TICK_S, hearing.TELEMETRY_S))
-    loop.state = dataclasses.replace(loop.state, runs={}, dirty=True)  # a pass due
-    assert loop._wait_ms(5.0) == ms(min(TICK_S, hearing.TELEMETRY_S))
+    clock = FakeClock()
+    pacer = pacer_on(clock)
+    assert pacer.wait_s(d.state, clock.monotonic(), 5.0) == min(TICK_S, TELEMETRY_S)
+    due = dataclasses.replace(d.state, runs={}, dirty=True)  # a pass due
+    assert pacer.wait_s(due, clock.monotonic(), 5.0) == min(TICK_S, TELEMETRY_S)
+
+
+def test_a_wait_never_wakes_the_poll_early() -> None:
+    assert poll_ms(0.0) == 0 and poll_ms(0.02) == 21 and poll_ms(2.0) == 2001
 
 
 def test_watching_a_run_probes_the_bus_at_once_and_often_then_slows_down_idle(
         d: Driver) -> None:
     d.start("r1")
-    loop = loop_on(d)
-    idle_state = dataclasses.replace(loop.state, runs={})
-    clock: FakeClock = loop.clock  # type: ignore[assignment]
+    clock = FakeClock()
+    pacer = pacer_on(clock)
     clock.advance(0.1)
-    assert loop.beacon.due() is None
-    loop._pace()
-    assert loop.beacon.due() is not None, "the first probe goes out at once"
-    assert loop.beacon.interval == PROBE_S and loop.state.bus.window_s == 3 * PROBE_S
+    assert pacer.beacon.due() is None
+    d.feed(pacer.update(d.state))
+    assert pacer.beacon.due() is not None, "the first probe goes out at once"
+    assert pacer.beacon.interval == PROBE_S and d.state.bus.window_s == 3 * PROBE_S
+    assert pacer.update(d.state) is None, "told once per change"
     clock.advance(PROBE_S)
-    assert loop.beacon.due() is not None
-    loop.state = dataclasses.replace(idle_state, bus=loop.state.bus)
-    loop._pace()
-    assert loop.beacon.interval == IDLE_S and loop.state.bus.window_s == 3 * IDLE_S
+    assert pacer.beacon.due() is not None
+    d.feed(BusSeen(d.now))
+    d.state = dataclasses.replace(d.state, runs={})  # no run left to watch
+    d.feed(pacer.update(d.state))
+    assert pacer.beacon.interval == IDLE_S and d.state.bus.window_s == 3 * IDLE_S
+    assert d.state.bus.last_seen == d.now, "going idle keeps what was last seen"
     clock.advance(PROBE_S)
-    assert loop.beacon.due() is not None  # (the one already planned)
+    assert pacer.beacon.due() is not None  # (the one already planned)
     clock.advance(IDLE_S - 0.01)
-    assert loop.beacon.due() is None
+    assert pacer.beacon.due() is None
     clock.advance(0.01)
-    assert loop.beacon.due() is not None
+    assert pacer.beacon.due() is not None
 
 
 def test_probing_again_after_an_idle_spell_is_no_outage_nor_recovery(d: Driver) -> None:
