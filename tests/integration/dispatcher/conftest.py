@@ -1,46 +1,96 @@
-"""Fixtures of the dispatcher's in-process tests: the service built with __new__ around
-the stand-ins of fakes.py, and the stand-in worker processes, killed after each test."""
+"""Fixtures of the dispatcher's in-process tests: the decision core driven through the
+real shell pieces (fakes.Harness) around a scripted registry and a stand-in fork server
+on a FakeClock; the dispatcher's loop itself (DispatcherLoop, with in-process zmq
+sockets); and the stand-in worker processes, killed after each test."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
+import zmq
 
-from runtime.logs import ServiceLogger
-from runtime.status import StatusBeacon
+from bus.badframes import BadFrameLog
+from bus.pubsub import Publisher, Subscriber
 from core.clock import FakeClock
 from core.settings import Settings
-from services.dispatcher.inventory import Inventory
-from services.dispatcher.pacing import Pacer
-from services.dispatcher.refusals import RefusalLog
-from services.dispatcher.service import DispatcherService
-from services.dispatcher.supervision import BusHealth
-from tests.integration.dispatcher.fakes import Forks, Publisher, Registry
+from runtime.logs import ServiceLogger
+from services.dispatcher.decide.gpus import Inventory
+from services.dispatcher.decide.state import SOURCE
+from services.dispatcher.shell.forklauncher import ForkLauncher
+from services.dispatcher.shell.gpuread import GpuReader
+from services.dispatcher.shell.loop import DispatcherLoop
+from tests.integration.dispatcher.fakes import Follower, Harness, ScriptedRegistry, StandInForks
 
 
 @pytest.fixture
-def svc(tmp_path: Any) -> DispatcherService:
-    s = DispatcherService.__new__(DispatcherService)
-    s.settings = Settings.from_env({"TRAINER_HOME": str(tmp_path),
-                                    "TRAINER_TEST_WORKERS": "1"})
-    s.pending, s.active, s.finishing, s.waiting = {}, {}, {}, {}
-    s.held_elsewhere, s.unstarted, s.retry_due, s.known_seq = {}, set(), False, {}
-    s.next_deadline = 0.0
-    s.stats = {"started": 0, "finished": 0, "adopted": 0, "kills": 0}
-    s.log = ServiceLogger("dispatcher-test")
-    s.clock = FakeClock()
-    s.log_refused = RefusalLog(s.log, s.clock)
-    s.bus = BusHealth(1.5, s.clock.monotonic())
-    s.beacon = StatusBeacon("dispatcher", 0.5, s.clock, dict)
-    s.gpu_read = None
-    s.pace = Pacer(s.beacon, s.bus, 0.5, 2.0, s.settings.tick)
-    s.client, s.forks, s.publisher = Registry(), Forks(), Publisher()  # type: ignore
-    s.inventory, s.cpu_slots, s.dirty = Inventory(), 4, False
-    return s
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def registry() -> ScriptedRegistry:
+    return ScriptedRegistry()
+
+
+@pytest.fixture
+def forks() -> Iterator[StandInForks]:
+    stand_in = StandInForks()
+    yield stand_in
+    stand_in.close()
+
+
+@pytest.fixture
+def make_harness(settings: Settings, clock: FakeClock, registry: ScriptedRegistry,
+                 forks: StandInForks) -> Iterator[Callable[..., Harness]]:
+    """A dispatcher not started yet (``boot()`` starts it), on this test's registry,
+    fork server and clock; keywords: Harness's (inventory, gpu_read, cpu_slots)."""
+    made: list[Harness] = []
+
+    def make(**options: Any) -> Harness:
+        made.append(Harness(settings, clock, registry, forks, **options))
+        return made[-1]
+    yield make
+    for harness in made:
+        harness.close()
+
+
+@pytest.fixture
+def cold(make_harness: Callable[..., Harness]) -> Harness:
+    """A dispatcher with 4 CPU slots and no GPU, about to start (the start-up tests
+    give the registry its runs first, then ``boot()`` it)."""
+    return make_harness()
+
+
+@pytest.fixture
+def h(cold: Harness) -> Harness:
+    """The same, started on an empty registry."""
+    return cold.boot()
+
+
+@pytest.fixture
+def loop(settings: Settings, clock: FakeClock, registry: ScriptedRegistry,
+         forks: StandInForks, ctx: zmq.Context) -> Iterator[DispatcherLoop]:
+    """The dispatcher's loop itself around the same stand-ins, its follower a
+    fakes.Follower (``loop.follower.error``: what its poll raises); its sockets are
+    in-process zmq sockets, closed after the test."""
+    log = ServiceLogger("dispatcher-test")
+    bad = BadFrameLog(log)
+    events = ctx.socket(zmq.SUB)
+    telemetry = ctx.socket(zmq.SUB)
+    pub = ctx.socket(zmq.PUB)
+    for sock in (events, telemetry, pub):
+        sock.setsockopt(zmq.LINGER, 0)
+    built = DispatcherLoop(settings, registry,  # type: ignore[arg-type]
+                           Follower(Subscriber(events, bad)),  # type: ignore[arg-type]
+                           Subscriber(telemetry, bad), Publisher(pub, SOURCE, clock),
+                           ForkLauncher(settings, forks=forks),  # type: ignore[arg-type]
+                           Inventory(), 4, clock, log, GpuReader(None), "test-host")
+    yield built
+    built.close()
 
 
 @pytest.fixture

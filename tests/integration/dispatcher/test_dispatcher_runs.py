@@ -3,113 +3,118 @@ vanishes, RunStarted or a verdict not applied, the GPUs read again, the run lock
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
-from services.dispatcher.allocator import Pending
-from services.dispatcher.inventory import read_inventory, refresh_in_background
-from services.dispatcher.service import DispatcherService
+from core.commands import ClaimGpus, FinishRun, RecordStarted
+from services.dispatcher import spawner
+from services.dispatcher.decide.phases import Phase
+from services.dispatcher.shell.gpuread import read_inventory
 from core.rundir import RUN_LOCK, WORKER_FILE
-from services.dispatcher.spawner import group_alive, process_start_time, shim_alive
+from services.dispatcher.spawner import group_alive, process_start_time
 from tests.helpers import REPO, wait_until
-from tests.integration.dispatcher.fakes import (_worker, _folder, _exit, _ours, _outcome,
-                                                _internal, _tagged)
+from tests.integration.dispatcher.fakes import (Harness, folder, internal, record, tagged,
+                                                worker, write_exit)
+
+SHIM_KILLED = 9   # a shim's wait status: killed by SIGKILL (it wrote no exit record)
+
+
+def _lost(h: Harness, run_id: str) -> FinishRun:
+    (finish,) = h.registry.finishes(run_id)
+    assert (finish.outcome, finish.cause) == ("failed", "lost"), finish
+    return finish
 
 
 # --- a shim that vanishes ----------------------------------------------------------
 
 def test_a_run_whose_shim_ended_without_an_exit_record_ends_lost(
-        svc: DispatcherService, procs: list) -> None:
-    path = _folder(svc, "r1", _worker(procs, alive=False))
-    run = _ours(svc, "r1", path)
-    svc._supervise(run, svc.clock.monotonic(), check_exit=True)
-    assert _outcome(svc, "r1") is None  # the fork server has not reported its shim's end
-    svc.forks.ended_dirs.add(path)  # type: ignore[attr-defined]
-    svc._supervise(run, svc.clock.monotonic(), check_exit=True)
-    assert _outcome(svc, "r1") == {"outcome": "failed", "cause": "lost",
-                                   "message": _outcome(svc, "r1")["message"]}  # type: ignore
-    assert "shim" in _outcome(svc, "r1")["message"]  # type: ignore[index]
+        h: Harness, procs: list) -> None:
+    h.started("r1", worker(procs, alive=False))
+    h.full_sweep()
+    assert not h.registry.finishes("r1")  # the fork server has not reported its shim's end
+    h.shim_ended("r1", SHIM_KILLED)
+    finish = _lost(h, "r1")
+    assert finish.exit_code is None and finish.signal is None and "shim" in finish.message
 
 
-def test_a_shim_that_died_before_starting_the_worker_leaves_a_lost_run(
-        svc: DispatcherService) -> None:
-    path = _folder(svc, "r2")  # no worker.json, no lock, no exit record
-    run = _ours(svc, "r2", path)
-    svc.forks.ended_dirs.add(path)  # type: ignore[attr-defined]
-    svc._supervise(run, svc.clock.monotonic(), check_exit=True)
-    assert (_outcome(svc, "r2") or {}).get("cause") == "lost"
+def test_a_shim_that_died_before_starting_the_worker_leaves_a_lost_run(h: Harness) -> None:
+    h.ours("r2")                         # no worker.json, no lock, no exit record
+    h.shim_ended("r2", SHIM_KILLED)
+    _lost(h, "r2")
 
 
 def test_a_worker_left_without_its_shim_is_killed_then_the_run_is_lost(
-        svc: DispatcherService, procs: list) -> None:
-    pid = _worker(procs)
-    path = _folder(svc, "r3", pid)
-    run = _ours(svc, "r3", path)
-    svc.forks.ended_dirs.add(path)  # type: ignore[attr-defined]
-    svc._supervise(run, svc.clock.monotonic(), check_exit=True)
-    assert _outcome(svc, "r3") is None  # its group is killed first
+        h: Harness, procs: list) -> None:
+    pid = worker(procs)
+    h.started("r3", pid)
+    h.shim_ended("r3", SHIM_KILLED)
+    assert not h.registry.finishes("r3") and h.phase("r3") is Phase.REAPING  # killed first
     wait_until(lambda: not group_alive(pid), 5, message="the orphaned worker killed")
-    svc._supervise(run, svc.clock.monotonic(), check_exit=True)
-    assert (_outcome(svc, "r3") or {}).get("cause") == "lost"
+    h.sweep()
+    _lost(h, "r3")
 
 
 def test_processes_of_a_run_whose_shim_died_unrecorded_are_killed_then_it_is_lost(
-        svc: DispatcherService, procs: list) -> None:
+        h: Harness, procs: list) -> None:
     """Its shim died after starting the worker but before writing worker.json (or the
     worker started a process in a session of its own): found by the run id in their
     environment, they are killed before the run ends lost; another run's are not."""
-    pids = [_tagged(procs, "r4"), _tagged(procs, "r4")]
-    other = _tagged(procs, "r44")
-    path = _folder(svc, "r4")  # no worker.json, no lock, no exit record
-    run = _ours(svc, "r4", path)
-    svc.forks.ended_dirs.add(path)  # type: ignore[attr-defined]
-    svc._supervise(run, svc.clock.monotonic(), check_exit=True)
-    assert _outcome(svc, "r4") is None  # killed first
+    pids = [tagged(procs, "r4"), tagged(procs, "r4")]
+    other = tagged(procs, "r44")
+    h.ours("r4")                         # no worker.json, no lock, no exit record
+    h.shim_ended("r4", SHIM_KILLED)
+    assert not h.registry.finishes("r4") and h.phase("r4") is Phase.REAPING  # killed first
     wait_until(lambda: all(process_start_time(p) is None for p in pids), 5,
                message="the run's processes killed")
-    svc._supervise(run, svc.clock.monotonic(), check_exit=True)
-    assert (_outcome(svc, "r4") or {}).get("cause") == "lost"
+    h.sweep()
+    _lost(h, "r4")
     assert process_start_time(other) is not None
 
 
 # --- RunStarted refused ----------------------------------------------------------
 
 def test_a_run_started_answer_not_applied_is_asked_again_before_the_end(
-        svc: DispatcherService, procs: list) -> None:
-    path = _folder(svc, "r4", _worker(procs, alive=False))
-    _exit(path, 0)
-    run = _ours(svc, "r4", path)
-    svc.client.fail["record_started"] = [_internal()]  # type: ignore[attr-defined]
-    svc._supervise(run, svc.clock.monotonic(), check_exit=True)
-    assert not run.recorded_started and _outcome(svc, "r4") is None
-    svc._supervise(run, svc.clock.monotonic(), check_exit=True)
-    assert run.recorded_started and _outcome(svc, "r4") == {"outcome": "completed",
-                                                            "exit_code": 0}
-    assert svc.client.methods().count("record_started") == 2  # type: ignore[attr-defined]
+        h: Harness, procs: list) -> None:
+    path = h.ours("r4")
+    folder(h, "r4", worker(procs, alive=False))
+    write_exit(path, 0)
+    h.registry.refuse(RecordStarted, internal())
+    h.sweep()                            # its worker record read: RunStarted, refused
+    assert not h.run("r4").started_recorded and not h.registry.finishes("r4")
+    h.shim_ended("r4", 0)                # its end is known: it waits for RunStarted
+    assert not h.registry.finishes("r4")
+    h.sweep()                            # RunStarted again, then the end
+    assert h.registry.finishes("r4")[0].outcome == "completed"
+    assert h.registry.finishes("r4")[0].exit_code == 0
+    started = [r for r in h.registry.requests if isinstance(r, (RecordStarted, FinishRun))]
+    assert [type(r) for r in started] == [RecordStarted, RecordStarted, FinishRun]
 
 
 # --- "never" not applied ---------------------------------------------------------
 
-def test_an_unschedulable_verdict_not_applied_keeps_the_run_queued(
-        svc: DispatcherService) -> None:
-    pending = Pending("r5", 0, 7, 1, 0, 1)  # one GPU; this machine has none
-    svc.pending["r5"] = pending
-    svc.client.fail["finish"] = [_internal()]  # type: ignore[attr-defined]
-    svc._schedule()
-    assert svc.pending == {"r5": pending} and svc.retry_due
-    svc._schedule()
-    assert not svc.pending and svc.client.methods() == ["finish", "finish"]  # type: ignore
+def test_an_unschedulable_verdict_not_applied_keeps_the_run_queued(h: Harness) -> None:
+    h.registry.refuse(FinishRun, internal())
+    h.submit("r5", resources={"gpus": 1, "cpu_slots": 1})  # one GPU; this machine has none
+    assert h.phase("r5") is Phase.QUEUED and h.state.retry_due
+    h.sweep()
+    assert h.phase("r5") is None
+    verdicts = h.registry.commands()
+    assert [type(c) for c in verdicts] == [FinishRun, FinishRun]
+    assert all((c.run_id, c.outcome, c.cause) == ("r5", "failed", "unschedulable")
+               for c in verdicts)
+    assert h.registry.runs["r5"]["status"] == "FAILED"
 
 
 # --- the GPUs, read again ------------------------------------------------------------
 
 def test_the_gpus_are_read_again_and_our_own_processes_are_not_foreign(
-        svc: DispatcherService, procs: list, tmp_path: Any,
+        make_harness: Callable[..., Harness], procs: list, tmp_path: Any,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """After a restart the adopted worker's GPU process was read as foreign, and the
     inventory was never read again: the GPU stayed out of reach after the run ended.
@@ -122,84 +127,89 @@ def test_the_gpus_are_read_again_and_our_own_processes_are_not_foreign(
     monkeypatch.setitem(sys.modules, "pynvml", nvml)
     monkeypatch.setenv("FAKE_CUDA_DIR", str(tmp_path / "cuda"))
     (tmp_path / "cuda").mkdir()
-    pid = _worker(procs)
+    pid = worker(procs)
     (tmp_path / "cuda" / str(pid)).write_text(str(2**30))
-    svc.inventory = read_inventory(0)  # at start-up, before the worker was adopted
-    assert svc.inventory.gpus[0].foreign_pids == (pid,)
-    svc.read_gpus = lambda ours: read_inventory(0, ours)
-    run = _ours(svc, "r1", _folder(svc, "r1", pid))
-    run.pgid, run.gpus = pid, [nvml.UUID]
-    svc.pending["r2"] = Pending("r2", 0, 9, 1, 0, 1)
-    svc.gpu_read = None
-    wait_until(lambda: (refresh_in_background(svc, start=True),
-                        svc.inventory.gpus[0].foreign_pids == ())[1],
-               10, message="the re-read (in its thread) to count the adopted worker as ours")
-    held_free = svc.inventory.gpus[0].memory_free
-    procs[-1].kill()  # the adopted run ends: its GPU goes to the queued one
+    # At start-up, before the worker was adopted: its GPU process reads as foreign.
+    h = make_harness(inventory=read_inventory(0),
+                     gpu_read=lambda ours: read_inventory(0, ours))
+    assert h.state.inventory.gpus[0].foreign_pids == (pid,)
+    h.registry.add({**record("r1", "RUNNING", resources={"gpus": 1, "cpu_slots": 1}),
+                    "gpus": [nvml.UUID]})
+    # r2 needs the memory the adopted worker holds: it starts once that is freed.
+    need_mb = (nvml.TOTAL - nvml.BASE_USED) // 2**20 - 256
+    h.registry.add(record("r2", "PENDING", resources={
+        "gpus": 1, "cpu_slots": 1, "min_gpu_memory_mb": need_mb}))
+    path = folder(h, "r1", pid)
+    h.lock("r1")                         # its shim, still at work
+    h.boot()
+    assert h.phase("r1") is Phase.RUNNING and h.phase("r2") is Phase.QUEUED
+    h.full_sweep()                       # the GPUs read again, our run's processes ours
+    h.hear_gpus()
+    assert h.state.inventory.gpus[0].foreign_pids == ()
+    held_free = h.state.inventory.gpus[0].memory_free
+    procs[-1].kill()                     # the adopted run ends: its GPU goes to the queued one
     procs[-1].wait()
-    del svc.active["r1"]
-    launched: list[list[str]] = []
-    svc.start_run = lambda record, gpus: launched.append(gpus)  # type: ignore[assignment]
-    wait_until(lambda: (refresh_in_background(svc, start=True),
-                        svc.inventory.gpus[0].memory_free > held_free)[1],
-               10, message="the GPU's memory freed, read again")
-    svc._schedule()
-    assert launched == [[nvml.UUID]]
+    write_exit(path, 0)
+    h.unlock("r1")
+    h.sweep()
+    assert h.registry.finishes("r1")[0].outcome == "completed"
+    assert not h.registry.sent(ClaimGpus) and h.phase("r2") is Phase.QUEUED  # memory held
+    h.full_sweep()
+    h.hear_gpus()                        # the GPU's memory freed, read again
+    assert h.state.inventory.gpus[0].memory_free > held_free
+    assert [(c.run_id, c.gpu_uuids) for c in h.registry.sent(ClaimGpus)] == \
+        [("r2", (nvml.UUID,))]
+    assert h.forks.spawned == [h.run_dir("r2")] and h.run("r2").gpus == (nvml.UUID,)
 
 
 def test_a_shim_from_before_the_lock_counts_as_alive_while_its_pid_lives(
-        svc: DispatcherService, procs: list) -> None:
+        h: Harness, procs: list) -> None:
     """After an upgrade, a run's shim may be one that never takes the lock: its pid
     (worker.json, no run_lock) tells whether it is still in charge."""
-    path = _folder(svc, "r11", _worker(procs, alive=False))
+    path = folder(h, "r11", worker(procs, alive=False))
     worker_file = os.path.join(path, WORKER_FILE)
     with open(worker_file, encoding="utf-8") as fh:
-        record = json.load(fh)
-    shim = _worker(procs)  # stands in for the old shim
-    record.pop(RUN_LOCK)
-    for pid, alive in ((shim, True), (_worker(procs, alive=False), False)):
-        record["shim_pid"] = pid
+        data = json.load(fh)
+    shim = worker(procs)  # stands in for the old shim
+    data.pop(RUN_LOCK)
+    for pid, alive in ((shim, True), (worker(procs, alive=False), False)):
+        data["shim_pid"] = pid
         with open(worker_file, "w", encoding="utf-8") as fh:
-            json.dump(record, fh)
-        assert shim_alive(path) is alive
-    record.update(shim_pid=shim, **{RUN_LOCK: True})  # a shim that locks: its lock says
+            json.dump(data, fh)
+        assert h.launcher.observe("r11").shim_alive is alive
+    data.update(shim_pid=shim, **{RUN_LOCK: True})  # a shim that locks: its lock says
     with open(worker_file, "w", encoding="utf-8") as fh:
-        json.dump(record, fh)
-    assert shim_alive(path) is False
+        json.dump(data, fh)
+    assert h.launcher.observe("r11").shim_alive is False
 
 
 def test_where_folders_cannot_be_locked_the_shim_pid_decides(
-        svc: DispatcherService, procs: list, monkeypatch: Any) -> None:
+        h: Harness, procs: list, monkeypatch: pytest.MonkeyPatch) -> None:
     """On a file system that refuses to flock a folder, the lock is given up (not an
     error) and the shim's recorded process (shim.json, then worker.json) decides."""
-    import errno
-
-    from services.dispatcher import spawner
-
     def no_locks(fd: int, op: int) -> None:
         raise OSError(errno.ENOLCK, "No locks available")
+    path = h.ours("r12")
     monkeypatch.setattr(spawner.fcntl, "flock", no_locks)
-    path = _folder(svc, "r12")
     assert spawner.take_run_lock(path) is None and spawner.shim_holds(path) is None
-    assert not spawner.shim_alive(path)  # no record at all: no shim ever started it
-    shim = _worker(procs)  # a shim that has not started the worker yet: shim.json only
+    assert not h.launcher.observe("r12").shim_alive  # no record: no shim ever started it
+    shim = worker(procs)  # a shim that has not started the worker yet: shim.json only
     with open(os.path.join(path, spawner.SHIM_FILE), "w", encoding="utf-8") as fh:
         json.dump({"shim_pid": shim, "shim_start_time": process_start_time(shim)}, fh)
-    assert spawner.shim_alive(path)
+    assert h.launcher.observe("r12").shim_alive
     with open(os.path.join(path, spawner.SHIM_FILE), "w", encoding="utf-8") as fh:
         json.dump({"shim_pid": shim, "shim_start_time": 1.0}, fh)  # the pid, reused
-    assert not spawner.shim_alive(path)
-    _folder(svc, "r12", _worker(procs, alive=False))
+    assert not h.launcher.observe("r12").shim_alive
+    folder(h, "r12", worker(procs, alive=False))
     worker_file = os.path.join(path, WORKER_FILE)
     with open(worker_file, encoding="utf-8") as fh:
-        record = json.load(fh)
-    for pid, alive in ((_worker(procs), True), (_worker(procs, alive=False), False)):
-        record.update(shim_pid=pid, **{RUN_LOCK: False})  # what such a shim writes
+        data = json.load(fh)
+    for pid, alive in ((worker(procs), True), (worker(procs, alive=False), False)):
+        data.update(shim_pid=pid, **{RUN_LOCK: False})  # what such a shim writes
         with open(worker_file, "w", encoding="utf-8") as fh:
-            json.dump(record, fh)
-        assert spawner.shim_alive(path) is alive
-    run = _ours(svc, "r12", path)  # ours, its shim reported ended: lost, not awaited
-    svc.forks.ended_dirs.add(path)  # type: ignore[attr-defined]
-    run.pgid = record["pgid"]
-    svc._supervise(run, svc.clock.monotonic(), check_exit=True)
-    assert (_outcome(svc, "r12") or {}).get("cause") == "lost"
+            json.dump(data, fh)
+        assert h.launcher.observe("r12").shim_alive is alive
+    h.shim_ended("r12", SHIM_KILLED)     # ours, its shim reported ended: lost, not awaited
+    h.sweep()
+    assert h.phase("r12") is None
+    _lost(h, "r12")
