@@ -1,9 +1,10 @@
 """Fixtures of the system tests, which start the programs as users do (``python -m
 ...``): ``stack`` (bus broker + registry processes), ``dstack`` (and a dispatcher with
 2 fake GPUs), ``gateway`` (a gateway process in front of ``stack``), ``system`` (the
-whole system under supervisord, driven through the `trainer` command). The classes
-they build are helpers, imported by name: tests/system/stack.py, gateway.py,
-supervised.py."""
+whole system under supervisord, driven through the `trainer` command),
+``launcher_harness`` and ``launcher`` (each launcher implementation in turn, for the
+launcher contract suite). The classes they build are helpers, imported by name:
+tests/system/stack.py, gateway.py, supervised.py, launchers.py."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import zmq
 
 from core.settings import Settings
 from tests.system.dispatch_helpers import assert_nothing_left
+from services.dispatcher.shell.launcher import Launcher
 from tests.system.gateway import Gateway
+from tests.system.launchers import HARNESSES, LauncherHarness
 from tests.system.stack import Stack
 from tests.system.supervised import System
 
@@ -64,3 +67,21 @@ def system(trainer_home: str) -> Iterator[System]:
         yield s
     finally:
         s.trainer("down", timeout=90)
+
+
+@pytest.fixture(params=sorted(HARNESSES))
+def launcher_harness(request: pytest.FixtureRequest, settings: Settings) -> Iterator[LauncherHarness]:
+    """Each launcher implementation in turn (a temporary TRAINER_HOME, test workers
+    allowed); after the test, every instance is closed and every process of every run
+    it started is killed, whatever the test did."""
+    harness = HARNESSES[request.param](settings)
+    try:
+        yield harness
+    finally:
+        harness.teardown()
+
+
+@pytest.fixture
+def launcher(launcher_harness: LauncherHarness) -> Launcher:
+    """The launcher under test (the harness closes it)."""
+    return launcher_harness.new()
