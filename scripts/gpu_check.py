@@ -37,7 +37,7 @@ from core.errors import OrchestratorError  # noqa: E402
 from core.rundir import STDERR_FILE, STDOUT_FILE  # noqa: E402
 from gpu_stack import (MIB, TERMINAL, Nvml, Report, Services, StartFailed,  # noqa: E402
                        interrupt, norm, print_inventory, tail)
-from services.dispatcher.inventory import Inventory, read_inventory  # noqa: E402
+from services.dispatcher.shell.gpuread import Inventory, read_inventory  # noqa: E402
 from tests.helpers import wait_until  # noqa: E402
 
 EXIT_NOTHING_TO_CHECK = 3
@@ -69,8 +69,8 @@ class GpuCheck:
         self.r.check("services up", True, pids)
         counters = status.get("counters", {})
         uuids = [g["uuid"] for g in counters.get("gpus", [])]
-        self.r.check("dispatcher inventory", counters.get("gpu_source") == self.inv.source
-                     and uuids == self.inv.uuids,
+        self.r.check("dispatcher inventory", counters.get("gpu_source") == self.inv.source.value
+                     and uuids == list(self.inv.uuids),
                      f"source={counters.get('gpu_source')} gpus={uuids}")
 
     def submit(self) -> None:
@@ -293,7 +293,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     path = args.report or os.path.join(home, "gpu_check.json")
     with open(path, "w", encoding="utf-8") as fh:
         json.dump({"home": home, "run_id": check.run_id, "failed": report.failed,
-                   "inventory": [g.to_map() for g in inv.gpus], "inventory_source": inv.source,
+                   "inventory": [g.to_map() for g in inv.gpus],
+                   "inventory_source": inv.source.value,
                    "checks": report.checks, "worker_seen": check.seen, "services_exit": codes},
                   fh, indent=1, default=str)
     print(f"logs: {services.logs}/{{bus,registry,dispatcher}}.log; run directory "

@@ -22,7 +22,7 @@ from bus.rpc import RpcClient
 from core.errors import OrchestratorError
 from core.rundir import WORKER_FILE
 from core.settings import Settings
-from services.dispatcher.inventory import Inventory
+from services.dispatcher.shell.gpuread import Inventory
 from services.dispatcher.spawner import group_alive, read_json
 from tests.helpers import ServiceProcess, wait_until
 
@@ -51,7 +51,7 @@ class Report:
 
 
 def print_inventory(inv: Inventory) -> None:
-    print(f"pynvml inventory (what the dispatcher reads): source={inv.source}, "
+    print(f"pynvml inventory (what the dispatcher reads): source={inv.source.value}, "
           f"{len(inv.gpus)} GPU(s){', ' + inv.error if inv.error else ''}")
     for g in inv.gpus:
         print(f"  #{g.index} {g.uuid} {g.name} {g.memory_free // MIB:,}/"

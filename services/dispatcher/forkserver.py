@@ -123,8 +123,11 @@ class ForkServer:
         return run_dir in self._status_due.values()
 
     def done_with(self, run_dir: str) -> None:
+        """Forget the run's shim: its end, its status, and a status still on its way
+        (a late notice must not put one back for good)."""
         self.ended_dirs.discard(run_dir)
         self.exit_status.pop(run_dir, None)
+        self._status_due = {p: d for p, d in self._status_due.items() if d != run_dir}
 
     def forget(self, run_dirs: set[str]) -> None:
         """Keep only these runs' ends (the others are done with)."""

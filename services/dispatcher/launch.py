@@ -13,25 +13,10 @@ from core.rundir import CONFIG_FILE
 from core.settings import Settings
 from runtime.workers import WorkerCatalog, groups
 from services.dispatcher import spawner
-from services.dispatcher.inventory import Inventory
+
 
 class UnknownWorker(Exception):
-    pass
-
-
-class GpuGone(Exception):
-    """A GPU claimed for the run is no longer in the inventory (it vanished, or the
-    dispatcher restarted with fewer GPUs): the run fails ``spawn_error`` naming it."""
-
-
-def check_gpus(gpus: list[str], inventory: Inventory) -> None:
-    """Raise GpuGone if a GPU the run holds is not in the inventory read last (not
-    when there was none to read: NVML failed or is absent, and the worker says more)."""
-    gone = [g for g in gpus if g not in inventory.uuids] if inventory.source != "none" else []
-    if gone:
-        raise GpuGone(f"GPU(s) {', '.join(gone)} claimed for the run are no longer in the "
-                      f"GPU inventory ({inventory.source}: {len(inventory.gpus)} GPU(s)); "
-                      "the worker was not started")
+    """The run names a worker that is not a registered entry point."""
 
 
 # Read again when asked and 5 s old: a worker installed or uninstalled since the

@@ -275,7 +275,7 @@ def end_leftovers() -> int:
     """Kill (SIGKILL) and reap every process still below this one: what a worker left
     when it exited, its own orphans included (they came to us, the subreaper). Waits
     until they are gone; returns how many were signalled."""
-    me, killed = os.getpid(), set()
+    me, killed = os.getpid(), set[int]()
     while True:
         below = descendants(me)
         if not below:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from services.dispatcher.inventory import read_inventory
+from services.dispatcher.shell.gpuread import read_inventory
 from tests.helpers import REPO
 
 pytestmark = pytest.mark.timeout(30)

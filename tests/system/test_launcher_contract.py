@@ -274,13 +274,9 @@ def test_a_forgotten_run_is_not_reported_again(
         wait_until(lambda: any(e.run_id == forget_id for e in launcher.ended()), END_S,
                    message=f"ended() to report {forget_id}")
     launcher.forget(forget_id)
-    # at-once: what is kept is checked where the status is surely late (below, a bug)
-    after_forget(launcher, launcher_harness, forget_id, next_id, kept_checked=status_first)
+    after_forget(launcher, launcher_harness, forget_id, next_id)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (ForkServer): an exit status that comes after "
-                   "forget() is kept for ever (exit_status is filled again by the late "
-                   "notice); see the report of tests/system/test_launcher_contract.py")
 def test_a_run_forgotten_before_its_status_came_leaves_nothing_kept(
         launcher: Launcher, launcher_harness: LauncherHarness) -> None:
     forget_id = unique("forget")
@@ -298,7 +294,7 @@ def test_a_run_forgotten_before_its_status_came_leaves_nothing_kept(
 
 
 def after_forget(launcher: Launcher, harness: LauncherHarness, forget_id: str,
-                 next_id: str, kept_checked: bool = True) -> None:
+                 next_id: str) -> None:
     """A later run's end, status and all, is reported after anything still due of the
     forgotten run (whose shim ended before this one started): then nothing of the
     forgotten run may be reported, or kept."""
@@ -307,5 +303,4 @@ def after_forget(launcher: Launcher, harness: LauncherHarness, forget_id: str,
     seen.extend(launcher.ended())
     assert forget_id not in {e.run_id for e in seen}
     assert launcher.exited(forget_id)  # its folder is the run's: forget drops only news
-    if kept_checked:
-        assert not harness.remembers(launcher, forget_id)
+    assert not harness.remembers(launcher, forget_id)

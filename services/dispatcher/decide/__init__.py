@@ -19,23 +19,20 @@ Imports only ``core`` and I/O-free standard library modules.
     timers.py      the clock: bus health, sweeps, deadlines (silence, limits, grace)
     supervise.py   Watch, KillPlan, BusHealth: supervision of one run as values
     gpus.py        the GPU inventory as last read
+    values.py      replaced(): a frozen value with some fields changed (the hot path's)
 
-How the shell drives it (the later switch of services/dispatcher/service.py):
+The shell (services/dispatcher/shell/loop.py) drives it:
 
     state = DispatcherState.initial(config, inventory, now, wall)
-    state, effects = step(state, RegistryBack())          # the start-up snapshot
     loop:
-        poll the follower, telemetry, the fork server's wake fd (timeout until
-        state.next_wake(), at most the status interval);
-        for each thing heard, in order: observation -> state, effects = step(state, obs)
+        the registry not up: ping it; once it answers, step(state, RegistryBack())
+        poll the follower and the launcher's wake fd (telemetry is drained each step);
+        for each thing heard, in order: ShimEnded, CommittedEvent, Heartbeats (one per
+        drain), ArtifactReported, BusSeen, GpusRead -> state, effects = step(state, obs)
         state, effects = step(state, Tick(monotonic, wall))   # timers, sweeps, deadlines
-        run(effects):
-            Call/Query effects of ONE step are gathered and sent as one pipelined
-            call_many (in chunks of PIPELINE); each result goes back in as Replied(tag,
-            ...) in the order sent, before the next observation, so one scheduling pass
-            stays one round trip; an Unavailable goes in as RegistryLost;
-            StartWorker, Signal, KillProcesses, RecordKill, ObserveRun, ReadGpus are run
-            by the OS side (fork server, signals, run folders, NVML in a thread) and
-            what they find comes back as observations (FolderRead, StartFailed,
-            GpusRead); Log effects are written by runtime.logs; ProbeBus hurries our status.
+    each step's effects run at once (shell/effectrunner.py): its Call/Query effects go
+    as one pipelined call_many (chunks of 200) and come back as Replied(tag, ...) in
+    the order sent, before anything new is heard (an Unavailable: RegistryLost); the
+    launcher's effects (StartWorker, Signal, KillProcesses, RecordKill, ObserveRun)
+    come back as StartFailed / FolderRead; ReadGpus as GpusRead from a thread.
 """

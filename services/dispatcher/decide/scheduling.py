@@ -6,10 +6,7 @@ can use: a run behind it starts only if it fits in what is left besides them
 Nothing is kept for a run that waits for GPUs that processes we did not start use
 (as NVML lists them): they may never come back; the next waiting run is the head
 then. One that can never fit (more GPUs or CPU slots than exist, or more memory than
-any GPU has) is reported as unschedulable, and keeps nothing.
-
-(A copy of services/dispatcher/allocator.py with typed verdicts; the old module sits
-in an import cycle and goes when the loop is switched to this package.)"""
+any GPU has) is reported as unschedulable, and keeps nothing."""
 
 from __future__ import annotations
 

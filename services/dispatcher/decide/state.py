@@ -9,7 +9,6 @@ only when they change it (``with_run``), so nothing a caller holds changes under
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import math
 from dataclasses import dataclass, field
@@ -137,6 +136,15 @@ class Snapshot:
     as_of: Optional[int] = None   # the head seq before the first page
 
 
+def _starting(starting: frozenset[str], run_id: str,
+              record: Optional[RunRecord]) -> frozenset[str]:
+    """``starting`` with ``run_id`` in it exactly when ``record`` is STARTING."""
+    now = record is not None and record.phase is Phase.STARTING
+    if now == (run_id in starting):
+        return starting
+    return starting | {run_id} if now else starting - {run_id}
+
+
 @dataclass(frozen=True)
 class DispatcherState:
     config: DispatcherConfig
@@ -158,6 +166,7 @@ class DispatcherState:
     dirty: bool = True            # a scheduling pass is due
     retry_due: bool = False       # a command was not applied: schedule at the next sweep
     stats: Counters = field(default_factory=Counters)
+    starting: frozenset[str] = frozenset()   # the runs in STARTING (read at every tick)
 
     @staticmethod
     def initial(config: DispatcherConfig, inventory: Inventory, now: float,
@@ -174,12 +183,15 @@ class DispatcherState:
             runs.pop(run_id, None)
         else:
             runs[run_id] = record
-        return dataclasses.replace(self, runs=runs)
+        return replaced(self, runs=runs, starting=_starting(self.starting, run_id, record))
 
     def with_runs(self, records: Iterable[RunRecord]) -> "DispatcherState":
         runs = dict(self.runs)
-        runs.update((r.run_id, r) for r in records)
-        return dataclasses.replace(self, runs=runs)
+        starting = self.starting
+        for r in records:
+            runs[r.run_id] = r
+            starting = _starting(starting, r.run_id, r)
+        return replaced(self, runs=runs, starting=starting)
 
     def next_wake(self) -> float:
         """The latest the shell may wait before its next Tick (monotonic)."""

@@ -1,5 +1,7 @@
 """The clock: the bus judged, sweeps (folders read, retries, the GPUs read again) and
-the deadlines of the watched runs (silence, time limit, a kill's grace).
+the deadlines of the watched runs (silence, time limit, a kill's grace). A starting
+run's folder is read at every tick: its RunStarted goes out as soon as its shim has
+written the worker record (submit -> RUNNING is one tick behind the shim, not a sweep).
 
 Silence is acted on only when the bus is proven healthy after the deadline: when the
 only proof is older, a probe (our status) is asked for and the run is checked again
@@ -36,6 +38,10 @@ def on_tick(turn: Turn, tick: Tick) -> None:
         turn.log("warning", "bus.unreachable", hint="no run is killed for silence meanwhile")
     if turn.state.registry is not Registry.UP:
         return
+    for run_id in turn.state.starting:   # its worker record is read as soon as it is there
+        starting = turn.state.runs.get(run_id)
+        if starting is not None and not starting.shim_ended:
+            turn.do(fx.ObserveRun(run_id))
     if tick.now >= turn.state.next_sweep:
         _sweep(turn)
     if tick.now >= turn.state.next_deadline:

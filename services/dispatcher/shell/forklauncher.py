@@ -11,7 +11,7 @@ import os
 import signal
 from typing import Optional
 
-from core.rundir import EXIT_FILE, KILL_FILE
+from core import rundir
 from core.runconfig import RunConfig
 from core.settings import Settings
 from runtime.atomicfile import atomic_file
@@ -43,7 +43,7 @@ class ForkLauncher:
                 self.settings, {"run_id": run_id, "config": config.to_map()}, list(gpus))
         except (launch.UnknownWorker, OSError) as exc:
             raise StartError(str(exc)) from exc
-        self._told.pop(path, None)
+        self.forget(run_id)   # nothing of an earlier shim of this run is kept
         try:
             self.forks.spawn(path, argv, env)
         except ForkServerGone as exc:
@@ -59,13 +59,13 @@ class ForkLauncher:
         return read_folder(run_id, self.run_dir(run_id))
 
     def exited(self, run_id: str) -> bool:
-        return os.path.exists(os.path.join(self.run_dir(run_id), EXIT_FILE))
+        return os.path.exists(os.path.join(self.run_dir(run_id), rundir.EXIT_FILE))
 
     def record_kill(self, run_id: str, record: KillRecord) -> str:
-        data = {"outcome": record.outcome, "cause": record.cause, "message": record.message,
-                "term_at": record.term_at, "grace_s": record.grace_s}
+        data = rundir.KillRecord(record.outcome, record.cause, record.message,
+                                 record.term_at, record.grace_s).to_map()
         try:
-            with atomic_file(os.path.join(self.run_dir(run_id), KILL_FILE),
+            with atomic_file(os.path.join(self.run_dir(run_id), rundir.KILL_FILE),
                              durable=False) as fh:
                 json.dump(data, fh)
         except OSError as exc:

@@ -37,6 +37,8 @@ class Driver:
     def feed(self, observation: Any) -> list[Any]:
         self.state, effects = step(self.state, observation)
         self.log.extend(effects)
+        assert self.state.starting == {r.run_id for r in self.state.runs.values()
+                                       if r.phase is Phase.STARTING}, "the STARTING index"
         return effects
 
     @property

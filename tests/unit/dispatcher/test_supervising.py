@@ -11,7 +11,7 @@ from services.dispatcher.decide.inputs import (ArtifactReported, BusSeen, ExitRe
                                                StartFailed)
 from services.dispatcher.decide.phases import Phase
 from services.dispatcher.decide.supervise import Sig
-from tests.unit.dispatcher.driver import Driver, commands, folder, logged, of, worker
+from tests.unit.dispatcher.driver import WALL0, Driver, commands, folder, logged, of, worker
 
 FAST = {"heartbeat_timeout_s": 2.0, "startup_grace_s": 0.0, "cancel_grace_s": 3.0}
 
@@ -252,3 +252,14 @@ def test_manifest_artifacts_are_stored_before_the_end_also_when_first_not_applie
     assert commands(effects, RegisterArtifact) == [reg] and not commands(effects, FinishRun)
     after = d.answer(effects)
     assert commands(after, FinishRun)[0].outcome == "completed"
+
+
+def test_a_starting_run_is_read_at_every_tick_until_its_worker_is_seen(d: Driver) -> None:
+    d.boot()
+    d.settle(d.submit("r1"))
+    assert d.phase("r1") is Phase.STARTING
+    for _ in range(3):  # ticks between sweeps (SWEEP_S apart) read it too
+        assert fx.ObserveRun("r1") in d.tick(0.02)
+    d.settle(d.feed(folder("r1", worker=worker(100, WALL0 + d.now))))
+    assert d.phase("r1") is Phase.RUNNING
+    assert fx.ObserveRun("r1") not in d.tick(0.02)
