@@ -81,6 +81,19 @@ class FinishRun:
     requested_by: str = ""
     reason: str = ""
     result: dict = field(default_factory=dict)  # core.runresult: steps, metrics
+    attempt: int = 0        # the attempt that ended (0: the current one, not checked)
+
+
+@dataclass(frozen=True, slots=True)
+class RerunRun:
+    """Give an ended run a new attempt: from its latest checkpoint, or from nothing
+    (``from_scratch``); a COMPLETED run only with ``force``."""
+
+    run_id: str
+    requested_by: str = "anonymous"
+    reason: str = ""
+    from_scratch: bool = False
+    force: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +171,7 @@ def decide_started(state: Optional[RunState], cmd: RecordStarted) -> list[ev.Eve
     if cmd.pid <= 0:
         raise ValidationError("pid", "must be positive")
     return [ev.RunStarted(run_id=s.run_id, pid=cmd.pid, pid_start_time=cmd.pid_start_time,
-                          host=cmd.host)]
+                          host=cmd.host, attempt=s.attempt)]
 
 
 def decide_adopted(state: Optional[RunState], cmd: RecordAdopted) -> list[ev.Event]:
@@ -184,14 +197,22 @@ def decide_cancel(state: Optional[RunState], cmd: RequestCancel) -> list[ev.Even
 
 
 def decide_finish(state: Optional[RunState], cmd: FinishRun) -> list[ev.Event]:
-    """The terminal event, and the release of the run's GPU slots with it."""
+    """The terminal event, and the release of the run's GPU slots with it; or, when the
+    run's retry policy names the failure and attempts are left, the end of this attempt
+    (AttemptEnded: the run is PENDING again for the next one). A finish naming another
+    attempt than the current one is refused (a late duplicate must not end the next)."""
     s = _require(state, cmd.run_id)
+    if cmd.attempt and cmd.attempt != s.attempt:
+        raise IllegalTransition(s.run_id, s.status.value,
+                                f"finish of attempt {cmd.attempt} (attempt {s.attempt} "
+                                "is current)")
     result = runresult.check(cmd.result)
     terminal: ev.Event
     if cmd.outcome == "completed":
         if cmd.exit_code not in (None, 0):
             raise ValidationError("exit_code", "a completed run exits with 0")
-        terminal = ev.RunCompleted(run_id=s.run_id, exit_code=0, result=result)
+        terminal = ev.RunCompleted(run_id=s.run_id, exit_code=0, result=result,
+                                   attempt=s.attempt)
     elif cmd.outcome == "failed":
         try:
             cause = ev.TerminalCause(cmd.cause)
@@ -199,14 +220,24 @@ def decide_finish(state: Optional[RunState], cmd: FinishRun) -> list[ev.Event]:
             raise ValidationError("cause", f"unknown cause {cmd.cause!r}") from None
         if cause in (ev.TerminalCause.COMPLETED, ev.TerminalCause.CANCELLED):
             raise ValidationError("cause", f"{cause.value} is not a failure cause")
+        retry = _retry(s, cause.value, cmd.exit_code)
+        if retry is not None and not s.status.terminal:
+            ended: list[ev.Event] = [ev.AttemptEnded(
+                run_id=s.run_id, attempt=s.attempt, cause=cause.value,
+                exit_code=cmd.exit_code, signal=cmd.signal, message=cmd.message,
+                resume_from=retry, result=result)]
+            if s.gpus_held:
+                ended.append(ev.GpusReleased(run_id=s.run_id, gpu_uuids=s.gpus))
+            return ended
         terminal = ev.RunFailed(run_id=s.run_id, cause=cause.value, exit_code=cmd.exit_code,
-                                signal=cmd.signal, message=cmd.message, result=result)
+                                signal=cmd.signal, message=cmd.message, result=result,
+                                attempt=s.attempt)
     elif cmd.outcome == "cancelled":
         terminal = ev.RunCancelled(run_id=s.run_id,
                                    requested_by=cmd.requested_by or s.cancel_requested_by,
                                    reason=cmd.reason or s.cancel_reason,
                                    exit_code=cmd.exit_code, signal=cmd.signal,
-                                   result=result)
+                                   result=result, attempt=s.attempt)
     else:
         raise ValidationError("outcome", "must be completed, failed or cancelled")
     if s.status.terminal:
@@ -215,6 +246,34 @@ def decide_finish(state: Optional[RunState], cmd: FinishRun) -> list[ev.Event]:
     if s.gpus_held:
         out.append(ev.GpusReleased(run_id=s.run_id, gpu_uuids=s.gpus))
     return out
+
+
+def _retry(s: RunState, cause: str, exit_code: Optional[int]) -> Optional[str]:
+    """The checkpoint the next attempt resumes from ("" from scratch) when this failure
+    starts one; None when the run ends here (no policy, attempts spent, cancelled)."""
+    try:
+        policy = RunConfig.from_map(s.config).retry
+    except ValidationError:
+        return None  # a config stored before retries existed that no longer reads
+    if s.attempt >= policy.max_attempts or s.cancel_requested_by \
+            or not policy.retries(cause, exit_code):
+        return None
+    return "" if policy.from_scratch else s.latest_checkpoint
+
+
+def decide_rerun(state: Optional[RunState], cmd: RerunRun) -> list[ev.Event]:
+    """An ended run gets a new attempt, recorded with who asked and why."""
+    s = _require(state, cmd.run_id)
+    if not s.status.terminal:
+        raise IllegalTransition(s.run_id, s.status.value, "RerunRequested (the run has "
+                                "not ended: cancel it first)")
+    if s.status is RunStatus.COMPLETED and not cmd.force:
+        raise IllegalTransition(s.run_id, s.status.value, "RerunRequested (a completed "
+                                "run is rerun only with force)")
+    return [ev.RerunRequested(run_id=s.run_id, attempt=s.attempt + 1,
+                              requested_by=cmd.requested_by or "anonymous",
+                              reason=cmd.reason,
+                              resume_from="" if cmd.from_scratch else s.latest_checkpoint)]
 
 
 def decide_artifact(state: Optional[RunState], cmd: RegisterArtifact,

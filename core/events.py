@@ -30,6 +30,7 @@ class TerminalCause(str, enum.Enum):
     LOST = "lost"                        # process gone and no exit record
     UNSCHEDULABLE = "unschedulable"      # can never fit (asks for more than exists)
     SPAWN_ERROR = "spawn_error"          # the worker could not be started
+    CHECKPOINT_IGNORED = "checkpoint_ignored"  # given a checkpoint, it never loaded it
     CANCELLED = "cancelled"
 
 
@@ -82,12 +83,15 @@ class GpusClaimed(Event):
 @dataclass(frozen=True, slots=True)
 class RunStarted(Event):
     """The worker process runs (DISPATCHING -> RUNNING). Fields: run_id, pid,
-    pid_start_time (the process start time, to tell a reused pid apart), host."""
+    pid_start_time (the process start time, to tell a reused pid apart), host, attempt
+    (1, 2, ...; v1 had none: 1)."""
 
     TYPE: ClassVar[str] = "RunStarted"
+    SCHEMA_VERSION: ClassVar[int] = 2
     pid: int
     pid_start_time: float
     host: str
+    attempt: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +119,10 @@ class RunCompleted(Event):
     metrics; empty when none was known; absent in logs written before it existed)."""
 
     TYPE: ClassVar[str] = "RunCompleted"
+    SCHEMA_VERSION: ClassVar[int] = 2
     exit_code: int
     result: dict = field(default_factory=dict)
+    attempt: int = 1                # the attempt that ended the run (v1 had none: 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,11 +132,13 @@ class RunFailed(Event):
     result (as for RunCompleted)."""
 
     TYPE: ClassVar[str] = "RunFailed"
+    SCHEMA_VERSION: ClassVar[int] = 2
     cause: str
     exit_code: typing.Optional[int]
     signal: typing.Optional[int]
     message: str
     result: dict = field(default_factory=dict)
+    attempt: int = 1                # the attempt that ended the run (v1 had none: 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,11 +148,45 @@ class RunCancelled(Event):
     RunCompleted)."""
 
     TYPE: ClassVar[str] = "RunCancelled"
+    SCHEMA_VERSION: ClassVar[int] = 2
     requested_by: str
     reason: str
     exit_code: typing.Optional[int]
     signal: typing.Optional[int]
     result: dict = field(default_factory=dict)
+    attempt: int = 1                # the attempt that ended the run (v1 had none: 1)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptEnded(Event):
+    """An attempt ended with a cause its run's retry policy names, and attempts are
+    left: the run is PENDING again for the next one (RUNNING | DISPATCHING -> PENDING;
+    its GPUs are released in the same transaction). Fields: run_id, attempt (the one
+    that ended), cause (a TerminalCause value), exit_code, signal, message, resume_from
+    (the checkpoint artifact the next attempt resumes from, a path in the run folder;
+    "" when it starts from scratch), result (as for RunCompleted)."""
+
+    TYPE: ClassVar[str] = "AttemptEnded"
+    attempt: int
+    cause: str
+    exit_code: typing.Optional[int]
+    signal: typing.Optional[int]
+    message: str
+    resume_from: str
+    result: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RerunRequested(Event):
+    """An ended run was given a new attempt (COMPLETED | FAILED | CANCELLED -> PENDING).
+    Fields: run_id, attempt (the new one), requested_by, reason, resume_from (the
+    checkpoint artifact it resumes from; "" from scratch)."""
+
+    TYPE: ClassVar[str] = "RerunRequested"
+    attempt: int
+    requested_by: str
+    reason: str
+    resume_from: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +214,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.TYPE: cls
     for cls in (RunSubmitted, RunWaiting, GpusClaimed, RunStarted, RunAdopted,
                 CancelRequested, RunCompleted, RunFailed, RunCancelled, GpusReleased,
-                ArtifactRegistered)
+                ArtifactRegistered, AttemptEnded, RerunRequested)
 }
 
 

@@ -22,7 +22,8 @@ RUN_COLUMNS: tuple[str, ...] = (
     "submitted_at", "updated_at", "last_seq", "version", "waiting_reason", "gpus",
     "gpus_held", "pid", "pid_start_time", "host", "started_at", "finished_at", "cause",
     "exit_code", "signal", "message", "cancel_requested_by", "cancel_reason",
-    "artifact_count", "adoptions", "result", "cancel_requested_at",
+    "artifact_count", "adoptions", "result", "cancel_requested_at", "attempt",
+    "resume_from", "latest_checkpoint", "last_attempt_cause",
 )
 GPU_SLOT_COLUMNS: tuple[str, ...] = ("gpu_uuid", "run_id", "claimed_seq")
 ARTIFACT_COLUMNS: tuple[str, ...] = ("run_id", "path", "kind", "size", "meta", "seq",
@@ -52,7 +53,8 @@ def run_row(s: RunState) -> tuple[Any, ...]:
             s.pid_start_time, s.host, s.started_at, s.finished_at, s.cause, s.exit_code,
             s.signal, s.message, s.cancel_requested_by, s.cancel_reason, s.artifact_count,
             s.adoptions, canonical_json(s.result) if s.result else None,
-            s.cancel_requested_at)
+            s.cancel_requested_at, s.attempt, s.resume_from, s.latest_checkpoint,
+            s.last_attempt_cause)
 
 
 def _gpus_json(gpus: tuple[str, ...]) -> str:
@@ -73,6 +75,9 @@ def run_from_row(row: tuple[Any, ...]) -> RunState:
     d["gpus"] = tuple(json.loads(d["gpus"]))
     d["gpus_held"] = bool(d["gpus_held"])
     d["result"] = json.loads(d["result"]) if d["result"] else {}  # NULL: none recorded
+    d["attempt"] = d["attempt"] or 1
+    for name in ("resume_from", "latest_checkpoint", "last_attempt_cause"):
+        d[name] = d[name] or ""
     return RunState(**d)
 
 

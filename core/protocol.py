@@ -34,6 +34,7 @@ class Method(str, enum.Enum):
     RECORD_STARTED = "record_started"
     RECORD_ADOPTED = "record_adopted"
     REQUEST_CANCEL = "request_cancel"
+    RERUN = "rerun"
     FINISH = "finish"
     REGISTER_ARTIFACT = "register_artifact"
     # queries: read only
@@ -138,6 +139,7 @@ COMMANDS: dict[Method, type] = {
     Method.SUBMIT: cmds.SubmitRun, Method.CLAIM_GPUS: cmds.ClaimGpus,
     Method.RECORD_WAITING: cmds.RecordWaiting, Method.RECORD_STARTED: cmds.RecordStarted,
     Method.RECORD_ADOPTED: cmds.RecordAdopted, Method.REQUEST_CANCEL: cmds.RequestCancel,
+    Method.RERUN: cmds.RerunRun,
     Method.FINISH: cmds.FinishRun, Method.REGISTER_ARTIFACT: cmds.RegisterArtifact,
 }
 QUERIES: dict[Method, type] = {

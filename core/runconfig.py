@@ -47,6 +47,64 @@ class Resources:
     cpu_slots: int = 1            # CPU slots (the dispatcher never oversubscribes them)
 
 
+# The causes a retry policy may name: the run's code is not to blame (docs/CONFIG.md).
+# Launchers add theirs (node_failure, preempted) when they can tell them.
+RETRYABLE_CAUSES = ("lost", "heartbeat_timeout", "signal", "time_limit")
+NEVER_RETRIED_EXIT_CODES = (0, 2, 3)   # success; a user error (bad config); ignored checkpoint
+MAX_ATTEMPTS = 100
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many attempts a run may have, and which ends start the next one."""
+
+    max_attempts: int = 1
+    on: tuple[str, ...] = ()          # causes (RETRYABLE_CAUSES)
+    exit_codes: tuple[int, ...] = ()  # and these exit codes of the worker
+    from_scratch: bool = False        # attempts start from nothing, not the last checkpoint
+
+    @property
+    def default(self) -> bool:
+        return self == RetryPolicy()
+
+    def retries(self, cause: str, exit_code: Optional[int]) -> bool:
+        """Does an end with ``cause`` (and ``exit_code``) start another attempt?"""
+        if cause == "exit_code":
+            return exit_code in self.exit_codes
+        return cause in self.on
+
+    def to_map(self) -> dict[str, Any]:
+        return {"max_attempts": self.max_attempts, "on": list(self.on),
+                "exit_codes": list(self.exit_codes), "from_scratch": self.from_scratch}
+
+    @staticmethod
+    def from_map(data: Any) -> "RetryPolicy":
+        if not isinstance(data, dict):
+            raise ValidationError("retry", "must be a map")
+        _no_unknown(data, RetryPolicy, "retry.")
+        on = data.get("on", [])
+        if not isinstance(on, (list, tuple)) or not all(isinstance(c, str) for c in on):
+            raise ValidationError("retry.on", "must be a list of causes")
+        for cause in on:
+            if cause not in RETRYABLE_CAUSES:
+                raise ValidationError("retry.on", f"{cause[:40]!r} is not a retryable cause "
+                                      f"(one of {', '.join(RETRYABLE_CAUSES)}; exit codes "
+                                      "go in retry.exit_codes)")
+        codes = data.get("exit_codes", [])
+        if not isinstance(codes, (list, tuple)) or not all(
+                isinstance(c, int) and not isinstance(c, bool) for c in codes):
+            raise ValidationError("retry.exit_codes", "must be a list of integers")
+        for code in codes:
+            if code in NEVER_RETRIED_EXIT_CODES or not 0 < code < 256:
+                raise ValidationError("retry.exit_codes", f"{code} is never retried (1-255, "
+                                      "not 2: a user error, not 3: an ignored checkpoint)")
+        scratch = data.get("from_scratch", False)
+        if not isinstance(scratch, bool):
+            raise ValidationError("retry.from_scratch", "must be true or false")
+        return RetryPolicy(_int(data, "max_attempts", 1, 1, MAX_ATTEMPTS, "retry."),
+                           tuple(sorted(set(on))), tuple(sorted(set(codes))), scratch)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     schema_version: int = SCHEMA_VERSION
@@ -67,6 +125,7 @@ class RunConfig:
     checkpoint_every: int = 0                 # checkpoint every N iterations; 0 = end only
     resume_from: str = ""                     # run_id/path of a checkpoint artifact
     tags: tuple[str, ...] = ()
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def canonical_map(self) -> dict[str, Any]:
         """``to_map()``, computed once per config object (it is frozen)."""
@@ -84,6 +143,10 @@ class RunConfig:
                             "cpu_slots": r.cpu_slots}
         out["hyperparameters"] = dict(self.hyperparameters)
         out["tags"] = list(self.tags)
+        if self.retry.default:  # left out: configs from before retries keep their digest
+            del out["retry"]
+        else:
+            out["retry"] = self.retry.to_map()
         return out
 
     @staticmethod
@@ -129,6 +192,7 @@ class RunConfig:
             checkpoint_every=_int(data, "checkpoint_every", 0, 0, 10**9),
             resume_from=_str(data, "resume_from", "", 500, allow_empty=True),
             tags=tuple(sorted(set(tags))),
+            retry=RetryPolicy.from_map(data.get("retry", {})),
         )
         if cfg.heartbeat_timeout_s <= cfg.heartbeat_interval_s:
             raise ValidationError("heartbeat_timeout_s", "must be longer than "
@@ -157,6 +221,7 @@ def field_names() -> list[str]:
     """Every config key, nested ones as resources.<name> (for the docs test)."""
     out = [f.name for f in dataclasses.fields(RunConfig)]
     out += [f"resources.{f.name}" for f in dataclasses.fields(Resources)]
+    out += [f"retry.{f.name}" for f in dataclasses.fields(RetryPolicy)]
     return out
 
 

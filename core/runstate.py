@@ -2,6 +2,8 @@
 
     PENDING -> DISPATCHING (GPU slots claimed) -> RUNNING (worker started)
             -> COMPLETED | FAILED | CANCELLED
+    DISPATCHING | RUNNING --AttemptEnded--> PENDING    (a retried attempt: the next one)
+    COMPLETED | FAILED | CANCELLED --RerunRequested--> PENDING   (a new attempt, asked)
 
 TRANSITIONS maps (status before, event type) to the status after. A pair that is
 not in the table is illegal and ``apply`` raises IllegalTransition naming the run,
@@ -62,6 +64,13 @@ TRANSITIONS: dict[tuple[Optional[RunStatus], str], RunStatus] = {
     (RunStatus.COMPLETED, "ArtifactRegistered"):   RunStatus.COMPLETED,
     (RunStatus.FAILED, "ArtifactRegistered"):      RunStatus.FAILED,
     (RunStatus.CANCELLED, "ArtifactRegistered"):   RunStatus.CANCELLED,
+    (RunStatus.DISPATCHING, "AttemptEnded"):       RunStatus.PENDING,
+    (RunStatus.RUNNING, "AttemptEnded"):           RunStatus.PENDING,
+    (RunStatus.PENDING, "GpusReleased"):           RunStatus.PENDING,   # after AttemptEnded
+    (RunStatus.PENDING, "ArtifactRegistered"):     RunStatus.PENDING,   # a late one
+    (RunStatus.COMPLETED, "RerunRequested"):       RunStatus.PENDING,
+    (RunStatus.FAILED, "RerunRequested"):          RunStatus.PENDING,
+    (RunStatus.CANCELLED, "RerunRequested"):       RunStatus.PENDING,
 }
 
 
@@ -102,6 +111,10 @@ class RunState:
     artifact_count: int = 0
     adoptions: int = 0
     result: dict = field(default_factory=dict)  # from the terminal event (core.runresult)
+    attempt: int = 1                  # the attempt under way (or the last one, ended)
+    resume_from: str = ""             # the checkpoint the attempt resumes from ("": none)
+    latest_checkpoint: str = ""       # the run's newest `checkpoint` artifact (a path)
+    last_attempt_cause: str = ""      # why the attempt before this one ended
 
 
 def next_status(run_id: str, status: Optional[RunStatus], event_type: str) -> RunStatus:
@@ -184,6 +197,21 @@ _CHANGES = {
                                             cancel_reason=e.reason or s.cancel_reason,
                                             result=e.result),
     "GpusReleased": lambda s, e, at: {"gpus_held": False},
-    "ArtifactRegistered": lambda s, e, at: {"artifact_count": s.artifact_count + 1},
+    "ArtifactRegistered": lambda s, e, at: {
+        "artifact_count": s.artifact_count + 1,
+        **({"latest_checkpoint": e.path} if e.kind == "checkpoint" else {})},
+    "AttemptEnded": lambda s, e, at: {**_next_attempt(e.attempt + 1, e.resume_from),
+                                      "last_attempt_cause": e.cause},
+    "RerunRequested": lambda s, e, at: {
+        **_next_attempt(e.attempt, e.resume_from), "finished_at": None, "cause": "",
+        "exit_code": None, "signal": None, "message": "", "result": {},
+        "cancel_requested_by": "", "cancel_reason": "", "cancel_requested_at": None,
+        "last_attempt_cause": s.cause},
 }
+
+
+def _next_attempt(attempt: int, resume_from: str) -> dict[str, Any]:
+    """A run back in the queue for ``attempt``: what the last attempt held is gone."""
+    return {"attempt": attempt, "resume_from": resume_from, "pid": None,
+            "pid_start_time": None, "host": "", "started_at": None, "waiting_reason": ""}
 assert set(_CHANGES) | {"RunSubmitted"} == set(ev.EVENT_TYPES), "every event needs a change"

@@ -20,8 +20,17 @@ def _run_submitted_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
     return {"submitted_by": "unknown", **payload}
 
 
+def _first_attempt(payload: dict[str, Any]) -> dict[str, Any]:
+    # v1 had no attempts: every run had one, the first.
+    return {"attempt": 1, **payload}
+
+
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("RunSubmitted", 1): _run_submitted_v1_to_v2,
+    ("RunStarted", 1): _first_attempt,
+    ("RunCompleted", 1): _first_attempt,
+    ("RunFailed", 1): _first_attempt,
+    ("RunCancelled", 1): _first_attempt,
 }
 
 

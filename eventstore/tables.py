@@ -18,7 +18,7 @@ _TYPES: dict[str, type] = {
     "last_seq": int, "version": int, "gpus_held": int, "pid": int, "pid_start_time": float,
     "started_at": float, "finished_at": float, "exit_code": int, "signal": int,
     "artifact_count": int, "adoptions": int, "claimed_seq": int, "size": int, "seq": int,
-    "registered_at": float, "cancel_requested_at": float,
+    "registered_at": float, "cancel_requested_at": float, "attempt": int,
 }
 
 

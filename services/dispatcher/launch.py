@@ -9,7 +9,8 @@ import os
 import sys
 from typing import Any
 
-from core.rundir import CONFIG_FILE
+from core.rundir import (CONFIG_FILE, EXIT_FILE, KILL_FILE, RESULT_FILE, SHIM_FILE,
+                         WORKER_FILE)
 from core.settings import Settings
 from runtime.workers import WorkerCatalog, groups
 from services.dispatcher import spawner
@@ -25,13 +26,31 @@ class UnknownWorker(Exception):
 _catalogs = {flag: WorkerCatalog(test_workers=flag) for flag in (False, True)}
 
 
+ATTEMPT_FILES = (WORKER_FILE, EXIT_FILE, KILL_FILE, SHIM_FILE, RESULT_FILE)
+
+
 def run_dir(settings: Settings, run_id: str) -> str:
     return os.path.join(settings.runs_dir, run_id)
 
 
-def prepare(settings: Settings, run: dict[str, Any], gpus: list[str]) -> tuple[str, list[str],
-                                                                               dict[str, str]]:
-    """(run directory, argv, environment) for the run's worker."""
+def set_aside(path: str, attempt: int) -> None:
+    """What attempt ``attempt`` left in the run folder (its shim's worker and exit
+    records, its kill record, its result) moved to ``attempt-<n>/``, so that the next
+    attempt's shim starts (it leaves a run whose exit record is there alone) and its
+    end is read from its own records. Logs, metrics and the manifest go on."""
+    aside = os.path.join(path, f"attempt-{attempt}")
+    for name in ATTEMPT_FILES:
+        src = os.path.join(path, name)
+        if os.path.exists(src):
+            os.makedirs(aside, mode=0o700, exist_ok=True)
+            os.replace(src, os.path.join(aside, name))
+
+
+def prepare(settings: Settings, run: dict[str, Any], gpus: list[str], attempt: int = 1,
+            resume_from: str = "") -> tuple[str, list[str], dict[str, str]]:
+    """(run directory, argv, environment) for the worker of the run's ``attempt``
+    (TRAINER_ATTEMPT; TRAINER_RESUME_CHECKPOINT: the absolute path of ``resume_from``,
+    a checkpoint in the run folder, when it resumes)."""
     config = run["config"]
     name = config.get("worker", "cartpole")
     if not _catalogs[settings.test_workers](name):
@@ -50,7 +69,10 @@ def prepare(settings: Settings, run: dict[str, Any], gpus: list[str]) -> tuple[s
         "TRAINER_BUS_PUB": settings.bus_pub, "TRAINER_HOME": settings.home,
         "TRAINER_HEARTBEAT_INTERVAL": str(config.get("heartbeat_interval_s", 1.0)),
         "CUDA_VISIBLE_DEVICES": ",".join(gpus), "PYTHONUNBUFFERED": "1",
+        "TRAINER_ATTEMPT": str(attempt),
     })
+    if resume_from:
+        env["TRAINER_RESUME_CHECKPOINT"] = os.path.join(path, resume_from)
     if settings.test_workers:
         env["TRAINER_TEST_WORKERS"] = "1"  # worker.runner looks in the same groups
     return path, argv, env

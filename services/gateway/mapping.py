@@ -83,6 +83,12 @@ class EnumMap(Generic[E]):
                              value=repr(value)[:80])
 
 
+def _max_attempts(config: Mapping[str, Any]) -> int:
+    retry = config.get("retry")
+    value = retry.get("max_attempts") if isinstance(retry, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
+
+
 class Mapper:
     """Everything the servicer needs to turn registry replies into messages."""
 
@@ -111,7 +117,10 @@ class Mapper:
             message=str(view.get("message") or ""), digest=str(view.get("digest") or ""),
             submitted_by=str(view.get("submitted_by") or ""), host=str(view.get("host") or ""),
             gpus_held=bool(view.get("gpus_held")), name=str(config.get("name") or ""),
-            tags=[str(t) for t in _list(config.get("tags"))])
+            tags=[str(t) for t in _list(config.get("tags"))],
+            attempt=_int(view.get("attempt")) or 1, max_attempts=_max_attempts(config),
+            resume_from=str(view.get("resume_from") or ""),
+            last_attempt_cause=self.cause.to_wire(view.get("last_attempt_cause") or None))
         for name in ("exit_code", "signal", "pid"):
             value = view.get(name)
             if isinstance(value, int) and not isinstance(value, bool):

@@ -77,6 +77,7 @@ class RequestHandler:
             Method.SUBMIT: self._submit, Method.CLAIM_GPUS: self._claim,
             Method.RECORD_WAITING: self._waiting, Method.RECORD_STARTED: self._started,
             Method.RECORD_ADOPTED: self._adopted, Method.REQUEST_CANCEL: self._cancel,
+            Method.RERUN: self._rerun,
             Method.FINISH: self._finish, Method.REGISTER_ARTIFACT: self._artifact,
         }
         self.queries: dict[Method, Callable[[Any], Any]] = {
@@ -235,6 +236,9 @@ class RequestHandler:
 
     def _cancel(self, args: dict[str, Any], rid: str, src: str) -> tuple[Any, list[StoredEvent]]:
         return self._command(cmds.RequestCancel, cmds.decide_cancel, args, rid, src)
+
+    def _rerun(self, args: dict[str, Any], rid: str, src: str) -> tuple[Any, list[StoredEvent]]:
+        return self._command(cmds.RerunRun, cmds.decide_rerun, args, rid, src)
 
     def _finish(self, args: dict[str, Any], rid: str, src: str) -> tuple[Any, list[StoredEvent]]:
         return self._command(cmds.FinishRun, cmds.decide_finish, args, rid, src)

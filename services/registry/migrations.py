@@ -101,6 +101,23 @@ def _m008_gpu_inventory(db: sqlite_utils.Database) -> None:
                "CHECK (id = 1), gpu_uuids TEXT NOT NULL, recorded_at REAL NOT NULL)")
 
 
+def _m009_attempts(db: sqlite_utils.Database) -> None:
+    """runs.attempt, resume_from, latest_checkpoint, last_attempt_cause: a run's
+    attempts (every run before had one) and its newest checkpoint artifact (filled in
+    from the artifacts table), which a retried attempt resumes from."""
+    cols = {r[1] for r in db.execute("PRAGMA table_info(runs)").fetchall()}
+    for name, sql in (("attempt", "INTEGER NOT NULL DEFAULT 1"),
+                      ("resume_from", "TEXT NOT NULL DEFAULT ''"),
+                      ("latest_checkpoint", "TEXT NOT NULL DEFAULT ''"),
+                      ("last_attempt_cause", "TEXT NOT NULL DEFAULT ''")):
+        if name not in cols:
+            db.execute(f"ALTER TABLE runs ADD COLUMN {name} {sql}")
+    db.execute("UPDATE runs SET latest_checkpoint = IFNULL((SELECT path FROM artifacts "
+               "WHERE artifacts.run_id = runs.run_id AND artifacts.kind = 'checkpoint' "
+               "ORDER BY seq DESC LIMIT 1), '') WHERE latest_checkpoint IS NULL "
+               "OR latest_checkpoint = ''")
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_events", _m001_events),
     ("002_projections", _m002_projections),
@@ -110,6 +127,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("006_run_result", _m006_run_result),
     ("007_cancel_time", _m007_cancel_time),
     ("008_gpu_inventory", _m008_gpu_inventory),
+    ("009_attempts", _m009_attempts),
 ]
 
 

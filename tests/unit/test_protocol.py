@@ -16,7 +16,8 @@ REQUESTS: list[Any] = [
     cmds.SubmitRun({"seed": 1}, "me"), cmds.ClaimGpus("r1", ("GPU-0",), "dispatcher", ("GPU-0",)),
     cmds.RecordWaiting("r1", "needs 2 GPUs"), cmds.RecordStarted("r1", 10, 5.0, "h"),
     cmds.RecordAdopted("r1", 10, "dispatcher"), cmds.RequestCancel("r1", "me", "why"),
-    cmds.FinishRun("r1", "failed", cause="lost"), cmds.RegisterArtifact("r1", "video", "a.mp4", 3),
+    cmds.FinishRun("r1", "failed", cause="lost", attempt=2),
+    cmds.RegisterArtifact("r1", "video", "a.mp4", 3), cmds.RerunRun("r1", "me", "why", True, True),
     p.GetRun("r1"), p.ListRuns(("RUNNING",), 5, 1, "t", 9, False), p.Snapshot(limit=7),
     p.EventsSince(3, 10), p.GpuSlots(), p.ListArtifacts("r1", 2, 3, "video"), p.Ping(),
 ]

@@ -22,6 +22,8 @@ SAMPLES: dict[str, ev.Event] = {
     "RunCancelled": ev.RunCancelled("r1", "me", "why", None, 15),
     "GpusReleased": ev.GpusReleased("r1", ("GPU-0",)),
     "ArtifactRegistered": ev.ArtifactRegistered("r1", "video", "videos/a.mp4", 10, {}),
+    "AttemptEnded": ev.AttemptEnded("r1", 1, "lost", None, None, "gone", "ckpt/a.npz"),
+    "RerunRequested": ev.RerunRequested("r1", 2, "me", "fixed the env", ""),
 }
 
 # A shortest path of events from a new run to each status.
@@ -69,10 +71,10 @@ def test_every_illegal_move_raises_naming_run_state_and_move(before, event_type)
     assert event_type in err.value.message
 
 
-def test_terminal_states_have_no_exits() -> None:
-    for (before, _), after in TRANSITIONS.items():
+def test_terminal_states_have_no_exits_but_a_rerun() -> None:
+    for (before, event_type), after in TRANSITIONS.items():
         if before in TERMINAL:
-            assert after == before
+            assert after == (RunStatus.PENDING if event_type == "RerunRequested" else before)
     assert not TERMINAL & ACTIVE and TERMINAL | ACTIVE == set(RunStatus)
 
 

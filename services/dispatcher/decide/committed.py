@@ -41,6 +41,12 @@ def on_event(turn: Turn, obs: CommittedEvent) -> None:
             # Our claim whose answer never reached us (applied late, after a resync read
             # the run as PENDING): asked for, then started.
             turn.query(CallFor.GET_RUN, fx.GetRun(event.run_id), event.run_id)
+    elif isinstance(event, (ev.AttemptEnded, ev.RerunRequested)):
+        if run is None and not turn.in_flight(CallFor.GET_RUN, event.run_id):
+            # A new attempt of a run we do not hold (a rerun; a retry whose finish was
+            # answered elsewhere): asked for, then queued. One we hold is queued again
+            # by the answer to its FinishRun.
+            turn.query(CallFor.GET_RUN, fx.GetRun(event.run_id), event.run_id)
     elif isinstance(event, ev.CancelRequested) and run is not None:
         cancel = Cancel(event.requested_by, event.reason, obs.ts)
         if run.phase is Phase.RUNNING:

@@ -51,6 +51,8 @@ class StartWorker:
     run_id: str
     config: RunConfig
     gpus: tuple[str, ...]
+    attempt: int = 1
+    resume_from: str = ""          # a checkpoint in the run folder ("": none)
 
 
 @dataclass(frozen=True)

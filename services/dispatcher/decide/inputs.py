@@ -184,6 +184,8 @@ class RunView:
     cancel_requested_by: str = ""
     cancel_reason: str = ""
     cancel_requested_at: Optional[float] = None
+    attempt: int = 1
+    resume_from: str = ""
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@
     STARTING | RUNNING | KILLING | REAPING --ended--> ENDING          +----+      +----------+
     STARTING --spawn_failed--> ENDING --finished/refused--> (dropped)
                                 ENDING --returned--> ENDING (sent again)
+                                ENDING --retried--> QUEUED (the registry began the next attempt)
     RECOVERING --adopted--> RUNNING | --adopted_killing--> KILLING | --restarted--> STARTING
     RECOVERING --awaited/leftovers--> RECOVERING | --ended--> ENDING (also: lost)
 
@@ -67,6 +68,7 @@ class Move(str, enum.Enum):
     ADOPTED_KILLING = "adopted_killing"  # ... and a kill begun before the restart goes on
     AWAITED = "awaited"                # recovery: a shim holds it; read again later
     RESTARTED = "restarted"            # recovery: no worker, no shim: started again
+    RETRIED = "retried"                # its end was an attempt's: queued for the next one
 
 
 Q, C, J, S = Phase.QUEUED, Phase.CLAIMING, Phase.JUDGING, Phase.STARTING
@@ -103,6 +105,7 @@ MOVES: dict[tuple[Phase, Move], Optional[Phase]] = {
     (E, Move.RETURNED): E,
     (E, Move.FINISHED): DROPPED,
     (E, Move.REFUSED): DROPPED,
+    (E, Move.RETRIED): Q,
     (V, Move.ADOPTED): R,
     (V, Move.ADOPTED_KILLING): K,
     (V, Move.AWAITED): V,

@@ -93,7 +93,8 @@ def record_of(turn: Turn, view: RunView) -> Optional[RunRecord]:
     phase = Phase.QUEUED if view.status == "PENDING" else Phase.RECOVERING
     return RunRecord(view.run_id, phase, config, view.priority, view.submitted_seq,
                      tuple(view.gpus), adopted=phase is Phase.RECOVERING,
-                     started_recorded=view.status == "RUNNING", cancel=cancel)
+                     started_recorded=view.status == "RUNNING", cancel=cancel,
+                     attempt=view.attempt, resume_from=view.resume_from)
 
 
 def recorded_kill(turn: Turn, record: Optional[KillRecord]) -> Optional[KillPlan]:

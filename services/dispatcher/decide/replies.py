@@ -14,7 +14,7 @@ from core.runconfig import RunConfig
 from core.errors import OrchestratorError
 from services.dispatcher.decide import effects as fx
 from services.dispatcher.decide import reconcile
-from services.dispatcher.decide.inputs import RegistryLost, Replied, ReplyKind
+from services.dispatcher.decide.inputs import RegistryLost, Replied, ReplyKind, RunView
 from services.dispatcher.decide.phases import Move, Phase
 from services.dispatcher.decide.starting import start
 from services.dispatcher.decide.state import CallFor, InFlight, Registry, RunRecord
@@ -57,9 +57,11 @@ def _claimed(turn: Turn, run: RunRecord, reply: Replied, what: InFlight) -> None
         turn.move(run, Move.RETURNED, gpus=())
         turn.retry_at_sweep()
     elif reply.kind is A:
+        changes = {}
         if reply.run is not None:
             turn.note_seq(run.run_id, reply.run.last_seq)
-        after = turn.move(run, Move.CLAIMED, waiting_reason="")
+            changes = {"attempt": reply.run.attempt, "resume_from": reply.run.resume_from}
+        after = turn.move(run, Move.CLAIMED, waiting_reason="", **changes)
         assert after is not None
         start(turn, after)
     else:
@@ -72,6 +74,11 @@ def _ended(turn: Turn, run: RunRecord, reply: Replied, what: InFlight) -> None:
         turn.move(run, Move.RETURNED)  # still PENDING / still to be sent: again later
         turn.retry_at_sweep()
         return
+    view = reply.run
+    if reply.kind is A and run.phase is Phase.ENDING and view is not None \
+            and view.status == "PENDING" and view.attempt > run.attempt:
+        _retried(turn, run, view)
+        return
     turn.move(run, Move.FINISHED if reply.kind is A else Move.REFUSED)
     if run.phase is Phase.ENDING:
         turn.count(finished=1)
@@ -79,6 +86,23 @@ def _ended(turn: Turn, run: RunRecord, reply: Replied, what: InFlight) -> None:
         finish = run.finish
         turn.log("info", "run.finished", run_id=run.run_id, outcome=finish.outcome,
                  cause=finish.cause or None, exit_code=finish.exit_code)
+
+
+def _retried(turn: Turn, run: RunRecord, view: RunView) -> None:
+    """The registry ended this attempt and queued the next one (the run's retry
+    policy): the run is queued again, from nothing but its config."""
+    turn.note_seq(run.run_id, view.last_seq)
+    turn.move(run, Move.RETRIED)
+    turn.put(RunRecord(run.run_id, Phase.QUEUED, run.config, run.priority,
+                       run.submitted_seq, attempt=view.attempt,
+                       resume_from=view.resume_from))
+    turn.do(fx.ForgetRun(run.run_id))
+    turn.count(retried=1)
+    turn.schedule_soon()
+    finish = run.finish
+    turn.log("info", "run.attempt_ended", run_id=run.run_id, attempt=run.attempt,
+             cause=finish.cause or None, exit_code=finish.exit_code,
+             next_attempt=view.attempt, resume_from=view.resume_from or None)
 
 
 def _waited(turn: Turn, run: RunRecord, reply: Replied, what: InFlight) -> None:
@@ -123,9 +147,11 @@ _ANSWERS = {
 
 
 def _found(turn: Turn, reply: Replied) -> None:
-    """get_run for a claim of ours we never heard answered: started if DISPATCHING."""
+    """get_run for a claim of ours we never heard answered: started if DISPATCHING; for
+    a run given a new attempt that we do not hold (a rerun, or a retry whose answer we
+    missed): queued if PENDING."""
     view = reply.run
-    if reply.kind is not A or view is None or view.status != "DISPATCHING" \
+    if reply.kind is not A or view is None or view.status not in ("DISPATCHING", "PENDING") \
             or view.run_id in turn.state.runs:
         return
     try:
@@ -134,9 +160,16 @@ def _found(turn: Turn, reply: Replied) -> None:
         turn.log("error", "run.config_unreadable", run_id=view.run_id, reason=str(exc))
         return
     turn.note_seq(view.run_id, view.last_seq)
+    if view.status == "PENDING":
+        turn.put(RunRecord(view.run_id, Phase.QUEUED, config, view.priority,
+                           view.submitted_seq, attempt=view.attempt,
+                           resume_from=view.resume_from))
+        turn.schedule_soon()
+        return
     turn.log("info", "run.claim_found", run_id=view.run_id, gpus=list(view.gpus))
     claiming = turn.put(RunRecord(view.run_id, Phase.CLAIMING, config, view.priority,
-                                  view.submitted_seq, tuple(view.gpus)))
+                                  view.submitted_seq, tuple(view.gpus),
+                                  attempt=view.attempt, resume_from=view.resume_from))
     after = turn.move(claiming, Move.CLAIMED)
     assert after is not None
     start(turn, after)

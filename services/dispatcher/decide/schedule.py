@@ -5,6 +5,8 @@ in this order, so an end's GPUs are free for the claims behind it)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from core.commands import ClaimGpus, RecordWaiting
 from core.events import TerminalCause
 from services.dispatcher.decide.ending import pending_calls
@@ -25,7 +27,8 @@ def schedule(turn: Turn) -> None:
                 turn.call(CallFor.ARTIFACT, command, run.run_id, command)
             turn.put(run.changed(artifacts_todo=()))
         elif not pending_calls(turn, run.run_id):
-            turn.call(CallFor.FINISH, run.finish, run.run_id)
+            finish = dataclasses.replace(run.finish, attempt=run.attempt)
+            turn.call(CallFor.FINISH, finish, run.run_id)
     s = turn.state
     held = [r for r in s.runs.values() if r.phase in HOLDING]
     cap = Capacity(s.inventory.gpus, frozenset(g for r in held for g in r.gpus)
@@ -39,7 +42,9 @@ def schedule(turn: Turn) -> None:
             turn.call(CallFor.CLAIM, ClaimGpus(run.run_id, decision.gpus, SOURCE,
                                                s.inventory.uuids), run.run_id)
         elif decision.verdict is Verdict.NEVER:
-            finish = failed(run.run_id, TerminalCause.UNSCHEDULABLE, decision.reason)
+            finish = dataclasses.replace(
+                failed(run.run_id, TerminalCause.UNSCHEDULABLE, decision.reason),
+                attempt=run.attempt)
             turn.move(run, Move.JUDGED_NEVER, finish=finish)
             turn.call(CallFor.NEVER, finish, run.run_id)
         elif run.waiting_reason != decision.reason and \

@@ -23,9 +23,10 @@ def start(turn: Turn, run: RunRecord) -> None:
     if gone:
         spawn_failed(turn, run, gone)
         return
-    turn.do(fx.StartWorker(run.run_id, run.config, run.gpus))
+    turn.do(fx.StartWorker(run.run_id, run.config, run.gpus, run.attempt, run.resume_from))
     turn.count(started=1)
-    turn.log("info", "run.spawned", run_id=run.run_id, gpus=list(run.gpus))
+    turn.log("info", "run.spawned", run_id=run.run_id, gpus=list(run.gpus),
+             attempt=run.attempt, resume_from=run.resume_from or None)
 
 
 def spawn_failed(turn: Turn, run: RunRecord, message: str) -> None:

@@ -63,6 +63,8 @@ class RunRecord:
     reaping_since: Optional[float] = None
     reap_reported: bool = False
     noted: bool = False            # its first read was logged (RECOVERING: awaited)
+    attempt: int = 1               # the registry's attempt of the run
+    resume_from: str = ""          # the checkpoint (in its folder) the attempt resumes from
 
     @property
     def cpu_slots(self) -> int:
@@ -111,6 +113,7 @@ class Counters:
     finished: int = 0
     adopted: int = 0
     kills: int = 0
+    retried: int = 0             # attempts ended that the registry began again
 
 
 @dataclass(frozen=True)

@@ -76,4 +76,5 @@ def view_of(run: Any) -> Optional[RunView]:
                    tuple(gpus), str(run.get("cancel_requested_by") or ""),
                    str(run.get("cancel_reason") or ""),
                    float(at) if isinstance(at, (int, float)) and not isinstance(at, bool)
-                   else None)
+                   else None, max(1, _count(run.get("attempt")) or 1),
+                   str(run.get("resume_from") or ""))

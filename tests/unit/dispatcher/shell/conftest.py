@@ -49,6 +49,7 @@ class FakeLauncher:
         self.groups: dict[int, frozenset[int]] = {}
         self.gone = ""
         self.starts: list[tuple[str, RunConfig, tuple[str, ...]]] = []
+        self.attempts: list[tuple[str, int, str]] = []   # (run, attempt, resume_from)
         self.signals: list[tuple[str, int, Sig]] = []
         self.kills: list[tuple[str, frozenset[int]]] = []
         self.kill_records: list[tuple[str, KillRecord]] = []
@@ -58,10 +59,12 @@ class FakeLauncher:
         self.checks = 0
         self.closed = False
 
-    def start(self, run_id: str, config: RunConfig, gpus: tuple[str, ...]) -> None:
+    def start(self, run_id: str, config: RunConfig, gpus: tuple[str, ...],
+              attempt: int = 1, resume_from: str = "") -> None:
         if run_id in self.start_errors:
             raise StartError(self.start_errors[run_id])
         self.starts.append((run_id, config, gpus))
+        self.attempts.append((run_id, attempt, resume_from))
 
     def signal(self, run_id: str, pgid: int, sig: Sig) -> None:
         self.signals.append((run_id, pgid, sig))

@@ -219,3 +219,9 @@ def test_a_registry_lost_at_once_is_the_only_answer(
         runner: EffectRunner, registry: ScriptedRegistry) -> None:
     registry.script.append(Unavailable("timed out"))
     assert runner.run([_call(1), _call(2)]) == [RegistryLost("timed out")]
+
+
+def test_a_later_attempt_is_started_with_its_number_and_checkpoint(
+        runner: EffectRunner, launcher: FakeLauncher) -> None:
+    runner.run([fx.StartWorker("r1", CONFIG, (), 2, "checkpoints/iter-000003.npz")])
+    assert launcher.attempts == [("r1", 2, "checkpoints/iter-000003.npz")]

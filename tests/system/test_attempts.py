@@ -1,0 +1,131 @@
+"""Attempts and retries on the real stack: a run whose end its retry policy names gets
+its next attempt (its GPUs released and claimed again, the earlier attempt's records
+set aside), attempts are counted and exhausted, a run lost while the dispatcher was
+down is retried, and an ended run is given a new attempt by a rerun."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import pytest
+
+from bus.codec import envelope_from_map, event_from_envelope
+from core.errors import IllegalTransition, ValidationError
+from core.events import Event
+from services.dispatcher.spawner import read_json
+from tests.helpers import wait_until
+from tests.system.dispatch_helpers import (TERMINAL, assert_nothing_left, run_dir, run_of,
+                                           submit, wait_status)
+from tests.system.stack import Stack
+
+
+def events_of(stack: Stack, run_id: str) -> list[Event]:
+    events = stack.client().call("events_since", {"after_seq": 0, "limit": 5000})["events"]
+    decoded = [event_from_envelope(envelope_from_map(e)) for e in events]
+    return [e for e in decoded if e.run_id == run_id]
+
+
+def running_attempt(stack: Stack, run_id: str, attempt: int, timeout: float = 30) -> dict:
+    """The run once its ``attempt`` is RUNNING and its worker record is written."""
+    def reached() -> dict[str, Any] | None:
+        run = run_of(stack, run_id)
+        worker = read_json(os.path.join(run_dir(stack, run_id), "worker.json"))
+        if run["status"] == "RUNNING" and run["attempt"] == attempt and worker \
+                and worker["pid"] == run["pid"]:
+            return {**run, "worker": worker}
+        return None
+    return wait_until(reached, timeout, message=f"attempt {attempt} of {run_id} running")
+
+
+def gpu_holders(stack: Stack) -> dict[str, str]:
+    slots = stack.client().call("gpu_slots", {})["slots"]
+    return {s["gpu_uuid"]: s["run_id"] for s in slots}
+
+
+def test_a_worker_killed_by_a_signal_is_retried_then_its_attempts_run_out(
+        dstack: Stack) -> None:
+    retry = {"max_attempts": 2, "on": ["signal"]}
+    run_id = submit(dstack, "test-sleep", gpus=1, retry=retry, params={"seconds": 60})
+    first = running_attempt(dstack, run_id, 1)
+    assert list(gpu_holders(dstack).values()) == [run_id]
+    os.killpg(first["worker"]["pgid"], signal.SIGKILL)
+    second = running_attempt(dstack, run_id, 2)
+    assert second["pid"] != first["pid"] and second["last_attempt_cause"] == "signal"
+    aside = read_json(os.path.join(run_dir(dstack, run_id), "attempt-1", "exit.json"))
+    assert aside is not None and aside["signal"] == 9, aside   # attempt 1's own record
+    assert list(gpu_holders(dstack).values()) == [run_id]
+    os.killpg(second["worker"]["pgid"], signal.SIGKILL)
+    run = wait_status(dstack, run_id, TERMINAL)
+    assert (run["status"], run["cause"], run["attempt"]) == ("FAILED", "signal", 2), run
+    mine = events_of(dstack, run_id)
+    types = [e.TYPE for e in mine]
+    assert types.count("GpusClaimed") == 2 and types.count("GpusReleased") == 2, types
+    ended = [e for e in mine if e.TYPE == "AttemptEnded"]
+    assert [(e.attempt, e.cause, e.signal) for e in ended] == [(1, "signal", 9)]  # type: ignore[attr-defined]
+    started = [e.attempt for e in mine if e.TYPE == "RunStarted"]  # type: ignore[attr-defined]
+    assert started == [1, 2]
+    assert [e.attempt for e in mine if e.TYPE == "RunFailed"] == [2]  # type: ignore[attr-defined]
+    assert gpu_holders(dstack) == {}
+    assert_nothing_left(dstack)
+
+
+def test_an_exit_code_the_policy_names_is_retried_and_another_is_not(dstack: Stack) -> None:
+    named = submit(dstack, "test-exit", retry={"max_attempts": 3, "exit_codes": [5]},
+                   params={"code": 5})
+    other = submit(dstack, "test-exit", retry={"max_attempts": 3, "exit_codes": [5]},
+                   params={"code": 7})
+    run = wait_status(dstack, named, TERMINAL)
+    assert (run["status"], run["cause"], run["exit_code"], run["attempt"]) == \
+        ("FAILED", "exit_code", 5, 3), run
+    assert [e.TYPE for e in events_of(dstack, named)].count("AttemptEnded") == 2
+    run = wait_status(dstack, other, TERMINAL)
+    assert (run["status"], run["exit_code"], run["attempt"]) == ("FAILED", 7, 1), run
+
+
+def test_a_policy_naming_a_user_error_is_refused_at_submit(dstack: Stack) -> None:
+    with pytest.raises(ValidationError) as err:
+        submit(dstack, "test-exit", retry={"max_attempts": 3, "exit_codes": [2]})
+    assert err.value.details["field"] == "retry.exit_codes"
+    with pytest.raises(ValidationError) as err:
+        submit(dstack, "test-exit", retry={"max_attempts": 3, "on": ["unschedulable"]})
+    assert err.value.details["field"] == "retry.on"
+
+
+def test_a_run_lost_while_the_dispatcher_is_down_is_retried(dstack: Stack) -> None:
+    run_id = submit(dstack, "test-sleep", retry={"max_attempts": 2, "on": ["lost"]},
+                    params={"seconds": 30})
+    first = running_attempt(dstack, run_id, 1)
+    dstack.dispatcher.kill9()
+    os.kill(int(first["worker"]["shim_pid"]), signal.SIGKILL)  # the whole run dies
+    os.killpg(int(first["worker"]["pgid"]), signal.SIGKILL)
+    dstack.start_dispatcher()
+    second = running_attempt(dstack, run_id, 2)
+    assert second["last_attempt_cause"] == "lost"
+    dstack.client().call("request_cancel", {"run_id": run_id, "reason": "enough"})
+    run = wait_status(dstack, run_id, TERMINAL)
+    assert (run["status"], run["attempt"]) == ("CANCELLED", 2), run
+    assert_nothing_left(dstack)
+
+
+def test_a_rerun_gives_an_ended_run_a_new_attempt_and_a_completed_one_needs_force(
+        dstack: Stack) -> None:
+    client = dstack.client()
+    run_id = submit(dstack, "test-sleep", params={"seconds": 1})
+    with pytest.raises(IllegalTransition):  # not ended yet
+        client.call("rerun", {"run_id": run_id, "requested_by": "alice"})
+    run = wait_status(dstack, run_id, TERMINAL)
+    assert (run["status"], run["attempt"]) == ("COMPLETED", 1), run
+    with pytest.raises(IllegalTransition) as err:
+        client.call("rerun", {"run_id": run_id, "requested_by": "alice"})
+    assert "force" in err.value.message
+    client.call("rerun", {"run_id": run_id, "requested_by": "alice", "reason": "new seed",
+                          "force": True})
+    run = wait_status(dstack, run_id, TERMINAL)
+    assert (run["status"], run["attempt"], run["last_attempt_cause"]) == \
+        ("COMPLETED", 2, "completed"), run
+    asked = [e for e in events_of(dstack, run_id) if e.TYPE == "RerunRequested"]
+    assert [(e.attempt, e.requested_by, e.reason) for e in asked] == \
+        [(2, "alice", "new seed")]  # type: ignore[attr-defined]
+    assert_nothing_left(dstack)
