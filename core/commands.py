@@ -115,9 +115,11 @@ def _require(state: Optional[RunState], run_id: str) -> RunState:
 
 
 def validate_config(cmd: SubmitRun, known_worker: Optional[Callable[[str], bool]] = None,
-                    known_env: Optional[Callable[[str], bool]] = None) -> RunConfig:
+                    known_env: Optional[Callable[[str], bool]] = None,
+                    resumes: Optional[Callable[[str], bool]] = None) -> RunConfig:
     """The submitted config checked field by field, with defaults applied."""
-    config = RunConfig.from_map(cmd.config, known_worker=known_worker, known_env=known_env)
+    config = RunConfig.from_map(cmd.config, known_worker=known_worker, known_env=known_env,
+                                resumes=resumes)
     try:
         size = len(canonical_json(config.canonical_map()).encode())
     except (TypeError, ValueError) as exc:

@@ -151,7 +151,8 @@ class RunConfig:
 
     @staticmethod
     def from_map(data: Any, *, known_worker: Optional[Callable[[str], bool]] = None,
-                 known_env: Optional[Callable[[str], bool]] = None) -> "RunConfig":
+                 known_env: Optional[Callable[[str], bool]] = None,
+                 resumes: Optional[Callable[[str], bool]] = None) -> "RunConfig":
         if not isinstance(data, dict):
             raise ValidationError("config", "must be a map")
         _no_unknown(data, RunConfig, "")
@@ -201,6 +202,13 @@ class RunConfig:
             raise ValidationError("worker", _refusal(
                 known_worker, cfg.worker, f"{cfg.worker!r} is not a registered entry point "
                 "in the group trainer.workers"))
+        if resumes is not None and cfg.retry.max_attempts > 1 and not cfg.retry.from_scratch \
+                and not resumes(cfg.worker):
+            raise ValidationError("retry.from_scratch", (
+                f"worker {cfg.worker!r} does not declare that it resumes from a checkpoint "
+                "(an entry point in the group trainer.resumes): its retried attempts must "
+                "start from scratch (retry.from_scratch: true), or make it resume "
+                "(docs/WORKERS.md, Resuming)"))
         if known_env is not None and not known_env(cfg.env):
             raise ValidationError("env", _refusal(
                 known_env, cfg.env, f"gymnasium does not register the env id {cfg.env!r}"))

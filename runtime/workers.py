@@ -13,6 +13,10 @@ from typing import Callable
 
 WORKER_GROUP = "trainer.workers"
 TEST_WORKER_GROUP = "trainer.test_workers"
+# A worker that resumes from a checkpoint says so with an entry point of its name here
+# (read from the metadata: nothing is imported): a retry policy resuming from the last
+# checkpoint is refused at submit for the others (docs/WORKERS.md, "Resuming").
+RESUMES_GROUP = "trainer.resumes"
 
 
 def groups(test_workers: bool) -> tuple[str, ...]:
@@ -47,6 +51,7 @@ class WorkerCatalog:
                  clock: Callable[[], float] = time.monotonic,
                  test_workers: bool = False) -> None:
         self._names: set[str] = set()
+        self._resumes: set[str] = set()
         self.reload_s = reload_s
         self.clock = clock
         self.test_workers = test_workers
@@ -55,6 +60,7 @@ class WorkerCatalog:
 
     def _load(self) -> None:
         self._names = {ep.name for ep in installed(self.test_workers)}
+        self._resumes = {ep.name for ep in metadata.entry_points(group=RESUMES_GROUP)}
         self._loaded_at = self.clock()
         self.loads += 1
 
@@ -75,3 +81,9 @@ class WorkerCatalog:
         if self._loaded_at is None or self.clock() - self._loaded_at >= self.reload_s:
             self._load()
         return name in self._names
+
+    def resumes(self, name: str) -> bool:
+        """Does the worker ``name`` declare that it resumes from a checkpoint?"""
+        if self._loaded_at is None or self.clock() - self._loaded_at >= self.reload_s:
+            self._load()
+        return name in self._resumes

@@ -176,7 +176,8 @@ class RequestHandler:
     # --- commands ----------------------------------------------------------------
     def _submit(self, args: dict[str, Any], rid: str, src: str) -> tuple[Any, list[StoredEvent]]:
         cmd = from_map(cmds.SubmitRun, args, "submit")
-        config = cmds.validate_config(cmd, self.known_worker, self.known_env)
+        config = cmds.validate_config(cmd, self.known_worker, self.known_env,
+                                      getattr(self.known_worker, "resumes", None))
         events = cmds.decide_submit(cmd, config, self.make_run_id())
         existing = store.run_by_digest(self.conn, events[0].digest)
         if existing is None and self.legacy_until and \

@@ -46,7 +46,7 @@ def gpu_holders(stack: Stack) -> dict[str, str]:
 
 def test_a_worker_killed_by_a_signal_is_retried_then_its_attempts_run_out(
         dstack: Stack) -> None:
-    retry = {"max_attempts": 2, "on": ["signal"]}
+    retry = {"max_attempts": 2, "on": ["signal"], "from_scratch": True}
     run_id = submit(dstack, "test-sleep", gpus=1, retry=retry, params={"seconds": 60})
     first = running_attempt(dstack, run_id, 1)
     assert list(gpu_holders(dstack).values()) == [run_id]
@@ -72,10 +72,9 @@ def test_a_worker_killed_by_a_signal_is_retried_then_its_attempts_run_out(
 
 
 def test_an_exit_code_the_policy_names_is_retried_and_another_is_not(dstack: Stack) -> None:
-    named = submit(dstack, "test-exit", retry={"max_attempts": 3, "exit_codes": [5]},
-                   params={"code": 5})
-    other = submit(dstack, "test-exit", retry={"max_attempts": 3, "exit_codes": [5]},
-                   params={"code": 7})
+    retry = {"max_attempts": 3, "exit_codes": [5], "from_scratch": True}
+    named = submit(dstack, "test-exit", retry=retry, params={"code": 5})
+    other = submit(dstack, "test-exit", retry=retry, params={"code": 7})
     run = wait_status(dstack, named, TERMINAL)
     assert (run["status"], run["cause"], run["exit_code"], run["attempt"]) == \
         ("FAILED", "exit_code", 5, 3), run
@@ -84,7 +83,12 @@ def test_an_exit_code_the_policy_names_is_retried_and_another_is_not(dstack: Sta
     assert (run["status"], run["exit_code"], run["attempt"]) == ("FAILED", 7, 1), run
 
 
-def test_a_policy_naming_a_user_error_is_refused_at_submit(dstack: Stack) -> None:
+def test_a_policy_naming_a_user_error_or_resuming_a_worker_that_cannot_is_refused(
+        dstack: Stack) -> None:
+    with pytest.raises(ValidationError) as err:  # test-exit declares no trainer.resumes
+        submit(dstack, "test-exit", retry={"max_attempts": 2, "on": ["signal"]})
+    assert err.value.details["field"] == "retry.from_scratch"
+    assert "trainer.resumes" in err.value.message
     with pytest.raises(ValidationError) as err:
         submit(dstack, "test-exit", retry={"max_attempts": 3, "exit_codes": [2]})
     assert err.value.details["field"] == "retry.exit_codes"
@@ -94,8 +98,8 @@ def test_a_policy_naming_a_user_error_is_refused_at_submit(dstack: Stack) -> Non
 
 
 def test_a_run_lost_while_the_dispatcher_is_down_is_retried(dstack: Stack) -> None:
-    run_id = submit(dstack, "test-sleep", retry={"max_attempts": 2, "on": ["lost"]},
-                    params={"seconds": 30})
+    run_id = submit(dstack, "test-sleep", params={"seconds": 30},
+                    retry={"max_attempts": 2, "on": ["lost"], "from_scratch": True})
     first = running_attempt(dstack, run_id, 1)
     dstack.dispatcher.kill9()
     os.kill(int(first["worker"]["shim_pid"]), signal.SIGKILL)  # the whole run dies
