@@ -70,8 +70,11 @@ class CartPoleTrainer:
     def train(self) -> Iterator[LoopEvent]:
         """Iterate until the step budget (checked between iterations) is spent."""
         hp = self.hp
-        if self.iteration == 0:
-            yield from self._evaluate(0, final=False)      # the untrained baseline
+        if self.iteration % hp["eval_every"] == 0:
+            # at 0 the untrained baseline; resumed, the evaluation due after the
+            # checkpointed iteration (a periodic checkpoint is saved before it runs),
+            # so a resumed run evaluates as the uninterrupted one did
+            yield from self._evaluate(self.iteration // hp["eval_every"], final=False)
         while self.step < self.cfg.steps:
             population = self.cem.sample(self.rng, hp["population"])
             episode_seeds = self.rng.integers(0, 2**31 - 1,

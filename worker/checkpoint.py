@@ -72,13 +72,20 @@ def load_resume(resume_from: str, run_dir: str, algorithm: str,
                 environ: Mapping[str, str] = os.environ) -> tuple[dict[str, np.ndarray],
                                                                   dict[str, Any]]:
     """Resolve and load ``resume_from``, checking it was written by ``algorithm``."""
-    path = resolve(resume_from, runs_dir(run_dir, environ))
+    return load_checked(resolve(resume_from, runs_dir(run_dir, environ)), algorithm)
+
+
+def load_checked(path: str, algorithm: str, field: str = "resume_from") -> tuple[
+        dict[str, np.ndarray], dict[str, Any]]:
+    """Load the checkpoint at ``path``, checking it was written by ``algorithm``;
+    ValidationError naming ``field`` (what named the file: ``resume_from`` or
+    ``TRAINER_RESUME_CHECKPOINT``) otherwise."""
     try:
         arrays, meta = load(path)
     except ValueError as exc:
-        raise ValidationError("resume_from", str(exc)) from exc
+        raise ValidationError(field, str(exc)) from exc
     if meta.get("algorithm") != algorithm:
-        raise ValidationError("resume_from", f"{path} holds a {meta.get('algorithm')!r} "
+        raise ValidationError(field, f"{path} holds a {meta.get('algorithm')!r} "
                               f"state, this worker resumes {algorithm!r}")
     return arrays, meta
 

@@ -7,6 +7,13 @@ one ends the run with exit code 2, the field named on stderr and in result.json)
 then training. The stop flag is checked after every event (at least once per
 episode). On stop: checkpoint the last completed iteration, ``result.json`` status
 ``stopped``, exit 0. Otherwise: final evaluation, final checkpoint, ``completed``.
+
+Resuming: the checkpoint is the SDK's ``run.take_checkpoint()``
+(TRAINER_RESUME_CHECKPOINT, else the config's ``resume_from``); one that does not load
+or does not fit is a bad config (exit 2, the field that named it given). Checkpoints
+also carry the first and best evaluation means so far, so a resumed run reports the
+same result.json metrics as the uninterrupted one (all but ``wall_s`` and
+``steps_per_s``, which are this process's).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from core.errors import ValidationError
 from worker import checkpoint, hparams, sdk
 from worker.loopevents import Evaluation, Iteration, Progress, Video
 
-EXIT_BAD_CONFIG = 2
+EXIT_BAD_CONFIG = sdk.EXIT_BAD_CONFIG
 
 
 def run_worker(name: str, params: tuple[hparams.Param, ...], algorithm: str,
@@ -31,22 +38,26 @@ def run_worker(name: str, params: tuple[hparams.Param, ...], algorithm: str,
         try:
             cfg = sdk.load_config()
             hp = hparams.parse(params, cfg.hyperparameters, name)
-            state = (checkpoint.load_resume(cfg.resume_from, run.run_dir, algorithm)
-                     if cfg.resume_from else None)
-            trainer = _build(build, cfg, hp, run.run_dir, state)
+            path = run.take_checkpoint()   # TRAINER_RESUME_CHECKPOINT, else resume_from
+            state = (checkpoint.load_checked(path, algorithm, run.resume_source or "resume_from")
+                     if path else None)
+            trainer = _build(build, cfg, hp, run.run_dir, state, run.resume_source)
         except (ValidationError, OSError, ValueError) as exc:  # ValueError: bad JSON
-            print(f"{name}: invalid config: {exc}", file=sys.stderr, flush=True)
-            run.finish("failed", reason=f"invalid config: {exc}")
+            what = "cannot resume" if getattr(exc, "field", "") == sdk.RESUME_ENV \
+                else "invalid config"
+            print(f"{name}: {what}: {exc}", file=sys.stderr, flush=True)
+            run.finish("failed", reason=f"{what}: {exc}")
             return EXIT_BAD_CONFIG
         try:
-            return Driver(run, cfg, trainer).go()
+            return Driver(run, cfg, trainer, state[1] if state else None).go()
         finally:
             trainer.close()
 
 
 def _build(build: Callable[..., Any], cfg: Any, hp: dict[str, Any], run_dir: str,
-           state: Any) -> Any:
-    """The trainer; env and checkpoint mismatches become config errors."""
+           state: Any, source: Optional[str] = "resume_from") -> Any:
+    """The trainer; env and checkpoint mismatches become config errors (a checkpoint's
+    naming ``source``, the field that named it)."""
     import gymnasium
     load_env_plugins()  # the env ids the registry accepted (runtime/envplugins.py)
     try:
@@ -54,16 +65,24 @@ def _build(build: Callable[..., Any], cfg: Any, hp: dict[str, Any], run_dir: str
     except gymnasium.error.Error as exc:
         raise ValidationError("env", f"{cfg.env!r}: {exc}") from exc
     except (ValueError, TypeError, KeyError) as exc:
-        field = "resume_from" if state is not None else "env"
+        field = (source or "resume_from") if state is not None else "env"
         raise ValidationError(field, str(exc)) from exc
 
 
+FIRST_KEY, BEST_KEY = "first_eval_return_mean", "best_eval_return_mean"  # checkpoint meta
+
+
 class Driver:
-    def __init__(self, run: sdk.Run, cfg: Any, trainer: Any) -> None:
+    def __init__(self, run: sdk.Run, cfg: Any, trainer: Any,
+                 resumed: Optional[dict[str, Any]] = None) -> None:
+        """``resumed``: the meta of the checkpoint the trainer was restored from, whose
+        first and best evaluation means carry on."""
         self.run, self.cfg, self.trainer = run, cfg, trainer
-        self.first: Optional[Evaluation] = None
+        resumed = resumed or {}
+        self.first_mean: Optional[float] = (float(resumed[FIRST_KEY])
+                                            if FIRST_KEY in resumed else None)
         self.last: Optional[Evaluation] = None
-        self.best = float("-inf")
+        self.best = float(resumed.get(BEST_KEY, float("-inf")))
         self.saved: set[str] = set()
         self.start_step = self.step = int(trainer.snapshot()[1]["step"])
         self.t0 = time.monotonic()
@@ -102,7 +121,8 @@ class Driver:
             if every and event.iteration % every == 0:
                 self.checkpoint("periodic")
         elif isinstance(event, Evaluation):
-            self.first = self.first or event
+            if self.first_mean is None:
+                self.first_mean = event.mean
             self.last = event
             self.best = max(self.best, event.mean)
             run.progress(eval_return=event.mean)
@@ -120,8 +140,12 @@ class Driver:
         rel = os.path.join("checkpoints", f"iter-{int(meta['iteration']):06d}.npz")
         if rel in self.saved:
             return
+        evals = {FIRST_KEY: self.first_mean} if self.first_mean is not None else {}
+        if self.best > float("-inf"):
+            evals[BEST_KEY] = self.best
         checkpoint.save(os.path.join(self.run.run_dir, rel), arrays,
-                        {**meta, "run_id": self.run.run_id, "reason": reason})
+                        {**meta, **evals, "run_id": self.run.run_id, "reason": reason,
+                         "attempt": self.run.attempt})
         self.saved.add(rel)
         self.run.register_artifact(rel, "checkpoint", iteration=meta["iteration"],
                                    step=meta["step"], reason=reason)
@@ -136,7 +160,7 @@ class Driver:
             out.update(self.last.metrics)
             out["final_evaluation"] = self.last.final
             out["best_eval_return_mean"] = self.best
-        if self.first is not None:
-            out["first_eval_return_mean"] = self.first.mean
+        if self.first_mean is not None:
+            out[FIRST_KEY] = self.first_mean
         out.update(getattr(self.trainer, "extra_metrics", lambda: {})())
         return out

@@ -80,8 +80,11 @@ class QLearningTrainer:
     def train(self) -> Iterator[LoopEvent]:
         hp, env, q = self.hp, self.env, self.q
         alpha, gamma = hp["alpha"], hp["gamma"]
-        if self.iteration == 0:
-            yield from self._evaluate(0, final=False)
+        if self.iteration % hp["eval_every"] == 0:
+            # at 0 the untrained baseline; resumed, the evaluation due after the
+            # checkpointed iteration (a periodic checkpoint is saved before it runs),
+            # so a resumed run evaluates as the uninterrupted one did
+            yield from self._evaluate(self.iteration // hp["eval_every"], final=False)
         while self.step < self.cfg.steps:
             returns, successes = [], 0
             for _ in range(hp["episodes_per_iteration"]):

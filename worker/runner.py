@@ -4,7 +4,13 @@ Loads the entry point NAME of the group ``trainer.workers`` (or ``trainer.test_w
 where TRAINER_TEST_WORKERS=1, as the dispatcher passes it on) and calls it. Only
 registered entry points are ever executed. The target is a function called with no
 arguments (sys.argv holds ``--run-id`` and ``--config``) whose return value, if an
-int, is the exit code; the SDK reads the rest from the environment.
+int, is the exit code (``sys.exit(0)`` inside it counts as returning 0); the SDK reads
+the rest from the environment.
+
+A worker that returns 0 after the SDK recorded a checkpoint it ignored (a ``Run`` given
+TRAINER_RESUME_CHECKPOINT or ``resume_from`` that finished ``completed`` without
+``take_checkpoint()``) exits with ``worker.sdk.EXIT_CHECKPOINT_IGNORED`` (3) instead:
+``worker.sdk.exit_status()``, asked only where the worker imported the SDK.
 """
 
 from __future__ import annotations
@@ -32,8 +38,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     target = found.load()
     sys.argv = [name, *args[1:]]
-    result = target()
-    return result if isinstance(result, int) else 0
+    try:
+        result = target()
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise
+        result = 0
+    code = result if isinstance(result, int) else 0
+    sdk = sys.modules.get("worker.sdk")   # a worker without the SDK ignores nothing
+    if code == 0 and sdk is not None:
+        code = sdk.exit_status()
+    return code
 
 
 if __name__ == "__main__":

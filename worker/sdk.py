@@ -20,6 +20,14 @@ arrives in between is then remembered, and the new ``Run`` starts with
 ``stop_requested`` set. ``load_config()`` reads the run config the dispatcher wrote
 (``--config PATH`` on the command line). Heartbeats carry ``gpu_mem_bytes``, the
 memory in use on the run's GPUs (None without a GPU; see worker/gpu.py).
+
+Resuming (docs/WORKERS.md, "Resuming: attempts and checkpoints"): ``run.attempt`` is
+TRAINER_ATTEMPT (1 by default); ``run.resume_checkpoint`` the checkpoint this attempt
+must continue from (TRAINER_RESUME_CHECKPOINT, else the config's ``resume_from``, else
+None), and ``run.take_checkpoint()`` the same path, noting that the worker loads it. A
+run given a checkpoint that finishes ``completed`` without having taken it is recorded
+as ``failed`` with cause ``checkpoint_ignored``, and ``worker.runner`` exits with
+EXIT_CHECKPOINT_IGNORED (3).
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import zmq
 
@@ -40,10 +48,142 @@ from bus.codec import Envelope, MessageType, encode
 from bus.topics import Topic
 from runtime.atomicfile import atomic_file
 from core.commands import MAX_ARTIFACT_PATH
+from core.errors import ValidationError
 from core.runconfig import control_character
 from core.runconfig import RunConfig
 from core.rundir import MANIFEST_FILE, METRICS_FILE, RESULT_FILE
 from worker.gpu import GpuProbe
+
+
+# A worker process's exit codes (worker.runner returns them; 0 is a clean end, also a
+# stop). The dispatcher makes any code but 0 a FAILED run; result.json says why.
+EXIT_BAD_CONFIG = 2          # the config, or the checkpoint it names, is unusable
+EXIT_CHECKPOINT_IGNORED = 3  # given a checkpoint, it finished "completed" without taking it
+CHECKPOINT_IGNORED = "checkpoint_ignored"  # result.json's "cause" for the exit code 3
+
+ATTEMPT_ENV = "TRAINER_ATTEMPT"
+RESUME_ENV = "TRAINER_RESUME_CHECKPOINT"
+
+# What this process's exit status must be whatever its worker returns (see
+# exit_status): set by a Run that finished with a checkpoint ignored.
+_EXIT_STATUS = [0]
+
+
+def exit_status() -> int:
+    """EXIT_CHECKPOINT_IGNORED once a Run of this process was given a checkpoint and
+    finished "completed" without taking it, else 0. worker.runner turns a worker's
+    exit code 0 into it, so the code reaches the process's exit status."""
+    return _EXIT_STATUS[0]
+
+
+def parse_attempt(text: Optional[str]) -> int:
+    """TRAINER_ATTEMPT as an int: 1 when unset or empty; ValueError unless a whole
+    number >= 1."""
+    if text is None or not text.strip():
+        return 1
+    try:
+        attempt = int(text.strip())
+    except ValueError:
+        attempt = 0
+    if attempt < 1:
+        raise ValueError(f"{ATTEMPT_ENV} must be a whole number >= 1, got {text!r}")
+    return attempt
+
+
+class Resume:
+    """Which checkpoint an attempt resumes from, and whether its worker took it. Pure
+    (no bus, no socket): a Run holds one.
+
+    ``env_checkpoint``: TRAINER_RESUME_CHECKPOINT ("" when unset); it wins over the
+    config's ``resume_from`` (a retried attempt continues from the run's own latest
+    checkpoint, which is newer than the one the run started from). ``resume_from``: the
+    config's field; None reads it from ``--config`` (load_config) on first use.
+    ``runs_dir``: where a ``<run_id>/<path>`` resume_from lies ($TRAINER_HOME/runs)."""
+
+    def __init__(self, attempt: int = 1, env_checkpoint: str = "",
+                 resume_from: Optional[str] = None, runs_dir: str = ".") -> None:
+        if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
+            raise ValueError(f"attempt must be a whole number >= 1, got {attempt!r}")
+        self.attempt = attempt
+        self._env = env_checkpoint
+        self._resume_from = resume_from
+        self._runs = runs_dir
+        self._path: Optional[str] = None
+        self._resolved = False
+        self.taken = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], run_dir: str) -> "Resume":
+        home = env.get("TRAINER_HOME")
+        runs = os.path.join(home, "runs") if home else \
+            os.path.dirname(os.path.abspath(run_dir))   # as worker.checkpoint.runs_dir
+        return cls(parse_attempt(env.get(ATTEMPT_ENV)), env.get(RESUME_ENV, ""), None, runs)
+
+    def _config_resume_from(self) -> str:
+        if self._resume_from is None:
+            self._resume_from = load_config().resume_from
+        return self._resume_from
+
+    @property
+    def source(self) -> Optional[str]:
+        """Where the checkpoint is named: "TRAINER_RESUME_CHECKPOINT", "resume_from",
+        or None (nothing to resume). Reads the config on first use (ValidationError if
+        it is bad)."""
+        if self._env:
+            return RESUME_ENV
+        return "resume_from" if self._config_resume_from() else None
+
+    @property
+    def checkpoint(self) -> Optional[str]:
+        """The absolute path of the checkpoint file to resume from, or None; does not
+        count as taking it. ValidationError, its field the source, when the file is
+        not there (or TRAINER_RESUME_CHECKPOINT is not an absolute path, or
+        resume_from escapes the runs folder)."""
+        if not self._resolved:
+            self._path = self._resolve()
+            self._resolved = True
+        return self._path
+
+    def _resolve(self) -> Optional[str]:
+        if self._env:
+            if not os.path.isabs(self._env):
+                raise ValidationError(RESUME_ENV, f"must be an absolute path, got {self._env!r}")
+            if not os.path.isfile(self._env):
+                raise ValidationError(RESUME_ENV, f"no checkpoint file at {self._env}")
+            return os.path.normpath(self._env)
+        resume_from = self._config_resume_from()
+        if not resume_from:
+            return None
+        from worker import checkpoint   # numpy: only for a worker that resumes
+        return checkpoint.resolve(resume_from, self._runs)
+
+    def take(self) -> Optional[str]:
+        """The checkpoint (as ``checkpoint``), noting that the worker takes it."""
+        path = self.checkpoint
+        self.taken = True
+        return path
+
+    def ignored(self) -> Optional[tuple[str, str]]:
+        """(the checkpoint, what named it) when this attempt was given a checkpoint it
+        did not take, else None. The checkpoint is its path, or the text naming it where
+        that does not resolve. Never raises: a config that cannot be read names none."""
+        if self.taken:
+            return None
+        if self._env:
+            try:
+                return self.checkpoint or self._env, RESUME_ENV
+            except ValidationError:
+                return self._env, RESUME_ENV
+        try:
+            resume_from = self._config_resume_from()
+        except (ValidationError, OSError, ValueError):
+            return None
+        if not resume_from:
+            return None
+        try:
+            return self.checkpoint or resume_from, "resume_from"
+        except ValidationError:
+            return resume_from, "resume_from"
 
 
 # Set by a SIGTERM that arrives after catch_sigterm() but before a Run exists; the
@@ -96,10 +236,13 @@ JOIN_TIMEOUT_S = 2.0  # longest wait for the bus's subscriptions at start
 
 class Run:
     def __init__(self, run_id: str, run_dir: str, bus_pub: str, heartbeat_interval: float,
-                 ctx: Optional[zmq.Context] = None, gpu: Optional[GpuProbe] = None) -> None:
+                 ctx: Optional[zmq.Context] = None, gpu: Optional[GpuProbe] = None,
+                 resume: Optional[Resume] = None) -> None:
         self.run_id = run_id
         self.run_dir = os.path.abspath(run_dir)
         self.heartbeat_interval = heartbeat_interval
+        # attempt 1, and the config's resume_from (read from --config when needed)
+        self._resume = resume or Resume(runs_dir=os.path.dirname(self.run_dir))
         self._ctx = ctx or zmq.Context.instance()
         # XPUB rather than PUB: it hears the subscriptions the broker forwards, so the
         # SDK can wait until they have arrived before its first message (a PUB drops
@@ -141,10 +284,40 @@ class Run:
     @classmethod
     def from_env(cls, env: Optional[dict[str, str]] = None) -> "Run":
         e = os.environ if env is None else env
-        return cls(e.get("TRAINER_RUN_ID", "local"), e.get("TRAINER_RUN_DIR", "."),
+        run_dir = e.get("TRAINER_RUN_DIR", ".")
+        resume = Resume.from_env(e, run_dir)   # first: a bad TRAINER_ATTEMPT connects nothing
+        return cls(e.get("TRAINER_RUN_ID", "local"), run_dir,
                    e.get("TRAINER_BUS_PUB", ""),
                    float(e.get("TRAINER_HEARTBEAT_INTERVAL", "1.0")),
-                   gpu=GpuProbe(e.get("CUDA_VISIBLE_DEVICES")))
+                   gpu=GpuProbe(e.get("CUDA_VISIBLE_DEVICES")), resume=resume)
+
+    # --- resuming --------------------------------------------------------------------
+    @property
+    def attempt(self) -> int:
+        """Which attempt of the run this process is: TRAINER_ATTEMPT, 1 by default."""
+        return self._resume.attempt
+
+    @property
+    def resume_checkpoint(self) -> Optional[str]:
+        """The absolute path of the checkpoint this attempt must resume from:
+        TRAINER_RESUME_CHECKPOINT if set, else the config's ``resume_from`` resolved
+        (worker.checkpoint.resolve), else None. Reading it does not count as taking it.
+        Raises core.errors.ValidationError (field TRAINER_RESUME_CHECKPOINT or
+        resume_from) when the file named is not there."""
+        return self._resume.checkpoint
+
+    @property
+    def resume_source(self) -> Optional[str]:
+        """"TRAINER_RESUME_CHECKPOINT", "resume_from" or None: what names the
+        checkpoint (the field to name in an error about it)."""
+        return self._resume.source
+
+    def take_checkpoint(self) -> Optional[str]:
+        """``resume_checkpoint``, recording that the worker takes it: call it where you
+        load the file. A run given a checkpoint that finishes ``completed`` without
+        having called it is recorded ``failed`` (cause ``checkpoint_ignored``) and its
+        process exits with EXIT_CHECKPOINT_IGNORED."""
+        return self._resume.take()
 
     @property
     def stop_requested(self) -> bool:
@@ -249,13 +422,30 @@ class Run:
 
     def finish(self, status: str, reason: str = "",
                metrics: Optional[dict[str, Any]] = None) -> None:
-        """Write the exit record (status, reason, final metrics) and stop heartbeating."""
+        """Write the exit record (status, reason, final metrics) and stop heartbeating.
+
+        ``completed`` from a run given a checkpoint it never took (take_checkpoint) is
+        recorded as ``failed``, cause ``checkpoint_ignored``, the checkpoint named in
+        the reason (also on stderr), and the process's exit status becomes
+        EXIT_CHECKPOINT_IGNORED (see exit_status). ``stopped`` and ``failed`` are
+        recorded as given: a stop before the checkpoint was loaded ignores nothing."""
         if self.finished:
             return
         self.finished = True
+        record: dict[str, Any] = {"run_id": self.run_id, "status": status, "reason": reason,
+                                  "attempt": self.attempt}
+        ignored = self._resume.ignored() if status == "completed" else None
+        if ignored is not None:
+            why = (f"checkpoint ignored: attempt {self.attempt} was given the checkpoint "
+                   f"{ignored[0]} ({ignored[1]}) and finished 'completed' without taking "
+                   "it (Run.take_checkpoint), so it did not continue the run")
+            record.update(status="failed", cause=CHECKPOINT_IGNORED,
+                          reason=f"{why}; the worker said: {reason}" if reason else why)
+            _EXIT_STATUS[0] = EXIT_CHECKPOINT_IGNORED
+            print(f"worker.sdk: {why}", file=sys.stderr, flush=True)
+        record.update(metrics=_plain(metrics or {}), at=time.time())
         with atomic_file(os.path.join(self.run_dir, RESULT_FILE), durable=False) as fh:
-            json.dump({"run_id": self.run_id, "status": status, "reason": reason,
-                       "metrics": _plain(metrics or {}), "at": time.time()}, fh)
+            json.dump(record, fh)
         self.close()
 
     def close(self) -> None:

@@ -1,12 +1,19 @@
 """Test workers. Parameters come from the run config's ``hyperparameters``:
 
-- test-sleep: heartbeats, records CUDA_VISIBLE_DEVICES and its start, sleeps
+- test-sleep: heartbeats, records CUDA_VISIBLE_DEVICES, its start, its attempt and
+  the checkpoint it takes (``run.take_checkpoint()``: a stateless worker resumes
+  trivially, so a retried attempt of it completes) in ``seen.json``, sleeps
   ``seconds`` (default 0.2) in small steps checking the stop flag, exits 0; with
   ``child``, first starts a child in its process group that waits for a signal
   (its pid in ``child.pid``); with ``result_return``, its result.json's metrics are
   its steps, that return and a text; with ``escape``, one in a session of its own that
   starts a grandchild in another (their pids in ``escaped.pid``, ``escaped2.pid``).
 - test-exit: exits with ``code`` after writing ``message`` to stderr.
+- test-ignore-checkpoint: uses the SDK, records ``run.attempt`` and
+  ``run.resume_checkpoint`` (reading it is not taking it) in ``seen.json``, never calls
+  ``take_checkpoint`` and finishes ``completed``: given a checkpoint
+  (TRAINER_RESUME_CHECKPOINT or ``resume_from``) its result.json is ``failed`` with
+  cause ``checkpoint_ignored`` and it exits 3; without one it completes, exit 0.
 - test-ignore-term: heartbeats but ignores SIGTERM (only SIGKILL stops it).
 - test-silent: never heartbeats, sleeps ``seconds``.
 - test-flood: writes ``mb`` MiB interleaved on stdout and stderr, with one line of
@@ -40,17 +47,23 @@ def _params() -> dict:
     return _config().get("hyperparameters", {})
 
 
-def _record_start() -> None:
+def _record_start(**more: object) -> None:
     with open(os.path.join(os.environ["TRAINER_RUN_DIR"], "seen.json"), "w") as fh:
         json.dump({"cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": time.time(),
-                   "pid": os.getpid()}, fh)
+                   "pid": os.getpid(), **more}, fh)
 
 
 def sleep() -> int:
+    from core.errors import ValidationError
     from worker.sdk import Run
     p = _params()
     with Run.from_env() as run:
-        _record_start()  # after the SDK is up: SIGTERM now sets the stop flag
+        try:
+            resume = run.take_checkpoint()
+        except (ValidationError, ValueError, OSError) as exc:  # not there, a bad config:
+            resume = f"not taken: {exc}"      # not taken (a completed end then exits 3)
+        # after the SDK is up: SIGTERM now sets the stop flag
+        _record_start(attempt=run.attempt, resume=resume)
         if p.get("child"):  # a child in the worker's process group, waiting for a signal
             import subprocess
             child = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
@@ -102,6 +115,15 @@ def exit_with_code() -> int:
     p = _params()
     print(p.get("message", "failing on purpose"), file=sys.stderr, flush=True)
     return int(p.get("code", 3))
+
+
+def ignore_checkpoint() -> int:
+    from worker.sdk import Run
+    with Run.from_env() as run:
+        _record_start(attempt=run.attempt, resume=run.resume_checkpoint)  # not a take
+        run.progress(step=1)
+        run.finish("completed", metrics={"steps": 1})
+    return 0
 
 
 def ignore_sigterm() -> int:
