@@ -133,3 +133,49 @@ def test_a_rerun_gives_an_ended_run_a_new_attempt_and_a_completed_one_needs_forc
     assert [(e.attempt, e.requested_by, e.reason) for e in asked] == \
         [(2, "alice", "new seed")]  # type: ignore[attr-defined]
     assert_nothing_left(dstack)
+
+
+CARTPOLE = {"env": "CartPole-v1", "seed": 4, "steps": 60_000, "checkpoint_every": 1,
+            "hyperparameters": {"population": 16, "eval_episodes": 5,
+                                "final_eval_episodes": 10}}
+TIMING = {"wall_s", "steps_per_s"}
+
+
+def submit_cartpole(stack: Stack, **extra: Any) -> str:
+    body = {"worker": "cartpole", "heartbeat_interval_s": 0.2, "heartbeat_timeout_s": 10.0,
+            **CARTPOLE, **extra}
+    return stack.client().call("submit", {"config": body})["run"]["run_id"]
+
+
+def test_a_run_killed_mid_training_is_retried_from_its_checkpoint_and_ends_as_if_whole(
+        dstack: Stack) -> None:
+    retried = submit_cartpole(dstack, retry={"max_attempts": 2, "on": ["signal"]})
+    first = running_attempt(dstack, retried, 1)
+    checkpointed = wait_until(lambda: (r := run_of(dstack, retried))["latest_checkpoint"]
+                              and r, 60, message="its first checkpoint artifact")
+    assert checkpointed["status"] == "RUNNING", "it ended before it could be killed"
+    os.killpg(first["worker"]["pgid"], signal.SIGKILL)   # mid-training: no stop, no result
+    second = running_attempt(dstack, retried, 2)
+    assert second["resume_from"] and second["resume_from"].startswith("checkpoints/")
+    whole = submit_cartpole(dstack)                      # the same training, never killed
+    done = wait_status(dstack, retried, TERMINAL, timeout=120)
+    expected = wait_status(dstack, whole, TERMINAL, timeout=120)
+    assert (done["status"], done["attempt"]) == ("COMPLETED", 2), done
+    assert (expected["status"], expected["attempt"]) == ("COMPLETED", 1), expected
+    same = {k: v for k, v in expected["result"].items() if k not in TIMING}
+    assert {k: v for k, v in done["result"].items() if k not in TIMING} == same
+    seen = read_json(os.path.join(run_dir(dstack, retried), "result.json"))
+    assert seen is not None and seen["attempt"] == 2
+    assert_nothing_left(dstack)
+
+
+def test_a_worker_that_ignores_its_checkpoint_fails_with_that_cause(dstack: Stack) -> None:
+    source = submit_cartpole(dstack, steps=2_000, seed=9)
+    done = wait_status(dstack, source, TERMINAL, timeout=60)
+    assert done["status"] == "COMPLETED" and done["latest_checkpoint"], done
+    run_id = submit(dstack, "test-ignore-checkpoint",
+                    resume_from=f"{source}/{done['latest_checkpoint']}")
+    run = wait_status(dstack, run_id, TERMINAL)
+    assert (run["status"], run["cause"], run["exit_code"]) == \
+        ("FAILED", "checkpoint_ignored", 3), run
+    assert done["latest_checkpoint"] in run["message"]

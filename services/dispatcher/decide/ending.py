@@ -79,7 +79,7 @@ def end_with(turn: Turn, run: RunRecord, record: Optional[ExitRecord],
                      count=record.leftovers_killed,
                      hint="processes the worker left running (in a session of their own?) "
                           "were killed by its shim when it exited")
-        finish = finish_of(run, record, folder.stderr_tail)
+        finish = finish_of(run, record, folder.stderr_tail, folder)
     finish_run(turn, run, finish, folder)
 
 

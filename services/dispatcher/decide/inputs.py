@@ -147,6 +147,8 @@ class FolderRead:
     manifest: tuple[ManifestEntry, ...] = ()
     metrics: Mapping[str, Any] = field(default_factory=dict)  # result.json's metrics
     result_problem: str = ""            # why result.json gave none ("" if it did)
+    result_cause: str = ""              # result.json's typed cause of a failure (the SDK's)
+    result_reason: str = ""             # ... and its reason
 
 
 @dataclass(frozen=True)

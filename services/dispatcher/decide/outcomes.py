@@ -29,9 +29,14 @@ def disk_note(folder: FolderRead) -> str:
             f"the shim from writing its exit record)")
 
 
-def finish_of(run: RunRecord, record: Optional[ExitRecord], tail: str = "") -> FinishRun:
+IGNORED_EXIT_CODE = 3   # the SDK's exit code for a checkpoint given and never taken
+
+
+def finish_of(run: RunRecord, record: Optional[ExitRecord], tail: str = "",
+              folder: Optional[FolderRead] = None) -> FinishRun:
     """The end of a run from its exit record (None: it left none) and its kill plan;
-    ``tail``: the last lines of its stderr, for a failure's message."""
+    ``tail``: the last lines of its stderr, for a failure's message; ``folder``: what
+    else its folder holds (result.json's typed cause of a failure)."""
     code = record.exit_code if record is not None else None
     sig = record.signal if record is not None else None
     plan = run.kill
@@ -49,6 +54,11 @@ def finish_of(run: RunRecord, record: Optional[ExitRecord], tail: str = "") -> F
                          exit_code=code, signal=sig, message=record.spawn_error)
     if code == 0:
         return FinishRun(run.run_id, Outcome.COMPLETED.value, exit_code=0)
+    if code == IGNORED_EXIT_CODE and folder is not None \
+            and folder.result_cause == TerminalCause.CHECKPOINT_IGNORED.value:
+        return FinishRun(run.run_id, Outcome.FAILED.value,
+                         TerminalCause.CHECKPOINT_IGNORED.value, exit_code=code,
+                         message=folder.result_reason or "the worker ignored its checkpoint")
     if sig is not None:
         return FinishRun(run.run_id, Outcome.FAILED.value, TerminalCause.SIGNAL.value,
                          exit_code=code, signal=sig,

@@ -9,7 +9,8 @@
     ProbeBus             our status goes out now
     Log                  one structured line (refusals that are retried: throttled)
 
-The replies come first (the answers of this step's calls), then the folder reads.
+The calls go out where the first of them stands; the replies come first in what
+comes back (the answers of this step's calls), then the folder reads.
 """
 
 from __future__ import annotations
@@ -92,24 +93,31 @@ class EffectRunner:
         self.clock = clock
 
     def run(self, effects: list[Any]) -> list[Any]:
-        """Carry out ``effects`` in order; the observations they produced."""
-        calls = fx.calls(effects)
-        out: list[Any] = registrycalls.send(self.registry, calls) if calls else []
+        """Carry out ``effects`` in order, the step's registry calls as one batch where
+        the first of them stands (so a log line the step wrote about its decision is
+        out before the registry records it); the observations they produced, the
+        calls' replies first."""
+        replies: list[Any] = []
+        found_all: list[Any] = []
         observed: set[str] = set()
+        sent = False
         for effect in effects:
+            if isinstance(effect, (fx.Call, fx.Query)):
+                if not sent:
+                    replies = registrycalls.send(self.registry, fx.calls(effects))
+                    sent = True
+                continue
             handler = self._handlers.get(type(effect))
             if handler is None:
-                if not isinstance(effect, (fx.Call, fx.Query)):
-                    raise TypeError(f"not an effect: {type(effect).__name__}")
-                continue
+                raise TypeError(f"not an effect: {type(effect).__name__}")
             if isinstance(effect, fx.ObserveRun) and effect.run_id in observed:
                 continue  # one read per run and step is enough
             found = handler(self, effect)
             if found is not None:
-                out.append(found)
+                found_all.append(found)
                 if isinstance(effect, fx.ObserveRun):
                     observed.add(effect.run_id)
-        return out
+        return replies + found_all
 
     # --- one handler per effect --------------------------------------------------
     def _start(self, e: fx.StartWorker) -> Any:

@@ -48,9 +48,10 @@ def read_folder(run_id: str, run_dir: str) -> FolderRead:
         (record is None and not shim_alive and not processes)
     fields: dict[str, Any] = {}
     if may_end:
-        metrics, problem = read_result(run_dir)
+        metrics, problem, failure = read_result(run_dir)
         fields = {"manifest": read_manifest(run_dir), "metrics": metrics,
-                  "result_problem": problem, "disk_free": disk_free(run_dir)}
+                  "result_problem": problem, "disk_free": disk_free(run_dir),
+                  "result_cause": failure[0], "result_reason": failure[1]}
         if record is not None and record.exit_code != 0:
             fields["stderr_tail"] = tail_lines(run_dir)
     return FolderRead(run_id, worker=worker, exit=record,
@@ -146,24 +147,30 @@ def outside_run_dir(run_dir: str, path: Any) -> str:
     return ""
 
 
-def read_result(run_dir: str) -> tuple[Mapping[str, Any], str]:
-    """result.json's metrics, and why there are none ("" when there are): a missing,
-    huge or malformed file never keeps the run from ending."""
+def read_result(run_dir: str) -> tuple[Mapping[str, Any], str, tuple[str, str]]:
+    """result.json's metrics, why there are none ("" when there are), and the typed
+    cause and reason of a failure it records (the SDK's ``cause``: "" when none): a
+    missing, huge or malformed file never keeps the run from ending."""
     path = os.path.join(run_dir, RESULT_FILE)
     try:
         size = os.path.getsize(path)
         if size > MAX_RESULT_BYTES:
-            return {}, f"result.json has {size} bytes (more than {MAX_RESULT_BYTES})"
+            return {}, f"result.json has {size} bytes (more than {MAX_RESULT_BYTES})", ("", "")
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
     except FileNotFoundError:
-        return {}, "the worker wrote no result.json"
+        return {}, "the worker wrote no result.json", ("", "")
     except (OSError, ValueError) as exc:  # ValueError: bad JSON or text
-        return {}, f"result.json cannot be read: {exc}"
-    metrics = data.get("metrics") if isinstance(data, dict) else None
+        return {}, f"result.json cannot be read: {exc}", ("", "")
+    if not isinstance(data, dict):
+        return {}, "result.json has no metrics map", ("", "")
+    cause, reason = data.get("cause"), data.get("reason")
+    failure = (cause if isinstance(cause, str) else "",
+               reason[:4000] if isinstance(reason, str) else "")
+    metrics = data.get("metrics")
     if not isinstance(metrics, dict):
-        return {}, "result.json has no metrics map"
-    return metrics, ""
+        return {}, "result.json has no metrics map", failure
+    return metrics, "", failure
 
 
 def disk_free(run_dir: str) -> Optional[int]:

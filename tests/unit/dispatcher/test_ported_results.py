@@ -37,14 +37,14 @@ def test_a_missing_or_bad_result_json_gives_no_metrics_and_says_why(
         (tmp_path / RESULT_FILE).write_bytes(text)
     elif text is not None:
         (tmp_path / RESULT_FILE).write_text(text)
-    metrics, why = read_result(str(tmp_path))
+    metrics, why, _ = read_result(str(tmp_path))
     assert metrics == {} and problem in why
 
 
 def test_result_json_metrics_are_read(tmp_path: Path) -> None:
     (tmp_path / RESULT_FILE).write_text(GOOD)
     assert read_result(str(tmp_path)) == (
-        {"steps": 40_835, "eval_return_mean": 500.0, "final_evaluation": True}, "")
+        {"steps": 40_835, "eval_return_mean": 500.0, "final_evaluation": True}, "", ("", ""))
 
 
 def end_with_result_of(run_dir: Path) -> tuple[Any, list]:
@@ -54,7 +54,7 @@ def end_with_result_of(run_dir: Path) -> tuple[Any, list]:
     d.boot()
     d.start("r1", steps=30_000)
     d.feed(Heartbeat("r1", 28_000, d.now))
-    metrics, problem = read_result(str(run_dir))
+    metrics, problem, _ = read_result(str(run_dir))
     d.feed(ShimEnded("r1", 0))
     effects = d.feed(folder("r1", exit=ExitRecord(0, None), metrics=metrics,
                             result_problem=problem))
@@ -82,3 +82,34 @@ def test_a_run_ends_with_result_json_metrics_the_larger_steps_and_no_flag(
     assert finish.result == {"steps": 40_835, "total_steps": 30_000,
                              "eval_return_mean": 500.0}  # (a flag is no number)
     assert not logged(effects, "run.result_missing")
+
+
+def test_an_ignored_checkpoint_recorded_by_the_sdk_is_its_own_cause(tmp_path: Path) -> None:
+    (tmp_path / RESULT_FILE).write_text(json.dumps({
+        "status": "failed", "cause": "checkpoint_ignored", "attempt": 2,
+        "reason": "given /runs/r1/checkpoints/iter-000002.npz, never took it",
+        "metrics": {"steps": 10}}))
+    metrics, problem, failure = read_result(str(tmp_path))
+    assert failure == ("checkpoint_ignored",
+                       "given /runs/r1/checkpoints/iter-000002.npz, never took it")
+    d = Driver()
+    d.boot()
+    d.start("r1")
+    d.feed(ShimEnded("r1", 3 << 8))
+    effects = d.feed(folder("r1", exit=ExitRecord(3, None), metrics=metrics,
+                            result_problem=problem, result_cause=failure[0],
+                            result_reason=failure[1]))
+    (finish,) = commands(effects, FinishRun)
+    assert (finish.cause, finish.exit_code) == ("checkpoint_ignored", 3)
+    assert "never took it" in finish.message
+    assert finish.attempt == 1
+
+
+def test_exit_code_3_without_the_sdk_cause_is_a_plain_exit_code(tmp_path: Path) -> None:
+    d = Driver()
+    d.boot()
+    d.start("r1")
+    d.feed(ShimEnded("r1", 3 << 8))
+    effects = d.feed(folder("r1", exit=ExitRecord(3, None)))
+    (finish,) = commands(effects, FinishRun)
+    assert (finish.cause, finish.exit_code) == ("exit_code", 3)

@@ -225,3 +225,21 @@ def test_a_later_attempt_is_started_with_its_number_and_checkpoint(
         runner: EffectRunner, launcher: FakeLauncher) -> None:
     runner.run([fx.StartWorker("r1", CONFIG, (), 2, "checkpoints/iter-000003.npz")])
     assert launcher.attempts == [("r1", 2, "checkpoints/iter-000003.npz")]
+
+
+def test_a_log_line_before_the_calls_is_written_before_they_go_out(
+        runner: EffectRunner, registry: ScriptedRegistry, logger: RecordingLogger) -> None:
+    """A test (or a user) that sees the registry's record must find the line the
+    dispatcher wrote about that decision: the batch goes where its first call stands."""
+    seen_at_send: list[int] = []
+    send = registry.call_many
+
+    def call_many(requests: list, **kw: object) -> list:
+        seen_at_send.append(len(logger.lines))
+        return send(requests, **kw)  # type: ignore[arg-type]
+    registry.call_many = call_many  # type: ignore[method-assign]
+    runner.run([fx.Log("warning", "run.leftovers_killed", {"run_id": "r1", "count": 2}),
+                fx.Call(1, FinishRun("r1", "completed", exit_code=0)),
+                fx.Log("info", "after", {})])
+    assert seen_at_send == [1]
+    assert [e for _, e, _ in logger.lines] == ["run.leftovers_killed", "after"]
