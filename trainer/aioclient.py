@@ -64,6 +64,13 @@ class AsyncClient:
         return (await self._call("CancelRun", pb.CancelRunRequest(
             run_id=run_id, reason=reason, requested_by=requested_by))).run
 
+    async def rerun(self, run_id: str, reason: str = "", from_scratch: bool = False,
+                    force: bool = False, requested_by: str = "") -> pb.RunRecord:
+        """As Client.rerun."""
+        return (await self._call("RerunRun", pb.RerunRunRequest(
+            run_id=run_id, reason=reason, from_scratch=from_scratch, force=force,
+            requested_by=requested_by))).run
+
     async def health(self) -> pb.GetHealthResponse:
         return await self._call("GetHealth", pb.GetHealthRequest())
 

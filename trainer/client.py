@@ -98,6 +98,14 @@ class Client:
         return self._call("CancelRun", pb.CancelRunRequest(
             run_id=run_id, reason=reason, requested_by=requested_by)).run
 
+    def rerun(self, run_id: str, reason: str = "", from_scratch: bool = False,
+              force: bool = False, requested_by: str = "") -> pb.RunRecord:
+        """Give an ended run a new attempt (from its latest checkpoint unless
+        ``from_scratch``; a COMPLETED run only with ``force``): the run, PENDING."""
+        return self._call("RerunRun", pb.RerunRunRequest(
+            run_id=run_id, reason=reason, from_scratch=from_scratch, force=force,
+            requested_by=requested_by)).run
+
     def health(self) -> pb.GetHealthResponse:
         return self._call("GetHealth", pb.GetHealthRequest())
 

@@ -33,13 +33,15 @@ class CallError(Exception):
     """A call's failure as the client will see it."""
 
     def __init__(self, code: grpc.StatusCode, message: str, trainer_code: str = "",
-                 field: str = "", reason: str = "") -> None:
+                 field: str = "", reason: str = "",
+                 details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.trainer_code = trainer_code
         self.field = field
         self.reason = reason
+        self.details = details or {}  # the registry's (e.g. a refused run's status)
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         out = []
@@ -74,7 +76,7 @@ def from_registry(err: OrchestratorError) -> CallError:
     message = err.message
     if err.code == "unavailable":
         message = f"the registry did not answer: {err.message} (retry)"
-    return CallError(code, message, err.code, field, reason if field else "")
+    return CallError(code, message, err.code, field, reason if field else "", details)
 
 
 async def abort(context: grpc.aio.ServicerContext, err: CallError) -> NoReturn:

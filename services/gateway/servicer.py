@@ -13,7 +13,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import grpc
 
-from core.commands import RequestCancel, SubmitRun
+from core.commands import RequestCancel, RerunRun, SubmitRun
 from core.errors import OrchestratorError
 from core.protocol import GetRun, ListArtifacts, ListRuns
 from runtime.logs import ServiceLogger
@@ -203,6 +203,19 @@ class Servicer:
         got = await self.registry.call(cancel, context)
         return pb.CancelRunResponse(run=self.record(got["run"]))
 
+    @unary
+    async def RerunRun(self, request: pb.RerunRunRequest,
+                       context: grpc.aio.ServicerContext) -> pb.RerunRunResponse:
+        rerun = RerunRun(check_run_id(request.run_id),
+                         _text(request.requested_by or "grpc", "requested_by", 200),
+                         _text(request.reason, "reason", MAX_TEXT),
+                         from_scratch=request.from_scratch, force=request.force)
+        try:
+            got = await self.registry.call(rerun, context)
+        except CallError as exc:
+            raise _rerun_refusal(rerun.run_id, exc) from None
+        return pb.RerunRunResponse(run=self.record(got["run"]))
+
     @streaming
     async def StreamLogs(self, request: pb.StreamLogsRequest,
                          context: grpc.aio.ServicerContext) -> AsyncIterator[pb.LogChunk]:
@@ -257,6 +270,22 @@ class Servicer:
 
 
 # --- request checks ------------------------------------------------------------------
+
+def _rerun_refusal(run_id: str, err: CallError) -> CallError:
+    """A rerun the registry refused for the run's status, said as what to do instead;
+    any other failure as it came."""
+    status = str(err.details.get("status") or "")
+    if err.trainer_code != "failed_precondition" or not status:
+        return err
+    if status == "COMPLETED":
+        message = f"run {run_id} is COMPLETED: a completed run is rerun only with force"
+    elif status in ("PENDING", "DISPATCHING", "RUNNING"):
+        message = (f"run {run_id} is {status}: only an ended run can be rerun (cancel it "
+                   "first)")
+    else:
+        return err
+    return CallError(err.code, message, err.trainer_code, details=err.details)
+
 
 def _text(value: str, field: str, limit: int) -> str:
     if len(value) > limit:

@@ -130,6 +130,31 @@ def run_row(run: pb.RunRecord, now: float) -> list[str]:
             ",".join(gpu_tail(g) for g in run.gpus) or "-", age(now - run.submitted_at.seconds)]
 
 
+def attempt_text(run: pb.RunRecord) -> str:
+    """The run's attempt out of its retry policy's ``max_attempts`` ("2/3"); an attempt
+    past them (a rerun of a run whose retries were spent) as its number alone."""
+    attempt, most = run.attempt or 1, run.max_attempts or 1
+    return f"{attempt}/{most}" if attempt <= most else str(attempt)
+
+
+def has_attempts(runs: Iterable[pb.RunRecord]) -> bool:
+    """Whether any of the runs may have, or has had, more than one attempt."""
+    return any(r.max_attempts > 1 or r.attempt > 1 for r in runs)
+
+
+def runs_table(runs: Sequence[pb.RunRecord], now: float) -> str:
+    """The table of `trainer ls` and `watch`: RUN_HEADERS, and an ATTEMPT column after
+    STATUS only when some listed run has a retry policy or was retried or rerun (the
+    table of single-attempt runs stays as it was)."""
+    rows = [run_row(r, now) for r in runs]
+    if not has_attempts(runs):
+        return table(RUN_HEADERS, rows)
+    at = RUN_HEADERS.index("STATUS") + 1
+    headers = (*RUN_HEADERS[:at], "ATTEMPT", *RUN_HEADERS[at:])
+    return table(headers, [[*row[:at], attempt_text(r), *row[at:]]
+                           for row, r in zip(rows, runs)])
+
+
 def bar(step: int, budget: int, width: int = 30) -> str:
     frac = min(1.0, step / budget) if budget else 0.0
     filled = int(frac * width)

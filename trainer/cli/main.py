@@ -8,7 +8,7 @@ import click
 
 from trainer.cli.gui import gui
 from trainer.cli.replay import replay
-from trainer.cli.runs import cancel, logs, ls, show, submit, watch
+from trainer.cli.runs import cancel, logs, ls, rerun, show, submit, watch
 from trainer.cli.stack import down, health, up
 from trainer.cli.tail import tail
 from trainer.cli.workers import workers
@@ -19,8 +19,8 @@ def cli() -> None:
     """The trainer orchestrator: long-running RL training jobs that never get lost."""
 
 
-for command in (up, down, health, submit, ls, show, watch, logs, cancel, replay, tail, gui,
-                workers):
+for command in (up, down, health, submit, ls, show, watch, logs, cancel, rerun, replay, tail,
+                gui, workers):
     cli.add_command(command)
 
 

@@ -1,4 +1,5 @@
-"""``trainer submit | ls | show | watch | logs | cancel``: the gateway's API for people."""
+"""``trainer submit | ls | show | watch | logs | cancel | rerun``: the gateway's API for
+people."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from typing import Any, Optional
 
 import click
+import grpc
 
 from trainer.cli import errors
 from trainer.cli import format as fmt
@@ -129,7 +131,7 @@ def ls(statuses: tuple[str, ...], tags: tuple[str, ...], limit: int) -> None:
         except TrainerError as err:
             raise fail(err, c)
     now = time.time()
-    click.echo(fmt.table(fmt.RUN_HEADERS, [fmt.run_row(r, now) for r in runs]))
+    click.echo(fmt.runs_table(runs, now))
     if total is None:
         click.echo(f"({len(runs)} runs shown, there may be more; --limit for more)")
     elif total > len(runs):
@@ -175,6 +177,7 @@ def show(run_id: str) -> None:
         ("run", run.run_id), ("name", cfg.get("name") or "-"),
         ("tags", ", ".join(cfg.get("tags") or []) or "-"),
         ("status", fmt.status_name(run.status)),
+        *attempt_lines(run),
         ("cause", fmt.cause_name(run.cause) or "-"),
         ("exit code", run.exit_code if run.HasField("exit_code") else "-"),
         ("signal", run.signal if run.HasField("signal") else "-"),
@@ -203,6 +206,20 @@ def show(run_id: str) -> None:
                   if k not in ("run_id", "config", "digest") and v not in ("", None, [], {})}
         click.echo(f"  {ev.seq:>7}  {fmt.when(ev.recorded_at)}  {fmt.clean(ev.type):<18} "
                    f"{json.dumps(fields, default=str)}")
+
+
+def attempt_lines(run: pb.RunRecord) -> list[tuple[str, str]]:
+    """`show`'s attempt line; after the first attempt, how the one before it ended and
+    what this one resumes from."""
+    attempt, most = run.attempt or 1, run.max_attempts or 1
+    text = fmt.attempt_text(run)
+    if attempt > most:
+        text += f" (a rerun past retry.max_attempts {most})"
+    lines = [("attempt", text)]
+    if attempt > 1:
+        lines += [("previous attempt", f"ended: {fmt.cause_name(run.last_attempt_cause) or '-'}"),
+                  ("resumes from", run.resume_from or "- (from scratch)")]
+    return lines
 
 
 def run_history(c: Client, run: pb.RunRecord) -> list[pb.RunEvent]:
@@ -236,8 +253,7 @@ def watch(interval: float, statuses: tuple[str, ...]) -> None:
                 try:
                     if page is None:
                         page = c.list(wanted, page_size=40)
-                    body = fmt.table(fmt.RUN_HEADERS,
-                                     [fmt.run_row(r, time.time()) for r in page.runs])
+                    body = fmt.runs_table(page.runs, time.time())
                 except TrainerError as err:  # the gateway restarts: keep the table going
                     body = (errors.not_reachable(c.address) if errors.unreachable(err)
                             else fmt.clean(err.message)) + " (retrying)"
@@ -307,3 +323,42 @@ def cancel(run_id: str, reason: str) -> None:
         except TrainerError as err:
             raise fail(err, c)
     click.echo(f"{run_id} {fmt.status_name(run.status)} (cancel requested)")
+
+
+@click.command("rerun")
+@click.argument("run_id", metavar="RUN")
+@click.option("--reason", default="", help="Why (recorded in the run's history).")
+@click.option("--from-scratch", is_flag=True, help="Start the new attempt from nothing, not "
+              "from the run's latest checkpoint.")
+@click.option("--force", is_flag=True, help="Rerun a run that COMPLETED (without it only a "
+              "FAILED or CANCELLED run is rerun).")
+def rerun(run_id: str, reason: str, from_scratch: bool, force: bool) -> None:
+    """Give an ended run a new attempt: PENDING again, resuming from its latest
+    checkpoint (or from scratch); prints the new attempt and where it starts."""
+    with client() as c:
+        try:
+            run = c.rerun(run_id, reason=reason, from_scratch=from_scratch, force=force,
+                          requested_by=os.environ.get("USER", "cli"))
+        except TrainerError as err:
+            raise rerun_refused(c, run_id, err) from None
+    start = f"resuming from {fmt.clean(run.resume_from)}" if run.resume_from \
+        else "from scratch"
+    click.echo(f"{run_id} {fmt.status_name(run.status)} attempt {fmt.attempt_text(run)}, "
+               f"{start}")
+
+
+def rerun_refused(c: Any, run_id: str, err: TrainerError) -> errors.CliError:
+    """A refused rerun said as what to do: a run that has not ended is cancelled first;
+    a completed one needs --force. Anything else as every command says it."""
+    if err.code != grpc.StatusCode.FAILED_PRECONDITION or errors.unreachable(err):
+        return fail(err, c)
+    try:
+        status = fmt.status_name(c.get(run_id).status)
+    except TrainerError:
+        return fail(err, c)
+    if status == "COMPLETED":
+        return errors.CliError(f"{run_id} COMPLETED: add --force to rerun a completed run")
+    if status in ("PENDING", "DISPATCHING", "RUNNING"):
+        return errors.CliError(f"{run_id} is {status}: only an ended run is rerun; cancel "
+                               f"it first (`trainer cancel {run_id}`)")
+    return fail(err, c)

@@ -270,6 +270,26 @@ class CancelRunResponse(_message.Message):
     run: RunRecord
     def __init__(self, run: _Optional[_Union[RunRecord, _Mapping]] = ...) -> None: ...
 
+class RerunRunRequest(_message.Message):
+    __slots__ = ("run_id", "requested_by", "reason", "from_scratch", "force")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    FROM_SCRATCH_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    requested_by: str
+    reason: str
+    from_scratch: bool
+    force: bool
+    def __init__(self, run_id: _Optional[str] = ..., requested_by: _Optional[str] = ..., reason: _Optional[str] = ..., from_scratch: _Optional[bool] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class RerunRunResponse(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: RunRecord
+    def __init__(self, run: _Optional[_Union[RunRecord, _Mapping]] = ...) -> None: ...
+
 class StreamLogsRequest(_message.Message):
     __slots__ = ("run_id", "stream", "offset", "follow")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]

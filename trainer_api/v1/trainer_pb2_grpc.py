@@ -59,6 +59,11 @@ class TrainerServiceStub:
                 request_serializer=trainer_dot_v1_dot_trainer__pb2.CancelRunRequest.SerializeToString,
                 response_deserializer=trainer_dot_v1_dot_trainer__pb2.CancelRunResponse.FromString,
                 _registered_method=True)
+        self.RerunRun = channel.unary_unary(
+                '/trainer.v1.TrainerService/RerunRun',
+                request_serializer=trainer_dot_v1_dot_trainer__pb2.RerunRunRequest.SerializeToString,
+                response_deserializer=trainer_dot_v1_dot_trainer__pb2.RerunRunResponse.FromString,
+                _registered_method=True)
         self.StreamLogs = channel.unary_stream(
                 '/trainer.v1.TrainerService/StreamLogs',
                 request_serializer=trainer_dot_v1_dot_trainer__pb2.StreamLogsRequest.SerializeToString,
@@ -119,6 +124,14 @@ class TrainerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RerunRun(self, request, context):
+        """Give an ended run (FAILED, CANCELLED; COMPLETED only with force) a new attempt,
+        resuming from its latest checkpoint unless from_scratch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StreamLogs(self, request, context):
         """A run's stdout or stderr by byte offset; with follow, until the run has ended.
         """
@@ -171,6 +184,11 @@ def add_TrainerServiceServicer_to_server(servicer, server):
                     servicer.CancelRun,
                     request_deserializer=trainer_dot_v1_dot_trainer__pb2.CancelRunRequest.FromString,
                     response_serializer=trainer_dot_v1_dot_trainer__pb2.CancelRunResponse.SerializeToString,
+            ),
+            'RerunRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.RerunRun,
+                    request_deserializer=trainer_dot_v1_dot_trainer__pb2.RerunRunRequest.FromString,
+                    response_serializer=trainer_dot_v1_dot_trainer__pb2.RerunRunResponse.SerializeToString,
             ),
             'StreamLogs': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamLogs,
@@ -328,6 +346,33 @@ class TrainerService:
             '/trainer.v1.TrainerService/CancelRun',
             trainer_dot_v1_dot_trainer__pb2.CancelRunRequest.SerializeToString,
             trainer_dot_v1_dot_trainer__pb2.CancelRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RerunRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainer.v1.TrainerService/RerunRun',
+            trainer_dot_v1_dot_trainer__pb2.RerunRunRequest.SerializeToString,
+            trainer_dot_v1_dot_trainer__pb2.RerunRunResponse.FromString,
             options,
             channel_credentials,
             insecure,
