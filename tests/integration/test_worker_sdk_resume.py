@@ -16,6 +16,7 @@ import pytest
 
 from worker import sdk
 from worker.gpu import GpuProbe
+from worker import resume
 from worker.sdk import CHECKPOINT_IGNORED, EXIT_CHECKPOINT_IGNORED, Resume, Run
 
 pytestmark = pytest.mark.timeout(30)
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.timeout(30)
 def isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The process-wide exit status, SIGTERM handler and argv, given back after."""
     before = signal.getsignal(signal.SIGTERM)
-    monkeypatch.setattr(sdk, "_EXIT_STATUS", [0])
+    monkeypatch.setattr(resume, "_EXIT_STATUS", [0])
     monkeypatch.setattr(sys, "argv", ["worker"])   # no --config: resume_from is ""
     yield
     signal.signal(signal.SIGTERM, before)

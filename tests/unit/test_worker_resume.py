@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from core.errors import ValidationError
-from worker import runner, sdk
+from worker import runner
+from worker import resume
 from worker.sdk import RESUME_ENV, Resume, parse_attempt
 
 
@@ -115,7 +116,7 @@ def test_the_runner_exits_3_after_an_ignored_checkpoint(
     monkeypatch.setattr(sys, "argv", sys.argv)       # main() sets both: put them back
     monkeypatch.setenv("TRAINER_RUN_ID", "r1")
     monkeypatch.setattr(runner, "find", lambda name, test_workers: _Entry(worker_does))
-    monkeypatch.setattr(sdk, "_EXIT_STATUS", [exit_status])
+    monkeypatch.setattr(resume, "_EXIT_STATUS", [exit_status])
     assert runner.main(["w", "--run-id", "r1", "--config", "c.json"]) == code
 
 
@@ -124,7 +125,7 @@ def test_the_runner_keeps_a_failing_sys_exit_and_a_worker_without_the_sdk(
     def fails() -> None:
         sys.exit(4)
     monkeypatch.setattr(sys, "argv", sys.argv)
-    monkeypatch.setattr(sdk, "_EXIT_STATUS", [3])
+    monkeypatch.setattr(resume, "_EXIT_STATUS", [3])
     monkeypatch.setattr(runner, "find", lambda name, test_workers: _Entry(fails))
     with pytest.raises(SystemExit) as info:
         runner.main(["w"])
