@@ -13,6 +13,7 @@ from typing import Callable, Collection, Mapping, Optional
 
 from core import events as ev
 from core import runresult
+from core.codeid import check_code, code_digest
 from core.digest import canonical_json, check_depth, config_digest
 from core.errors import IllegalTransition, NotFound, ResourceBusy, ValidationError
 from core.runconfig import RunConfig, control_character
@@ -25,8 +26,12 @@ MAX_ARTIFACT_PATH = 1024     # characters of an artifact's path (docs/WORKERS.md
 
 @dataclass(frozen=True, slots=True)
 class SubmitRun:
+    """``code``: the worker's code identity (core.codeid), computed by the gateway;
+    {} where none was (the run is then the same run only as another without one)."""
+
     config: dict
     submitted_by: str = "anonymous"
+    code: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,9 +136,11 @@ def validate_config(cmd: SubmitRun, known_worker: Optional[Callable[[str], bool]
 
 def decide_submit(cmd: SubmitRun, config: RunConfig, new_run_id: str) -> list[ev.Event]:
     canonical = config.canonical_map()
+    code = check_code(cmd.code)
     return [ev.RunSubmitted(run_id=new_run_id, digest=config_digest(canonical),
                             config=canonical, priority=config.priority,
-                            submitted_by=cmd.submitted_by)]
+                            submitted_by=cmd.submitted_by, code=code,
+                            code_digest=code_digest(code))]
 
 
 def decide_claim(state: Optional[RunState], cmd: ClaimGpus, holders: Mapping[str, str],

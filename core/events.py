@@ -52,14 +52,18 @@ class Event:
 class RunSubmitted(Event):
     """A run was accepted. Fields: run_id, digest (SHA-256 of the canonical config),
     config (the config map, defaults applied), priority (higher runs first),
-    submitted_by (who asked). v1 had no submitted_by."""
+    submitted_by (who asked), code (the worker's code identity at submit, core.codeid;
+    {} where none was computed), code_digest (core.codeid.code_digest of it; "").
+    v1 had no submitted_by; v2 no code."""
 
     TYPE: ClassVar[str] = "RunSubmitted"
-    SCHEMA_VERSION: ClassVar[int] = 2
+    SCHEMA_VERSION: ClassVar[int] = 3
     digest: str
     config: dict
     priority: int
     submitted_by: str
+    code: dict = field(default_factory=dict)
+    code_digest: str = ""
 
 
 @dataclass(frozen=True, slots=True)

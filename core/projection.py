@@ -23,7 +23,8 @@ RUN_COLUMNS: tuple[str, ...] = (
     "gpus_held", "pid", "pid_start_time", "host", "started_at", "finished_at", "cause",
     "exit_code", "signal", "message", "cancel_requested_by", "cancel_reason",
     "artifact_count", "adoptions", "result", "cancel_requested_at", "attempt",
-    "resume_from", "latest_checkpoint", "last_attempt_cause",
+    "resume_from", "latest_checkpoint", "last_attempt_cause", "code_digest", "code",
+    "attempt_code",
 )
 GPU_SLOT_COLUMNS: tuple[str, ...] = ("gpu_uuid", "run_id", "claimed_seq")
 ARTIFACT_COLUMNS: tuple[str, ...] = ("run_id", "path", "kind", "size", "meta", "seq",
@@ -54,7 +55,11 @@ def run_row(s: RunState) -> tuple[Any, ...]:
             s.signal, s.message, s.cancel_requested_by, s.cancel_reason, s.artifact_count,
             s.adoptions, canonical_json(s.result) if s.result else None,
             s.cancel_requested_at, s.attempt, s.resume_from, s.latest_checkpoint,
-            s.last_attempt_cause)
+            s.last_attempt_cause, s.code_digest, _map_json(s.code), _map_json(s.attempt_code))
+
+
+def _map_json(value: dict) -> Optional[str]:
+    return canonical_json(value) if value else None
 
 
 def _gpus_json(gpus: tuple[str, ...]) -> str:
@@ -76,8 +81,10 @@ def run_from_row(row: tuple[Any, ...]) -> RunState:
     d["gpus_held"] = bool(d["gpus_held"])
     d["result"] = json.loads(d["result"]) if d["result"] else {}  # NULL: none recorded
     d["attempt"] = d["attempt"] or 1
-    for name in ("resume_from", "latest_checkpoint", "last_attempt_cause"):
+    for name in ("resume_from", "latest_checkpoint", "last_attempt_cause", "code_digest"):
         d[name] = d[name] or ""
+    for name in ("code", "attempt_code"):
+        d[name] = json.loads(d[name]) if d[name] else {}
     return RunState(**d)
 
 
@@ -85,7 +92,7 @@ def run_view(s: RunState) -> dict[str, Any]:
     """A run as plain data for replies and tools (config as a map, gpus as a list)."""
     view = dict(zip(RUN_COLUMNS, run_row(s)))
     view.update(config=s.config, gpus=list(s.gpus), gpus_held=s.gpus_held,
-                result=dict(s.result))
+                result=dict(s.result), code=dict(s.code), attempt_code=dict(s.attempt_code))
     return view
 
 

@@ -115,6 +115,9 @@ class RunState:
     resume_from: str = ""             # the checkpoint the attempt resumes from ("": none)
     latest_checkpoint: str = ""       # the run's newest `checkpoint` artifact (a path)
     last_attempt_cause: str = ""      # why the attempt before this one ended
+    code_digest: str = ""             # core.codeid.code_digest of ``code`` ("": none)
+    code: dict = field(default_factory=dict)          # the code identity at submit
+    attempt_code: dict = field(default_factory=dict)  # at the latest attempt's start
 
 
 def next_status(run_id: str, status: Optional[RunStatus], event_type: str) -> RunStatus:
@@ -140,6 +143,7 @@ def apply_in_place(state: Optional[RunState], event: ev.Event, seq: int,
                         config=event.config, config_json=canonical_json(event.config),
                         priority=event.priority,
                         submitted_by=event.submitted_by, submitted_seq=seq,
+                        code_digest=event.code_digest, code=event.code,
                         submitted_at=at, updated_at=at, last_seq=seq, version=1)
     for name, value in _CHANGES[event.TYPE](state, event, at).items():
         setattr(state, name, value)
@@ -199,7 +203,8 @@ _CHANGES = {
     "GpusReleased": lambda s, e, at: {"gpus_held": False},
     "ArtifactRegistered": lambda s, e, at: {
         "artifact_count": s.artifact_count + 1,
-        **({"latest_checkpoint": e.path} if e.kind == "checkpoint" else {})},
+        **({"latest_checkpoint": e.path} if e.kind == "checkpoint" else {}),
+        **({"attempt_code": e.meta} if e.kind == CODE_ARTIFACT else {})},
     "AttemptEnded": lambda s, e, at: {**_next_attempt(e.attempt + 1, e.resume_from),
                                       "last_attempt_cause": e.cause},
     "RerunRequested": lambda s, e, at: {
@@ -208,6 +213,11 @@ _CHANGES = {
         "cancel_requested_by": "", "cancel_reason": "", "cancel_requested_at": None,
         "last_attempt_cause": s.cause},
 }
+
+
+# The kind of the artifact that records an attempt's code identity (its meta), which
+# the worker runner writes at the attempt's start (worker/identity.py).
+CODE_ARTIFACT = "code"
 
 
 def _next_attempt(attempt: int, resume_from: str) -> dict[str, Any]:

@@ -20,6 +20,11 @@ def _run_submitted_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
     return {"submitted_by": "unknown", **payload}
 
 
+def _run_submitted_v2_to_v3(payload: dict[str, Any]) -> dict[str, Any]:
+    # v2 recorded no code identity: none known.
+    return {"code": {}, "code_digest": "", **payload}
+
+
 def _first_attempt(payload: dict[str, Any]) -> dict[str, Any]:
     # v1 had no attempts: every run had one, the first.
     return {"attempt": 1, **payload}
@@ -27,6 +32,7 @@ def _first_attempt(payload: dict[str, Any]) -> dict[str, Any]:
 
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("RunSubmitted", 1): _run_submitted_v1_to_v2,
+    ("RunSubmitted", 2): _run_submitted_v2_to_v3,
     ("RunStarted", 1): _first_attempt,
     ("RunCompleted", 1): _first_attempt,
     ("RunFailed", 1): _first_attempt,

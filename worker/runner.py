@@ -7,6 +7,9 @@ arguments (sys.argv holds ``--run-id`` and ``--config``) whose return value, if 
 int, is the exit code (``sys.exit(0)`` inside it counts as returning 0); the SDK reads
 the rest from the environment.
 
+Started by the dispatcher (TRAINER_RUN_DIR set), it records the attempt's code identity
+as the worker starts (worker/attemptcode.py: ``code/attempt-<n>.json``).
+
 A worker that returns 0 after the SDK recorded a checkpoint it ignored (a ``Run`` given
 TRAINER_RESUME_CHECKPOINT or ``resume_from`` that finished ``completed`` without
 ``take_checkpoint()``) exits with ``worker.sdk.EXIT_CHECKPOINT_IGNORED`` (3) instead:
@@ -19,6 +22,8 @@ import os
 import sys
 
 from runtime.workers import find, groups
+from worker import attemptcode
+from worker.resume import ATTEMPT_ENV, parse_attempt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +41,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"worker {name!r} is not a registered entry point in "
               f"{' or '.join(groups(test_workers))}", file=sys.stderr)
         return 2
+    run_dir = os.environ.get("TRAINER_RUN_DIR")
+    if run_dir and os.environ.get("TRAINER_RUN_ID"):  # started by the dispatcher
+        try:
+            attempt = parse_attempt(os.environ.get(ATTEMPT_ENV))
+        except ValueError:
+            attempt = 0  # the SDK says what is wrong with it
+        if attempt:
+            attemptcode.start(os.environ["TRAINER_RUN_ID"], run_dir, attempt, name,
+                              groups(test_workers))
     target = found.load()
     sys.argv = [name, *args[1:]]
     try:
@@ -44,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         if exc.code not in (0, None):
             raise
         result = 0
+    finally:
+        attemptcode.wait()
     code = result if isinstance(result, int) else 0
     sdk = sys.modules.get("worker.sdk")   # a worker without the SDK ignores nothing
     if code == 0 and sdk is not None:

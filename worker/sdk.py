@@ -50,6 +50,7 @@ from runtime.atomicfile import atomic_file
 from core.commands import MAX_ARTIFACT_PATH
 from core.runconfig import control_character
 from core.rundir import MANIFEST_FILE, METRICS_FILE, RESULT_FILE
+from worker import attemptcode
 from worker.gpu import GpuProbe
 from worker.resume import (ATTEMPT_ENV, CHECKPOINT_IGNORED, EXIT_BAD_CONFIG,  # noqa: F401
                            EXIT_CHECKPOINT_IGNORED, RESUME_ENV, Resume,
@@ -135,6 +136,14 @@ class Run:
             self._stop_flag.set()
         self._thread = threading.Thread(target=self._beat_loop, name="heartbeat", daemon=True)
         self._thread.start()
+        attemptcode.announce_to(self._announce_artifact)  # the attempt's code, when known
+
+    def _announce_artifact(self, record: dict[str, Any]) -> None:
+        try:
+            self._send(Topic.ARTIFACT.topic(self.run_id), MessageType.ARTIFACT_REPORTED.value,
+                       record)
+        except zmq.ZMQError:
+            pass  # closed meanwhile: the manifest has it, registered at the run's end
 
     @classmethod
     def from_env(cls, env: Optional[dict[str, str]] = None) -> "Run":
@@ -304,6 +313,7 @@ class Run:
         self.close()
 
     def close(self) -> None:
+        attemptcode.announce_to(None)
         self._stop.set()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=5)

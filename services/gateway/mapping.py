@@ -120,7 +120,10 @@ class Mapper:
             tags=[str(t) for t in _list(config.get("tags"))],
             attempt=_int(view.get("attempt")) or 1, max_attempts=_max_attempts(config),
             resume_from=str(view.get("resume_from") or ""),
-            last_attempt_cause=self.cause.to_wire(view.get("last_attempt_cause") or None))
+            last_attempt_cause=self.cause.to_wire(view.get("last_attempt_cause") or None),
+            code_digest=str(view.get("code_digest") or ""),
+            code_json=_compact(view.get("code")), attempt_code_json=_compact(
+                view.get("attempt_code")))
         for name in ("exit_code", "signal", "pid"):
             value = view.get(name)
             if isinstance(value, int) and not isinstance(value, bool):
@@ -165,6 +168,12 @@ def heartbeat_message(payload: Mapping[str, Any], sent_at: float,
 
 
 _ENDED = {s.value for s in RunStatus if s.terminal}
+
+
+def _compact(value: Any) -> str:
+    """A map as compact sorted JSON; "" for none."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":")) \
+        if isinstance(value, dict) and value else ""
 
 
 def recorded_heartbeat(view: Mapping[str, Any],

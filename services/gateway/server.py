@@ -17,6 +17,7 @@ from runtime.logs import ServiceLogger
 from runtime.throttle import LogThrottle
 from core.clock import Clock, SystemClock
 from core.settings import Settings
+from services.gateway.codeidentity import SubmitIdentity
 from services.gateway import reflection
 from services.gateway.auth import TokenInterceptor
 from services.gateway.buslisten import BusListener, Item, Telemetry
@@ -159,7 +160,9 @@ class GatewayService:
         health = Health(self.registry, self.telemetry, self.counters,
                         lambda: self.listener.head or 0)
         self.servicer = Servicer(self.cfg, self.registry, self.hub, self.telemetry,
-                                 self.mapper, logs, health, self.log)
+                                 self.mapper, logs, health, self.log,
+                                 SubmitIdentity(self.settings.runs_dir,
+                                                self.settings.test_workers, self.log))
         server = grpc.aio.server(
             interceptors=[TokenInterceptor(self.token, self._on_refused), DecodeInterceptor()],
             options=[("grpc.max_receive_message_length", self.cfg.max_message),

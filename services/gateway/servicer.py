@@ -19,6 +19,7 @@ from core.protocol import GetRun, ListArtifacts, ListRuns
 from runtime.logs import ServiceLogger
 from services.gateway.buslisten import Telemetry
 from services.gateway.calls import RegistryAccess
+from services.gateway.codeidentity import SubmitIdentity
 from services.gateway.config import GatewayConfig
 from services.gateway.configcheck import config_of
 from services.gateway.errors import (CallError, abort, exhausted, from_registry, invalid,
@@ -103,7 +104,7 @@ def streaming(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncItera
 class Servicer:
     def __init__(self, cfg: GatewayConfig, registry: RegistryAccess, hub: WatchHub,
                  telemetry: Telemetry, mapper: Mapper, logs: LogFiles, health: Health,
-                 log: ServiceLogger) -> None:
+                 log: ServiceLogger, identity: SubmitIdentity) -> None:
         self.cfg = cfg
         self.registry = registry
         self.hub = hub
@@ -112,6 +113,7 @@ class Servicer:
         self.logs = logs
         self.health = health
         self.log = log
+        self.identity = identity
         self.calls: Counter[str] = Counter()
         self.streams = 0
         self.stopping = False
@@ -140,13 +142,20 @@ class Servicer:
     async def SubmitRun(self, request: pb.SubmitRunRequest,
                         context: grpc.aio.ServicerContext) -> pb.SubmitRunResponse:
         config = config_of(request)
-        submit = SubmitRun(config, _text(request.submitted_by or "grpc", "submitted_by", 200))
+        by = _text(request.submitted_by or "grpc", "submitted_by", 200)
         rid = request.request_id or None
         if rid is not None and (len(rid) > 64 or not rid.isprintable()):
             raise invalid("request_id", "must be at most 64 printable characters")
+        code = await self.identity.of(config)
+        submit = SubmitRun(config, by, code.code if code is not None else {})
         result = await self.registry.call(submit, context,
                                           request_id=f"grpc-{rid}" if rid else None)
-        return pb.SubmitRunResponse(run=self.record(result["run"]), created=result["created"])
+        if result["created"] and code is not None:
+            await self.identity.save(result["run"]["run_id"], code)
+        same = result.get("same_config") or {}
+        return pb.SubmitRunResponse(run=self.record(result["run"]), created=result["created"],
+                                    same_config_run_id=str(same.get("run_id") or ""),
+                                    code_changes=[str(c) for c in same.get("changes") or ()])
 
     @unary
     async def GetRun(self, request: pb.GetRunRequest,

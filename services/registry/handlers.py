@@ -17,9 +17,10 @@ from typing import Any, Callable
 
 from core import commands as cmds
 from core.clock import Clock
+from core.codeid import code_changes
 from core.digest import legacy_digest
 from core.errors import Conflict, NotFound, OrchestratorError, ValidationError
-from core.events import Event
+from core.events import Event, RunSubmitted
 from core.fields import from_map
 from core.ids import RunIds, run_stream
 from core import protocol as proto
@@ -179,12 +180,20 @@ class RequestHandler:
         config = cmds.validate_config(cmd, self.known_worker, self.known_env,
                                       getattr(self.known_worker, "resumes", None))
         events = cmds.decide_submit(cmd, config, self.make_run_id())
-        existing = store.run_by_digest(self.conn, events[0].digest)
+        submitted = events[0]
+        assert isinstance(submitted, RunSubmitted)
+        digest, code = submitted.digest, submitted.code_digest
+        existing = store.run_by_digest(self.conn, digest, code)
         if existing is None and self.legacy_until and \
                 (legacy := legacy_digest(config.canonical_map())):
-            existing = store.run_by_digest(self.conn, legacy)  # a run from before the rule
+            digest = legacy  # a run from before the rule (and before code identities)
+            existing = store.run_by_digest(self.conn, legacy, code)
         if existing is not None:
             return {"run": run_view(existing), "created": False}, []
+        # The same config with other code is a new run: say which run had the config.
+        earlier = store.latest_with_config(self.conn, submitted.digest) or \
+            (store.latest_with_config(self.conn, digest) if digest != submitted.digest
+             else None)
         for _ in range(MAX_ID_TRIES):
             try:
                 state, stored = self._append(None, events, rid, src)
@@ -196,7 +205,11 @@ class RequestHandler:
         else:
             raise Conflict(f"no free run id after {MAX_ID_TRIES} tries")
         assert state is not None
-        return {"run": run_view(state), "created": True}, stored
+        reply: dict[str, Any] = {"run": run_view(state), "created": True}
+        if earlier is not None:
+            reply["same_config"] = {"run_id": earlier.run_id,
+                                    "changes": code_changes(earlier.code, submitted.code)}
+        return reply, stored
 
     def _command(self, cls: type, decide: Callable[..., list[Event]], args: dict[str, Any],
                  rid: str, src: str, *extra: Any) -> tuple[Any, list[StoredEvent]]:

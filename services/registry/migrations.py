@@ -118,6 +118,20 @@ def _m009_attempts(db: sqlite_utils.Database) -> None:
                "OR latest_checkpoint = ''")
 
 
+def _m010_code_identity(db: sqlite_utils.Database) -> None:
+    """runs.code_digest, code, attempt_code: the code identity a run was submitted with
+    and the one its latest attempt started with (docs/CONFIG.md, "The same run"). A
+    config no longer names one run: the unique index is on (digest, code_digest)."""
+    cols = {r[1] for r in db.execute("PRAGMA table_info(runs)").fetchall()}
+    for name, sql in (("code_digest", "TEXT NOT NULL DEFAULT ''"), ("code", "TEXT"),
+                      ("attempt_code", "TEXT")):
+        if name not in cols:
+            db.execute(f"ALTER TABLE runs ADD COLUMN {name} {sql}")
+    db.execute("UPDATE runs SET code_digest = '' WHERE code_digest IS NULL")
+    db.execute("DROP INDEX IF EXISTS runs_digest")
+    create_projection_tables(db)
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_events", _m001_events),
     ("002_projections", _m002_projections),
@@ -128,6 +142,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("007_cancel_time", _m007_cancel_time),
     ("008_gpu_inventory", _m008_gpu_inventory),
     ("009_attempts", _m009_attempts),
+    ("010_code_identity", _m010_code_identity),
 ]
 
 

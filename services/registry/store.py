@@ -17,8 +17,18 @@ from eventstore.tables import load_run
 PROJECTION = "main"
 
 
-def run_by_digest(conn: sqlite3.Connection, digest: str) -> Optional[RunState]:
-    row = conn.execute(f"{_RUN_SELECT} WHERE digest = ?", (digest,)).fetchone()
+def run_by_digest(conn: sqlite3.Connection, digest: str,
+                  code_digest: str = "") -> Optional[RunState]:
+    """The run of this config and this code (docs/CONFIG.md, "The same run")."""
+    row = conn.execute(f"{_RUN_SELECT} WHERE digest = ? AND code_digest = ?",
+                       (digest, code_digest)).fetchone()
+    return run_from_row(row) if row else None
+
+
+def latest_with_config(conn: sqlite3.Connection, digest: str) -> Optional[RunState]:
+    """The newest run of this config, whatever its code."""
+    row = conn.execute(f"{_RUN_SELECT} WHERE digest = ? ORDER BY submitted_seq DESC LIMIT 1",
+                       (digest,)).fetchone()
     return run_from_row(row) if row else None
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 import subprocess
 import sys
 
@@ -60,7 +61,8 @@ def test_the_cli_from_up_to_down(system: System) -> None:
     # the audit tool, on the live database
     assert "chain intact" in system.ok("replay", "--verify")
     history = system.ok("replay", "--run", run_id)
-    assert history.count("\n") == 6 and "RunCompleted" in history
+    # ... with the ArtifactRegistered of its attempt's code identity
+    assert history.count("\n") == 7 and "RunCompleted" in history
     state = system.ok("replay", "--until-seq", "1")
     assert run_id in state and "PENDING" in state
     export = os.path.join(system.home, "log.jsonl")
@@ -120,11 +122,14 @@ def test_replay_verify_on_thousands_of_events_then_names_a_tampered_one(system: 
     # machine does not have are failed at once by the dispatcher (2 events each).
     from trainer.client import Client, default_token
     with Client(system.env["TRAINER_GATEWAY_ADDR"], default_token(system.env)) as c:
-        ids = [c.submit({"worker": "test-sleep", "env": "CartPole-v1", "seed": 1000 + i,
-                         "resources": {"gpus": 1}}).run.run_id for i in range(1500)]
-        wait_until(lambda: c.health().last_seq >= 3 * 6 + 2 * len(ids), 60,
+        def submit(i: int) -> str:
+            return c.submit({"worker": "test-sleep", "env": "CartPole-v1", "seed": 1000 + i,
+                             "resources": {"gpus": 1}}).run.run_id
+        with ThreadPoolExecutor(8) as pool:  # (submits together share a code reading)
+            ids = list(pool.map(submit, range(1500)))
+        wait_until(lambda: c.health().last_seq >= 3 * 7 + 2 * len(ids), 60,
                    interval=0.5, message="every unschedulable run to be failed")
-    assert "3018 events, chain intact" in system.ok("replay", "--verify", timeout=120)
+    assert "3021 events, chain intact" in system.ok("replay", "--verify", timeout=120)
     system.ok("down", timeout=90)
     db = sqlite3.connect(os.path.join(system.home, "events.db"))
     db.execute("DROP TRIGGER events_no_update")

@@ -72,7 +72,7 @@ class Cli:
 def fake_run(gw: Gateway, stack: Stack) -> tuple[str, str]:
     run_id = gw.client().submit(CONFIG).run.run_id
     folder = os.path.join(stack.settings.runs_dir, run_id)
-    os.makedirs(folder)
+    os.makedirs(folder, exist_ok=True)
     return run_id, os.path.join(folder, "stdout.log")
 
 

@@ -23,9 +23,9 @@ def test_a_run_completes_and_its_artifact_is_registered(dstack: Stack) -> None:
     run_id = submit(dstack, "test-sleep", params={"seconds": 0.2, "manifest_only": True})
     run = wait_status(dstack, run_id, TERMINAL)
     assert run["status"] == "COMPLETED" and run["exit_code"] == 0, run
-    assert run["pid"] and run["started_at"] and run["artifact_count"] == 2
+    assert run["pid"] and run["started_at"] and run["artifact_count"] == 3
     arts = dstack.client().call("list_artifacts", {"run_id": run_id})["artifacts"]
-    assert sorted(a["path"] for a in arts) == ["ckpt.bin", "left.bin"]
+    assert sorted(a["path"] for a in arts) == ["ckpt.bin", "code/attempt-1.json", "left.bin"]
     with open(os.path.join(run_dir(dstack, run_id), "stdout.log")) as fh:
         assert "done" in fh.read()
     assert seen(dstack, run_id)["cuda"] == ""  # no GPU asked: none visible

@@ -20,7 +20,9 @@ def test_reported_artifacts_are_registered_while_the_run_runs(dstack: Stack) -> 
     run = wait_status(dstack, run_id, TERMINAL, timeout=20)
     paths = sorted(a["path"] for a in client.call("list_artifacts",
                                                   {"run_id": run_id})["artifacts"])
-    assert run["status"] == "COMPLETED" and paths == ["ckpt.bin", "early.txt"]
+    # and the attempt's code identity, recorded by the worker runner (kind "code")
+    assert run["status"] == "COMPLETED" and paths == ["ckpt.bin", "code/attempt-1.json",
+                                                      "early.txt"]
 
 
 def test_worker_output_is_published_on_the_bus(dstack: Stack) -> None:

@@ -106,7 +106,7 @@ def test_artifacts_and_metrics(gateway: Gateway, stack: Stack) -> None:
         [("videos/a.mp4", "video", 123, {"episode": 4.0})]
     assert c.get(run_id).artifact_count == 1
     folder = os.path.join(stack.settings.runs_dir, run_id)
-    os.makedirs(folder)
+    os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "metrics.jsonl"), "w", encoding="utf-8") as fh:
         for step in range(5):
             fh.write(f'{{"run_id": "{run_id}", "step": {step}, "ts": 1.5, '

@@ -27,7 +27,7 @@ def test_follow_ends_after_the_final_bytes(gateway: Gateway, stack: Stack) -> No
     c = gateway.client()
     run_id = c.submit(CONFIG).run.run_id
     folder = os.path.join(stack.settings.runs_dir, run_id)
-    os.makedirs(folder)
+    os.makedirs(folder, exist_ok=True)
     out = os.path.join(folder, "stdout.log")
     append(out, b"hello\n")
     chunks: list[pb.LogChunk] = []
@@ -63,7 +63,7 @@ def test_logs_without_follow_and_errors(gateway: Gateway, stack: Stack) -> None:
     run_id = c.submit(CONFIG).run.run_id
     folder = os.path.join(stack.settings.runs_dir, run_id)
     assert list(c.logs(run_id, "stderr")) == []    # no folder yet: nothing, no error
-    os.makedirs(folder)
+    os.makedirs(folder, exist_ok=True)
     append(os.path.join(folder, "stderr.log"), b"oops\n")
     got = list(c.logs(run_id, "stderr", offset=1))
     assert [(ch.offset, ch.data, ch.eof) for ch in got] == [(1, b"ops\n", False)]

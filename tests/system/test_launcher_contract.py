@@ -112,8 +112,12 @@ def test_a_worker_that_exits_0_ends_with_its_result_and_manifest(launcher: Launc
     assert launcher.processes_of(frozenset({pgid})) == frozenset()
     assert final.metrics["return"] == 1.5 and final.metrics["steps"] >= 0
     assert final.result_problem == ""
-    assert [(m.kind, m.path, m.size, m.outside) for m in final.manifest] == \
-        [("checkpoint", "ckpt.bin", 10, "")]
+    # the worker's own artifact, after the code identity the runner records (kind code)
+    assert [(m.kind, m.path, m.size, m.outside) for m in final.manifest
+            if m.kind != "code"] == [("checkpoint", "ckpt.bin", 10, "")]
+    code = [m for m in final.manifest if m.kind == "code"]
+    assert [m.path for m in code] == ["code/attempt-1.json"]
+    assert code[0].meta["worker"] == "test-sleep" and code[0].meta["attempt"] == 1
     assert final.disk_free is not None and final.disk_free > 0
     assert final.stderr_tail == ""
     assert launcher.exited(ok_id)
@@ -126,7 +130,7 @@ def test_a_worker_without_a_result_says_why(launcher: Launcher) -> None:
     final = ended_read(launcher, mark_id)
     assert final.exit is not None and final.exit.exit_code == 0
     assert final.metrics == {} and "result.json" in final.result_problem
-    assert final.manifest == ()
+    assert [m.kind for m in final.manifest] == ["code"]  # the runner's record alone
 
 
 def test_a_failing_worker_leaves_its_code_and_stderr_tail(launcher: Launcher) -> None:

@@ -41,7 +41,7 @@ def test_a_cartpole_run_completes_with_video_and_checkpoint(dstack: Stack) -> No
         "first_eval_return_mean"]
     arts = dstack.client().call("list_artifacts", {"run_id": run_id})["artifacts"]
     kinds = {a["kind"] for a in arts}
-    assert kinds == {"video", "checkpoint"}, arts
+    assert kinds == {"video", "checkpoint", "code"}, arts
     videos = [a for a in arts if a["kind"] == "video"]
     assert "videos/eval-final.mp4" in {a["path"] for a in videos}
     for a in videos:

@@ -23,7 +23,8 @@ def _to_first_layout(conn: sqlite3.Connection) -> None:
     conn.executescript(f"""
         BEGIN;
         ALTER TABLE runs RENAME TO runs_new;
-        DROP INDEX runs_id; DROP INDEX runs_digest; DROP INDEX runs_status;
+        DROP INDEX runs_id; DROP INDEX runs_identity; DROP INDEX runs_config;
+        DROP INDEX runs_status;
         CREATE TABLE runs ({", ".join(
             f"{c} INTEGER" if c in ("submitted_seq", "last_seq") else f"{c}"
             for c in RUN_COLUMNS).replace("run_id", "run_id TEXT PRIMARY KEY NOT NULL", 1)});
@@ -55,7 +56,7 @@ def test_migration_004_keeps_every_run_and_the_log_stays_replayable(tmp_path) ->
     assert pk == ["submitted_seq"]
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
     assert "projection_state" not in tables and "requests_at" not in tables
-    assert "runs_v1" not in tables and {"runs_id", "runs_digest", "runs_status"} <= tables
+    assert "runs_v1" not in tables and {"runs_id", "runs_identity", "runs_status"} <= tables
     after = conn.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs").fetchall()
     assert sorted(after) == before
     assert projection_seq(conn) == head

@@ -15,6 +15,7 @@ import grpc
 
 from trainer.cli import errors
 from trainer.cli import format as fmt
+from trainer.cli.codelines import code_lines, submit_note
 from trainer.client import MAX_PAGE_SIZE, Client, TrainerError, default_address
 from trainer_api.v1 import trainer_pb2 as pb
 
@@ -67,8 +68,9 @@ def submit(config_file: Optional[str], worker: Optional[str], env_id: Optional[s
         except TrainerError as err:
             raise fail(err, c)
         run = reply.run
-        what = "submitted" if reply.created else "already exists (same config)"
-        click.echo(f"{run.run_id} {what} [{fmt.status_name(run.status)}]")
+        what = "submitted" if reply.created else "already exists (same config, same code)"
+        click.echo(f"{run.run_id} {what} [{fmt.status_name(run.status)}]"
+                   f"{submit_note(reply)}")
         if wait:
             sys.exit(follow_to_end(c, run.run_id))
 
@@ -190,7 +192,7 @@ def show(run_id: str) -> None:
         ("progress", f"{step:,}/{budget:,} steps, {sps:,.0f} steps/s, return {ret}"),
         ("cancel", f"by {run.cancel_requested_by}: {run.cancel_reason}"
          if run.cancel_requested_by else "-"),
-        ("digest", run.digest), ("last seq", run.last_seq),
+        ("digest", run.digest), *code_lines(run), ("last seq", run.last_seq),
     ]
     for key, value in lines:  # each value on its line, control characters escaped
         click.echo(f"{key:>16}  {fmt.clean(value)}")
@@ -202,8 +204,12 @@ def show(run_id: str) -> None:
         click.echo(f"  {fmt.clean(a.kind):<11} {fmt.clean(a.path)}  {a.size:,} B")
     click.echo(f"\nhistory ({len(history)} events):")
     for ev in history:
-        fields = {k: v for k, v in fmt.plain(ev.payload).items()
-                  if k not in ("run_id", "config", "digest") and v not in ("", None, [], {})}
+        payload = fmt.plain(ev.payload)
+        hidden = {"run_id", "config", "digest", "code"}  # shown above
+        if payload.get("kind") == "code":
+            hidden.add("meta")
+        fields = {k: v for k, v in payload.items()
+                  if k not in hidden and v not in ("", None, [], {})}
         click.echo(f"  {ev.seq:>7}  {fmt.when(ev.recorded_at)}  {fmt.clean(ev.type):<18} "
                    f"{json.dumps(fields, default=str)}")
 

@@ -1,0 +1,263 @@
+"""Which code a worker name runs: the code identity (core.codeid) read from the
+installed packages, and the uncommitted diff of an editable install's git checkout.
+
+Standard library only (``importlib.metadata``, ``git`` as a subprocess), so that it
+runs in the orchestrator (the gateway, at submit) and in a worker's own environment
+(the runner, at each attempt's start). ``path``: the ``sys.path`` of the environment
+whose packages are read (None: this interpreter's).
+
+The diff covers the checkout's tracked changes against HEAD and its untracked, not
+ignored files (as new files): ``git diff HEAD --binary``, with the untracked files added
+"intent to add" to a copy of the index. ``git apply`` on the commit gives the code back.
+The user's index and work tree are never written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Iterable, Optional
+from urllib.parse import unquote, urlparse
+
+# Besides the worker distribution's own requirements: what RL workers import.
+WATCHED = ("gymnasium", "numpy", "torch", "jax", "trainer-orchestrator", "trainer-sdk")
+GIT_TIMEOUT_S = 20.0
+MAX_UNTRACKED = 1000                  # untracked files diffed (the rest: listed only)
+MAX_DIFF_BYTES = 64 * 1024 * 1024
+_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The identity map (core.codeid) and the diff it hashes (b"" when clean)."""
+
+    code: dict[str, Any]
+    diff: bytes
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _entry_point(worker: str, groups: Iterable[str],
+                 dists: list[metadata.Distribution]) -> Optional[metadata.Distribution]:
+    """The distribution declaring the worker; of several (an editable checkout's
+    ``*.egg-info`` build folder in the working directory as well as the installed
+    record), the installed one, which has a direct_url.json or a RECORD."""
+    for group in groups:
+        found = [d for d in dists
+                 if any(ep.group == group and ep.name == worker for ep in d.entry_points)]
+        for dist in found:
+            if dist.read_text("direct_url.json") or dist.read_text("RECORD"):
+                return dist
+        if found:
+            return found[0]
+    return None
+
+
+def _editable_dir(dist: metadata.Distribution) -> Optional[str]:
+    """The project folder of an editable install (PEP 610's direct_url.json)."""
+    try:
+        text = dist.read_text("direct_url.json")
+    except OSError:
+        return None
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not (data.get("dir_info") or {}).get("editable"):
+        return None
+    url = urlparse(str(data.get("url", "")))
+    return unquote(url.path) if url.scheme == "file" else None
+
+
+def _git(root: str, *args: str, ok: tuple[int, ...] = (0,),
+         env: Optional[dict[str, str]] = None) -> bytes:
+    proc = subprocess.run(["git", "-C", root, *args], capture_output=True,
+                          timeout=GIT_TIMEOUT_S, stdin=subprocess.DEVNULL,
+                          env={**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C",
+                               **(env or {})})
+    if proc.returncode not in ok:
+        lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise RuntimeError(lines[-1] if lines else f"git {args[0]} exited {proc.returncode}")
+    return proc.stdout
+
+
+def git_state(folder: str) -> tuple[dict[str, Any], bytes]:
+    """(the ``git`` part of an identity, the diff) of the checkout holding ``folder``:
+    one ``git status`` for a clean checkout, a diff more for a dirty one."""
+    out = _git(folder, "status", "--porcelain=v2", "--branch", "-z",
+               "--untracked-files=all").decode("utf-8", "surrogateescape").split("\0")
+    commit, changed, names = "", False, []
+    for line in out:
+        if line.startswith("# branch.oid "):
+            commit = line.split(" ", 2)[2]
+        elif line.startswith("? "):
+            names.append(line[2:])
+        elif line[:2] in ("1 ", "2 ", "u "):
+            changed = True
+    if commit in ("", "(initial)"):
+        raise RuntimeError("the checkout has no commit yet")
+    state: dict[str, Any] = {"commit": commit, "diff_sha256": "", "diff_bytes": 0,
+                             "untracked": len(names), "root": folder}
+    if not changed and not names:
+        return state, b""
+    if not names:
+        diff = _git(folder, "diff", "HEAD", "--binary", "--no-color", "--no-ext-diff")
+    else:
+        state["root"], diff = _diff_with_untracked(folder, names)
+    if len(names) > MAX_UNTRACKED or len(diff) > MAX_DIFF_BYTES:
+        state["diff_truncated"] = True
+    state.update(diff_sha256=hashlib.sha256(diff).hexdigest(), diff_bytes=len(diff))
+    return state, diff
+
+
+def _diff_with_untracked(folder: str, names: list[str]) -> tuple[str, bytes]:
+    """``git diff HEAD`` with the untracked files as new files: they are added
+    "intent to add" to a copy of the index, so the user's own index is not touched."""
+    top, index = _git(folder, "rev-parse", "--show-toplevel", "--path-format=absolute",
+                      "--git-path", "index").decode().strip().split("\n")
+    with tempfile.TemporaryDirectory(prefix="trainer-code-") as tmp:
+        copy = os.path.join(tmp, "index")
+        if os.path.exists(index):
+            shutil.copyfile(index, copy)
+        env = {"GIT_INDEX_FILE": copy}
+        for start in range(0, min(len(names), MAX_UNTRACKED), 100):
+            _git(top, "add", "--intent-to-add", "--", *names[start:start + 100], env=env)
+        return top, _git(folder, "diff", "HEAD", "--binary", "--no-color", "--no-ext-diff",
+                         env=env)
+
+
+def _version(name: str, path: Optional[list[str]]) -> Optional[str]:
+    """The installed version of ``name`` (found by its dist-info folder's name: no
+    other package's metadata is parsed)."""
+    found = metadata.distributions(name=name, path=path) if path is not None \
+        else metadata.distributions(name=name)
+    for dist in found:
+        return dist.version
+    return None
+
+
+@dataclass(frozen=True)
+class Installed:
+    """What the package metadata says of a worker: its distribution, version,
+    packages, and the project folder of an editable install (None otherwise)."""
+
+    distribution: str
+    version: str
+    packages: dict[str, str]
+    editable: Optional[str]
+
+
+def installed(worker: str, groups: Iterable[str],
+              path: Optional[list[str]] = None) -> Optional[Installed]:
+    """The worker ``worker`` (an entry point in one of ``groups``) as installed on
+    ``path``; None where no such worker is installed."""
+    found = list(metadata.distributions(path=path) if path is not None
+                 else metadata.distributions())
+    dist = _entry_point(worker, list(groups), found)
+    if dist is None:
+        return None
+    wanted = set(WATCHED)
+    for req in dist.requires or ():
+        if ";" in req and "extra ==" in req.split(";", 1)[1]:
+            continue  # an optional extra's requirement
+        m = _NAME.match(req)
+        if m:
+            wanted.add(m.group(1))
+    packages = {}
+    for name in sorted(wanted, key=_normal):
+        version = _version(name, path)
+        if version is not None:
+            packages[_normal(name)] = version
+        if len(packages) >= 64:
+            break
+    return Installed(dist.metadata["Name"] or "", dist.version or "", packages,
+                     _editable_dir(dist))
+
+
+def _path_stamp(path: Optional[list[str]]) -> tuple[tuple[str, int], ...]:
+    """The folders of ``path`` with their modification times: installing, upgrading or
+    removing a package adds or removes a ``*.dist-info`` folder in one of them."""
+    out = []
+    for entry in path if path is not None else sys.path:
+        try:
+            out.append((entry, os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            out.append((entry, -1))
+    return tuple(out)
+
+
+class IdentityReader:
+    """``code_identity`` with the package metadata read again only when a folder of the
+    path changed (a scan of every installed package costs milliseconds); the git
+    checkout is read every time (an edit changes no folder we could watch cheaply)."""
+
+    def __init__(self, groups: Iterable[str], path: Optional[list[str]] = None,
+                 python: Optional[str] = None) -> None:
+        self.groups = list(groups)
+        self.path = path
+        self.python = python
+        self._cache: dict[str, tuple[tuple[tuple[str, int], ...], Optional[Installed]]] = {}
+
+    def __call__(self, worker: str) -> Optional[Identity]:
+        stamp = _path_stamp(self.path)
+        cached = self._cache.get(worker)
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, installed(worker, self.groups, self.path))
+            self._cache[worker] = cached
+        return identity_of(worker, cached[1], self.python)
+
+
+def identity_of(worker: str, found: Optional[Installed],
+                python: Optional[str] = None) -> Optional[Identity]:
+    if found is None:
+        return None
+    code: dict[str, Any] = {"worker": worker, "distribution": found.distribution,
+                            "version": found.version,
+                            "python": python or platform.python_version(),
+                            "packages": dict(found.packages)}
+    diff = b""
+    if found.editable is not None:
+        try:
+            code["git"], diff = git_state(found.editable)
+        except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as exc:
+            code["git_error"] = str(exc)[:300] or type(exc).__name__
+    return Identity(code, diff)
+
+
+def code_identity(worker: str, groups: Iterable[str], path: Optional[list[str]] = None,
+                  python: Optional[str] = None) -> Optional[Identity]:
+    """The identity of the worker ``worker`` (an entry point in one of ``groups``) as
+    installed on ``path`` (None: this interpreter's); None where it is not installed."""
+    return identity_of(worker, installed(worker, groups, path), python)
+
+
+CODE_DIR = "code"
+
+
+def save(run_dir: str, stem: str, identity: Identity) -> str:
+    """``code/<stem>.json`` (the identity) and, when there is one, ``code/<stem>.diff``
+    written in the run folder; returns the JSON file's path relative to it."""
+    folder = os.path.join(run_dir, CODE_DIR)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    if identity.diff:
+        with open(os.path.join(folder, f"{stem}.diff"), "wb") as fh:
+            fh.write(identity.diff)
+    rel = os.path.join(CODE_DIR, f"{stem}.json")
+    tmp = os.path.join(run_dir, rel + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(identity.code, fh, indent=2, sort_keys=True)
+    os.replace(tmp, os.path.join(run_dir, rel))
+    return rel
