@@ -35,10 +35,9 @@ def create_projection_tables(db: sqlite_utils.Database) -> None:
         key = "submitted_seq" if table == "runs" else (pk if len(pk) > 1 else pk[0])
         db[table].create(_columns(columns), pk=key, not_null=list(pk), if_not_exists=True)
     db["runs"].create_index(["run_id"], unique=True, index_name="runs_id", if_not_exists=True)
-    # One run per config and code (core.codeid); runs of one config, newest first.
+    # One run per config and code (core.codeid); also finds the runs of one config
+    # (a few rows: a new run of it takes another page of no other index).
     db["runs"].create_index(["digest", "code_digest"], unique=True, index_name="runs_identity",
-                            if_not_exists=True)
-    db["runs"].create_index(["digest", "submitted_seq"], index_name="runs_config",
                             if_not_exists=True)
     db["runs"].create_index(["status", "submitted_seq"], index_name="runs_status",
                             if_not_exists=True)

@@ -17,7 +17,7 @@ from runtime.logs import ServiceLogger
 from runtime.throttle import LogThrottle
 from core.clock import Clock, SystemClock
 from core.settings import Settings
-from services.gateway.codeidentity import SubmitIdentity
+from services.gateway.submitcode import SubmitIdentity
 from services.gateway import reflection
 from services.gateway.auth import TokenInterceptor
 from services.gateway.buslisten import BusListener, Item, Telemetry

@@ -19,7 +19,7 @@ from core.protocol import GetRun, ListArtifacts, ListRuns
 from runtime.logs import ServiceLogger
 from services.gateway.buslisten import Telemetry
 from services.gateway.calls import RegistryAccess
-from services.gateway.codeidentity import SubmitIdentity
+from services.gateway.submitcode import SubmitIdentity
 from services.gateway.config import GatewayConfig
 from services.gateway.configcheck import config_of
 from services.gateway.errors import (CallError, abort, exhausted, from_registry, invalid,

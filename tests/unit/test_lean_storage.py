@@ -23,7 +23,7 @@ def _to_first_layout(conn: sqlite3.Connection) -> None:
     conn.executescript(f"""
         BEGIN;
         ALTER TABLE runs RENAME TO runs_new;
-        DROP INDEX runs_id; DROP INDEX runs_identity; DROP INDEX runs_config;
+        DROP INDEX runs_id; DROP INDEX runs_identity;
         DROP INDEX runs_status;
         CREATE TABLE runs ({", ".join(
             f"{c} INTEGER" if c in ("submitted_seq", "last_seq") else f"{c}"
