@@ -96,7 +96,7 @@ class Beats:
 def _rerun(state: RunState, **fields: Any) -> tuple[Any, Context, Registry]:
     registry = Registry(state)
     servicer = gw.Servicer(None, registry, None, Beats(), Mapper(), None, None,  # type: ignore[arg-type]
-                           None)  # type: ignore[arg-type]
+                           None, None)  # type: ignore[arg-type]
     context = Context()
     request = pb.RerunRunRequest(**{"run_id": RUN, **fields})
 
