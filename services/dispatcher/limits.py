@@ -146,7 +146,7 @@ def cgroup_parent(root: str) -> tuple[str, str, str]:
     mount, path = _own_cgroup()
     if not mount:
         return "", "", "no cgroup v2 hierarchy holds this process (cgroup v1 only?)"
-    own = os.path.join(mount, path.lstrip("/"))
+    own = os.path.normpath(os.path.join(mount, path.lstrip("/")))
     parent = root or own
     try:
         controls = _read(os.path.join(parent, "cgroup.subtree_control")).split()
@@ -172,7 +172,10 @@ def memory_for(limit_mb: int, run_id: str, root: str) -> Memory:
         try:
             os.mkdir(folder)
         except FileExistsError:
-            pass  # an earlier attempt's (a dispatcher crash); its limits are set again
+            # An earlier shim's of this run, which died before it removed it: what is
+            # left in it is killed, and it is made afresh (its OOM counters are not ours).
+            _remove(folder)
+            os.mkdir(folder)
         _write(os.path.join(folder, "memory.max"), str(limit_mb * MIB))
         for name, value in (("memory.swap.max", "0"), ("memory.oom.group", "1")):
             if os.path.exists(os.path.join(folder, name)):
