@@ -93,7 +93,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_runs", "TRAINER_MAX_RUNS", "0", _nonneg_int,
             "Most runs the dispatcher runs at once (0: no cap besides resources)."),
     Setting("cpu_slots", "TRAINER_CPU_SLOTS", "0", _nonneg_int,
-            "CPU slots the dispatcher hands out (0: the number of CPUs)."),
+            "CPU slots the dispatcher hands out (0: the number of CPUs it may run on, "
+            "its affinity mask)."),
     Setting("cgroup", "TRAINER_CGROUP", "", _abs_path_or_empty,
             "cgroup v2 folder in which each run with a memory limit gets its own cgroup "
             "(it must hand the memory controller to its children and be writable); empty: "
