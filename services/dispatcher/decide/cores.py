@@ -7,9 +7,9 @@ are pinned only where every CPU slot can have a core of its own (TRAINER_CPU_SLO
 most the number of the dispatcher's CPUs): with more slots than cores, pinning would
 crowd some runs onto shared cores while others run free, so none is pinned (their
 thread-count variables still say how many threads to use). A run for which too few
-cores are free is not pinned either (an adopted run from before a restart whose cores
-are not recorded can hold some), and the reason is logged. Cores are logical CPUs as
-the kernel numbers them (SMT siblings count as two).
+cores are free is not pinned either, nor one started while runs adopted after a restart
+are still being read (their cores are not known yet): the reason is logged. Cores are
+logical CPUs as the kernel numbers them (SMT siblings count as two).
 """
 
 from __future__ import annotations
@@ -18,15 +18,19 @@ from typing import Iterable
 
 
 def choose(cores: tuple[int, ...], total_slots: int, taken: Iterable[int],
-           slots: int) -> tuple[tuple[int, ...], str]:
+           slots: int, unread: int = 0) -> tuple[tuple[int, ...], str]:
     """(the cores for a run with ``slots`` CPU slots, "") or ((), why it is not pinned)
-    given the dispatcher's ``cores``, its ``total_slots`` and the cores ``taken`` by
-    the runs that hold slots."""
+    given the dispatcher's ``cores``, its ``total_slots``, the cores ``taken`` by the
+    runs that hold slots, and how many of those are ``unread`` (being recovered: their
+    cores are not known)."""
     if not cores:
         return (), "the dispatcher's CPUs are not known"
     if total_slots > len(cores):
         return (), (f"TRAINER_CPU_SLOTS ({total_slots}) exceeds the {len(cores)} CPU(s) "
                     "the dispatcher may use: runs are not pinned")
+    if unread:
+        return (), (f"{unread} run(s) adopted after the restart are still being read: "
+                    "the cores they are pinned to are not known yet")
     busy = set(taken)
     free = [c for c in sorted(cores) if c not in busy]
     if len(free) < slots:

@@ -41,9 +41,9 @@ def pin(turn: Turn, run: RunRecord) -> tuple[int, ...]:
         if run.cores:
             turn.put(run.changed(cores=()))
         return ()   # not pinned, as cores.choose says (no scan of the runs)
-    taken = [c for r in turn.state.runs.values()
-             if r.phase in HOLDING and r.run_id != run.run_id for c in r.cores]
-    cores, why = cpus.choose(config.cores, config.cpu_slots, taken, run.cpu_slots)
+    held = [r for r in turn.state.runs.values() if r.phase in HOLDING and r.run_id != run.run_id]
+    cores, why = cpus.choose(config.cores, config.cpu_slots, [c for r in held for c in r.cores],
+                             run.cpu_slots, sum(r.phase is Phase.RECOVERING for r in held))
     if why:
         turn.log("warning", "run.not_pinned", run_id=run.run_id, reason=why)
     turn.put(run.changed(cores=cores))

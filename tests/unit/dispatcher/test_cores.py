@@ -26,6 +26,8 @@ def test_choose_takes_the_lowest_free_cores_and_says_why_it_does_not_pin() -> No
     assert choose((4, 5, 6, 7), 4, (), 1) == ((4,), "")       # the dispatcher's own mask
     cores, why = choose((0, 1), 4, (), 1)
     assert cores == () and "TRAINER_CPU_SLOTS (4) exceeds the 2 CPU(s)" in why
+    cores, why = choose((0, 1), 2, (), 1, unread=1)
+    assert cores == () and "1 run(s) adopted after the restart are still being read" in why
     cores, why = choose((0, 1, 2), 3, {0, 1}, 2)
     assert cores == () and "1 of the dispatcher's CPUs are free" in why
     assert choose((), 1, (), 1)[0] == ()
@@ -61,3 +63,17 @@ def test_an_adopted_run_keeps_the_cores_its_worker_record_names() -> None:
     effects = d.settle(d.submit("third", resources={"cpu_slots": 1}))
     assert not of(effects, fx.StartWorker)                 # no slot left (2 of 2 held)
     assert not logged(effects, "run.not_pinned")
+
+
+def test_a_run_started_while_adopted_runs_are_read_is_not_pinned() -> None:
+    """After a restart the snapshot's pending run is claimed at once, before the folders
+    of the running ones say which cores they hold: it is not pinned, rather than risk
+    sharing theirs."""
+    d = Driver(cpu_slots=2, cores=(0, 1))
+    effects = d.boot(RunView("old", "RUNNING", {}, 1, submitted_seq=1),
+                     RunView("new", "PENDING", {}, 2, submitted_seq=2))
+    effects = d.answer(effects)
+    (start,) = of(effects, fx.StartWorker)
+    assert start.run_id == "new" and start.cores == ()
+    (why,) = logged(effects, "run.not_pinned")
+    assert "still being read" in why.get("reason")
