@@ -31,6 +31,7 @@ class TerminalCause(str, enum.Enum):
     UNSCHEDULABLE = "unschedulable"      # can never fit (asks for more than exists)
     SPAWN_ERROR = "spawn_error"          # the worker could not be started
     CHECKPOINT_IGNORED = "checkpoint_ignored"  # given a checkpoint, it never loaded it
+    MEMORY_LIMIT = "memory_limit"        # over its resources.memory_limit_mb: killed
     CANCELLED = "cancelled"
 
 

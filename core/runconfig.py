@@ -45,11 +45,15 @@ class Resources:
     gpus: int = 0                 # number of GPUs
     min_gpu_memory_mb: int = 0    # each GPU must have at least this much free
     cpu_slots: int = 1            # CPU slots (the dispatcher never oversubscribes them)
+    memory_limit_mb: int = 0      # the run's processes together; 0 = no limit
 
 
-# The causes a retry policy may name: the run's code is not to blame (docs/CONFIG.md).
-# Launchers add theirs (node_failure, preempted) when they can tell them.
-RETRYABLE_CAUSES = ("lost", "heartbeat_timeout", "signal", "time_limit")
+# The causes a retry policy may name: the run's code is not to blame (docs/CONFIG.md),
+# or a limit it hit (memory_limit: named only by a policy that asks for it, for a run
+# whose resumed attempt starts smaller than it ended). Launchers add theirs
+# (node_failure, preempted) when they can tell them.
+RETRYABLE_CAUSES = ("lost", "heartbeat_timeout", "signal", "time_limit", "memory_limit")
+MAX_MEMORY_LIMIT_MB = 64 * 1024 * 1024   # MiB (64 TiB)
 NEVER_RETRIED_EXIT_CODES = (0, 2, 3)   # success; a user error (bad config); ignored checkpoint
 MAX_ATTEMPTS = 100
 
@@ -141,6 +145,8 @@ class RunConfig:
         r = self.resources
         out["resources"] = {"gpus": r.gpus, "min_gpu_memory_mb": r.min_gpu_memory_mb,
                             "cpu_slots": r.cpu_slots}
+        if r.memory_limit_mb:  # left out when 0: configs from before it keep their digest
+            out["resources"]["memory_limit_mb"] = r.memory_limit_mb
         out["hyperparameters"] = dict(self.hyperparameters)
         out["tags"] = list(self.tags)
         if self.retry.default:  # left out: configs from before retries keep their digest
@@ -164,6 +170,7 @@ class RunConfig:
             gpus=_int(res, "gpus", 0, 0, 64, "resources."),
             min_gpu_memory_mb=_int(res, "min_gpu_memory_mb", 0, 0, 10**7, "resources."),
             cpu_slots=_int(res, "cpu_slots", 1, 1, 1024, "resources."),
+            memory_limit_mb=_memory_limit(res),
         )
         hyper = data.get("hyperparameters", {})
         if not isinstance(hyper, dict) or not all(isinstance(k, str) for k in hyper):
@@ -213,6 +220,17 @@ class RunConfig:
             raise ValidationError("env", _refusal(
                 known_env, cfg.env, f"gymnasium does not register the env id {cfg.env!r}"))
         return cfg
+
+
+MIN_MEMORY_LIMIT_MB = 16   # less than a Python interpreter needs to start
+
+
+def _memory_limit(res: dict) -> int:
+    value = _int(res, "memory_limit_mb", 0, 0, MAX_MEMORY_LIMIT_MB, "resources.")
+    if 0 < value < MIN_MEMORY_LIMIT_MB:
+        raise ValidationError("resources.memory_limit_mb", f"must be 0 (no limit) or at "
+                              f"least {MIN_MEMORY_LIMIT_MB} (a worker needs more to start)")
+    return value
 
 
 def _refusal(check: Callable[[str], bool], value: str, default: str) -> str:

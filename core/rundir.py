@@ -53,6 +53,11 @@ class WorkerRecord:
     shim_start_time: Optional[float]
     started_at: float
     run_lock: bool = False
+    cores: Optional[list] = None          # the CPUs it is pinned to ([]: not pinned;
+                                          # None: a shim from before pinning)
+    cores_note: str = ""                  # why pinning failed ("" if it did not)
+    memory_limit_mb: int = 0              # its memory limit (0: none) ...
+    memory_enforced_by: str = ""          # ... enforced by "cgroup" or "sampled"
 
     @classmethod
     def from_map(cls, data: Any) -> WorkerRecord:
@@ -78,6 +83,11 @@ class ExitRecord:
     stime_s: float = 0.0
     leftovers_killed: int = 0   # processes the worker left behind, killed before this
     spawn_error: Optional[str] = None
+    memory_limit_mb: int = 0            # present with a memory limit only
+    memory_enforced_by: str = ""        # "cgroup" or "sampled"
+    memory_exceeded: bool = False       # over the limit: the run's processes were killed
+    memory_peak_mb: float = 0.0         # the cgroup's memory.peak, or the sampled peak
+    memory_note: str = ""               # why the cgroup could not be used
 
     @classmethod
     def from_map(cls, data: Any) -> ExitRecord:

@@ -50,6 +50,12 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _abs_path_or_empty(text: str) -> str:
+    if text and not posixpath.isabs(text):
+        raise ValueError("must be an absolute path (or empty)")
+    return text
+
+
 def _flag(text: str) -> bool:
     if text not in ("0", "1"):
         raise ValueError("must be 0 or 1")
@@ -87,7 +93,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_runs", "TRAINER_MAX_RUNS", "0", _nonneg_int,
             "Most runs the dispatcher runs at once (0: no cap besides resources)."),
     Setting("cpu_slots", "TRAINER_CPU_SLOTS", "0", _nonneg_int,
-            "CPU slots the dispatcher hands out (0: the number of CPUs)."),
+            "CPU slots the dispatcher hands out (0: the number of CPUs it may run on, "
+            "its affinity mask)."),
+    Setting("cgroup", "TRAINER_CGROUP", "", _abs_path_or_empty,
+            "cgroup v2 folder in which each run with a memory limit gets its own cgroup "
+            "(it must hand the memory controller to its children and be writable); empty: "
+            "the shim's own cgroup, where it does. Where neither does, the limit is "
+            "enforced by sampling (docs/WORKERS.md, Resources)."),
     Setting("log_rate", "TRAINER_LOG_RATE", "1048576", _positive_int,
             "Bytes per second per run of stdout/stderr the dispatcher publishes on the bus."),
     Setting("tick", "TRAINER_DISPATCHER_TICK", "0.05", _positive_float,
@@ -113,6 +125,7 @@ class Settings:
     fake_gpus: int
     max_runs: int
     cpu_slots: int
+    cgroup: str
     log_rate: int
     tick: float
     test_workers: bool

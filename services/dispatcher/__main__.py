@@ -23,7 +23,7 @@ from runtime.logs import ServiceLogger
 from services.dispatcher.decide.state import SOURCE
 from services.dispatcher.shell.forklauncher import ForkLauncher
 from services.dispatcher.shell.gpuread import GpuReader, read_inventory
-from services.dispatcher.shell.loop import DispatcherLoop
+from services.dispatcher.shell.loop import DispatcherLoop, own_cores
 
 
 def raise_fd_limit(log: ServiceLogger) -> int:
@@ -66,10 +66,10 @@ def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> Dispatche
     follower = EventFollower(Subscriber(events_sock, bad), registry_fetch(rpc))
     gpus = GpuReader(None if settings.fake_gpus > 0 else
                      (lambda ours: read_inventory(0, ours)))
+    cpu_slots = settings.cpu_slots or len(own_cores()) or os.cpu_count() or 1
     loop = DispatcherLoop(settings, registry, follower, Subscriber(telemetry_sock, bad),
                           Publisher(pub, SOURCE, clock), ForkLauncher(settings, fd_soft_limit),
-                          inventory, settings.cpu_slots or os.cpu_count() or 1, clock, log,
-                          gpus, os.uname().nodename)
+                          inventory, cpu_slots, clock, log, gpus, os.uname().nodename)
     rpc.on_wait = loop.send_status
     return loop
 

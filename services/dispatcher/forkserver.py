@@ -7,7 +7,9 @@ them. This process imports only the standard library and ``spawner``, so a fork 
 it is cheap, and it runs beside the dispatcher's loop instead of inside it.
 
 Protocol (both pipes carry one JSON document per line):
-- stdin, from the dispatcher: ``[run_dir, argv, env]`` per shim to start;
+- stdin, from the dispatcher: ``[run_dir, argv, env, limits]`` per shim to start
+  (``limits``: the run's cores and memory limit, ``limits.Limits.to_wire``; a line
+  without it starts a shim without limits);
 - stdout, to the dispatcher: ``{"shim": pid, "run_dir": ...}`` once forked, and
   ``{"exited": pid, "status": wait status}`` when a shim ends (the dispatcher then
   reads the run's exit record; a run whose shim ended without one, and that no other
@@ -27,6 +29,7 @@ import subprocess
 import sys
 from typing import Any, Optional
 
+from services.dispatcher.limits import Limits
 from services.dispatcher.spawner import prepare_fork_server, spawn_shim
 
 
@@ -70,10 +73,12 @@ class ForkServer:
         self.exit_status: dict[str, int] = {}
         self._status_due: dict[int, str] = {}  # shim pid -> run dir, ended by pidfd
 
-    def spawn(self, run_dir: str, argv: list[str], env: dict[str, str]) -> None:
+    def spawn(self, run_dir: str, argv: list[str], env: dict[str, str],
+              limits: Limits = Limits()) -> None:
         """Ask for a shim; returns at once (the shim writes worker.json when it has
         started the worker)."""
-        line = memoryview(json.dumps([run_dir, argv, env]).encode() + b"\n")
+        line = memoryview(json.dumps([run_dir, argv, env, limits.to_wire()]).encode()
+                          + b"\n")
         fd = self.proc.stdin.fileno()  # type: ignore[union-attr]
         try:
             while line:  # a write may take part of the line (a signal, a full pipe)
@@ -281,8 +286,8 @@ def _loop(inp: int, notices: _Notices, wake_r: int) -> None:
             lines = (buffered + data).split(b"\n")
             buffered = lines.pop()
             for line in lines:
-                run_dir, argv, env = json.loads(line)
-                pid = spawn_shim(run_dir, argv, env)
+                run_dir, argv, env, *rest = json.loads(line)
+                pid = spawn_shim(run_dir, argv, env, Limits.from_wire(rest[0] if rest else None))
                 notices.add({"shim": pid, "run_dir": run_dir})
         _reap(notices)
 

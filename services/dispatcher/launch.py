@@ -26,6 +26,14 @@ class UnknownWorker(Exception):
 _catalogs = {flag: WorkerCatalog(test_workers=flag) for flag in (False, True)}
 
 
+# Set to the run's resources.cpu_slots in its worker's environment, over any value the
+# dispatcher's environment gives them: the run's slots win (docs/WORKERS.md, Resources).
+# torch reads OMP_NUM_THREADS (its intra-op threads); numpy's BLAS (OpenBLAS, MKL,
+# Accelerate), numexpr and OpenMP code read theirs.
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+               "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+
+
 ATTEMPT_FILES = (WORKER_FILE, EXIT_FILE, KILL_FILE, SHIM_FILE, RESULT_FILE)
 
 
@@ -71,6 +79,8 @@ def prepare(settings: Settings, run: dict[str, Any], gpus: list[str], attempt: i
         "CUDA_VISIBLE_DEVICES": ",".join(gpus), "PYTHONUNBUFFERED": "1",
         "TRAINER_ATTEMPT": str(attempt),
     })
+    slots = str(config.get("resources", {}).get("cpu_slots", 1))
+    env.update(dict.fromkeys(THREAD_VARS, slots))
     if resume_from:
         env["TRAINER_RESUME_CHECKPOINT"] = os.path.join(path, resume_from)
     if settings.test_workers:

@@ -41,6 +41,8 @@ from typing import Any, Callable, Iterator, Optional
 from core.rundir import (EXIT_FILE, RUN_LOCK, SHIM_FILE, STDERR_FILE, STDOUT_FILE,
                          WORKER_FILE)
 from runtime.atomicfile import atomic_file
+from services.dispatcher import limits as run_limits
+from services.dispatcher.limits import Limits
 
 UNRECORDED_OK = 0  # a shim's exit code: its exit record is written, or its worker exited 0
 SHIM_STALE = 2     # ... another shim of the run had started the worker
@@ -201,9 +203,11 @@ def signal_group(pgid: int, sig: signal.Signals) -> bool:
         return False
 
 
-def spawn_shim(run_dir: str, argv: list[str], env: dict[str, str]) -> int:
+def spawn_shim(run_dir: str, argv: list[str], env: dict[str, str],
+               limits: Limits = Limits()) -> int:
     """Fork the shim for one run; returns the shim's pid at once. Called by the fork
-    server (services/dispatcher/forkserver.py), a single-threaded process."""
+    server (services/dispatcher/forkserver.py), a single-threaded process. ``limits``:
+    the cores and the memory limit of the run (limits.py)."""
     pid = os.fork()
     if pid:
         return pid
@@ -216,7 +220,7 @@ def spawn_shim(run_dir: str, argv: list[str], env: dict[str, str]) -> int:
         os.dup2(null, 0)
         os.dup2(null, 1)
         os.closerange(3, 65536)
-        code = _shim(run_dir, argv, env)
+        code = _shim(run_dir, argv, env, limits)
     except BaseException:  # noqa: BLE001 - the shim must never return into the parent
         code = 1
     finally:
@@ -327,7 +331,8 @@ _SIGNALS_DEFAULT = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD
                     signal.SIGPIPE, signal.SIGXFSZ)
 
 
-def _shim(run_dir: str, argv: list[str], env: dict[str, str]) -> int:
+def _shim(run_dir: str, argv: list[str], env: dict[str, str],
+          limits: Limits = Limits()) -> int:
     """The shim's exit code: UNRECORDED_OK (0) when the exit record is written, or
     when it could not be (a full disk) but the worker exited 0, the one end that
     needs no record to be told; SHIM_STALE when another shim of the run came first;
@@ -345,6 +350,11 @@ def _shim(run_dir: str, argv: list[str], env: dict[str, str]) -> int:
         return SHIM_STALE  # that shim started the worker already (a stale second request)
     started = time.time()
     reaper = _become_subreaper() if _become_subreaper is not None else False
+    pin_note = run_limits.pin(limits.cores)   # the worker inherits the shim's cores
+    memory = run_limits.memory_for(limits.memory_limit_mb, os.path.basename(run_dir),
+                                   limits.cgroup_root) if limits.memory_limit_mb else None
+    if memory is not None:
+        run_limits.enter(memory)   # cgroup: the worker is born in the run's cgroup
     try:
         pid = _spawn_worker(run_dir, argv, env)
     except OSError as exc:
@@ -352,10 +362,18 @@ def _shim(run_dir: str, argv: list[str], env: dict[str, str]) -> int:
             "exit_code": None, "signal": None, "spawn_error": str(exc),
             "started_at": started, "ended_at": time.time(), "pid": None})
         return UNRECORDED_OK
+    finally:
+        if memory is not None:
+            run_limits.leave(memory)
     write_atomic(os.path.join(run_dir, WORKER_FILE), {
-        "pid": pid, "pgid": pid, "start_time": process_start_time(pid),
-        **me, "started_at": started, RUN_LOCK: locked}, durable=False)
-    status, usage = _wait_worker(pid) if reaper else os.wait4(pid, 0)[1:]
+        "pid": pid, "pgid": pid, "start_time": process_start_time(pid), **me,
+        "started_at": started, RUN_LOCK: locked,
+        **run_limits.placed(limits.cores, pin_note, memory)}, durable=False)
+    if memory is not None and memory.enforced_by == run_limits.SAMPLED:
+        status, usage = run_limits.wait_sampling(
+            pid, memory, lambda: descendants(os.getpid()), reaper)
+    else:
+        status, usage = _wait_worker(pid) if reaper else os.wait4(pid, 0)[1:]
     ended = time.time()
     record: dict[str, Any] = {
         "pid": pid, "started_at": started, "ended_at": ended,
@@ -366,6 +384,9 @@ def _shim(run_dir: str, argv: list[str], env: dict[str, str]) -> int:
         # processes the worker left behind, killed before this record was written
         "leftovers_killed": end_leftovers() if reaper else 0,
     }
+    if memory is not None:
+        run_limits.cgroup_end(memory)
+        record.update(memory.record())
     try:
         write_atomic(os.path.join(run_dir, EXIT_FILE), record)
     except OSError:

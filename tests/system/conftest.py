@@ -2,12 +2,14 @@
 ...``): ``stack`` (bus broker + registry processes), ``dstack`` (and a dispatcher with
 2 fake GPUs), ``gateway`` (a gateway process in front of ``stack``), ``system`` (the
 whole system under supervisord, driven through the `trainer` command),
-``launcher_harness`` and ``launcher`` (each launcher implementation in turn, for the
+``pstack`` (a dispatcher with as many CPU slots as this machine lets it use, so
+that runs are pinned), ``launcher_harness`` and ``launcher`` (each launcher implementation in turn, for the
 launcher contract suite). The classes they build are helpers, imported by name:
 tests/system/stack.py, gateway.py, supervised.py, launchers.py."""
 
 from __future__ import annotations
 
+import os
 from typing import Iterator
 
 import pytest
@@ -20,6 +22,24 @@ from tests.system.gateway import Gateway
 from tests.system.launchers import HARNESSES, LauncherHarness
 from tests.system.stack import Stack
 from tests.system.supervised import System
+
+
+@pytest.fixture
+def pstack(service_env: dict[str, str], ctx: zmq.Context) -> Iterator[Stack]:
+    """bus + registry + dispatcher with one CPU slot per CPU of its affinity mask (runs
+    are pinned: docs/WORKERS.md, Resources) and no GPU."""
+    slots = str(len(os.sched_getaffinity(0)))
+    env = {**service_env, "TRAINER_CPU_SLOTS": slots, "TRAINER_STATUS_INTERVAL": "0.5"}
+    s = Stack(env, Settings.from_env(env), ctx)
+    try:
+        s.start_bus()
+        s.start_registry()
+        s.start_dispatcher()
+        yield s
+        if s.registry.alive():
+            assert_nothing_left(s)
+    finally:
+        s.close()
 
 
 @pytest.fixture

@@ -30,7 +30,9 @@ def test_no_run_file_name_is_spelled_outside_core_rundir() -> None:
 
 def test_worker_record_parses_what_the_shim_writes() -> None:
     written = {"pid": 10, "pgid": 10, "start_time": 123.5, "shim_pid": 9,
-               "shim_start_time": None, "started_at": 1.7e9, "run_lock": True}
+               "shim_start_time": None, "started_at": 1.7e9, "run_lock": True,
+               "cores": [0, 1], "cores_note": "", "memory_limit_mb": 64,
+               "memory_enforced_by": "sampled"}
     record = WorkerRecord.from_map(written)
     assert record.pgid == 10 and record.run_lock and record.shim_start_time is None
     assert record.to_map() == written

@@ -34,6 +34,7 @@ class TerminalCause(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TERMINAL_CAUSE_SPAWN_ERROR: _ClassVar[TerminalCause]
     TERMINAL_CAUSE_CANCELLED: _ClassVar[TerminalCause]
     TERMINAL_CAUSE_CHECKPOINT_IGNORED: _ClassVar[TerminalCause]
+    TERMINAL_CAUSE_MEMORY_LIMIT: _ClassVar[TerminalCause]
 
 class LogStream(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -58,6 +59,7 @@ TERMINAL_CAUSE_UNSCHEDULABLE: TerminalCause
 TERMINAL_CAUSE_SPAWN_ERROR: TerminalCause
 TERMINAL_CAUSE_CANCELLED: TerminalCause
 TERMINAL_CAUSE_CHECKPOINT_IGNORED: TerminalCause
+TERMINAL_CAUSE_MEMORY_LIMIT: TerminalCause
 LOG_STREAM_UNSPECIFIED: LogStream
 LOG_STREAM_STDOUT: LogStream
 LOG_STREAM_STDERR: LogStream

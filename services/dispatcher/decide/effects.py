@@ -53,6 +53,7 @@ class StartWorker:
     gpus: tuple[str, ...]
     attempt: int = 1
     resume_from: str = ""          # a checkpoint in the run folder ("": none)
+    cores: tuple[int, ...] = ()    # the CPUs to pin its worker to (() = not pinned)
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,7 @@ class WorkerRecord:
     pgid: int
     start_time: Optional[float]   # the process start time the shim read
     started_at: Optional[float]   # wall clock, when the shim started it
+    cores: tuple[int, ...] = ()   # the CPUs the shim pinned it to (() = not pinned)
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,10 @@ class ExitRecord:
     signal_name: str = ""         # the shell names the signal (SIGKILL)
     spawn_error: str = ""
     leftovers_killed: int = 0
+    memory_exceeded: bool = False  # over its memory limit (its shim or cgroup killed it)
+    memory_limit_mb: int = 0
+    memory_peak_mb: Optional[float] = None
+    memory_enforced_by: str = ""   # cgroup | sampled ("" = no limit)
 
 
 @dataclass(frozen=True)

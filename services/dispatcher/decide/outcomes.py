@@ -54,6 +54,9 @@ def finish_of(run: RunRecord, record: Optional[ExitRecord], tail: str = "",
                          exit_code=code, signal=sig, message=record.spawn_error)
     if code == 0:
         return FinishRun(run.run_id, Outcome.COMPLETED.value, exit_code=0)
+    if record.memory_exceeded:
+        return FinishRun(run.run_id, Outcome.FAILED.value, TerminalCause.MEMORY_LIMIT.value,
+                         exit_code=code, signal=sig, message=memory_message(record, tail))
     if code == IGNORED_EXIT_CODE and folder is not None \
             and folder.result_cause == TerminalCause.CHECKPOINT_IGNORED.value:
         return FinishRun(run.run_id, Outcome.FAILED.value,
@@ -65,6 +68,16 @@ def finish_of(run: RunRecord, record: Optional[ExitRecord], tail: str = "",
                          message=f"killed by {record.signal_name or sig}\n{tail}".strip())
     return FinishRun(run.run_id, Outcome.FAILED.value, TerminalCause.EXIT_CODE.value,
                      exit_code=code, signal=sig, message=f"exit code {code}\n{tail}".strip())
+
+
+def memory_message(record: ExitRecord, tail: str = "") -> str:
+    """Why a run over its memory limit ended, and who ended it."""
+    peak = f" (peak {record.memory_peak_mb:g} MiB)" if record.memory_peak_mb else ""
+    how = ("the kernel's OOM killer ended its processes (its cgroup's memory.max)"
+           if record.memory_enforced_by == "cgroup" else
+           "its shim killed its processes (their resident memory, sampled)")
+    return f"over its memory limit of {record.memory_limit_mb} MiB{peak}: {how}\n{tail}" \
+        .strip()
 
 
 def failed(run_id: str, cause: TerminalCause, message: str) -> FinishRun:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from core.commands import RecordStarted
 from core.events import TerminalCause
+from services.dispatcher.decide import cores as cpus
 from services.dispatcher.decide import effects as fx
 from services.dispatcher.decide.inputs import WorkerRecord
 from services.dispatcher.decide.outcomes import failed
-from services.dispatcher.decide.phases import Move, Phase
+from services.dispatcher.decide.phases import HOLDING, Move, Phase
 from services.dispatcher.decide.state import CallFor, RunRecord
 from services.dispatcher.decide.supervise import KillPlan, Sig, Watch, cancel_plan, check
 from services.dispatcher.decide.turn import Turn
@@ -23,10 +24,30 @@ def start(turn: Turn, run: RunRecord) -> None:
     if gone:
         spawn_failed(turn, run, gone)
         return
-    turn.do(fx.StartWorker(run.run_id, run.config, run.gpus, run.attempt, run.resume_from))
+    cores = pin(turn, run)
+    turn.do(fx.StartWorker(run.run_id, run.config, run.gpus, run.attempt, run.resume_from,
+                           cores))
     turn.count(started=1)
     turn.log("info", "run.spawned", run_id=run.run_id, gpus=list(run.gpus),
-             attempt=run.attempt, resume_from=run.resume_from or None)
+             attempt=run.attempt, resume_from=run.resume_from or None,
+             cores=list(cores) or None)
+
+
+def pin(turn: Turn, run: RunRecord) -> tuple[int, ...]:
+    """The cores for the run's worker (decide/cores.py), kept in its record while it
+    holds its slots; () where it is not pinned."""
+    config = turn.state.config
+    if not config.cores or config.cpu_slots > len(config.cores):
+        if run.cores:
+            turn.put(run.changed(cores=()))
+        return ()   # not pinned, as cores.choose says (no scan of the runs)
+    held = [r for r in turn.state.runs.values() if r.phase in HOLDING and r.run_id != run.run_id]
+    cores, why = cpus.choose(config.cores, config.cpu_slots, [c for r in held for c in r.cores],
+                             run.cpu_slots, sum(r.phase is Phase.RECOVERING for r in held))
+    if why:
+        turn.log("warning", "run.not_pinned", run_id=run.run_id, reason=why)
+    turn.put(run.changed(cores=cores))
+    return cores
 
 
 def spawn_failed(turn: Turn, run: RunRecord, message: str) -> None:
@@ -50,7 +71,8 @@ def note_worker(turn: Turn, run: RunRecord, worker: WorkerRecord, move: Move) ->
     age = max(0.0, s.wall - worker.started_at) if worker.started_at is not None else 0.0
     watch = Watch.from_start(run.config, s.now, age)
     after = turn.move(run, move, pgid=worker.pgid, pid=worker.pid,
-                      pid_start_time=worker.start_time, watch=watch, artifacts_todo=())
+                      pid_start_time=worker.start_time, watch=watch, artifacts_todo=(),
+                      cores=run.cores or worker.cores)
     assert after is not None
     if not after.started_recorded:
         send_started(turn, after)

@@ -65,6 +65,7 @@ class RunRecord:
     noted: bool = False            # its first read was logged (RECOVERING: awaited)
     attempt: int = 1               # the registry's attempt of the run
     resume_from: str = ""          # the checkpoint (in its folder) the attempt resumes from
+    cores: tuple[int, ...] = ()    # the CPUs its worker is pinned to (() = not pinned)
 
     @property
     def cpu_slots(self) -> int:
@@ -122,6 +123,7 @@ class DispatcherConfig:
     max_runs: int = 0             # 0 = no cap
     host: str = ""                # RecordStarted's host
     bus_window_s: float = 1.5     # our status must come back within this
+    cores: tuple[int, ...] = ()   # the CPUs the dispatcher may use (its affinity mask)
 
 
 class Registry(str, enum.Enum):

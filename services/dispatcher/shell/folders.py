@@ -77,8 +77,10 @@ def worker_record(data: Optional[Mapping[str, Any]]) -> Optional[WorkerRecord]:
     pid, pgid = _int(data.get("pid")), _int(data.get("pgid"))
     if pid is None or pgid is None or pid <= 0 or pgid <= 0:
         return None
+    cores = data.get("cores")
+    pinned = tuple(c for c in cores if _int(c) is not None) if isinstance(cores, list) else ()
     return WorkerRecord(pid, pgid, _number(data.get("start_time")),
-                        _number(data.get("started_at")))
+                        _number(data.get("started_at")), pinned)
 
 
 def exit_record(data: Optional[Mapping[str, Any]]) -> Optional[ExitRecord]:
@@ -93,7 +95,11 @@ def exit_record(data: Optional[Mapping[str, Any]]) -> Optional[ExitRecord]:
             name = str(sig)
     return ExitRecord(_int(data.get("exit_code")), sig, name,
                       str(data.get("spawn_error") or ""),
-                      _int(data.get("leftovers_killed")) or 0)
+                      _int(data.get("leftovers_killed")) or 0,
+                      data.get("memory_exceeded") is True,
+                      _int(data.get("memory_limit_mb")) or 0,
+                      _number(data.get("memory_peak_mb")),
+                      str(data.get("memory_enforced_by") or ""))
 
 
 def kill_record(data: Optional[Mapping[str, Any]]) -> Optional[KillRecord]:

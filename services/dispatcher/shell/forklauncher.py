@@ -19,6 +19,7 @@ from services.dispatcher import launch, spawner
 from services.dispatcher.decide.inputs import FolderRead, KillRecord, ShimEnded
 from services.dispatcher.decide.supervise import Sig
 from services.dispatcher.forkserver import ForkServer, ForkServerGone
+from services.dispatcher.limits import Limits
 from services.dispatcher.shell.folders import read_folder
 from services.dispatcher.shell.launcher import LauncherGone, StartError
 
@@ -38,7 +39,8 @@ class ForkLauncher:
         return launch.run_dir(self.settings, run_id)
 
     def start(self, run_id: str, config: RunConfig, gpus: tuple[str, ...],
-              attempt: int = 1, resume_from: str = "") -> None:
+              attempt: int = 1, resume_from: str = "", cores: tuple[int, ...] = ()) -> None:
+        limits = Limits(cores, config.resources.memory_limit_mb, self.settings.cgroup)
         try:
             if attempt > 1:
                 launch.set_aside(self.run_dir(run_id), attempt - 1)
@@ -49,7 +51,7 @@ class ForkLauncher:
             raise StartError(str(exc)) from exc
         self.forget(run_id)   # nothing of an earlier shim of this run is kept
         try:
-            self.forks.spawn(path, argv, env)
+            self.forks.spawn(path, argv, env, limits)
         except ForkServerGone as exc:
             raise LauncherGone(str(exc), GONE) from exc
 

@@ -16,6 +16,7 @@ follower's, the telemetry subscriber, the status publisher) and the launcher.
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from typing import Any
 
@@ -47,6 +48,15 @@ PING_EVERY_S = 1.0         # the registry away: a quick ping at most this often
 PING_TIMEOUT_S = 0.5
 
 
+def own_cores() -> tuple[int, ...]:
+    """The CPUs this process may run on (its affinity mask): the cores runs are pinned
+    to (decide/cores.py); () where the platform cannot tell."""
+    try:
+        return tuple(sorted(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return ()
+
+
 class DispatcherLoop:
     def __init__(self, settings: Settings, registry: RegistryClient, follower: EventFollower,
                  telemetry: Subscriber, publisher: Publisher, launcher: Launcher,
@@ -62,7 +72,7 @@ class DispatcherLoop:
         self.log = log
         self.gpus = gpus
         config = DispatcherConfig(cpu_slots, settings.max_runs, host,
-                                  3 * settings.status_interval)
+                                  3 * settings.status_interval, own_cores())
         self.state = DispatcherState.initial(config, inventory, clock.monotonic(), clock.now())
         self.beacon = StatusBeacon(SOURCE, settings.status_interval, clock, self.counters)
         self.pacer = Pacer(self.beacon, settings.status_interval, settings.tick)

@@ -229,7 +229,8 @@ class StandInForks:
             self.exit_status[run_dir] = status
         os.write(self._w, b"!")
 
-    def spawn(self, run_dir: str, argv: list[str], env: dict[str, str]) -> None:
+    def spawn(self, run_dir: str, argv: list[str], env: dict[str, str],
+              limits: object = None) -> None:
         if self.gone:
             raise ForkServerGone("the shim fork server exited (-9)")
         self.spawned.append(run_dir)

@@ -27,9 +27,10 @@ def gpus(count: int, free: int = 16 * GIB) -> Inventory:
 
 
 class Driver:
-    def __init__(self, cpu_slots: int = 4, gpu_count: int = 0, max_runs: int = 0) -> None:
-        self.state = DispatcherState.initial(DispatcherConfig(cpu_slots, max_runs, "host-1"),
-                                             gpus(gpu_count), 0.0, WALL0)
+    def __init__(self, cpu_slots: int = 4, gpu_count: int = 0, max_runs: int = 0,
+                 cores: tuple[int, ...] = ()) -> None:
+        config = DispatcherConfig(cpu_slots, max_runs, "host-1", cores=cores)
+        self.state = DispatcherState.initial(config, gpus(gpu_count), 0.0, WALL0)
         self.seq = 0
         self.log: list[Any] = []   # every effect, in order
 

@@ -25,6 +25,8 @@
   device memory (default 2; torch, else cuMemAlloc through libcuda) and holds it,
   heartbeating, until stopped; exits 3 with a clear message when no GPU is visible
   (scripts/gpu_check.py, the GPU check).
+- test-resources, test-memory (``resources.py``): what a run's resources do to it (its
+  thread variables and CPU affinity; an allocation past its memory limit).
 """
 
 from __future__ import annotations

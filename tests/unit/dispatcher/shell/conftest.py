@@ -53,6 +53,7 @@ class FakeLauncher:
         self.signals: list[tuple[str, int, Sig]] = []
         self.kills: list[tuple[str, frozenset[int]]] = []
         self.kill_records: list[tuple[str, KillRecord]] = []
+        self.cores: list[tuple[str, tuple[int, ...]]] = []
         self.observed: list[str] = []
         self.exit_checks: list[str] = []
         self.forgotten: list[str] = []
@@ -60,9 +61,10 @@ class FakeLauncher:
         self.closed = False
 
     def start(self, run_id: str, config: RunConfig, gpus: tuple[str, ...],
-              attempt: int = 1, resume_from: str = "") -> None:
+              attempt: int = 1, resume_from: str = "", cores: tuple[int, ...] = ()) -> None:
         if run_id in self.start_errors:
             raise StartError(self.start_errors[run_id])
+        self.cores.append((run_id, cores))
         self.starts.append((run_id, config, gpus))
         self.attempts.append((run_id, attempt, resume_from))
 
