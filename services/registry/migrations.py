@@ -118,6 +118,12 @@ def _m009_attempts(db: sqlite_utils.Database) -> None:
                "OR latest_checkpoint = ''")
 
 
+def _m010_envs(db: sqlite_utils.Database) -> None:
+    """envs: the registered Python environments, one row per stream env-<name> (a
+    removed one stays, marked removed). The log held none before: it starts empty."""
+    create_projection_tables(db)
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_events", _m001_events),
     ("002_projections", _m002_projections),
@@ -128,6 +134,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("007_cancel_time", _m007_cancel_time),
     ("008_gpu_inventory", _m008_gpu_inventory),
     ("009_attempts", _m009_attempts),
+    ("010_envs", _m010_envs),
 ]
 
 

@@ -53,6 +53,7 @@ class StartWorker:
     gpus: tuple[str, ...]
     attempt: int = 1
     resume_from: str = ""          # a checkpoint in the run folder ("": none)
+    python: str = ""               # the interpreter to run ("": the dispatcher's own)
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,8 @@ class RunRecord:
     noted: bool = False            # its first read was logged (RECOVERING: awaited)
     attempt: int = 1               # the registry's attempt of the run
     resume_from: str = ""          # the checkpoint (in its folder) the attempt resumes from
+    python: str = ""               # the interpreter of its python_env ("": the dispatcher's)
+    python_error: str = ""         # why that interpreter cannot be had (the claim's answer)
 
     @property
     def cpu_slots(self) -> int:

@@ -122,7 +122,8 @@ class EffectRunner:
     # --- one handler per effect --------------------------------------------------
     def _start(self, e: fx.StartWorker) -> Any:
         try:
-            self.launcher.start(e.run_id, e.config, e.gpus, e.attempt, e.resume_from)
+            self.launcher.start(e.run_id, e.config, e.gpus, e.attempt, e.resume_from,
+                                e.python)
         except StartError as exc:
             return StartFailed(e.run_id, str(exc))
         self.logs.follow(e.run_id, from_end=e.attempt > 1)  # (earlier attempts' lines: sent)

@@ -27,10 +27,11 @@ class Launcher(Protocol):
     """Readable when ``ended()`` may have news (poll it with the bus sockets)."""
 
     def start(self, run_id: str, config: RunConfig, gpus: tuple[str, ...],
-              attempt: int = 1, resume_from: str = "") -> None:
+              attempt: int = 1, resume_from: str = "", python: str = "") -> None:
         """Request the worker of the run's ``attempt`` and return at once (its record
         comes with a later ``observe``); ``resume_from``: the checkpoint (a path in the
-        run folder) it resumes from. What an earlier attempt left (its worker and exit
+        run folder) it resumes from; ``python``: the interpreter of its python_env (the
+        registry's answer to the claim; "": the dispatcher's own). What an earlier attempt left (its worker and exit
         records) is put aside first. Raises StartError."""
 
     def signal(self, run_id: str, pgid: int, sig: Sig) -> None:

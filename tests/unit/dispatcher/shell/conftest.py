@@ -60,7 +60,7 @@ class FakeLauncher:
         self.closed = False
 
     def start(self, run_id: str, config: RunConfig, gpus: tuple[str, ...],
-              attempt: int = 1, resume_from: str = "") -> None:
+              attempt: int = 1, resume_from: str = "", python: str = "") -> None:
         if run_id in self.start_errors:
             raise StartError(self.start_errors[run_id])
         self.starts.append((run_id, config, gpus))
