@@ -31,8 +31,9 @@ class Launcher(Protocol):
         """Request the worker of the run's ``attempt`` and return at once (its record
         comes with a later ``observe``); ``resume_from``: the checkpoint (a path in the
         run folder) it resumes from; ``python``: the interpreter of its python_env (the
-        registry's answer to the claim; "": the dispatcher's own). What an earlier attempt left (its worker and exit
-        records) is put aside first. Raises StartError."""
+        registry's answer to the claim; "": the dispatcher's own). What an earlier
+        attempt left (its worker and exit records) is put aside first. Raises
+        StartError."""
 
     def signal(self, run_id: str, pgid: int, sig: Sig) -> None:
         """Signal the run's process group (gone already: nothing happens)."""
