@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 
-from core.ids import RUN_STREAM, stream_kind
+from core.streams import RUN_STREAM, stream_kind
 
 
 class Topic(str, enum.Enum):

@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 from core import events as ev
 from core.envstate import EnvState
 from core.errors import Conflict, NotFound, ResourceBusy, ValidationError
-from core.ids import ENV_NAME_RE, is_env_name
+from core.streams import ENV_NAME_RE, is_env_name
 from core.runconfig import control_character
 
 MAX_PATH = 4096          # characters of the interpreter's path, and of each sys.path entry

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from core.errors import ValidationError
 from core.fields import from_map
-from core.ids import ENV_STREAM, RUN_STREAM, stream_name
+from core.streams import ENV_STREAM, RUN_STREAM, stream_name
 
 
 class TerminalCause(str, enum.Enum):

@@ -16,7 +16,7 @@ from typing import Any, Optional, Union
 from core import events as ev
 from core.digest import canonical_json
 from core.envstate import EnvState, apply_env
-from core.ids import ENV_STREAM, RUN_STREAM
+from core.streams import ENV_STREAM, RUN_STREAM
 from core.runstate import RunState, RunStatus, apply, apply_in_place
 
 RUN_COLUMNS: tuple[str, ...] = (

@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 
 from core.errors import ValidationError
 from core.digest import check_depth
-from core.ids import is_env_name
+from core.streams import is_env_name
 
 SCHEMA_VERSION = 1
 DEFAULT_WORKER = "cartpole"

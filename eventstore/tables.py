@@ -10,7 +10,7 @@ from typing import Optional
 
 import sqlite_utils
 
-from core.ids import ENV_STREAM, RUN_STREAM
+from core.streams import ENV_STREAM, RUN_STREAM
 from core.projection import (ENV_COLUMNS, RUN_COLUMNS, STREAM_TABLES, TABLES, State,
                              env_from_row, run_from_row)
 from core.envstate import EnvState

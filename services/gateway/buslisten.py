@@ -27,7 +27,7 @@ from runtime.status import StatusBeacon
 from bus.topics import Topic
 from core.clock import SystemClock
 from core.errors import OrchestratorError
-from core.ids import is_run_stream
+from core.streams import is_run_stream
 from core.protocol import Ping
 from core.runstate import TERMINAL
 from core.settings import Settings

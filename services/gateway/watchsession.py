@@ -17,7 +17,8 @@ import grpc
 from bus.codec import envelope_from_map
 from runtime.logs import ServiceLogger
 from core.errors import OrchestratorError
-from core.ids import is_run_id, is_run_stream
+from core.ids import is_run_id
+from core.streams import is_run_stream
 from core.protocol import EventsSince, GetRun, Ping, Snapshot
 from services.gateway.buslisten import Item, Telemetry, make_item
 from services.gateway.calls import RegistryAccess

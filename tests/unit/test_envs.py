@@ -13,7 +13,7 @@ from core.digest import config_digest
 from core.envcommands import AddEnv, RemoveEnv, decide_add_env, decide_remove_env
 from core.envstate import ENV_TRANSITIONS, apply_env
 from core.errors import Conflict, IllegalTransition, NotFound, ResourceBusy, ValidationError
-from core.ids import env_stream, stream_kind
+from core.streams import env_stream, stream_kind
 from core.projection import changes, env_from_row, key_of, own_row, state_key
 from core.runconfig import RunConfig
 from runtime.workers import WorkerCatalog

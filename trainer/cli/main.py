@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from trainer.cli.envs import env
+from trainer.cli.pyenvs import env
 from trainer.cli.gui import gui
 from trainer.cli.replay import replay
 from trainer.cli.runs import cancel, logs, ls, rerun, show, submit, watch
