@@ -283,7 +283,7 @@ class RequestHandler:
                                                                               cmd.name))
         state, stored = self._append(before, events, rid, src)
         assert state is not None
-        return {"env": env_view(state)}, stored
+        return {"env": self._env_view(state)}, stored
 
     def _finish(self, args: dict[str, Any], rid: str, src: str) -> tuple[Any, list[StoredEvent]]:
         return self._command(cmds.FinishRun, cmds.decide_finish, args, rid, src)
