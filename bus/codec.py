@@ -29,7 +29,7 @@ from typing import Any, Optional
 import msgpack
 
 from core.errors import OrchestratorError, ValidationError
-from core.events import EVENT_TYPES, Event
+from core.events import EVENT_TYPES, DomainEvent
 from core.upcasting import load_event
 
 FORMAT_VERSION = 1
@@ -188,14 +188,14 @@ def decode_message(frames: list[bytes], max_bytes: int = MAX_FRAME_BYTES) -> tup
 
 # --- domain events on the bus -------------------------------------------------------
 
-def event_envelope(event: Event, *, seq: int, stream: str, stream_version: int,
+def event_envelope(event: DomainEvent, *, seq: int, stream: str, stream_version: int,
                    source: str, ts: float) -> Envelope:
     return Envelope(type=event.TYPE, source=source, ts=ts, payload=event.to_payload(),
                     seq=seq, stream=stream, stream_version=stream_version,
                     schema=event.SCHEMA_VERSION)
 
 
-def event_from_envelope(env: Envelope) -> Event:
+def event_from_envelope(env: Envelope) -> DomainEvent:
     """The domain event an envelope carries (upcast to the current schema)."""
     if env.type not in EVENT_TYPES:
         raise UnknownMessageType(f"{env.type} is not a domain event", type=env.type)

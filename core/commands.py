@@ -16,7 +16,7 @@ from core import runresult
 from core.codeid import check_code, code_digest
 from core.digest import canonical_json, check_depth, config_digest
 from core.errors import IllegalTransition, NotFound, ResourceBusy, ValidationError
-from core.runconfig import RunConfig, control_character
+from core.runconfig import RunConfig, WorkerChecks, control_character
 from core.runstate import RunState, RunStatus
 
 MAX_CONFIG_BYTES = 64 * 1024
@@ -121,10 +121,13 @@ def _require(state: Optional[RunState], run_id: str) -> RunState:
 
 def validate_config(cmd: SubmitRun, known_worker: Optional[Callable[[str], bool]] = None,
                     known_env: Optional[Callable[[str], bool]] = None,
-                    resumes: Optional[Callable[[str], bool]] = None) -> RunConfig:
-    """The submitted config checked field by field, with defaults applied."""
+                    resumes: Optional[Callable[[str], bool]] = None,
+                    python_envs: Optional[Callable[[str], Optional[WorkerChecks]]] = None,
+                    ) -> RunConfig:
+    """The submitted config checked field by field, with defaults applied (its worker
+    among its python_env's workers, where it names one)."""
     config = RunConfig.from_map(cmd.config, known_worker=known_worker, known_env=known_env,
-                                resumes=resumes)
+                                resumes=resumes, python_envs=python_envs)
     try:
         size = len(canonical_json(config.canonical_map()).encode())
     except (TypeError, ValueError) as exc:

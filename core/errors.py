@@ -71,9 +71,10 @@ class NotFound(OrchestratorError):
 class IllegalTransition(OrchestratorError):
     code = "failed_precondition"
 
-    def __init__(self, run_id: str, status: str, event_type: str) -> None:
+    def __init__(self, run_id: str, status: str, event_type: str, what: str = "run") -> None:
+        # ``what``: the kind of stream whose state refuses (a run; an "environment")
         super().__init__(
-            f"run {run_id} is {status}: {event_type} is not allowed from {status}",
+            f"{what} {run_id} is {status}: {event_type} is not allowed from {status}",
             run_id=run_id, status=status, attempted=event_type,
         )
 

@@ -1,7 +1,9 @@
 """Domain events: one frozen dataclass per fact, and the EVENT_TYPES registry.
 
-Every event belongs to one run's stream (``run-<run_id>``). ``TYPE`` is its stable
-name on the wire and in the log; ``SCHEMA_VERSION`` is the version of its fields.
+Every event belongs to one stream of a kind (core.ids): a run's events (``Event``) to
+``run-<run_id>``, a Python environment's (``EnvEvent``) to ``env-<name>``. ``TYPE`` is
+its stable name on the wire and in the log; ``SCHEMA_VERSION`` is the version of its
+fields.
 Old versions are upcast at read time in ``core.upcasting`` (the one place for it).
 
 High-rate telemetry (heartbeats, metrics, log lines) is never a domain event.
@@ -17,6 +19,7 @@ from typing import Any, ClassVar
 
 from core.errors import ValidationError
 from core.fields import from_map
+from core.streams import ENV_STREAM, RUN_STREAM, stream_name
 
 
 class TerminalCause(str, enum.Enum):
@@ -36,10 +39,21 @@ class TerminalCause(str, enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
+class DomainEvent:
+    """Any event of the log. ``STREAM``: the kind of stream it belongs to (core.ids);
+    ``stream_key``: which one of that kind (a run id, an environment's name)."""
+
     TYPE: ClassVar[str] = ""
     SCHEMA_VERSION: ClassVar[int] = 1
-    run_id: str
+    STREAM: ClassVar[str] = ""
+
+    @property
+    def stream_key(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def stream(self) -> str:
+        return stream_name(self.STREAM, self.stream_key)
 
     def to_payload(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -47,6 +61,18 @@ class Event:
             value = getattr(self, f.name)
             out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class Event(DomainEvent):
+    """An event of one run's stream, ``run-<run_id>``."""
+
+    STREAM: ClassVar[str] = RUN_STREAM
+    run_id: str
+
+    @property
+    def stream_key(self) -> str:
+        return self.run_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,15 +241,61 @@ class ArtifactRegistered(Event):
     meta: dict = field(default_factory=dict)
 
 
-EVENT_TYPES: dict[str, type[Event]] = {
+# --- the stream of a Python environment, env-<name> ------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class EnvEvent(DomainEvent):
+    """An event of one registered Python environment's stream, ``env-<name>``."""
+
+    STREAM: ClassVar[str] = ENV_STREAM
+    name: str
+
+    @property
+    def stream_key(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class EnvAdded(EnvEvent):
+    """A Python environment was registered (or registered again: what its interpreter
+    said then replaces what it said before). Fields: name, python (the interpreter's
+    absolute path), python_version (e.g. "3.11.7"), sys_path (the interpreter's
+    sys.path, where its workers' entry points are read), prefix (its sys.prefix),
+    sdk_version (the version of the distribution that provides worker.runner there),
+    added_by (who asked)."""
+
+    TYPE: ClassVar[str] = "EnvAdded"
+    python: str
+    python_version: str
+    sys_path: tuple[str, ...]
+    prefix: str
+    sdk_version: str
+    added_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class EnvRemoved(EnvEvent):
+    """A Python environment was removed: runs can no longer name it. Fields: name,
+    removed_by, reason."""
+
+    TYPE: ClassVar[str] = "EnvRemoved"
+    removed_by: str
+    reason: str
+
+
+EVENT_TYPES: dict[str, type[DomainEvent]] = {
     cls.TYPE: cls
     for cls in (RunSubmitted, RunWaiting, GpusClaimed, RunStarted, RunAdopted,
                 CancelRequested, RunCompleted, RunFailed, RunCancelled, GpusReleased,
-                ArtifactRegistered, AttemptEnded, RerunRequested)
+                ArtifactRegistered, AttemptEnded, RerunRequested, EnvAdded, EnvRemoved)
 }
+# The event types of each stream kind (core.ids.STREAM_KINDS).
+TYPES_OF_KIND: dict[str, frozenset[str]] = {
+    kind: frozenset(t for t, cls in EVENT_TYPES.items() if cls.STREAM == kind)
+    for kind in (RUN_STREAM, ENV_STREAM)}
 
 
-def event_from_payload(type_name: str, payload: Any) -> Event:
+def event_from_payload(type_name: str, payload: Any) -> DomainEvent:
     """Build an event of the current schema version from a payload map.
 
     Raises ValidationError naming the field when the payload does not fit."""

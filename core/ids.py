@@ -50,3 +50,4 @@ def is_run_id(value: object) -> bool:
 def run_stream(run_id: str) -> str:
     """The event-log stream that holds one run's events."""
     return f"run-{run_id}"
+

@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from core import events as ev
 from core.digest import canonical_json
+from core.envstate import EnvState, apply_env
+from core.streams import ENV_STREAM, RUN_STREAM
 from core.runstate import RunState, RunStatus, apply, apply_in_place
 
 RUN_COLUMNS: tuple[str, ...] = (
@@ -29,13 +31,23 @@ RUN_COLUMNS: tuple[str, ...] = (
 GPU_SLOT_COLUMNS: tuple[str, ...] = ("gpu_uuid", "run_id", "claimed_seq")
 ARTIFACT_COLUMNS: tuple[str, ...] = ("run_id", "path", "kind", "size", "meta", "seq",
                                      "registered_at")
+ENV_COLUMNS: tuple[str, ...] = (
+    "name", "python", "python_version", "sys_path", "prefix", "sdk_version", "added_by",
+    "added_seq", "added_at", "updated_at", "last_seq", "version", "removed", "removed_by",
+    "removed_at", "remove_reason",
+)
 
 # table -> (columns, primary key columns)
 TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "runs": (RUN_COLUMNS, ("run_id",)),
     "gpu_slots": (GPU_SLOT_COLUMNS, ("gpu_uuid",)),
     "artifacts": (ARTIFACT_COLUMNS, ("run_id", "path")),
+    "envs": (ENV_COLUMNS, ("name",)),
 }
+# Each stream kind's own table: one row per stream, rewritten (with its last_seq) by
+# every event of the stream. A new kind (experiments) adds its table here.
+STREAM_TABLES: dict[str, str] = {RUN_STREAM: "runs", ENV_STREAM: "envs"}
+State = Union[RunState, EnvState]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,13 +108,50 @@ def run_view(s: RunState) -> dict[str, Any]:
     return view
 
 
-def changes(before: Optional[RunState], event: ev.Event, seq: int, at: float,
-            in_place: bool = False) -> tuple[RunState, list[RowChange]]:
-    """Apply one event: the run's new state, and the changes it makes to the other
-    tables (the run's own row is ``run_row(state)``). Pure.
+def env_row(s: EnvState) -> tuple[Any, ...]:
+    return (s.name, s.python, s.python_version, json.dumps(list(s.sys_path)), s.prefix,
+            s.sdk_version, s.added_by, s.added_seq, s.added_at, s.updated_at, s.last_seq,
+            s.version, int(s.removed), s.removed_by, s.removed_at, s.remove_reason)
+
+
+def env_from_row(row: tuple[Any, ...]) -> EnvState:
+    d = dict(zip(ENV_COLUMNS, row))
+    d["sys_path"] = tuple(json.loads(d["sys_path"]))
+    d["removed"] = bool(d["removed"])
+    return EnvState(**d)
+
+
+def key_of(event: ev.DomainEvent) -> tuple[str, str]:
+    """(stream kind, key) of the stream an event belongs to: whose state it changes."""
+    return event.STREAM, event.stream_key
+
+
+def state_key(state: State) -> tuple[str, str]:
+    """(stream kind, key) of a state: the stream it is the fold of."""
+    if isinstance(state, RunState):
+        return RUN_STREAM, state.run_id
+    return ENV_STREAM, state.name
+
+
+def own_row(state: State) -> tuple[str, tuple[Any, ...]]:
+    """(table, row) of a stream's own row: its state as the projection stores it."""
+    if isinstance(state, RunState):
+        return "runs", run_row(state)
+    return "envs", env_row(state)
+
+
+def changes(before: Optional[State], event: ev.DomainEvent, seq: int, at: float,
+            in_place: bool = False) -> tuple[State, list[RowChange]]:
+    """Apply one event: its stream's new state (a run's, an environment's), and the
+    changes it makes to the other tables (the stream's own row is ``own_row(state)``).
+    Pure. ``before``: the state of the event's stream (``key_of(event)``).
 
     ``in_place``: change ``before`` itself (a replay that owns its states).
     Raises IllegalTransition (from the state machine) when the event is not allowed."""
+    if isinstance(event, ev.EnvEvent):
+        assert before is None or isinstance(before, EnvState)
+        return apply_env(before, event, seq, at), []
+    assert isinstance(event, ev.Event) and (before is None or isinstance(before, RunState))
     after = (apply_in_place if in_place else apply)(before, event, seq, at)
     out: list[RowChange] = []
     if isinstance(event, ev.GpusClaimed):

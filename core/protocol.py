@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from core import commands as cmds
+from core import envcommands as envcmds
 from core.errors import ValidationError
 from core.fields import from_map
 from core.runstate import RunStatus
@@ -37,6 +38,8 @@ class Method(str, enum.Enum):
     RERUN = "rerun"
     FINISH = "finish"
     REGISTER_ARTIFACT = "register_artifact"
+    ADD_ENV = "add_env"
+    REMOVE_ENV = "remove_env"
     # queries: read only
     GET_RUN = "get_run"
     LIST_RUNS = "list_runs"
@@ -44,6 +47,8 @@ class Method(str, enum.Enum):
     EVENTS_SINCE = "events_since"
     GPU_SLOTS = "gpu_slots"
     LIST_ARTIFACTS = "list_artifacts"
+    LIST_ENVS = "list_envs"
+    GET_ENV = "get_env"
     PING = "ping"
 
 
@@ -129,11 +134,28 @@ class ListArtifacts:
 
 
 @dataclass(frozen=True, slots=True)
+class ListEnvs:
+    """The registered Python environments by name; ``include_removed``: those removed
+    too (marked removed)."""
+
+    include_removed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GetEnv:
+    name: str
+
+    def __post_init__(self) -> None:
+        envcmds.check_env_name(self.name)
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     pass
 
 
-Query = Union[GetRun, ListRuns, Snapshot, EventsSince, GpuSlots, ListArtifacts, Ping]
+Query = Union[GetRun, ListRuns, Snapshot, EventsSince, GpuSlots, ListArtifacts, ListEnvs,
+              GetEnv, Ping]
 
 COMMANDS: dict[Method, type] = {
     Method.SUBMIT: cmds.SubmitRun, Method.CLAIM_GPUS: cmds.ClaimGpus,
@@ -141,11 +163,13 @@ COMMANDS: dict[Method, type] = {
     Method.RECORD_ADOPTED: cmds.RecordAdopted, Method.REQUEST_CANCEL: cmds.RequestCancel,
     Method.RERUN: cmds.RerunRun,
     Method.FINISH: cmds.FinishRun, Method.REGISTER_ARTIFACT: cmds.RegisterArtifact,
+    Method.ADD_ENV: envcmds.AddEnv, Method.REMOVE_ENV: envcmds.RemoveEnv,
 }
 QUERIES: dict[Method, type] = {
     Method.GET_RUN: GetRun, Method.LIST_RUNS: ListRuns, Method.SNAPSHOT: Snapshot,
     Method.EVENTS_SINCE: EventsSince, Method.GPU_SLOTS: GpuSlots,
-    Method.LIST_ARTIFACTS: ListArtifacts, Method.PING: Ping,
+    Method.LIST_ARTIFACTS: ListArtifacts, Method.LIST_ENVS: ListEnvs, Method.GET_ENV: GetEnv,
+    Method.PING: Ping,
 }
 METHODS: dict[Method, type] = {**COMMANDS, **QUERIES}
 METHOD_OF: dict[type, Method] = {cls: m for m, cls in METHODS.items()}

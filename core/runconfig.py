@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from core.errors import ValidationError
 from core.digest import check_depth
+from core.streams import is_env_name
 
 SCHEMA_VERSION = 1
 DEFAULT_WORKER = "cartpole"
@@ -130,6 +132,8 @@ class RunConfig:
     resume_from: str = ""                     # run_id/path of a checkpoint artifact
     tags: tuple[str, ...] = ()
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    python_env: str = ""                      # a registered environment; "": the orchestrator's
+    env_vars: dict = field(default_factory=dict)  # set for the worker (NAME -> value)
 
     def canonical_map(self) -> dict[str, Any]:
         """``to_map()``, computed once per config object (it is frozen)."""
@@ -153,12 +157,22 @@ class RunConfig:
             del out["retry"]
         else:
             out["retry"] = self.retry.to_map()
+        for name in ("python_env", "env_vars"):  # likewise, when not given
+            if not out[name]:
+                del out[name]
+        if self.env_vars:
+            out["env_vars"] = dict(self.env_vars)
         return out
 
     @staticmethod
     def from_map(data: Any, *, known_worker: Optional[Callable[[str], bool]] = None,
                  known_env: Optional[Callable[[str], bool]] = None,
-                 resumes: Optional[Callable[[str], bool]] = None) -> "RunConfig":
+                 resumes: Optional[Callable[[str], bool]] = None,
+                 python_envs: Optional[Callable[[str], Optional[WorkerChecks]]] = None,
+                 ) -> "RunConfig":
+        """``python_envs(name)``: the worker checks (known_worker, resumes) of the
+        registered environment ``name``, None where there is none; a config naming one
+        has its worker checked there instead of with ``known_worker``/``resumes``."""
         if not isinstance(data, dict):
             raise ValidationError("config", "must be a map")
         _no_unknown(data, RunConfig, "")
@@ -201,10 +215,19 @@ class RunConfig:
             resume_from=_str(data, "resume_from", "", 500, allow_empty=True),
             tags=tuple(sorted(set(tags))),
             retry=RetryPolicy.from_map(data.get("retry", {})),
+            python_env=_python_env(data),
+            env_vars=_env_vars(data.get("env_vars", {})),
         )
         if cfg.heartbeat_timeout_s <= cfg.heartbeat_interval_s:
             raise ValidationError("heartbeat_timeout_s", "must be longer than "
                                   "heartbeat_interval_s")
+        if cfg.python_env and python_envs is not None:
+            checks = python_envs(cfg.python_env)
+            if checks is None:
+                raise ValidationError("python_env", _refusal(
+                    python_envs, cfg.python_env, f"no environment {cfg.python_env!r} is "
+                    "registered (trainer env ls)"))
+            known_worker, resumes = checks
         if known_worker is not None and not known_worker(cfg.worker):
             raise ValidationError("worker", _refusal(
                 known_worker, cfg.worker, f"{cfg.worker!r} is not a registered entry point "
@@ -233,7 +256,50 @@ def _memory_limit(res: dict) -> int:
     return value
 
 
-def _refusal(check: Callable[[str], bool], value: str, default: str) -> str:
+# What a registered environment's workers are checked with: (known_worker, resumes).
+WorkerChecks = tuple[Callable[[str], bool], Callable[[str], bool]]
+
+ENV_VAR_MAX = 100            # variables in env_vars
+ENV_VALUE_MAX = 4096         # characters of one value
+# Set by the dispatcher for every worker: a run may not set them (docs/CONFIG.md).
+RESERVED_ENV_VARS = ("CUDA_VISIBLE_DEVICES", "PYTHONUNBUFFERED")
+RESERVED_ENV_PREFIX = "TRAINER_"
+
+
+def _python_env(data: dict) -> str:
+    name = _str(data, "python_env", "", 64, allow_empty=True)
+    if name and not is_env_name(name):
+        raise ValidationError("python_env", f"{name!r} is not an environment name "
+                              "(letters, digits, '_' and '-', starting with a letter or digit)")
+    return name
+
+
+def _env_vars(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ValidationError("env_vars", "must be a map of names to string values")
+    if len(value) > ENV_VAR_MAX:
+        raise ValidationError("env_vars", f"must have at most {ENV_VAR_MAX} variables")
+    for name, text in value.items():
+        if not isinstance(name, str) or not _ENV_VAR_NAME.fullmatch(name):
+            raise ValidationError("env_vars", f"{str(name)[:60]!r} is not a variable name "
+                                  "(letters, digits and '_', not starting with a digit)")
+        where = f"env_vars.{name}"
+        if name.startswith(RESERVED_ENV_PREFIX) or name in RESERVED_ENV_VARS:
+            raise ValidationError(where, "is set by the dispatcher (TRAINER_*, "
+                                  f"{', '.join(RESERVED_ENV_VARS)}): a run may not set it")
+        if not isinstance(text, str):
+            raise ValidationError(where, f"must be a string, not {type(text).__name__}")
+        if len(text) > ENV_VALUE_MAX:
+            raise ValidationError(where, f"must be at most {ENV_VALUE_MAX} characters")
+        if "\0" in text:
+            raise ValidationError(where, "must not contain a NUL character")
+    return dict(value)
+
+
+_ENV_VAR_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _refusal(check: Callable[..., Any], value: str, default: str) -> str:
     """Why ``check`` refused ``value``: its own ``refusal(value)`` where it has one (the
     registry's catalogs: which names are installed, how to register an env)."""
     explain = getattr(check, "refusal", None)

@@ -224,4 +224,4 @@ def _next_attempt(attempt: int, resume_from: str) -> dict[str, Any]:
     """A run back in the queue for ``attempt``: what the last attempt held is gone."""
     return {"attempt": attempt, "resume_from": resume_from, "pid": None,
             "pid_start_time": None, "host": "", "started_at": None, "waiting_reason": ""}
-assert set(_CHANGES) | {"RunSubmitted"} == set(ev.EVENT_TYPES), "every event needs a change"
+assert set(_CHANGES) | {"RunSubmitted"} == ev.TYPES_OF_KIND["run"], "every run event needs a change"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from core.errors import ValidationError
-from core.events import EVENT_TYPES, Event, event_from_payload
+from core.events import EVENT_TYPES, DomainEvent, event_from_payload
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -57,10 +57,10 @@ def upcast(type_name: str, version: int, payload: dict[str, Any]) -> dict[str, A
     return payload
 
 
-_TUPLE_FIELDS = {"GpusClaimed": "gpu_uuids", "GpusReleased": "gpu_uuids"}
+_TUPLE_FIELDS = {"GpusClaimed": "gpu_uuids", "GpusReleased": "gpu_uuids", "EnvAdded": "sys_path"}
 
 
-def load_event(type_name: str, version: int, payload: Any, trusted: bool = False) -> Event:
+def load_event(type_name: str, version: int, payload: Any, trusted: bool = False) -> DomainEvent:
     """A stored or received event, upcast to the current schema and validated.
 
     ``trusted``: the payload comes from our own hash-chained log, where it was

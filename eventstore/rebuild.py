@@ -10,10 +10,12 @@ from typing import Any, Optional
 
 import sqlite_utils
 
-from core.projection import TABLES, RowChange, changes, run_row
+from core.events import Event
+from core.projection import (TABLES, RowChange, State, changes, key_of, own_row,
+                             run_row, state_key)
 from core.runstate import RunState
 from eventstore.reader import iter_for_replay
-from eventstore.tables import DELETE, UPSERT, create_projection_tables, load_run
+from eventstore.tables import DELETE, UPSERT, create_projection_tables, load_run, load_state
 
 FLUSH_EVERY = 50_000
 
@@ -28,6 +30,8 @@ class BufferedProjection:
         self.flushed: set[str] | None = set() if starts_empty else None
         self.rows: dict[str, dict[tuple[Any, ...], Optional[tuple[Any, ...]]]] = {
             t: {} for t in TABLES if t != "runs"}
+        # The states of the other streams' kinds (environments), by (kind, key): few.
+        self.others: dict[tuple[str, str], State] = {}
 
     def get(self, run_id: str) -> Optional[RunState]:
         state = self.runs.get(run_id)
@@ -37,8 +41,17 @@ class BufferedProjection:
             return None
         return load_run(self.conn, run_id)
 
-    def write(self, after: RunState, extra: list[RowChange]) -> None:
-        self.runs[after.run_id] = after
+    def get_state(self, kind: str, key: str) -> Optional[State]:
+        """The state of a stream of another kind than runs (core.projection.key_of)."""
+        state = self.others.get((kind, key))
+        return state if state is not None or self.flushed is not None \
+            else load_state(self.conn, kind, key)
+
+    def write(self, after: State, extra: list[RowChange]) -> None:
+        if isinstance(after, RunState):
+            self.runs[after.run_id] = after
+        else:
+            self.others[state_key(after)] = after  # kept: flushed again each time
         for change in extra:
             pk = TABLES[change.table][1]
             if change.row is not None:
@@ -51,6 +64,8 @@ class BufferedProjection:
 
     def flush(self) -> None:
         self.conn.executemany(UPSERT["runs"], (run_row(s) for s in self.runs.values()))
+        for state in self.others.values():
+            self.conn.execute(UPSERT[own_row(state)[0]], own_row(state)[1])
         for table, rows in self.rows.items():
             self.conn.executemany(UPSERT[table], (r for r in rows.values() if r is not None))
             self.conn.executemany(DELETE[table], (k for k, r in rows.items() if r is None))
@@ -74,7 +89,9 @@ def rebuild(src: sqlite3.Connection, dst: sqlite3.Connection,
     gc.disable()
     try:
         for seq, at, event in iter_for_replay(src, until_seq=until_seq):
-            after, extra = changes(proj.get(event.run_id), event, seq, at, in_place=True)
+            before = proj.get(event.run_id) if isinstance(event, Event) \
+                else proj.get_state(*key_of(event))
+            after, extra = changes(before, event, seq, at, in_place=True)
             proj.write(after, extra)
             n += 1
             if n % flush_every == 0:

@@ -1,4 +1,4 @@
-"""The projection tables (runs, gpu_slots, artifacts) in SQLite: their layout, the
+"""The projection tables (runs, gpu_slots, artifacts, envs) in SQLite: their layout, the
 statements that write a row of each, reading a run and the projections' position.
 The registry's live projection (services/registry/store.py) and the rebuild
 (eventstore/rebuild.py) write them with the same statements."""
@@ -10,7 +10,10 @@ from typing import Optional
 
 import sqlite_utils
 
-from core.projection import RUN_COLUMNS, TABLES, run_from_row
+from core.streams import ENV_STREAM, RUN_STREAM
+from core.projection import (ENV_COLUMNS, RUN_COLUMNS, STREAM_TABLES, TABLES, State,
+                             env_from_row, run_from_row)
+from core.envstate import EnvState
 from core.runstate import RunState
 
 _TYPES: dict[str, type] = {
@@ -19,6 +22,7 @@ _TYPES: dict[str, type] = {
     "started_at": float, "finished_at": float, "exit_code": int, "signal": int,
     "artifact_count": int, "adoptions": int, "claimed_seq": int, "size": int, "seq": int,
     "registered_at": float, "cancel_requested_at": float, "attempt": int,
+    "added_seq": int, "added_at": float, "removed": int, "removed_at": float,
 }
 
 
@@ -55,6 +59,7 @@ UPSERT = {t: f"INSERT INTO {t} ({', '.join(cols)}) VALUES ({', '.join('?' * len(
 DELETE = {t: f"DELETE FROM {t} WHERE " + " AND ".join(f"{k} = ?" for k in pk)
           for t, (_, pk) in TABLES.items()}
 RUN_SELECT = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"
+ENV_SELECT = f"SELECT {', '.join(ENV_COLUMNS)} FROM envs"
 
 
 def load_run(conn: sqlite3.Connection, run_id: str) -> Optional[RunState]:
@@ -62,8 +67,25 @@ def load_run(conn: sqlite3.Connection, run_id: str) -> Optional[RunState]:
     return run_from_row(row) if row else None
 
 
+def load_env(conn: sqlite3.Connection, name: str) -> Optional[EnvState]:
+    row = conn.execute(f"{ENV_SELECT} WHERE name = ?", (name,)).fetchone()
+    return env_from_row(row) if row else None
+
+
+def load_state(conn: sqlite3.Connection, kind: str, key: str) -> Optional[State]:
+    """The stored state of the stream (kind, key) (core.projection.key_of)."""
+    if kind == RUN_STREAM:
+        return load_run(conn, key)
+    assert kind == ENV_STREAM, kind
+    return load_env(conn, key)
+
+
 def projection_seq(conn: sqlite3.Connection) -> int:
-    """The seq of the last event the projections hold: every event rewrites its run's
-    row (with last_seq = its seq) in the transaction that appends it."""
-    row = conn.execute("SELECT MAX(last_seq) FROM runs").fetchone()
+    """The seq of the last event the projections hold: every event rewrites its
+    stream's own row (runs, envs: with last_seq = its seq) in the transaction that
+    appends it. (A table a migration not run yet adds holds nothing.)"""
+    have = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    sql = " UNION ALL ".join(f"SELECT MAX(last_seq) AS s FROM {t}"
+                             for t in STREAM_TABLES.values() if t in have)
+    row = conn.execute(f"SELECT MAX(s) FROM ({sql})").fetchone()
     return row[0] or 0

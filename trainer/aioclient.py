@@ -74,6 +74,21 @@ class AsyncClient:
     async def health(self) -> pb.GetHealthResponse:
         return await self._call("GetHealth", pb.GetHealthRequest())
 
+    async def add_env(self, name: str, python: str,
+                      added_by: str = "") -> pb.AddEnvironmentResponse:
+        """As Client.add_env."""
+        return await self._call("AddEnvironment", pb.AddEnvironmentRequest(
+            name=name, python=python, added_by=added_by))
+
+    async def envs(self, include_removed: bool = False) -> list[pb.Environment]:
+        return list((await self._call("ListEnvironments", pb.ListEnvironmentsRequest(
+            include_removed=include_removed))).environments)
+
+    async def remove_env(self, name: str, reason: str = "",
+                         removed_by: str = "") -> pb.Environment:
+        return (await self._call("RemoveEnvironment", pb.RemoveEnvironmentRequest(
+            name=name, reason=reason, removed_by=removed_by))).environment
+
     async def artifacts(self, run_id: str, kind: str = "") -> list[pb.Artifact]:
         """Every artifact of the run (of ``kind`` if given), in seq order, page by page."""
         out: list[pb.Artifact] = []

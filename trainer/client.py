@@ -109,6 +109,20 @@ class Client:
     def health(self) -> pb.GetHealthResponse:
         return self._call("GetHealth", pb.GetHealthRequest())
 
+    def add_env(self, name: str, python: str, added_by: str = "") -> pb.AddEnvironmentResponse:
+        """Register the interpreter ``python`` (an absolute path on the orchestrator's
+        machine) as the environment ``name``: ``.environment`` and ``.created``."""
+        return self._call("AddEnvironment", pb.AddEnvironmentRequest(
+            name=name, python=python, added_by=added_by))
+
+    def envs(self, include_removed: bool = False) -> list[pb.Environment]:
+        return list(self._call("ListEnvironments", pb.ListEnvironmentsRequest(
+            include_removed=include_removed)).environments)
+
+    def remove_env(self, name: str, reason: str = "", removed_by: str = "") -> pb.Environment:
+        return self._call("RemoveEnvironment", pb.RemoveEnvironmentRequest(
+            name=name, reason=reason, removed_by=removed_by)).environment
+
     def artifacts(self, run_id: str, kind: str = "") -> list[pb.Artifact]:
         """Every artifact of the run (of ``kind`` if given), in seq order, page by page."""
         out: list[pb.Artifact] = []

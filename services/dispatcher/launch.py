@@ -55,13 +55,21 @@ def set_aside(path: str, attempt: int) -> None:
 
 
 def prepare(settings: Settings, run: dict[str, Any], gpus: list[str], attempt: int = 1,
-            resume_from: str = "") -> tuple[str, list[str], dict[str, str]]:
+            resume_from: str = "", python: str = "") -> tuple[str, list[str], dict[str, str]]:
     """(run directory, argv, environment) for the worker of the run's ``attempt``
     (TRAINER_ATTEMPT; TRAINER_RESUME_CHECKPOINT: the absolute path of ``resume_from``,
-    a checkpoint in the run folder, when it resumes)."""
+    a checkpoint in the run folder, when it resumes). ``python``: the interpreter of
+    the run's python_env (its workers were checked there by the registry at submit;
+    "": this one's, whose workers are checked here). The config's ``env_vars`` are set
+    first: the variables set here for every worker win."""
     config = run["config"]
     name = config.get("worker", "cartpole")
-    if not _catalogs[settings.test_workers](name):
+    if python:
+        if not os.access(python, os.X_OK) or not os.path.isfile(python):
+            raise UnknownWorker(f"the interpreter {python} of python_env "
+                                f"{config.get('python_env')!r} is not an executable file "
+                                "(moved or deleted? trainer env add it again)")
+    elif not _catalogs[settings.test_workers](name):
         raise UnknownWorker(f"worker {name!r} is not a registered entry point in "
                             f"{' or '.join(groups(settings.test_workers))}")
     path = run_dir(settings, run["run_id"])
@@ -69,9 +77,14 @@ def prepare(settings: Settings, run: dict[str, Any], gpus: list[str], attempt: i
     config_path = os.path.join(path, CONFIG_FILE)
     with open(config_path, "w", encoding="utf-8") as fh:
         json.dump(config, fh, indent=2, sort_keys=True)
-    argv = [sys.executable, "-m", "worker.runner", name, "--run-id", run["run_id"],
+    argv = [python or sys.executable, "-m", "worker.runner", name, "--run-id", run["run_id"],
             "--config", config_path]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINER_")}
+    if python:
+        # Another interpreter: no variable of ours that chooses what Python imports.
+        for var in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"):
+            env.pop(var, None)
+    env.update(config.get("env_vars") or {})
     env.update({
         spawner.RUN_ID_VAR: run["run_id"], "TRAINER_RUN_DIR": path,
         "TRAINER_BUS_PUB": settings.bus_pub, "TRAINER_HOME": settings.home,

@@ -27,6 +27,7 @@ from runtime.status import StatusBeacon
 from bus.topics import Topic
 from core.clock import SystemClock
 from core.errors import OrchestratorError
+from core.streams import is_run_stream
 from core.protocol import Ping
 from core.runstate import TERMINAL
 from core.settings import Settings
@@ -212,7 +213,9 @@ class BusListener:
                     self._stop.wait(wait)
                 envs = follower.poll(0)
                 if envs:
-                    items = [make_item(self.mapper, e, self.tracker, watched) for e in envs]
+                    # Only runs' events are watched (an environment's stream is not a run)
+                    items = [make_item(self.mapper, e, self.tracker, watched) for e in envs
+                             if is_run_stream(e.stream)]
                     self.head = follower.last_seq
                     self.fetched = follower.fetched
                     self.post(items, self.head)

@@ -17,6 +17,7 @@ from core.commands import RequestCancel, RerunRun, SubmitRun
 from core.errors import OrchestratorError
 from core.protocol import GetRun, ListArtifacts, ListRuns
 from runtime.logs import ServiceLogger
+from services.gateway import pyenvs
 from services.gateway.buslisten import Telemetry
 from services.gateway.calls import RegistryAccess
 from services.gateway.submitcode import SubmitIdentity
@@ -224,6 +225,23 @@ class Servicer:
         except CallError as exc:
             raise _rerun_refusal(rerun.run_id, exc) from None
         return pb.RerunRunResponse(run=self.record(got["run"]))
+
+    @unary
+    async def AddEnvironment(self, request: pb.AddEnvironmentRequest,
+                             context: grpc.aio.ServicerContext) -> pb.AddEnvironmentResponse:
+        return await pyenvs.add(self.registry, request, context)
+
+    @unary
+    async def ListEnvironments(self, request: pb.ListEnvironmentsRequest,
+                               context: grpc.aio.ServicerContext
+                               ) -> pb.ListEnvironmentsResponse:
+        return await pyenvs.listing(self.registry, request, context)
+
+    @unary
+    async def RemoveEnvironment(self, request: pb.RemoveEnvironmentRequest,
+                                context: grpc.aio.ServicerContext
+                                ) -> pb.RemoveEnvironmentResponse:
+        return await pyenvs.remove(self.registry, request, context)
 
     @streaming
     async def StreamLogs(self, request: pb.StreamLogsRequest,

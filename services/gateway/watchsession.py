@@ -18,6 +18,7 @@ from bus.codec import envelope_from_map
 from runtime.logs import ServiceLogger
 from core.errors import OrchestratorError
 from core.ids import is_run_id
+from core.streams import is_run_stream
 from core.protocol import EventsSince, GetRun, Ping, Snapshot
 from services.gateway.buslisten import Item, Telemetry, make_item
 from services.gateway.calls import RegistryAccess
@@ -176,6 +177,8 @@ class WatchSession:
             if upto is not None and seq > upto:
                 break
             last = seq
+            if not is_run_stream(env.stream):
+                continue  # another stream's (an environment's): not a run's event
             run_id = (env.stream or "").removeprefix("run-")
             if self.run_ids and run_id not in self.run_ids:
                 continue

@@ -46,7 +46,7 @@ def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> RegistryS
     pub.connect(settings.bus_pub)
     registry = RequestHandler(conn, clock, settings.db_path,
                         known_worker=WorkerCatalog(test_workers=settings.test_workers),
-                        known_env=EnvCatalog())
+                        known_env=EnvCatalog(), test_workers=settings.test_workers)
     log.info("registry.listening", endpoint=settings.registry, head_seq=registry.log.head_seq)
     reserve = Reserve(os.path.join(os.path.dirname(settings.db_path), RESERVE_NAME), log)
     if not reserve.ensure():

@@ -16,20 +16,23 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from core import commands as cmds
+from core import envcommands as envcmds
 from core.clock import Clock
 from core.codeid import code_changes
 from core.digest import legacy_digest
 from core.errors import Conflict, NotFound, OrchestratorError, ValidationError
-from core.events import Event, RunSubmitted
+from core.envstate import EnvState, env_view
+from core.events import DomainEvent, RunSubmitted
 from core.fields import from_map
-from core.ids import RunIds, run_stream
+from core.ids import RunIds
 from core import protocol as proto
-from core.projection import changes, run_view
+from core.projection import State, changes, run_view
 from core.protocol import COMMANDS, QUERIES, Method, parse
 from core.runstate import RunState
 from services.registry import store
 from eventstore.reader import StoredEvent
 from services.registry.eventlog import EventLog
+from services.registry.pyenvs import EnvWorkers
 from services.registry.replylog import ReplyLog
 from services.registry.storage import failure
 
@@ -57,7 +60,8 @@ class RequestHandler:
     def __init__(self, conn: sqlite3.Connection, clock: Clock, db_path: str = "",
                  make_run_id: Callable[[], str] | None = None,
                  known_worker: Callable[[str], bool] | None = None,
-                 known_env: Callable[[str], bool] | None = None) -> None:
+                 known_env: Callable[[str], bool] | None = None,
+                 test_workers: bool = False) -> None:
         self.conn = conn
         self.clock = clock
         self.db_path = db_path
@@ -68,6 +72,7 @@ class RequestHandler:
         self.make_run_id = make_run_id or self._run_ids()
         self.known_worker = known_worker
         self.known_env = known_env
+        self.python_envs = EnvWorkers(conn, test_workers)  # the workers of each python_env
         self.started_at = clock.now()
         # The GPUs that exist, as the dispatcher's last claim listed them (its inventory,
         # stored in gpu_inventory): a claim naming another GPU is refused. None until a
@@ -80,11 +85,13 @@ class RequestHandler:
             Method.RECORD_ADOPTED: self._adopted, Method.REQUEST_CANCEL: self._cancel,
             Method.RERUN: self._rerun,
             Method.FINISH: self._finish, Method.REGISTER_ARTIFACT: self._artifact,
+            Method.ADD_ENV: self._add_env, Method.REMOVE_ENV: self._remove_env,
         }
         self.queries: dict[Method, Callable[[Any], Any]] = {
             Method.GET_RUN: self._get_run, Method.LIST_RUNS: self._list_runs,
             Method.EVENTS_SINCE: self._events_since, Method.SNAPSHOT: self._snapshot,
             Method.GPU_SLOTS: self._gpu_slots, Method.LIST_ARTIFACTS: self._list_artifacts,
+            Method.LIST_ENVS: self._list_envs, Method.GET_ENV: self._get_env,
             Method.PING: self._ping,
         }
         assert set(self.commands) == set(COMMANDS) and set(self.queries) == set(QUERIES)
@@ -142,9 +149,11 @@ class RequestHandler:
         self.conn.execute("RELEASE request")
         return done
 
-    def _append(self, before: RunState | None, events: list[Event], request_id: str,
-                source: str) -> tuple[RunState | None, list[StoredEvent]]:
-        """Check every transition first, then append and project, atomically."""
+    def _append(self, before: State | None, events: list[DomainEvent], request_id: str,
+                source: str) -> tuple[State | None, list[StoredEvent]]:
+        """Check every transition first, then append and project, atomically. The
+        events are of one stream (a run's, an environment's), whose state is
+        ``before``."""
         if not events:
             return before, []
         at = self.clock.now()
@@ -152,8 +161,7 @@ class RequestHandler:
         for i, event in enumerate(events):
             state, extra = changes(state, event, self.log.head_seq + 1 + i, at)
             planned.append((state, extra))
-        run_id = events[0].run_id
-        stored = self.log.append(run_stream(run_id), before.version if before else 0, events,
+        stored = self.log.append(events[0].stream, before.version if before else 0, events,
                                  caused_by=source, correlation_id=request_id, at=at)
         for after, extra in planned:
             self.proj.write(after, extra)
@@ -178,7 +186,8 @@ class RequestHandler:
     def _submit(self, args: dict[str, Any], rid: str, src: str) -> tuple[Any, list[StoredEvent]]:
         cmd = from_map(cmds.SubmitRun, args, "submit")
         config = cmds.validate_config(cmd, self.known_worker, self.known_env,
-                                      getattr(self.known_worker, "resumes", None))
+                                      getattr(self.known_worker, "resumes", None),
+                                      self.python_envs)
         events = cmds.decide_submit(cmd, config, self.make_run_id())
         submitted = events[0]
         assert isinstance(submitted, RunSubmitted)
@@ -211,7 +220,7 @@ class RequestHandler:
                                     "changes": code_changes(earlier.code, submitted.code)}
         return reply, stored
 
-    def _command(self, cls: type, decide: Callable[..., list[Event]], args: dict[str, Any],
+    def _command(self, cls: type, decide: Callable[..., list[DomainEvent]], args: dict[str, Any],
                  rid: str, src: str, *extra: Any) -> tuple[Any, list[StoredEvent]]:
         cmd = from_map(cls, args, cls.__name__)
         before = self._load(cmd.run_id)
@@ -229,7 +238,18 @@ class RequestHandler:
         if offered is not None and offered != self.gpu_inventory:  # stored with the claim
             store.save_gpu_inventory(self.conn, offered, self.clock.now())
             self.gpu_inventory = offered
+        self._interpreter(reply[0]["run"])
         return reply
+
+    def _interpreter(self, view: dict[str, Any]) -> None:
+        """The claim's run with the interpreter its worker runs with: ``python``, the
+        path of its python_env's ("": the orchestrator's own), and ``python_error``
+        where that environment is gone (the dispatcher fails the run spawn_error)."""
+        name = view["config"].get("python_env") or ""
+        env = store.get_env(self.conn, name) if name else None
+        view["python"] = env.python if env is not None else ""
+        view["python_error"] = "" if env is not None or not name else (
+            f"python_env {name!r} is not registered any more (trainer env ls)")
 
     def _inventory_of(self, cmd: cmds.ClaimGpus) -> frozenset[str] | None:
         """The claim's own inventory (remembered once the claim is applied), else the
@@ -252,7 +272,31 @@ class RequestHandler:
         return self._command(cmds.RequestCancel, cmds.decide_cancel, args, rid, src)
 
     def _rerun(self, args: dict[str, Any], rid: str, src: str) -> tuple[Any, list[StoredEvent]]:
+        cmd = from_map(cmds.RerunRun, args, "RerunRun")
+        state = self._load(cmd.run_id)
+        name = state.config.get("python_env") if state is not None else None
+        if name and store.get_env(self.conn, name) is None:
+            raise ValidationError("python_env", f"run {cmd.run_id} names the environment "
+                                  f"{name!r}, which is not registered any more: add it "
+                                  "again (trainer env add) to rerun it")
         return self._command(cmds.RerunRun, cmds.decide_rerun, args, rid, src)
+
+    def _add_env(self, args: dict[str, Any], rid: str, src: str) -> tuple[Any, list[StoredEvent]]:
+        cmd = from_map(envcmds.AddEnv, args, "AddEnv")
+        before = store.load_env(self.conn, envcmds.check_env_name(cmd.name))
+        state, stored = self._append(before, envcmds.decide_add_env(before, cmd), rid, src)
+        assert state is not None
+        return {"env": self._env_view(state), "created": bool(stored)}, stored
+
+    def _remove_env(self, args: dict[str, Any], rid: str,
+                    src: str) -> tuple[Any, list[StoredEvent]]:
+        cmd = from_map(envcmds.RemoveEnv, args, "RemoveEnv")
+        before = store.load_env(self.conn, envcmds.check_env_name(cmd.name))
+        events = envcmds.decide_remove_env(before, cmd, store.runs_using_env(self.conn,
+                                                                              cmd.name))
+        state, stored = self._append(before, events, rid, src)
+        assert state is not None
+        return {"env": self._env_view(state)}, stored
 
     def _finish(self, args: dict[str, Any], rid: str, src: str) -> tuple[Any, list[StoredEvent]]:
         return self._command(cmds.FinishRun, cmds.decide_finish, args, rid, src)
@@ -312,6 +356,22 @@ class RequestHandler:
         keys = ("path", "kind", "size", "meta", "seq", "registered_at")
         return {"artifacts": [{**dict(zip(keys, r)), "meta": json.loads(r[3])} for r in kept],
                 "more": len(kept) < len(rows)}
+
+    def _list_envs(self, q: proto.ListEnvs) -> Any:
+        return {"envs": [self._env_view(e)
+                         for e in store.list_envs(self.conn, q.include_removed)],
+                "head_seq": self.log.head_seq}
+
+    def _get_env(self, q: proto.GetEnv) -> Any:
+        env = store.get_env(self.conn, q.name)
+        if env is None:
+            raise NotFound(f"environment {q.name!r} is not registered", name=q.name)
+        return {"env": self._env_view(env), "head_seq": self.log.head_seq}
+
+    def _env_view(self, env: EnvState) -> dict[str, Any]:
+        """An environment with the workers its entry points name (none once removed)."""
+        return {**env_view(env), "workers": [] if env.removed
+                else self.python_envs.catalog(env).names()}
 
     def _ping(self, q: proto.Ping) -> Any:
         size = os.path.getsize(self.db_path) if self.db_path and os.path.exists(self.db_path) \

@@ -132,6 +132,12 @@ def _m010_code_identity(db: sqlite_utils.Database) -> None:
     create_projection_tables(db)
 
 
+def _m011_envs(db: sqlite_utils.Database) -> None:
+    """envs: the registered Python environments, one row per stream env-<name> (a
+    removed one stays, marked removed). The log held none before: it starts empty."""
+    create_projection_tables(db)
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_events", _m001_events),
     ("002_projections", _m002_projections),
@@ -143,6 +149,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("008_gpu_inventory", _m008_gpu_inventory),
     ("009_attempts", _m009_attempts),
     ("010_code_identity", _m010_code_identity),
+    ("011_envs", _m011_envs),
 ]
 
 

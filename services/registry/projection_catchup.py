@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from core.projection import changes
+from core.projection import changes, key_of
 from eventstore.reader import iter_events
 from eventstore.tables import projection_seq
 from services.registry import store
@@ -21,7 +21,7 @@ def catch_up_projection(conn: sqlite3.Connection) -> int:
     try:
         for stored in iter_events(conn, after_seq=start):
             event = stored.event()
-            after, extra = changes(proj.get(event.run_id), event, stored.seq,
+            after, extra = changes(proj.get_state(*key_of(event)), event, stored.seq,
                                    stored.recorded_at)
             proj.write(after, extra)
             n += 1

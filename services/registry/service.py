@@ -24,7 +24,7 @@ from bus import rpc
 from bus.rpc import Request, RpcServer
 from runtime.status import StatusBeacon
 from runtime.throttle import LogThrottle
-from bus.topics import event_topic
+from bus.topics import stream_event_topic
 from core.errors import Expired, Internal, StorageFull
 from services.registry import storage
 from eventstore.reader import StoredEvent
@@ -213,10 +213,11 @@ class RegistryService:
             self.checkpointer.shrink()
 
     def _publish(self, stored: StoredEvent) -> None:
-        run_id = stored.stream.removeprefix("run-")
-        self.publisher.send(event_topic(run_id, stored.type), stored.envelope(SOURCE))
+        self.publisher.send(stream_event_topic(stored.stream, stored.type),
+                            stored.envelope(SOURCE))
         self.stats["events"] += 1
-        self.log.debug("event.committed", run_id=run_id, seq=stored.seq, type=stored.type)
+        self.log.debug("event.committed", stream=stored.stream, seq=stored.seq,
+                       type=stored.type)
 
     def close(self) -> None:
         try:

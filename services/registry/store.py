@@ -9,10 +9,11 @@ import json
 import sqlite3
 from typing import Iterable, Optional
 
-from core.projection import RowChange, run_from_row, run_row
-from core.runstate import RunState
+from core.envstate import EnvState
+from core.projection import RowChange, State, env_from_row, own_row, run_from_row
+from core.runstate import ACTIVE, RunState
 from eventstore.tables import DELETE as _DELETE, RUN_SELECT as _RUN_SELECT, UPSERT as _INSERT
-from eventstore.tables import load_run
+from eventstore.tables import ENV_SELECT, load_env, load_run, load_state
 
 PROJECTION = "main"
 
@@ -85,6 +86,29 @@ def list_runs(conn: sqlite3.Connection, statuses: list[str], limit: int, offset:
     return [run_from_row(r) for r in rows], total
 
 
+def list_envs(conn: sqlite3.Connection, include_removed: bool = False) -> list[EnvState]:
+    """The registered environments by name (the removed ones too, if asked)."""
+    where = "" if include_removed else " WHERE removed = 0"
+    return [env_from_row(r) for r in conn.execute(f"{ENV_SELECT}{where} ORDER BY name")]
+
+
+def get_env(conn: sqlite3.Connection, name: str) -> Optional[EnvState]:
+    """The environment ``name``, None where none is registered (or it was removed)."""
+    env = load_env(conn, name)
+    return env if env is not None and not env.removed else None
+
+
+def runs_using_env(conn: sqlite3.Connection, name: str, limit: int = 20) -> list[str]:
+    """The ids of the runs not ended (PENDING, DISPATCHING, RUNNING) whose config names
+    the environment ``name`` (at most ``limit``, oldest first)."""
+    statuses = sorted(s.value for s in ACTIVE)
+    rows = conn.execute(
+        f"SELECT run_id FROM runs WHERE status IN ({','.join('?' * len(statuses))}) AND "
+        "json_extract(config, '$.python_env') = ? ORDER BY submitted_seq LIMIT ?",
+        (*statuses, name, limit)).fetchall()
+    return [r[0] for r in rows]
+
+
 class SqlProjection:
     """Applies changes immediately on the connection (inside the caller's transaction)."""
 
@@ -94,8 +118,13 @@ class SqlProjection:
     def get(self, run_id: str) -> Optional[RunState]:
         return load_run(self.conn, run_id)
 
-    def write(self, after: RunState, extra: list[RowChange]) -> None:
-        self.conn.execute(_INSERT["runs"], run_row(after))
+    def get_state(self, kind: str, key: str) -> Optional[State]:
+        """The state of the stream (kind, key) (core.projection.key_of)."""
+        return load_state(self.conn, kind, key)
+
+    def write(self, after: State, extra: list[RowChange]) -> None:
+        table, row = own_row(after)
+        self.conn.execute(_INSERT[table], row)
         for change in extra:
             if change.row is not None:
                 self.conn.execute(_INSERT[change.table], change.row)

@@ -123,3 +123,35 @@ def test_a_refused_env_names_the_field_and_how_to_register_one() -> None:
         RunConfig.from_map({"env": "os:Anything-v0"}, known_env=EnvCatalog())
     assert refused.value.field == "env"
     assert "entry point" in str(refused.value) and "gymnasium.envs" in str(refused.value)
+
+
+def test_a_run_of_another_environment_is_prepared_with_its_interpreter_and_env_vars(
+        tmp_path: Any, monkeypatch: Any) -> None:
+    """launch.prepare: the environment's interpreter runs worker.runner (its worker is
+    not looked up here: the registry checked it there at submit); the config's env_vars
+    are set, the dispatcher's own variables win, and the dispatcher's PYTHONPATH,
+    PYTHONHOME and VIRTUAL_ENV are not passed to another interpreter; one that is no
+    executable file any more is refused with a message naming it."""
+    import os
+    import sys
+
+    import pytest
+
+    from services.dispatcher import launch
+    monkeypatch.setenv("PYTHONPATH", "/the/orchestrators/checkout")
+    monkeypatch.setenv("VIRTUAL_ENV", "/the/orchestrators/.venv")
+    settings = Settings.from_env({"TRAINER_HOME": str(tmp_path)})
+    config = {"worker": "only-there", "python_env": "gpu",
+              "env_vars": {"OMP_NUM_THREADS": "3", "PYTHONPATH": "/theirs"}}
+    run = {"run_id": "r1", "config": config}
+    _, argv, env = launch.prepare(settings, run, ["GPU-1"], python=sys.executable)
+    assert argv[:4] == [sys.executable, "-m", "worker.runner", "only-there"]
+    assert env["OMP_NUM_THREADS"] == "3" and env["PYTHONPATH"] == "/theirs"
+    assert "VIRTUAL_ENV" not in env and env["CUDA_VISIBLE_DEVICES"] == "GPU-1"
+    _, argv, env = launch.prepare(settings, {"run_id": "r2", "config": {"worker": "cartpole"}},
+                                  [])
+    assert env["PYTHONPATH"] == "/the/orchestrators/checkout"   # ours: unchanged
+    gone = tmp_path / "deleted-venv" / "bin" / "python"
+    with pytest.raises(launch.UnknownWorker, match="deleted-venv.*python_env 'gpu'"):
+        launch.prepare(settings, run, [], python=str(gone))
+    assert os.path.exists(os.path.join(settings.runs_dir, "r1", "config.json"))

@@ -105,3 +105,15 @@ def launcher_harness(request: pytest.FixtureRequest, settings: Settings) -> Iter
 def launcher(launcher_harness: LauncherHarness) -> Launcher:
     """The launcher under test (the harness closes it)."""
     return launcher_harness.new()
+
+
+@pytest.fixture(scope="session")
+def second_env(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The interpreter of a second venv holding only the SDK (sdk/), pyzmq, msgpack and
+    the test worker env-probe (tests/envworker): tests/system/secondenv.py. Skipped
+    where the dependencies' wheels cannot be had (offline, nothing cached)."""
+    from tests.system import secondenv
+    try:
+        return str(secondenv.build(tmp_path_factory.mktemp("second-env")))
+    except secondenv.Unavailable as exc:
+        pytest.skip(str(exc))

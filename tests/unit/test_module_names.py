@@ -16,6 +16,8 @@ SAME_MEANING = {
     "service.py",   # a service's loop: services/registry, services/dispatcher
     "errors.py",    # a layer's errors: core (the tree), the gateway (-> gRPC), the CLI
     "workers.py",   # the installed workers: runtime's scan, the `trainer workers` command
+    "pyenvs.py",    # the registered Python environments: the registry's worker check,
+                    # the gateway's RPCs, the `trainer env` command
 }
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from core import commands as cmds
+from core import envcommands as envcmds
 from core import errors
 from core import protocol as p
 from tests.unit.workload import open_registry
@@ -20,6 +21,8 @@ REQUESTS: list[Any] = [
     cmds.RegisterArtifact("r1", "video", "a.mp4", 3), cmds.RerunRun("r1", "me", "why", True, True),
     p.GetRun("r1"), p.ListRuns(("RUNNING",), 5, 1, "t", 9, False), p.Snapshot(limit=7),
     p.EventsSince(3, 10), p.GpuSlots(), p.ListArtifacts("r1", 2, 3, "video"), p.Ping(),
+    envcmds.AddEnv("gpu", "/e/bin/python", "3.11.7", ("/e/lib",), "/e", "0.1.0", "me"),
+    envcmds.RemoveEnv("gpu", "me", "why"), p.ListEnvs(True), p.GetEnv("gpu"),
 ]
 
 

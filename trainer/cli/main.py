@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from trainer.cli.pyenvs import env
 from trainer.cli.gui import gui
 from trainer.cli.replay import replay
 from trainer.cli.runs import cancel, logs, ls, rerun, show, submit, watch
@@ -20,7 +21,7 @@ def cli() -> None:
 
 
 for command in (up, down, health, submit, ls, show, watch, logs, cancel, rerun, replay, tail,
-                gui, workers):
+                gui, workers, env):
     cli.add_command(command)
 
 

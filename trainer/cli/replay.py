@@ -92,6 +92,10 @@ def print_state(conn: sqlite3.Connection, seq: int) -> None:
             click.echo(f"GPU slots held: {len(rows)}")
             for uuid, run_id in rows:
                 click.echo(f"  {uuid} -> {run_id}")
+            envs = dst.execute("SELECT name, python, removed FROM envs ORDER BY name").fetchall()
+            click.echo(f"environments: {sum(1 for e in envs if not e[2])}")
+            for name, python, removed in envs:
+                click.echo(f"  {name} -> {python}{' (removed)' if removed else ''}")
         finally:
             dst.close()
 

@@ -471,3 +471,73 @@ class GetMetricsResponse(_message.Message):
     points: _containers.RepeatedCompositeFieldContainer[MetricPoint]
     next_offset: int
     def __init__(self, points: _Optional[_Iterable[_Union[MetricPoint, _Mapping]]] = ..., next_offset: _Optional[int] = ...) -> None: ...
+
+class AddEnvironmentRequest(_message.Message):
+    __slots__ = ("name", "python", "added_by")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PYTHON_FIELD_NUMBER: _ClassVar[int]
+    ADDED_BY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    python: str
+    added_by: str
+    def __init__(self, name: _Optional[str] = ..., python: _Optional[str] = ..., added_by: _Optional[str] = ...) -> None: ...
+
+class Environment(_message.Message):
+    __slots__ = ("name", "python", "python_version", "sys_path", "prefix", "sdk_version", "added_by", "added_at", "removed", "workers")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PYTHON_FIELD_NUMBER: _ClassVar[int]
+    PYTHON_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SYS_PATH_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    SDK_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ADDED_BY_FIELD_NUMBER: _ClassVar[int]
+    ADDED_AT_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    python: str
+    python_version: str
+    sys_path: _containers.RepeatedScalarFieldContainer[str]
+    prefix: str
+    sdk_version: str
+    added_by: str
+    added_at: _timestamp_pb2.Timestamp
+    removed: bool
+    workers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., python: _Optional[str] = ..., python_version: _Optional[str] = ..., sys_path: _Optional[_Iterable[str]] = ..., prefix: _Optional[str] = ..., sdk_version: _Optional[str] = ..., added_by: _Optional[str] = ..., added_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., removed: _Optional[bool] = ..., workers: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AddEnvironmentResponse(_message.Message):
+    __slots__ = ("environment", "created")
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    environment: Environment
+    created: bool
+    def __init__(self, environment: _Optional[_Union[Environment, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class ListEnvironmentsRequest(_message.Message):
+    __slots__ = ("include_removed",)
+    INCLUDE_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    include_removed: bool
+    def __init__(self, include_removed: _Optional[bool] = ...) -> None: ...
+
+class ListEnvironmentsResponse(_message.Message):
+    __slots__ = ("environments",)
+    ENVIRONMENTS_FIELD_NUMBER: _ClassVar[int]
+    environments: _containers.RepeatedCompositeFieldContainer[Environment]
+    def __init__(self, environments: _Optional[_Iterable[_Union[Environment, _Mapping]]] = ...) -> None: ...
+
+class RemoveEnvironmentRequest(_message.Message):
+    __slots__ = ("name", "removed_by", "reason")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_BY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    removed_by: str
+    reason: str
+    def __init__(self, name: _Optional[str] = ..., removed_by: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RemoveEnvironmentResponse(_message.Message):
+    __slots__ = ("environment",)
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    environment: Environment
+    def __init__(self, environment: _Optional[_Union[Environment, _Mapping]] = ...) -> None: ...

@@ -84,6 +84,21 @@ class TrainerServiceStub:
                 request_serializer=trainer_dot_v1_dot_trainer__pb2.GetMetricsRequest.SerializeToString,
                 response_deserializer=trainer_dot_v1_dot_trainer__pb2.GetMetricsResponse.FromString,
                 _registered_method=True)
+        self.AddEnvironment = channel.unary_unary(
+                '/trainer.v1.TrainerService/AddEnvironment',
+                request_serializer=trainer_dot_v1_dot_trainer__pb2.AddEnvironmentRequest.SerializeToString,
+                response_deserializer=trainer_dot_v1_dot_trainer__pb2.AddEnvironmentResponse.FromString,
+                _registered_method=True)
+        self.ListEnvironments = channel.unary_unary(
+                '/trainer.v1.TrainerService/ListEnvironments',
+                request_serializer=trainer_dot_v1_dot_trainer__pb2.ListEnvironmentsRequest.SerializeToString,
+                response_deserializer=trainer_dot_v1_dot_trainer__pb2.ListEnvironmentsResponse.FromString,
+                _registered_method=True)
+        self.RemoveEnvironment = channel.unary_unary(
+                '/trainer.v1.TrainerService/RemoveEnvironment',
+                request_serializer=trainer_dot_v1_dot_trainer__pb2.RemoveEnvironmentRequest.SerializeToString,
+                response_deserializer=trainer_dot_v1_dot_trainer__pb2.RemoveEnvironmentResponse.FromString,
+                _registered_method=True)
 
 
 class TrainerServiceServicer:
@@ -157,6 +172,27 @@ class TrainerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddEnvironment(self, request, context):
+        """Register a Python interpreter (a venv's, a conda env's) under a name that run
+        configs give as python_env: probed once; refused without the trainer SDK.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEnvironments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveEnvironment(self, request, context):
+        """Refused while a run that has not ended names it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -209,6 +245,21 @@ def add_TrainerServiceServicer_to_server(servicer, server):
                     servicer.GetMetrics,
                     request_deserializer=trainer_dot_v1_dot_trainer__pb2.GetMetricsRequest.FromString,
                     response_serializer=trainer_dot_v1_dot_trainer__pb2.GetMetricsResponse.SerializeToString,
+            ),
+            'AddEnvironment': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddEnvironment,
+                    request_deserializer=trainer_dot_v1_dot_trainer__pb2.AddEnvironmentRequest.FromString,
+                    response_serializer=trainer_dot_v1_dot_trainer__pb2.AddEnvironmentResponse.SerializeToString,
+            ),
+            'ListEnvironments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEnvironments,
+                    request_deserializer=trainer_dot_v1_dot_trainer__pb2.ListEnvironmentsRequest.FromString,
+                    response_serializer=trainer_dot_v1_dot_trainer__pb2.ListEnvironmentsResponse.SerializeToString,
+            ),
+            'RemoveEnvironment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveEnvironment,
+                    request_deserializer=trainer_dot_v1_dot_trainer__pb2.RemoveEnvironmentRequest.FromString,
+                    response_serializer=trainer_dot_v1_dot_trainer__pb2.RemoveEnvironmentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -481,6 +532,87 @@ class TrainerService:
             '/trainer.v1.TrainerService/GetMetrics',
             trainer_dot_v1_dot_trainer__pb2.GetMetricsRequest.SerializeToString,
             trainer_dot_v1_dot_trainer__pb2.GetMetricsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddEnvironment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainer.v1.TrainerService/AddEnvironment',
+            trainer_dot_v1_dot_trainer__pb2.AddEnvironmentRequest.SerializeToString,
+            trainer_dot_v1_dot_trainer__pb2.AddEnvironmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEnvironments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainer.v1.TrainerService/ListEnvironments',
+            trainer_dot_v1_dot_trainer__pb2.ListEnvironmentsRequest.SerializeToString,
+            trainer_dot_v1_dot_trainer__pb2.ListEnvironmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveEnvironment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainer.v1.TrainerService/RemoveEnvironment',
+            trainer_dot_v1_dot_trainer__pb2.RemoveEnvironmentRequest.SerializeToString,
+            trainer_dot_v1_dot_trainer__pb2.RemoveEnvironmentResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,6 +54,7 @@ class StartWorker:
     attempt: int = 1
     resume_from: str = ""          # a checkpoint in the run folder ("": none)
     cores: tuple[int, ...] = ()    # the CPUs to pin its worker to (() = not pinned)
+    python: str = ""               # the interpreter to run ("": the dispatcher's own)
 
 
 @dataclass(frozen=True)

@@ -193,6 +193,8 @@ class RunView:
     cancel_requested_at: Optional[float] = None
     attempt: int = 1
     resume_from: str = ""
+    python: str = ""                # a claim's: its python_env's interpreter ("": ours)
+    python_error: str = ""          # a claim's: why that interpreter cannot be had
 
 
 @dataclass(frozen=True)

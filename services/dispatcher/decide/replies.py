@@ -60,7 +60,8 @@ def _claimed(turn: Turn, run: RunRecord, reply: Replied, what: InFlight) -> None
         changes = {}
         if reply.run is not None:
             turn.note_seq(run.run_id, reply.run.last_seq)
-            changes = {"attempt": reply.run.attempt, "resume_from": reply.run.resume_from}
+            changes = {"attempt": reply.run.attempt, "resume_from": reply.run.resume_from,
+                       "python": reply.run.python, "python_error": reply.run.python_error}
         after = turn.move(run, Move.CLAIMED, waiting_reason="", **changes)
         assert after is not None
         start(turn, after)

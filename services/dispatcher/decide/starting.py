@@ -20,13 +20,13 @@ from services.dispatcher.decide.turn import Turn
 
 def start(turn: Turn, run: RunRecord) -> None:
     """A STARTING run: its worker is requested, unless a GPU it holds is gone."""
-    gone = turn.state.inventory.gone(run.gpus)
+    gone = turn.state.inventory.gone(run.gpus) or run.python_error
     if gone:
         spawn_failed(turn, run, gone)
         return
     cores = pin(turn, run)
     turn.do(fx.StartWorker(run.run_id, run.config, run.gpus, run.attempt, run.resume_from,
-                           cores))
+                           cores=cores, python=run.python))
     turn.count(started=1)
     turn.log("info", "run.spawned", run_id=run.run_id, gpus=list(run.gpus),
              attempt=run.attempt, resume_from=run.resume_from or None,

@@ -66,6 +66,8 @@ class RunRecord:
     attempt: int = 1               # the registry's attempt of the run
     resume_from: str = ""          # the checkpoint (in its folder) the attempt resumes from
     cores: tuple[int, ...] = ()    # the CPUs its worker is pinned to (() = not pinned)
+    python: str = ""               # the interpreter of its python_env ("": the dispatcher's)
+    python_error: str = ""         # why that interpreter cannot be had (the claim's answer)
 
     @property
     def cpu_slots(self) -> int:

@@ -123,7 +123,7 @@ class EffectRunner:
     def _start(self, e: fx.StartWorker) -> Any:
         try:
             self.launcher.start(e.run_id, e.config, e.gpus, e.attempt, e.resume_from,
-                                e.cores)
+                                cores=e.cores, python=e.python)
         except StartError as exc:
             return StartFailed(e.run_id, str(exc))
         self.logs.follow(e.run_id, from_end=e.attempt > 1)  # (earlier attempts' lines: sent)

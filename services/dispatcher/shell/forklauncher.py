@@ -39,14 +39,15 @@ class ForkLauncher:
         return launch.run_dir(self.settings, run_id)
 
     def start(self, run_id: str, config: RunConfig, gpus: tuple[str, ...],
-              attempt: int = 1, resume_from: str = "", cores: tuple[int, ...] = ()) -> None:
+              attempt: int = 1, resume_from: str = "", cores: tuple[int, ...] = (),
+              python: str = "") -> None:
         limits = Limits(cores, config.resources.memory_limit_mb, self.settings.cgroup)
         try:
             if attempt > 1:
                 launch.set_aside(self.run_dir(run_id), attempt - 1)
             path, argv, env = launch.prepare(
                 self.settings, {"run_id": run_id, "config": config.to_map()}, list(gpus),
-                attempt, resume_from)
+                attempt, resume_from, python)
         except (launch.UnknownWorker, OSError) as exc:
             raise StartError(str(exc)) from exc
         self.forget(run_id)   # nothing of an earlier shim of this run is kept

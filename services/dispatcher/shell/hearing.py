@@ -15,6 +15,7 @@ from typing import Any, Callable, Container
 from bus.catchup import EventFollower
 from bus.codec import FrameError, MessageType, event_from_envelope
 from bus.pubsub import Subscriber
+from core.events import Event
 from bus.topics import Topic
 from runtime.logs import ServiceLogger
 from services.dispatcher.decide.inputs import (ArtifactReported, BusSeen, CommittedEvent,
@@ -38,6 +39,8 @@ def committed(follower: EventFollower, log: ServiceLogger) -> list[CommittedEven
         except FrameError as exc:
             log.warning("event.unreadable", seq=env.seq, reason=exc.message)
             continue
+        if not isinstance(event, Event):
+            continue  # another stream's (an environment's): the claim's answer says more
         out.append(CommittedEvent(int(env.seq or 0), float(env.ts or 0.0), event))
     return out
 

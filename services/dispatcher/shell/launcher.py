@@ -27,13 +27,15 @@ class Launcher(Protocol):
     """Readable when ``ended()`` may have news (poll it with the bus sockets)."""
 
     def start(self, run_id: str, config: RunConfig, gpus: tuple[str, ...],
-              attempt: int = 1, resume_from: str = "", cores: tuple[int, ...] = ()) -> None:
+              attempt: int = 1, resume_from: str = "", cores: tuple[int, ...] = (),
+              python: str = "") -> None:
         """Request the worker of the run's ``attempt`` and return at once (its record
         comes with a later ``observe``); ``resume_from``: the checkpoint (a path in the
         run folder) it resumes from; ``cores``: the CPUs it is pinned to (() = not
-        pinned); its memory limit is its config's (``resources.memory_limit_mb``). What
-        an earlier attempt left (its worker and exit records) is put aside first.
-        Raises StartError."""
+        pinned); its memory limit is its config's (``resources.memory_limit_mb``);
+        ``python``: the interpreter of its python_env (the registry's answer to the
+        claim; "": the dispatcher's own). What an earlier attempt left (its worker and
+        exit records) is put aside first. Raises StartError."""
 
     def signal(self, run_id: str, pgid: int, sig: Sig) -> None:
         """Signal the run's process group (gone already: nothing happens)."""

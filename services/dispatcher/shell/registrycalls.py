@@ -77,4 +77,5 @@ def view_of(run: Any) -> Optional[RunView]:
                    str(run.get("cancel_reason") or ""),
                    float(at) if isinstance(at, (int, float)) and not isinstance(at, bool)
                    else None, max(1, _count(run.get("attempt")) or 1),
-                   str(run.get("resume_from") or ""))
+                   str(run.get("resume_from") or ""), str(run.get("python") or ""),
+                   str(run.get("python_error") or ""))

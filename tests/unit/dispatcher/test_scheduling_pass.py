@@ -147,3 +147,23 @@ def test_the_gpus_are_read_again_while_a_gpu_run_waits_and_a_change_is_scheduled
     assert claim.run_id == "b" and claim.gpu_uuids == ("GPU-1",)
     assert d.state.inventory.uuids == ("GPU-0", "GPU-1")
     assert d.state.runs["b"].phase is Phase.CLAIMING
+
+
+def test_the_claims_interpreter_starts_the_worker_or_fails_the_run(d: Driver) -> None:
+    """The claim's answer names the interpreter of the run's python_env: the worker is
+    started with it; one that cannot be had (the environment removed) fails the run
+    spawn_error with the registry's reason, and nothing is started."""
+    from services.dispatcher.decide.inputs import RunView
+    effects = d.submit("r1", python_env="gpu")
+    (start,) = of(d.answer(effects, run=RunView("r1", "DISPATCHING", {}, 5,
+                                               python="/envs/gpu/bin/python")), fx.StartWorker)
+    assert start.python == "/envs/gpu/bin/python"
+    effects = d.submit("r2", python_env="gone", seed=2)
+    after = d.answer(effects, run=RunView("r2", "DISPATCHING", {}, 7,
+                                          python_error="python_env 'gone' is not registered"))
+    assert not of(after, fx.StartWorker)
+    (finish,) = commands(after, FinishRun)
+    assert finish.cause == "spawn_error" and "'gone' is not registered" in finish.message
+    plain = d.submit("r3", seed=3)
+    (start,) = of(d.answer(plain), fx.StartWorker)
+    assert start.python == ""      # the dispatcher's own

@@ -61,7 +61,8 @@ class FakeLauncher:
         self.closed = False
 
     def start(self, run_id: str, config: RunConfig, gpus: tuple[str, ...],
-              attempt: int = 1, resume_from: str = "", cores: tuple[int, ...] = ()) -> None:
+              attempt: int = 1, resume_from: str = "", cores: tuple[int, ...] = (),
+              python: str = "") -> None:
         if run_id in self.start_errors:
             raise StartError(self.start_errors[run_id])
         self.cores.append((run_id, cores))
