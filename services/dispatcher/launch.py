@@ -60,8 +60,9 @@ def prepare(settings: Settings, run: dict[str, Any], gpus: list[str], attempt: i
     (TRAINER_ATTEMPT; TRAINER_RESUME_CHECKPOINT: the absolute path of ``resume_from``,
     a checkpoint in the run folder, when it resumes). ``python``: the interpreter of
     the run's python_env (its workers were checked there by the registry at submit;
-    "": this one's, whose workers are checked here). The config's ``env_vars`` are set
-    first: the variables set here for every worker win."""
+    "": this one's, whose workers are checked here). The thread variables are the run's
+    cpu_slots unless its ``env_vars`` set them; the other variables set here for every
+    worker win over ``env_vars``."""
     config = run["config"]
     name = config.get("worker", "cartpole")
     if python:
@@ -84,6 +85,10 @@ def prepare(settings: Settings, run: dict[str, Any], gpus: list[str], attempt: i
         # Another interpreter: no variable of ours that chooses what Python imports.
         for var in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"):
             env.pop(var, None)
+    # The run's slots as thread counts (over the dispatcher's own values), then what
+    # the run's env_vars say (a run that wants 4 OpenMP threads on 1 slot may).
+    slots = str(config.get("resources", {}).get("cpu_slots", 1))
+    env.update(dict.fromkeys(THREAD_VARS, slots))
     env.update(config.get("env_vars") or {})
     env.update({
         spawner.RUN_ID_VAR: run["run_id"], "TRAINER_RUN_DIR": path,
@@ -92,8 +97,6 @@ def prepare(settings: Settings, run: dict[str, Any], gpus: list[str], attempt: i
         "CUDA_VISIBLE_DEVICES": ",".join(gpus), "PYTHONUNBUFFERED": "1",
         "TRAINER_ATTEMPT": str(attempt),
     })
-    slots = str(config.get("resources", {}).get("cpu_slots", 1))
-    env.update(dict.fromkeys(THREAD_VARS, slots))
     if resume_from:
         env["TRAINER_RESUME_CHECKPOINT"] = os.path.join(path, resume_from)
     if settings.test_workers:

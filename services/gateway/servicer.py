@@ -15,7 +15,7 @@ import grpc
 
 from core.commands import RequestCancel, RerunRun, SubmitRun
 from core.errors import OrchestratorError
-from core.protocol import GetRun, ListArtifacts, ListRuns
+from core.protocol import GetEnv, GetRun, ListArtifacts, ListRuns
 from runtime.logs import ServiceLogger
 from services.gateway import pyenvs
 from services.gateway.buslisten import Telemetry
@@ -147,7 +147,7 @@ class Servicer:
         rid = request.request_id or None
         if rid is not None and (len(rid) > 64 or not rid.isprintable()):
             raise invalid("request_id", "must be at most 64 printable characters")
-        code = await self.identity.of(config)
+        code = await self.identity.of(config, await self._python_env(config, context))
         submit = SubmitRun(config, by, code.code if code is not None else {})
         result = await self.registry.call(submit, context,
                                           request_id=f"grpc-{rid}" if rid else None)
@@ -157,6 +157,21 @@ class Servicer:
         return pb.SubmitRunResponse(run=self.record(result["run"]), created=result["created"],
                                     same_config_run_id=str(same.get("run_id") or ""),
                                     code_changes=[str(c) for c in same.get("changes") or ()])
+
+    async def _python_env(self, config: dict[str, Any],
+                          context: grpc.aio.ServicerContext) -> dict[str, Any] | None:
+        """The registered environment the config names (its view), None for none, or
+        for one not registered (the submit is refused for it, naming python_env)."""
+        name = config.get("python_env")
+        if not isinstance(name, str) or not name:
+            return None
+        try:
+            env = (await self.registry.call(GetEnv(name), context))["env"]
+        except CallError as exc:  # not registered, or not a name: the submit says so
+            if exc.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                return None
+            raise
+        return None if env.get("removed") else env
 
     @unary
     async def GetRun(self, request: pb.GetRunRequest,

@@ -22,29 +22,48 @@ from runtime.workers import groups
 class SubmitIdentity:
     def __init__(self, runs_dir: str, test_workers: bool, log: ServiceLogger) -> None:
         self.runs_dir = runs_dir
-        self.read = identity.IdentityReader(groups(test_workers))
+        self.groups = groups(test_workers)
+        self.read = identity.IdentityReader(self.groups)
+        # a registered environment's (docs/WORKERS.md): by (sys.path, Python version)
+        self._env_readers: dict[tuple[tuple[str, ...], str], identity.IdentityReader] = {}
         self.log = log
         self._locks: dict[str, asyncio.Lock] = {}
         self._begun: dict[str, int] = {}      # readings begun, per worker
         self._last: dict[str, tuple[int, Optional[identity.Identity]]] = {}
         self.readings = 0
 
-    async def of(self, config: dict[str, Any]) -> Optional[identity.Identity]:
-        """The identity of the config's worker as installed here; None where the config
-        names no installed worker (the registry refuses it, naming the field)."""
+    def reader(self, env: Optional[dict[str, Any]]) -> identity.IdentityReader:
+        """This interpreter's reader, or that of a registered environment (its view:
+        the recorded ``sys_path`` and ``python_version``)."""
+        if env is None:
+            return self.read
+        key = (tuple(env.get("sys_path") or ()), str(env.get("python_version") or ""))
+        found = self._env_readers.get(key)
+        if found is None:
+            found = self._env_readers[key] = identity.IdentityReader(
+                self.groups, list(key[0]), key[1] or None)
+        return found
+
+    async def of(self, config: dict[str, Any],
+                 env: Optional[dict[str, Any]] = None) -> Optional[identity.Identity]:
+        """The identity of the config's worker as installed here (or in ``env``, the
+        view of the registered environment the config names); None where it names no
+        installed worker (the registry refuses it, naming the field)."""
         worker = config.get("worker", DEFAULT_WORKER)
         if not isinstance(worker, str):
             return None
-        arrived = self._begun.get(worker, 0)
-        lock = self._locks.setdefault(worker, asyncio.Lock())
+        read = self.reader(env)
+        key = f"{env.get('name') if env else ''}/{worker}"
+        arrived = self._begun.get(key, 0)
+        lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
-            last = self._last.get(worker)
+            last = self._last.get(key)
             if last is not None and last[0] > arrived:  # begun after this submit came
                 return last[1]
-            number = self._begun[worker] = self._begun.get(worker, 0) + 1
-            found = await asyncio.to_thread(self.read, worker)
+            number = self._begun[key] = self._begun.get(key, 0) + 1
+            found = await asyncio.to_thread(read, worker)
             self.readings += 1
-            self._last[worker] = (number, found)
+            self._last[key] = (number, found)
             return found
 
     async def save(self, run_id: str, found: identity.Identity) -> None:

@@ -97,6 +97,13 @@ def test_a_run_in_a_second_environment(dstack: Stack, second_env: str, tmp_path:
         assert seen["vars"] == {"MY_FLAG": "on", "TRAINER_ATTEMPT": "1"}
         assert not seen["grpc"] and not seen["services"]   # none of the orchestrator's
         assert '"in_env"' in (folder / "metrics.jsonl").read_text()   # through the SDK
+        # its code identity: read from that environment's packages, at submit (by the
+        # gateway, over the recorded sys.path) and at the start (by its own runner)
+        at_submit, at_start = json.loads(done.code_json), json.loads(done.attempt_code_json)
+        assert at_submit["distribution"] == "trainer-env-worker"
+        assert at_submit["python"] == env.python_version
+        assert "trainer-sdk" in at_submit["packages"] and "grpcio" not in at_submit["packages"]
+        assert {k: v for k, v in at_start.items() if k != "attempt"} == at_submit
 
         # Refused at submit, naming the field.
         assert refused_field(c.submit, probe_run(2, python_env="nope")) == "python_env"

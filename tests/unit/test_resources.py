@@ -145,3 +145,12 @@ def test_the_cgroup_protocol_on_a_cgroup_tree_of_files(
                                "memory_exceeded": True, "memory_peak_mb": 70.0}
     unwritable = limits.memory_for(64, "r2", str(tmp_path / "missing"))
     assert unwritable.enforced_by == limits.SAMPLED and "cannot be read" in unwritable.note
+
+
+def test_the_runs_own_env_vars_win_over_the_thread_counts_of_its_slots(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings.from_env({"TRAINER_HOME": str(tmp_path)})
+    config = RunConfig.from_map({"worker": "cartpole", "resources": {"cpu_slots": 2},
+                                 "env_vars": {"OMP_NUM_THREADS": "4"}})
+    _, _, env = launch.prepare(settings, {"run_id": "r1", "config": config.to_map()}, [])
+    assert env["OMP_NUM_THREADS"] == "4" and env["MKL_NUM_THREADS"] == "2"
