@@ -42,11 +42,16 @@ def fail(err: TrainerError, c: Any) -> errors.CliError:
 @click.option("--gpus", type=int, help="Number of GPUs the run needs.")
 @click.option("--priority", type=int, help="Higher runs first (-1000..1000).")
 @click.option("--name", help="A name for the run.")
+@click.option("--python-env", help="A registered Python environment to run the worker in "
+              "(trainer env add; config python_env).")
+@click.option("--env-var", "env_vars", multiple=True, metavar="NAME=VALUE",
+              help="An environment variable for the worker (config env_vars); repeatable.")
 @click.option("--wait", is_flag=True, help="Show a live progress bar until the run ends; exit "
               "0 only if it COMPLETED.")
 def submit(config_file: Optional[str], worker: Optional[str], env_id: Optional[str],
            seed: Optional[int], steps: Optional[int], gpus: Optional[int],
-           priority: Optional[int], name: Optional[str], wait: bool) -> None:
+           priority: Optional[int], name: Optional[str], python_env: Optional[str],
+           env_vars: tuple[str, ...], wait: bool) -> None:
     """Submit a run from CONFIG.json (docs/CONFIG.md) and/or flags; flags override
     the file. Prints the run id and whether it already existed (same config digest)."""
     config: dict[str, Any] = {}
@@ -57,11 +62,16 @@ def submit(config_file: Optional[str], worker: Optional[str], env_id: Optional[s
             except ValueError as exc:
                 raise click.BadParameter(f"not JSON: {exc}", param_hint="CONFIG_FILE")
     for key, value in (("worker", worker), ("env", env_id), ("seed", seed), ("steps", steps),
-                       ("priority", priority), ("name", name)):
+                       ("priority", priority), ("name", name), ("python_env", python_env)):
         if value is not None:
             config[key] = value
     if gpus is not None:
         config.setdefault("resources", {})["gpus"] = gpus
+    for item in env_vars:
+        var, sep, value = item.partition("=")
+        if not sep or not var:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--env-var")
+        config.setdefault("env_vars", {})[var] = value
     with client() as c:
         try:
             reply = c.submit(config, submitted_by=os.environ.get("USER", "cli"))
