@@ -6,6 +6,9 @@ many heartbeating runs; each against a raw baseline measured in the same run.
    at a time, vs a bare ``subprocess.Popen`` of the exact command line and environment
    the dispatcher uses (``services.dispatcher.launch.prepare``), Popen -> first line.
    Target: median at most 15 ms above the bare spawn.
+   1b (bench/dispatcher_retry.py): an attempt's end -> the next attempt's first line of
+   main (a retried exit code), vs a bare parent that waits for the exit and Popens the
+   same command at once. Same target.
 2. 200 trivial runs (``test-mark``), at most 2 at a time (TRAINER_CPU_SLOTS=2): from the
    first submit to the last RunCompleted (its commit time), all submitted at once,
    vs the same 200 commands run 2 at a time with plain subprocess. Target: <= 1.2x.
@@ -21,7 +24,7 @@ All services run as real processes in a temporary TRAINER_HOME (TRAINER_CPU_SLOT
 TRAINER_STATUS_INTERVAL=0.5); completion is followed through bus.catchup.EventFollower.
 
 Benchmark 3 and its child roles live in bench/dispatcher_heartbeats.py. The
-notes of 1 and 2 split our time into phases (event commit times, the shim's
+notes of 1, 1b and 2 split our time into phases (event commit times, the shim's
 worker.json/exit.json, the worker's mark) and give the services' CPU per run.
 """
 
@@ -73,6 +76,7 @@ class Terminals:
                                       registry_fetch(client))
         self.done: dict[str, tuple[str, float]] = {}   # run -> (event type, commit ts)
         self.events: dict[str, dict[str, float]] = {}  # run -> event type -> commit ts
+        self.history: dict[str, list[tuple[str, float]]] = {}  # run -> every (type, ts)
 
     def wait(self, run_ids: list[str], timeout: float, why: Child) -> None:
         deadline = time.monotonic() + timeout
@@ -85,6 +89,7 @@ class Terminals:
             for env in self.follower.poll(min(left, 0.5)):
                 run_id = str(env.payload.get("run_id"))
                 self.events.setdefault(run_id, {}).setdefault(env.type, env.ts)
+                self.history.setdefault(run_id, []).append((env.type, env.ts))
                 if env.type in TERMINAL:
                     self.done[run_id] = (env.type, env.ts)
             missing = [r for r in missing if r not in self.done]
@@ -95,14 +100,14 @@ def read_mark(run_dir: str) -> float:
         return float(fh.read())
 
 
-def bare_command(lab: Lab, name: str, config: dict[str, Any]) -> tuple[str, list[str],
-                                                                        dict[str, str]]:
+def bare_command(lab: Lab, name: str, config: dict[str, Any],
+                 attempt: int = 1) -> tuple[str, list[str], dict[str, str]]:
     """The dispatcher's own recipe (launch.prepare: run directory, config.json, argv,
     environment), with the environment the dispatcher process has (the Lab's)."""
     from core.runconfig import RunConfig
     from services.dispatcher import launch
     run = {"run_id": name, "config": RunConfig.from_map(config).to_map()}
-    path, argv, env = launch.prepare(lab.settings, run, [])
+    path, argv, env = launch.prepare(lab.settings, run, [], attempt=attempt)
     base = {k: v for k, v in lab.env.items() if not k.startswith("TRAINER_")}
     ours = {k: v for k, v in env.items()
             if k.startswith("TRAINER_") or k in ("CUDA_VISIBLE_DEVICES", "PYTHONUNBUFFERED")}
@@ -288,6 +293,7 @@ def _makespan_ours(lab: Lab, terms: Terminals, disp: Child, count: int, rep: int
 
 
 def _services(quick: bool) -> list[Row]:
+    from bench.dispatcher_retry import retry_latency
     runs = 10 if quick else 50
     count, repeats = (40, 1) if quick else (200, 3)
     rows: list[Row] = []
@@ -297,6 +303,7 @@ def _services(quick: bool) -> list[Row]:
         terms = Terminals(lab)
         disp = lab.module("services.dispatcher")
         rows += _latency(lab, terms, disp, runs)
+        rows += retry_latency(lab, terms, disp, runs)
         services = {"dispatcher": disp.pid, "forkserver": _fork_server(disp.pid),
                     "registry": registry.pid, "bus": bus.pid}
         ours, bare, failed = [], [], 0

@@ -20,6 +20,9 @@
   ``long_line`` bytes, then exits 0.
 - test-mark: its first line records time.time(); writes it to ``$TRAINER_RUN_DIR/mark``
   (or the config's ``hyperparameters.mark`` path) and exits 0 (bench/dispatcher.py).
+  With ``exit_first`` (an exit code), its first attempt (TRAINER_ATTEMPT 1) instead
+  writes time.time() to ``exit-mark`` beside it and ends at once with that code
+  (``os._exit``: no interpreter shutdown after the mark; bench/dispatcher_retry.py).
 - test-gpu-hold (``gpu_hold.py``): records CUDA_VISIBLE_DEVICES, ``nvidia-smi -L`` and
   what torch and the CUDA driver see in ``gpu_seen.json``, allocates ``gib`` GiB of
   device memory (default 2; torch, else cuMemAlloc through libcuda) and holds it,
@@ -177,8 +180,14 @@ def flood() -> int:
 def mark() -> int:
     now = time.time()  # first: the benchmarks measure up to the start of the worker's main
     path = os.path.join(os.environ.get("TRAINER_RUN_DIR", "."), "mark")
-    if "--config" in sys.argv:
-        path = _params().get("mark", path)
+    params = _params() if "--config" in sys.argv else {}
+    path = params.get("mark", path)
+    code = int(params.get("exit_first", 0))
+    if code and os.environ.get("TRAINER_ATTEMPT", "1") == "1":
+        with open(os.path.join(os.path.dirname(path), "exit-mark"), "w",
+                  encoding="ascii") as fh:  # created first: the time is the end's
+            fh.write(repr(time.time()))
+        os._exit(code)  # the process ends here (the mark is its end, not its shutdown's)
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="ascii") as fh:
         fh.write(repr(now))
