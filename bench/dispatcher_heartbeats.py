@@ -151,9 +151,9 @@ def hbdisp_main(count: str, pgid: str) -> None:
     config = RunConfig.from_map({"worker": "test-mark", "heartbeat_interval_s": 1.0,
                                  "heartbeat_timeout_s": HB_TIMEOUT_S, "startup_grace_s": 0.0,
                                  "cancel_grace_s": 1.0})
-    now = loop.clock.monotonic()
     runs, locks = {}, []
-    for run_id in run_ids(int(count)):
+    ids = run_ids(int(count))
+    for run_id in ids:
         path = launch.run_dir(settings, run_id)
         os.makedirs(path, exist_ok=True)
         for name in (STDOUT_FILE, STDERR_FILE):
@@ -164,6 +164,10 @@ def hbdisp_main(count: str, pgid: str) -> None:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         fcntl.flock(fd, fcntl.LOCK_EX)   # as its shim holds it while it owns the run
         locks.append(fd)
+    # Watched from now, after the folders are written (1,000 of them take seconds on a
+    # loaded machine: longer than the heartbeat timeout).
+    now = loop.clock.monotonic()
+    for run_id in ids:
         runs[run_id] = RunRecord(run_id, Phase.RUNNING, config, started_recorded=True,
                                  pgid=int(pgid), pid=int(pgid), watch=Watch.of(config, now))
     loop.state = dataclasses.replace(loop.state, runs=runs,
