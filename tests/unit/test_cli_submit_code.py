@@ -86,3 +86,15 @@ def test_show_prints_both_identities_and_what_differs(monkeypatch) -> None:
     assert (f"at attempt 2  agent 0.3, git {'b' * 12} + uncommitted diff cccccccc, "
             "python 3.11.7") in lines
     assert (f"code differs  commit {'a' * 12} -> {'b' * 12}; uncommitted diff added") in lines
+    assert "python env  - (the orchestrator's own)" in lines
+    assert "resources  0 GPUs, 1 CPU slot, memory limit none" in lines
+
+
+def test_show_prints_the_python_env_and_the_resources(monkeypatch) -> None:
+    config = {"python_env": "torch", "resources": {"gpus": 1, "cpu_slots": 2,
+                                                   "memory_limit_mb": 4096}}
+    run = pb.RunRecord(run_id="r1", config_json=json.dumps(config))
+    got = invoke(monkeypatch, FakeClient(pb.SubmitRunResponse(), run), cli_runs.show, "r1")
+    lines = [line.strip() for line in got.output.splitlines()]
+    assert "python env  torch" in lines
+    assert "resources  1 GPU, 2 CPU slots, memory limit 4,096 MiB" in lines

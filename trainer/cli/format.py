@@ -159,3 +159,12 @@ def bar(step: int, budget: int, width: int = 30) -> str:
     frac = min(1.0, step / budget) if budget else 0.0
     filled = int(frac * width)
     return "[" + "#" * filled + "." * (width - filled) + f"] {100 * frac:5.1f}%"
+
+
+def resources_text(config: dict) -> str:
+    """``2 GPUs, 4 CPU slots, memory limit 8,192 MiB`` from a config's ``resources``."""
+    res = config.get("resources") or {}
+    gpus, slots = int(res.get("gpus") or 0), int(res.get("cpu_slots") or 1)
+    limit = int(res.get("memory_limit_mb") or 0)
+    return (f"{gpus} GPU{'s' if gpus != 1 else ''}, {slots} CPU slot{'s' if slots != 1 else ''}"
+            f", memory limit {f'{limit:,} MiB' if limit else 'none'}")

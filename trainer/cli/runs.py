@@ -195,6 +195,8 @@ def show(run_id: str) -> None:
         ("signal", run.signal if run.HasField("signal") else "-"),
         ("waiting because", run.waiting_reason or "-"),
         ("worker / env", f"{cfg.get('worker')} / {cfg.get('env')}  seed {cfg.get('seed')}"),
+        ("python env", cfg.get("python_env") or "- (the orchestrator's own)"),
+        ("resources", fmt.resources_text(cfg)),
         ("priority", run.priority), ("gpus", ", ".join(run.gpus) or "-"),
         ("pid", run.pid if run.HasField("pid") else "-"), ("host", run.host or "-"),
         ("submitted", f"{fmt.when(run.submitted_at)} by {run.submitted_by}"),
