@@ -152,7 +152,7 @@ class Servicer:
         result = await self.registry.call(submit, context,
                                           request_id=f"grpc-{rid}" if rid else None)
         if result["created"] and code is not None:
-            await self.identity.save(result["run"]["run_id"], code)
+            self.identity.save_soon(result["run"]["run_id"], code)
         same = result.get("same_config") or {}
         return pb.SubmitRunResponse(run=self.record(result["run"]), created=result["created"],
                                     same_config_run_id=str(same.get("run_id") or ""),

@@ -31,6 +31,7 @@ class SubmitIdentity:
         self._begun: dict[str, int] = {}      # readings begun, per worker
         self._last: dict[str, tuple[int, Optional[identity.Identity]]] = {}
         self.readings = 0
+        self._saving: set[asyncio.Task[None]] = set()
 
     def reader(self, env: Optional[dict[str, Any]]) -> identity.IdentityReader:
         """This interpreter's reader, or that of a registered environment (its view:
@@ -65,6 +66,12 @@ class SubmitIdentity:
             self.readings += 1
             self._last[key] = (number, found)
             return found
+
+    def save_soon(self, run_id: str, found: identity.Identity) -> None:
+        """``save`` in the background: the reply does not wait for the files (~1 ms)."""
+        task = asyncio.get_running_loop().create_task(self.save(run_id, found))
+        self._saving.add(task)
+        task.add_done_callback(self._saving.discard)
 
     async def save(self, run_id: str, found: identity.Identity) -> None:
         """Written for a new run; a failure is logged (the log has the identity)."""

@@ -95,6 +95,10 @@ def code_of(record: pb.RunRecord) -> tuple[dict, dict]:
     return (json.loads(record.code_json or "{}"), json.loads(record.attempt_code_json or "{}"))
 
 
+def saved(path: str) -> None:
+    wait_until(lambda: os.path.exists(path), 10, message=f"{path} to be written")
+
+
 def completed(c: Client, run_id: str) -> pb.RunRecord:
     return wait_until(lambda: (r := c.get(run_id)).status == pb.RUN_STATUS_COMPLETED
                       and r.attempt_code_json and r, 60, message=f"{run_id} completed")
@@ -117,6 +121,7 @@ def test_the_same_config_after_a_code_change_is_a_new_run(
         assert submitted["python"] == ".".join(map(str, sys.version_info[:3]))
         assert len(first.run.code_digest) == 64
         folder = os.path.join(stack.settings.runs_dir, first.run.run_id)
+        saved(os.path.join(folder, "code", "submit.json"))  # (written after the reply)
         with open(os.path.join(folder, "code", "submit.json"), encoding="utf-8") as fh:
             assert json.load(fh) == submitted
 
@@ -131,6 +136,7 @@ def test_the_same_config_after_a_code_change_is_a_new_run(
         assert list(edited.code_changes) == ["uncommitted diff added"]
         edit_diff = os.path.join(stack.settings.runs_dir, edited.run.run_id, "code",
                                  "submit.diff")
+        saved(edit_diff)
         with open(edit_diff, encoding="utf-8") as fh:
             assert "+        run.log_metrics(1, answer=2)" in fh.read()
 
