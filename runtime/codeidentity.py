@@ -22,11 +22,14 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import tempfile
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 from urllib.parse import unquote, urlparse
+
+from runtime import checkoutwatch
 
 # Besides the worker distribution's own requirements: what RL workers import.
 WATCHED = ("gymnasium", "numpy", "torch", "jax", "trainer-orchestrator", "trainer-sdk")
@@ -97,6 +100,12 @@ def _git(root: str, *args: str, ok: tuple[int, ...] = (0,),
 def git_state(folder: str) -> tuple[dict[str, Any], bytes]:
     """(the ``git`` part of an identity, the diff) of the checkout holding ``folder``:
     one ``git status`` for a clean checkout, a diff more for a dirty one."""
+    state, diff, _ = read_git(folder)
+    return state, diff
+
+
+def read_git(folder: str) -> tuple[dict[str, Any], bytes, list[str]]:
+    """``git_state``, and the untracked files it found (relative to the top)."""
     out = _git(folder, "status", "--porcelain=v2", "--branch", "-z",
                "--untracked-files=all").decode("utf-8", "surrogateescape").split("\0")
     commit, changed, names = "", False, []
@@ -112,7 +121,7 @@ def git_state(folder: str) -> tuple[dict[str, Any], bytes]:
     state: dict[str, Any] = {"commit": commit, "diff_sha256": "", "diff_bytes": 0,
                              "untracked": len(names), "root": folder}
     if not changed and not names:
-        return state, b""
+        return state, b"", names
     if not names:
         diff = _git(folder, "diff", "HEAD", "--binary", "--no-color", "--no-ext-diff")
     else:
@@ -120,7 +129,31 @@ def git_state(folder: str) -> tuple[dict[str, Any], bytes]:
     if len(names) > MAX_UNTRACKED or len(diff) > MAX_DIFF_BYTES:
         state["diff_truncated"] = True
     state.update(diff_sha256=hashlib.sha256(diff).hexdigest(), diff_bytes=len(diff))
-    return state, diff
+    return state, diff, names
+
+
+def _names(out: bytes) -> list[str]:
+    return [n for n in out.decode("utf-8", "surrogateescape").split("\0") if n]
+
+
+def checkout_folders(folder: str) -> tuple[str, set[str]]:
+    """(the top of the checkout holding ``folder``, the folders a watch must cover:
+    runtime/checkoutwatch.py)."""
+    top, git_dir, common = _git(folder, "rev-parse", "--show-toplevel",
+                                "--path-format=absolute", "--git-dir",
+                                "--git-common-dir").decode().strip().split("\n")[:3]
+    folders = checkoutwatch.with_parents(top, _names(_git(top, "ls-files", "-z")))
+    limit = checkoutwatch.MAX_WATCHES
+    for name in _names(_git(top, "ls-files", "-z", "--others", "--exclude-standard",
+                           "--directory")):
+        if name.endswith("/"):
+            folders |= checkoutwatch.below(os.path.join(top, name.rstrip("/")), limit)
+        else:
+            folders |= checkoutwatch.with_parents(top, [name])
+        if len(folders) > limit:
+            break
+    folders |= {git_dir, common} | checkoutwatch.below(os.path.join(common, "refs"), limit)
+    return top, folders
 
 
 def _diff_with_untracked(folder: str, names: list[str]) -> tuple[str, bytes]:
@@ -201,8 +234,9 @@ def _path_stamp(path: Optional[list[str]]) -> tuple[tuple[str, int], ...]:
 
 class IdentityReader:
     """``code_identity`` with the package metadata read again only when a folder of the
-    path changed (a scan of every installed package costs milliseconds); the git
-    checkout is read every time (an edit changes no folder we could watch cheaply)."""
+    path changed (a scan of every installed package costs milliseconds), and a git
+    checkout read again only once something in it changed since the last reading
+    began (an inotify watch, runtime/checkoutwatch.py; without one, every time)."""
 
     def __init__(self, groups: Iterable[str], path: Optional[list[str]] = None,
                  python: Optional[str] = None) -> None:
@@ -210,6 +244,59 @@ class IdentityReader:
         self.path = path
         self.python = python
         self._cache: dict[str, tuple[tuple[tuple[str, int], ...], Optional[Installed]]] = {}
+        self._checkouts: dict[str, tuple[Optional[checkoutwatch.CheckoutWatch],
+                                         dict[str, Any], bytes]] = {}
+        self._git_lock = threading.Lock()
+        self.git_readings = 0
+
+    def _git(self, folder: str) -> tuple[dict[str, Any], bytes]:
+        """The checkout's git state: the last reading while its watch saw no change
+        since that reading began; else a new one, under a new watch set up first."""
+        with self._git_lock:
+            cached = self._checkouts.pop(folder, None)
+            if cached is not None:
+                if cached[0] is not None and not cached[0].changed():
+                    self._checkouts[folder] = cached
+                    return dict(cached[1]), cached[2]
+                if cached[0] is not None:
+                    cached[0].close()
+            watch: Optional[checkoutwatch.CheckoutWatch] = None
+            try:
+                top, folders = checkout_folders(folder)
+                watch = checkoutwatch.watch(folders)
+            except (OSError, RuntimeError, ValueError, subprocess.SubprocessError):
+                top = folder
+            try:
+                state, diff, untracked = read_git(folder)
+            except BaseException:
+                if watch is not None:
+                    watch.close()
+                raise
+            self.git_readings += 1
+            # A folder made between the listing and the watch is not watched: such a
+            # reading is not kept.
+            if watch is not None and not checkoutwatch.with_parents(top, untracked) <= \
+                    watch.folders:
+                watch.close()
+                watch = None
+            self._checkouts[folder] = (watch, state, diff)
+            return state, diff
+
+    def cached(self, worker: str) -> Optional[Identity]:
+        """The identity without reading anything but stamps: where the metadata of the
+        path and the worker's checkout (watched) are as they were at the last reading
+        (a few microseconds: the gateway asks on its event loop); None otherwise."""
+        cached = self._cache.get(worker)
+        if cached is None or cached[1] is None or cached[0] != _path_stamp(self.path):
+            return None
+        folder = cached[1].editable
+        if folder is not None:
+            with self._git_lock:
+                git = self._checkouts.get(folder)
+                if git is None or git[0] is None or git[0].changed():
+                    return None
+        return identity_of(worker, cached[1], self.python,
+                           lambda f: (dict(git[1]), git[2]) if git is not None else ({}, b""))
 
     def __call__(self, worker: str) -> Optional[Identity]:
         stamp = _path_stamp(self.path)
@@ -217,11 +304,14 @@ class IdentityReader:
         if cached is None or cached[0] != stamp:
             cached = (stamp, installed(worker, self.groups, self.path))
             self._cache[worker] = cached
-        return identity_of(worker, cached[1], self.python)
+        return identity_of(worker, cached[1], self.python, self._git)
 
 
-def identity_of(worker: str, found: Optional[Installed],
-                python: Optional[str] = None) -> Optional[Identity]:
+GitReader = Callable[[str], tuple[dict[str, Any], bytes]]
+
+
+def identity_of(worker: str, found: Optional[Installed], python: Optional[str] = None,
+                git: GitReader = git_state) -> Optional[Identity]:
     if found is None:
         return None
     code: dict[str, Any] = {"worker": worker, "distribution": found.distribution,
@@ -231,7 +321,7 @@ def identity_of(worker: str, found: Optional[Installed],
     diff = b""
     if found.editable is not None:
         try:
-            code["git"], diff = git_state(found.editable)
+            code["git"], diff = git(found.editable)
         except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as exc:
             code["git_error"] = str(exc)[:300] or type(exc).__name__
     return Identity(code, diff)
@@ -247,14 +337,23 @@ def code_identity(worker: str, groups: Iterable[str], path: Optional[list[str]] 
 CODE_DIR = "code"
 
 
+def save_diff(run_dir: str, stem: str, diff: bytes) -> str:
+    """``code/<stem>.diff`` in the run folder; its path relative to it."""
+    folder = os.path.join(run_dir, CODE_DIR)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    rel = os.path.join(CODE_DIR, f"{stem}.diff")
+    with open(os.path.join(run_dir, rel), "wb") as fh:
+        fh.write(diff)
+    return rel
+
+
 def save(run_dir: str, stem: str, identity: Identity) -> str:
     """``code/<stem>.json`` (the identity) and, when there is one, ``code/<stem>.diff``
     written in the run folder; returns the JSON file's path relative to it."""
     folder = os.path.join(run_dir, CODE_DIR)
     os.makedirs(folder, mode=0o700, exist_ok=True)
     if identity.diff:
-        with open(os.path.join(folder, f"{stem}.diff"), "wb") as fh:
-            fh.write(identity.diff)
+        save_diff(run_dir, stem, identity.diff)
     rel = os.path.join(CODE_DIR, f"{stem}.json")
     tmp = os.path.join(run_dir, rel + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:

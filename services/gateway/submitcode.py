@@ -1,7 +1,8 @@
 """The code identity of a submitted run (core.codeid), computed by the gateway before
 it asks the registry, off the event loop (``git`` runs as a subprocess; ~5 ms for a
-clean checkout), and saved in the run folder once the run exists
-(``code/submit.json``, and ``code/submit.diff`` for a dirty checkout).
+clean checkout; a checkout unchanged since the last reading is not read again), and
+for a dirty checkout the diff saved in the run folder once the run exists
+(``code/submit.diff``; the identity itself is in the log).
 
 Submits that arrive together share one reading: a submit waits for a reading that
 began after it arrived (never one begun before, which may predate an edit it must see).
@@ -54,6 +55,9 @@ class SubmitIdentity:
         if not isinstance(worker, str):
             return None
         read = self.reader(env)
+        unchanged = read.cached(worker)  # nothing changed since the last reading began
+        if unchanged is not None:
+            return unchanged
         key = f"{env.get('name') if env else ''}/{worker}"
         arrived = self._begun.get(key, 0)
         lock = self._locks.setdefault(key, asyncio.Lock())
@@ -68,7 +72,10 @@ class SubmitIdentity:
             return found
 
     def save_soon(self, run_id: str, found: identity.Identity) -> None:
-        """``save`` in the background: the reply does not wait for the files (~1 ms)."""
+        """``save`` in the background (the reply does not wait for the file), for a
+        dirty checkout only: the identity itself is in the log (RunSubmitted.code)."""
+        if not found.diff:
+            return
         task = asyncio.get_running_loop().create_task(self.save(run_id, found))
         self._saving.add(task)
         task.add_done_callback(self._saving.discard)
@@ -76,7 +83,7 @@ class SubmitIdentity:
     async def save(self, run_id: str, found: identity.Identity) -> None:
         """Written for a new run; a failure is logged (the log has the identity)."""
         try:
-            await asyncio.to_thread(identity.save, os.path.join(self.runs_dir, run_id),
-                                    "submit", found)
+            await asyncio.to_thread(identity.save_diff, os.path.join(self.runs_dir, run_id),
+                                    "submit", found.diff)
         except OSError as exc:
             self.log.warning("code.save_failed", run_id=run_id, error=str(exc))

@@ -135,3 +135,48 @@ def test_the_reader_reads_the_metadata_again_once_a_package_is_installed(checkou
         fh.write(text)
     upgraded = read("ppo-agent")
     assert upgraded is not None and upgraded.code["version"] == "0.4"
+
+
+def test_the_reader_reads_the_checkout_again_only_after_a_change(checkout) -> None:
+    """The reader's inotify watch (runtime/checkoutwatch.py): no change, no new
+    reading; each kind of change, one, whose identity shows it."""
+    repo, path = checkout
+    read = IdentityReader(GROUPS, path)
+    first = read("ppo-agent")
+    assert first is not None and read.git_readings == 1
+    for _ in range(5):
+        assert read("ppo-agent").code == first.code
+    assert read.git_readings == 1                      # nothing changed: no git run
+    seen = {first.code["git"]["diff_sha256"]}
+
+    def changed_by(action, *args: str) -> dict:
+        before = read.git_readings
+        action(*args)
+        found = read("ppo-agent")
+        assert found is not None and read.git_readings == before + 1, action
+        assert read("ppo-agent").code == found.code and read.git_readings == before + 1
+        return found.code["git"]
+
+    def write(rel: str, text: str) -> None:
+        full = os.path.join(repo, rel)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with open(full, "a", encoding="utf-8") as fh:
+            fh.write(text)
+
+    for rel, text in (("pkg/agent.py", "GAMMA = 0.9\n"),      # a tracked file edited
+                      ("pkg/extra.py", "A = 1\n"),             # an untracked file added
+                      ("pkg/extra.py", "B = 2\n"),             # ... and edited
+                      ("deep/new/mod.py", "C = 3\n")):         # in new folders
+        state = changed_by(write, rel, text)
+        assert state["diff_sha256"] not in seen
+        seen.add(state["diff_sha256"])
+    write("deep/new/more.py", "D = 4\n")                       # inside a folder made since
+    latest = read("ppo-agent").code["git"]
+    assert latest["untracked"] == 3 and latest["diff_sha256"] not in seen
+    state = changed_by(git, repo, "add", "-A")                 # staged: the same diff
+    assert state["diff_sha256"] == latest["diff_sha256"] and state["untracked"] == 0
+    state = changed_by(git, repo, "commit", "-q", "-m", "two")
+    assert state["commit"] == git(repo, "rev-parse", "HEAD") and state["diff_sha256"] == ""
+    old = first.code["git"]["commit"]
+    state = changed_by(git, repo, "checkout", "-q", old)       # another commit checked out
+    assert state["commit"] == old and state["diff_sha256"] == ""

@@ -87,3 +87,20 @@ def test_one_line_describes_an_identity() -> None:
     assert describe({**no_git, "git_error": "not a git repository"}) == \
         "agent 0.3, git unreadable (not a git repository), python 3.11.7"
     assert describe({}) == "not recorded"
+
+
+def test_a_checkout_on_a_network_file_system_is_not_watched(monkeypatch) -> None:
+    """runtime/checkoutwatch.py trusts inotify only where every change comes through
+    this machine's kernel: local file systems, none of another kind mounted inside."""
+    from runtime import checkoutwatch
+    mounts = [("/", "ext4"), ("/home", "nfs4"), ("/data", "xfs"), ("/data/shared", "lustre"),
+              ("/my dir", "tmpfs")]
+    monkeypatch.setattr(checkoutwatch, "_mounts", lambda: mounts)
+    assert checkoutwatch.fs_type("/home/me/agent", mounts) == "nfs4"
+    assert checkoutwatch.fs_type("/srv/agent", mounts) == "ext4"
+    assert checkoutwatch.local(["/srv/agent", "/srv/agent/pkg"])
+    assert not checkoutwatch.local(["/home/me/agent", "/home/me/agent/pkg"])
+    assert not checkoutwatch.local(["/data", "/data/agent"])   # lustre mounted inside it
+    assert checkoutwatch.local(["/data/agent/pkg"])
+    assert checkoutwatch.watch(["/home/me/agent"]) is None
+    assert checkoutwatch.with_parents("/t", ["a/b/c.py", "d.py"]) == {"/t", "/t/a", "/t/a/b"}
