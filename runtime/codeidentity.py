@@ -337,12 +337,30 @@ def code_identity(worker: str, groups: Iterable[str], path: Optional[list[str]] 
 CODE_DIR = "code"
 
 
-def save_diff(run_dir: str, stem: str, diff: bytes) -> str:
-    """``code/<stem>.diff`` in the run folder; its path relative to it."""
+def save_diff(run_dir: str, stem: str, diff: bytes, store: Optional[str] = None) -> str:
+    """``code/<stem>.diff`` in the run folder; its path relative to it. With ``store``
+    (a folder), the diff is kept there once by its SHA-256 and the run's file is a
+    hard link to it: many runs submitted from one dirty checkout share one copy."""
     folder = os.path.join(run_dir, CODE_DIR)
     os.makedirs(folder, mode=0o700, exist_ok=True)
     rel = os.path.join(CODE_DIR, f"{stem}.diff")
-    with open(os.path.join(run_dir, rel), "wb") as fh:
+    target = os.path.join(run_dir, rel)
+    if store is not None:
+        os.makedirs(store, mode=0o700, exist_ok=True)
+        kept = os.path.join(store, hashlib.sha256(diff).hexdigest() + ".diff")
+        if not os.path.exists(kept):
+            tmp = f"{kept}.{os.getpid()}.{threading.get_ident()}.tmp"
+            with open(tmp, "wb") as fh:
+                fh.write(diff)
+            os.replace(tmp, kept)
+        try:
+            os.link(kept, target)
+            return rel
+        except FileExistsError:
+            return rel
+        except OSError:
+            pass   # another file system: a copy
+    with open(target, "wb") as fh:
         fh.write(diff)
     return rel
 

@@ -23,6 +23,8 @@ from runtime.workers import groups
 class SubmitIdentity:
     def __init__(self, runs_dir: str, test_workers: bool, log: ServiceLogger) -> None:
         self.runs_dir = runs_dir
+        # the diffs of dirty checkouts, once each (runs/<id>/code/submit.diff links here)
+        self.diffs_dir = os.path.join(os.path.dirname(runs_dir), "code-diffs")
         self.groups = groups(test_workers)
         self.read = identity.IdentityReader(self.groups)
         # a registered environment's (docs/WORKERS.md): by (sys.path, Python version)
@@ -84,6 +86,6 @@ class SubmitIdentity:
         """Written for a new run; a failure is logged (the log has the identity)."""
         try:
             await asyncio.to_thread(identity.save_diff, os.path.join(self.runs_dir, run_id),
-                                    "submit", found.diff)
+                                    "submit", found.diff, self.diffs_dir)
         except OSError as exc:
             self.log.warning("code.save_failed", run_id=run_id, error=str(exc))

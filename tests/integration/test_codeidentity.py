@@ -180,3 +180,15 @@ def test_the_reader_reads_the_checkout_again_only_after_a_change(checkout) -> No
     old = first.code["git"]["commit"]
     state = changed_by(git, repo, "checkout", "-q", old)       # another commit checked out
     assert state["commit"] == old and state["diff_sha256"] == ""
+
+
+def test_runs_submitted_with_one_diff_share_one_copy(tmp_path) -> None:
+    from runtime.codeidentity import save_diff
+    store = str(tmp_path / "code-diffs")
+    for run in ("r1", "r2"):
+        assert save_diff(str(tmp_path / run), "submit", b"diff --git a/x b/x\n", store) == \
+            os.path.join("code", "submit.diff")
+    one, two = (os.stat(tmp_path / r / "code" / "submit.diff") for r in ("r1", "r2"))
+    assert one.st_ino == two.st_ino and one.st_nlink == 3 and len(os.listdir(store)) == 1
+    with open(tmp_path / "r2" / "code" / "submit.diff", "rb") as fh:
+        assert fh.read() == b"diff --git a/x b/x\n"
