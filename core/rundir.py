@@ -58,6 +58,8 @@ class WorkerRecord:
     cores_note: str = ""                  # why pinning failed ("" if it did not)
     memory_limit_mb: int = 0              # its memory limit (0: none) ...
     memory_enforced_by: str = ""          # ... enforced by "cgroup" or "sampled"
+    attempt: Optional[int] = None         # the run's attempt it runs (its TRAINER_ATTEMPT;
+                                          # None: a shim from before, or none given)
 
     @classmethod
     def from_map(cls, data: Any) -> WorkerRecord:
@@ -88,6 +90,7 @@ class ExitRecord:
     memory_exceeded: bool = False       # over the limit: the run's processes were killed
     memory_peak_mb: float = 0.0         # the cgroup's memory.peak, or the sampled peak
     memory_note: str = ""               # why the cgroup could not be used
+    attempt: Optional[int] = None       # the attempt that ended (as in worker.json)
 
     @classmethod
     def from_map(cls, data: Any) -> ExitRecord:

@@ -129,7 +129,9 @@ class ForkServer:
 
     def done_with(self, run_dir: str) -> None:
         """Forget the run's shim: its end, its status, and a status still on its way
-        (a late notice must not put one back for good)."""
+        (a late notice must not put one back for good); a shim of it still alive (an
+        earlier attempt's, as the next one starts) is not reported when it ends."""
+        self._dirs = {p: d for p, d in self._dirs.items() if d != run_dir}
         self.ended_dirs.discard(run_dir)
         self.exit_status.pop(run_dir, None)
         self._status_due = {p: d for p, d in self._status_due.items() if d != run_dir}

@@ -95,7 +95,7 @@ def prepare(settings: Settings, run: dict[str, Any], gpus: list[str], attempt: i
         "TRAINER_BUS_PUB": settings.bus_pub, "TRAINER_HOME": settings.home,
         "TRAINER_HEARTBEAT_INTERVAL": str(config.get("heartbeat_interval_s", 1.0)),
         "CUDA_VISIBLE_DEVICES": ",".join(gpus), "PYTHONUNBUFFERED": "1",
-        "TRAINER_ATTEMPT": str(attempt),
+        spawner.ATTEMPT_VAR: str(attempt),
     })
     if resume_from:
         env["TRAINER_RESUME_CHECKPOINT"] = os.path.join(path, resume_from)

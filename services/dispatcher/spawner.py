@@ -3,8 +3,9 @@
 Each run gets a shim, a tiny parent modelled on SLURM's slurmstepd: the fork server
 (forkserver.py, on the dispatcher's request) forks it, it leaves the session, starts the
 worker in a process group of its own with stdout/stderr appended to files in the run
-directory, writes ``worker.json`` (pid, process start time), waits for the worker and
-writes its true exit status (code, signal, resource usage) atomically to ``exit.json``.
+directory, writes ``worker.json`` (pid, process start time, the attempt: its worker's
+TRAINER_ATTEMPT), waits for the worker and writes its true exit status (code, signal,
+resource usage, the attempt) atomically to ``exit.json``.
 The shim does
 not depend on the dispatcher: a dispatcher restart, or SIGKILL, loses nothing, and a
 worker killed by SIGKILL or a segfault still leaves an exit record.
@@ -47,6 +48,7 @@ from services.dispatcher.limits import Limits
 UNRECORDED_OK = 0  # a shim's exit code: its exit record is written, or its worker exited 0
 SHIM_STALE = 2     # ... another shim of the run had started the worker
 RUN_ID_VAR = "TRAINER_RUN_ID"  # in every worker's environment (launch.py sets it)
+ATTEMPT_VAR = "TRAINER_ATTEMPT"  # ... and the attempt it runs, recorded by its shim
 
 
 def write_atomic(path: str, data: dict[str, Any], durable: bool = True) -> None:
@@ -193,6 +195,14 @@ def shim_alive(run_dir: str) -> bool:
     started = process_start_time(pid) if pid > 0 else None
     recorded = record.get("shim_start_time")
     return started is not None and (recorded is None or started == float(recorded))
+
+
+def attempt_of(env: dict[str, str]) -> Optional[int]:
+    """The attempt a shim runs, recorded in its worker and exit records (a restarted
+    dispatcher tells an earlier attempt's, not set aside yet, by it): its worker's
+    TRAINER_ATTEMPT; None unless a whole number >= 1."""
+    text = env.get(ATTEMPT_VAR, "")
+    return int(text) if text.isascii() and text.isdigit() and int(text) >= 1 else None
 
 
 def signal_group(pgid: int, sig: signal.Signals) -> bool:
@@ -343,6 +353,7 @@ def _shim(run_dir: str, argv: list[str], env: dict[str, str],
     # Held (never closed) until this process exits; not inherited by the worker.
     locked = take_run_lock(run_dir) is not None  # another shim of this run first: its end
     me = {"shim_pid": os.getpid(), "shim_start_time": process_start_time(os.getpid())}
+    attempt = attempt_of(env)
     if not locked:  # nothing to tell a restarted dispatcher that a shim owns the run
         write_atomic(os.path.join(run_dir, SHIM_FILE), me, durable=False)
     if os.path.isfile(os.path.join(run_dir, WORKER_FILE)) or \
@@ -360,14 +371,15 @@ def _shim(run_dir: str, argv: list[str], env: dict[str, str],
     except OSError as exc:
         write_atomic(os.path.join(run_dir, EXIT_FILE), {
             "exit_code": None, "signal": None, "spawn_error": str(exc),
-            "started_at": started, "ended_at": time.time(), "pid": None})
+            "started_at": started, "ended_at": time.time(), "pid": None,
+            "attempt": attempt})
         return UNRECORDED_OK
     finally:
         if memory is not None:
             run_limits.leave(memory)
     write_atomic(os.path.join(run_dir, WORKER_FILE), {
         "pid": pid, "pgid": pid, "start_time": process_start_time(pid), **me,
-        "started_at": started, RUN_LOCK: locked,
+        "started_at": started, RUN_LOCK: locked, "attempt": attempt,
         **run_limits.placed(limits.cores, pin_note, memory)}, durable=False)
     if memory is not None and memory.enforced_by == run_limits.SAMPLED:
         status, usage = run_limits.wait_sampling(
@@ -376,7 +388,7 @@ def _shim(run_dir: str, argv: list[str], env: dict[str, str],
         status, usage = _wait_worker(pid) if reaper else os.wait4(pid, 0)[1:]
     ended = time.time()
     record: dict[str, Any] = {
-        "pid": pid, "started_at": started, "ended_at": ended,
+        "pid": pid, "attempt": attempt, "started_at": started, "ended_at": ended,
         "exit_code": os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else None,
         "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
         "core_dumped": os.WCOREDUMP(status) if os.WIFSIGNALED(status) else False,

@@ -12,8 +12,11 @@ from typing import Any
 import pytest
 
 from bus.codec import envelope_from_map, event_from_envelope
+from bus.registry import RegistryClient
+from core.commands import ClaimGpus, FinishRun
 from core.errors import IllegalTransition, ValidationError
 from core.events import Event
+from core.rundir import EXIT_FILE
 from services.dispatcher.spawner import read_json
 from tests.helpers import wait_until
 from tests.system.dispatch_helpers import (TERMINAL, assert_nothing_left, run_dir, run_of,
@@ -110,6 +113,47 @@ def test_a_run_lost_while_the_dispatcher_is_down_is_retried(dstack: Stack) -> No
     dstack.client().call("request_cancel", {"run_id": run_id, "reason": "enough"})
     run = wait_status(dstack, run_id, TERMINAL)
     assert (run["status"], run["attempt"]) == ("CANCELLED", 2), run
+    assert_nothing_left(dstack)
+
+
+def test_attempt_1s_records_left_by_a_dispatcher_killed_before_it_started_attempt_2_are_not_its(
+        dstack: Stack) -> None:
+    """The crash window between the claim of attempt 2 and its start: attempt 1's end
+    and attempt 2's claim are committed, attempt 1's worker and exit records are still
+    in the folder (the launcher sets them aside as it starts attempt 2). The restarted
+    dispatcher starts attempt 2 instead of ending it with attempt 1's end."""
+    run_id = submit(dstack, "test-sleep", params={"seconds": 30},
+                    retry={"max_attempts": 2, "on": ["signal"], "from_scratch": True})
+    first = running_attempt(dstack, run_id, 1)
+    assert first["worker"]["attempt"] == 1
+    dstack.dispatcher.kill9()
+    os.killpg(int(first["worker"]["pgid"]), signal.SIGKILL)   # its shim records the end
+    folder = run_dir(dstack, run_id)
+    ended = wait_until(lambda: read_json(os.path.join(folder, EXIT_FILE)), 20,
+                       message="attempt 1's exit record")
+    assert (ended["attempt"], ended["signal"]) == (1, 9), ended
+    # What the killed dispatcher had committed: attempt 1's end, then attempt 2's claim.
+    registry = RegistryClient(dstack.client())
+    registry.call(FinishRun(run_id, "failed", "signal", signal=9, message="killed by SIGKILL",
+                            attempt=1))
+    registry.call(ClaimGpus(run_id, (), "dispatcher"))
+    claimed = run_of(dstack, run_id)
+    assert (claimed["status"], claimed["attempt"]) == ("DISPATCHING", 2), claimed
+    dstack.start_dispatcher()
+    now = wait_status(dstack, run_id, {"RUNNING"} | TERMINAL)
+    assert (now["status"], now["attempt"]) == ("RUNNING", 2), now   # not attempt 1's end
+    second = running_attempt(dstack, run_id, 2)
+    assert second["worker"]["attempt"] == 2 and second["pid"] != first["pid"]
+    aside = read_json(os.path.join(folder, "attempt-1", EXIT_FILE))
+    assert aside == ended   # set aside as it started attempt 2, not taken as its end
+    dstack.client().call("request_cancel", {"run_id": run_id, "reason": "enough"})
+    run = wait_status(dstack, run_id, TERMINAL)
+    assert (run["status"], run["attempt"]) == ("CANCELLED", 2), run   # attempt 2's own end
+    assert read_json(os.path.join(folder, EXIT_FILE))["attempt"] == 2  # type: ignore[index]
+    mine = events_of(dstack, run_id)
+    ended_events = [e for e in mine if e.TYPE == "AttemptEnded"]
+    assert [(e.attempt, e.signal) for e in ended_events] == [(1, 9)]  # type: ignore[attr-defined]
+    assert [e.attempt for e in mine if e.TYPE == "RunStarted"] == [1, 2]  # type: ignore[attr-defined]
     assert_nothing_left(dstack)
 
 

@@ -150,6 +150,26 @@ def test_a_shim_end_wakes_the_dispatcher_through_its_pidfd_before_any_notice(tmp
         server.close()
 
 
+def test_the_end_of_a_shim_done_with_is_not_reported_as_the_next_ones(tmp_path) -> None:
+    """A run's shim that is still ending as the run's next attempt starts (the launcher
+    calls done_with before it asks for the new shim): its end is not that attempt's."""
+    server = ForkServer()
+    gate = _gate(tmp_path)
+    try:
+        server.spawn(str(tmp_path), [sys.executable, "-c", f"open({gate!r}).read()"],
+                     dict(os.environ))
+        wait_until(lambda: server._pidfds or server.ended(), 20, message="the shim's pidfd")
+        server.done_with(str(tmp_path))
+        _release(gate)
+        wait_until(lambda: (server.ended() or True) and not server._pidfds
+                   and not server._ended_pids, 20, message="the shim's end and notice")
+        assert str(tmp_path) not in server.ended_dirs
+        assert str(tmp_path) not in server.exit_status
+    finally:
+        server.close()
+    assert read_json(os.path.join(tmp_path, EXIT_FILE))["exit_code"] == 0
+
+
 def test_workers_get_the_file_limit_the_dispatcher_was_started_with(tmp_path) -> None:
     """The dispatcher raises its own RLIMIT_NOFILE (a pidfd per shim); the fork server
     puts the soft limit it is given back, for the shims and their workers."""
@@ -171,12 +191,13 @@ def test_a_worker_that_cannot_be_started_leaves_an_exit_record_saying_why(tmp_pa
     server = ForkServer()
     try:
         server.spawn(str(tmp_path), [str(tmp_path / "no-such-program"), "--x"],
-                     dict(os.environ))
+                     {**os.environ, "TRAINER_ATTEMPT": "3"})
         _notices_until(server, 1)
     finally:
         server.close()
     record = read_json(os.path.join(tmp_path, EXIT_FILE))
     assert record is not None and record["pid"] is None and record["exit_code"] is None
+    assert record["attempt"] == 3   # the attempt it was for (its worker's TRAINER_ATTEMPT)
     assert "No such file" in record["spawn_error"] and "no-such-program" in record["spawn_error"]
     assert read_json(os.path.join(tmp_path, WORKER_FILE)) is None
 

@@ -32,21 +32,26 @@ def test_worker_record_parses_what_the_shim_writes() -> None:
     written = {"pid": 10, "pgid": 10, "start_time": 123.5, "shim_pid": 9,
                "shim_start_time": None, "started_at": 1.7e9, "run_lock": True,
                "cores": [0, 1], "cores_note": "", "memory_limit_mb": 64,
-               "memory_enforced_by": "sampled"}
+               "memory_enforced_by": "sampled", "attempt": 2}
     record = WorkerRecord.from_map(written)
     assert record.pgid == 10 and record.run_lock and record.shim_start_time is None
-    assert record.to_map() == written
+    assert record.to_map() == written and record.attempt == 2
+    older = {k: v for k, v in written.items() if k != "attempt"}  # a shim from before
+    assert WorkerRecord.from_map(older).attempt is None
 
 
 def test_exit_record_parses_an_end_and_a_spawn_error() -> None:
     ended = ExitRecord.from_map({
         "pid": 10, "started_at": 1.0, "ended_at": 2.0, "exit_code": None, "signal": 9,
         "core_dumped": False, "maxrss_kb": 2048, "utime_s": 0.5, "stime_s": 0.1,
-        "leftovers_killed": 2})
+        "leftovers_killed": 2, "attempt": 1})
     assert ended.signal == 9 and ended.leftovers_killed == 2 and ended.spawn_error is None
+    assert ended.attempt == 1
     failed = ExitRecord.from_map({"exit_code": None, "signal": None, "spawn_error": "ENOENT",
-                                  "started_at": 1.0, "ended_at": 1.0, "pid": None})
+                                  "started_at": 1.0, "ended_at": 1.0, "pid": None,
+                                  "attempt": None})
     assert failed.spawn_error == "ENOENT" and failed.pid is None and failed.maxrss_kb == 0
+    assert failed.attempt is None
 
 
 @pytest.mark.parametrize("record, field", [

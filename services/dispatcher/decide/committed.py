@@ -17,6 +17,7 @@ from services.dispatcher.decide.state import SOURCE, CallFor, Cancel, RunRecord
 from services.dispatcher.decide.turn import Turn
 
 _DEQUEUE = (ev.RunCancelled, ev.RunFailed, ev.GpusClaimed)
+NO_SHIM = frozenset({Phase.QUEUED, Phase.CLAIMING, Phase.JUDGING})  # none of this attempt
 
 
 def on_event(turn: Turn, obs: CommittedEvent) -> None:
@@ -125,8 +126,8 @@ def on_bus_rearmed(turn: Turn, obs: BusRearmed) -> None:
 
 def on_shim_ended(turn: Turn, obs: ShimEnded) -> None:
     run = turn.run(obs.run_id)
-    if run is None:
-        return
+    if run is None or run.phase in NO_SHIM:
+        return  # (queued again for its next attempt: the end of the last attempt's shim)
     status = obs.status if obs.status is not None else run.shim_status
     turn.put(run.changed(shim_ended=True, shim_status=status))
     turn.do(fx.ObserveRun(run.run_id))

@@ -40,6 +40,7 @@ def shim_gone(run: RunRecord, folder: FolderRead) -> bool:
 
 
 def on_folder(turn: Turn, run: RunRecord, folder: FolderRead) -> None:
+    folder = folder.of_attempt(run.attempt)   # an earlier attempt's records: not its own
     if run.phase is Phase.STARTING and folder.worker is not None:
         run = note_worker(turn, run, folder.worker, Move.WORKER_SEEN)
     record = folder.exit

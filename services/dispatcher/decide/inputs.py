@@ -6,6 +6,7 @@ wall-clock seconds. The shell turns what it heard into these, in the order heard
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
@@ -95,6 +96,7 @@ class WorkerRecord:
     start_time: Optional[float]   # the process start time the shim read
     started_at: Optional[float]   # wall clock, when the shim started it
     cores: tuple[int, ...] = ()   # the CPUs the shim pinned it to (() = not pinned)
+    attempt: Optional[int] = None  # the attempt its shim ran (None: a shim from before)
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ class ExitRecord:
     memory_limit_mb: int = 0
     memory_peak_mb: Optional[float] = None
     memory_enforced_by: str = ""   # cgroup | sampled ("" = no limit)
+    attempt: Optional[int] = None  # the attempt its shim ran (None: a shim from before)
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,33 @@ class FolderRead:
     result_problem: str = ""            # why result.json gave none ("" if it did)
     result_cause: str = ""              # result.json's typed cause of a failure (the SDK's)
     result_reason: str = ""             # ... and its reason
+
+    def stale_attempt(self, attempt: int) -> Optional[int]:
+        """The attempt of a worker or exit record here that is not ``attempt``'s (None
+        when there is none): an earlier attempt's, which ``launch.set_aside`` had not
+        moved yet (a dispatcher killed between the claim of the next attempt and its
+        start). A record without an attempt (a shim from before they were recorded)
+        counts as the run's current attempt's."""
+        for record in (self.exit, self.worker):
+            if record is not None and record.attempt is not None \
+                    and record.attempt != attempt:
+                return record.attempt
+        return None
+
+    def of_attempt(self, attempt: int) -> "FolderRead":
+        """The read as attempt ``attempt`` sees it: the records of another attempt
+        (``stale_attempt``) count as absent, and so does what was read because of them
+        (whether that worker or its group lives; that end's stderr and what
+        result.json said). The read itself when it holds none."""
+        if self.stale_attempt(attempt) is None:
+            return self
+        changes: dict[str, Any] = {}
+        if self.worker is not None and self.worker.attempt not in (None, attempt):
+            changes.update(worker=None, worker_alive=False, group_alive=False)
+        if self.exit is not None and self.exit.attempt not in (None, attempt):
+            changes.update(exit=None, group_alive=False, stderr_tail="", metrics={},
+                           result_problem="", result_cause="", result_reason="")
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True)

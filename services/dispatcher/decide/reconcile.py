@@ -10,6 +10,8 @@ it belongs, as decisions on the snapshot's pages and then on each run's folder.
       processes of the run, no shim          --leftovers-->       RECOVERING (killed)
       none left, and it had started          --ended-->           ENDING (FAILED lost)
       none left, never started               --restarted-->       STARTING
+    (a worker or exit record of an earlier attempt, not set aside yet, is not this
+    attempt's: it counts as absent, and the attempt as never started)
 No sleep: processes that outlive a kill are read and killed again at each sweep.
 """
 
@@ -110,7 +112,12 @@ def recorded_kill(turn: Turn, record: Optional[KillRecord]) -> Optional[KillPlan
     return KillPlan(outcome, cause, record.message, turn.state.now - elapsed, record.grace_s)
 
 
-def on_folder(turn: Turn, run: RunRecord, folder: FolderRead) -> None:
+def on_folder(turn: Turn, run: RunRecord, read: FolderRead) -> None:
+    # An earlier attempt's records (the dispatcher died between the claim of this
+    # attempt and its start, before they were set aside) are not this attempt's: it
+    # has not started, and starts once no process of the run is left.
+    earlier = read.stale_attempt(run.attempt)
+    folder = read.of_attempt(run.attempt)
     if folder.exit is not None:
         end_with(turn, run, folder.exit, folder)
         return
@@ -125,18 +132,24 @@ def on_folder(turn: Turn, run: RunRecord, folder: FolderRead) -> None:
             turn.log("info", "run.awaited", run_id=run.run_id, started=worker is not None)
         turn.move(run, Move.AWAITED, noted=True, pgid=worker.pgid if worker else None)
         return
-    if folder.processes:
-        reap(turn, run, fx.KillProcesses(run.run_id, folder.processes), len(folder.processes))
+    left = folder.processes
+    if read.worker is not None and read.worker_alive and worker is None:
+        left |= {read.worker.pid}   # the earlier attempt's worker lives on: killed first
+    if left:
+        reap(turn, run, fx.KillProcesses(run.run_id, left), len(left))
         return
-    if run.started_recorded or worker is not None or run.reaping_since is not None:
+    if run.started_recorded or worker is not None or \
+            (run.reaping_since is not None and earlier is None):
         message = GONE_AFTER_START if worker is not None or run.started_recorded \
             else GONE_BEFORE_START
         turn.log("warning", "run.lost", run_id=run.run_id, reason=message)
         finish_run(turn, run, failed(run.run_id, TerminalCause.LOST, message), folder)
         return
-    after = turn.move(run, Move.RESTARTED, adopted=False)
+    after = turn.move(run, Move.RESTARTED, adopted=False, reaping_since=None,
+                      reap_reported=False)
     assert after is not None
-    turn.log("info", "run.restarted", run_id=run.run_id)
+    turn.log("info", "run.restarted", run_id=run.run_id, attempt=run.attempt,
+             earlier_records=earlier)
     start(turn, after)
 
 

@@ -69,6 +69,14 @@ def _int(value: Any) -> Optional[int]:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _attempt(data: Mapping[str, Any]) -> Optional[int]:
+    """The attempt a shim recorded: None without one (a shim from before attempts were
+    recorded, or one not given TRAINER_ATTEMPT), which counts as the run's current
+    attempt."""
+    attempt = _int(data.get("attempt"))
+    return attempt if attempt is not None and attempt >= 1 else None
+
+
 def worker_record(data: Optional[Mapping[str, Any]]) -> Optional[WorkerRecord]:
     """worker.json, also as written by a shim from before the run lock; None when it is
     absent or names no process."""
@@ -80,7 +88,7 @@ def worker_record(data: Optional[Mapping[str, Any]]) -> Optional[WorkerRecord]:
     cores = data.get("cores")
     pinned = tuple(c for c in cores if _int(c) is not None) if isinstance(cores, list) else ()
     return WorkerRecord(pid, pgid, _number(data.get("start_time")),
-                        _number(data.get("started_at")), pinned)
+                        _number(data.get("started_at")), pinned, _attempt(data))
 
 
 def exit_record(data: Optional[Mapping[str, Any]]) -> Optional[ExitRecord]:
@@ -99,7 +107,7 @@ def exit_record(data: Optional[Mapping[str, Any]]) -> Optional[ExitRecord]:
                       data.get("memory_exceeded") is True,
                       _int(data.get("memory_limit_mb")) or 0,
                       _number(data.get("memory_peak_mb")),
-                      str(data.get("memory_enforced_by") or ""))
+                      str(data.get("memory_enforced_by") or ""), _attempt(data))
 
 
 def kill_record(data: Optional[Mapping[str, Any]]) -> Optional[KillRecord]:
