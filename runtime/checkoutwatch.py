@@ -20,7 +20,6 @@ write to: NFS, CIFS, FUSE, Lustre... inotify sees only this machine's changes),
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import time
 from typing import Iterable, Optional
@@ -41,10 +40,10 @@ _libc: Optional[ctypes.CDLL] = None
 def _lib() -> Optional[ctypes.CDLL]:
     global _libc
     if _libc is None:
-        name = ctypes.util.find_library("c")
-        if name is None:
+        try:
+            lib = ctypes.CDLL(None, use_errno=True)   # this process's own: libc's symbols
+        except OSError:
             return None
-        lib = ctypes.CDLL(name, use_errno=True)
         if not hasattr(lib, "inotify_init1"):
             return None
         _libc = lib

@@ -80,7 +80,8 @@ def services(service_env: dict[str, str], ctx: zmq.Context,
     path = os.pathsep.join(p for p in (site, repo, service_env.get("PYTHONPATH")) if p)
     env = {**service_env, "PYTHONPATH": path, "TRAINER_STATUS_INTERVAL": "0.5"}
     s = Stack(env, Settings.from_env(env), ctx)
-    gw = Gateway(s)
+    # (a registry answer may take more than the fixtures' 0.5 s on a loaded machine)
+    gw = Gateway(s, extra_env={"TRAINER_GATEWAY_REGISTRY_TIMEOUT": "5"})
     try:
         s.start_bus()
         s.start_registry()
