@@ -25,6 +25,9 @@ from typing import Any, Optional
 from core.fields import from_map
 
 CONFIG_FILE = "config.json"
+# The kind of the artifact recording an attempt's code identity (its meta), written by
+# the worker runner as the attempt starts (worker/attemptcode.py): code/attempt-<n>.json.
+CODE_ARTIFACT = "code"
 SHIM_FILE = "shim.json"      # the shim's pid and start time, where the run cannot be locked
 WORKER_FILE = "worker.json"
 EXIT_FILE = "exit.json"

@@ -21,6 +21,7 @@ from typing import Any, Iterable, Optional
 from core import events as ev
 from core.digest import canonical_json
 from core.errors import IllegalTransition
+from core.rundir import CODE_ARTIFACT
 
 
 class RunStatus(str, enum.Enum):
@@ -213,11 +214,6 @@ _CHANGES = {
         "cancel_requested_by": "", "cancel_reason": "", "cancel_requested_at": None,
         "last_attempt_cause": s.cause},
 }
-
-
-# The kind of the artifact that records an attempt's code identity (its meta), which
-# the worker runner writes at the attempt's start (worker/identity.py).
-CODE_ARTIFACT = "code"
 
 
 def _next_attempt(attempt: int, resume_from: str) -> dict[str, Any]:

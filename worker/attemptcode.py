@@ -16,10 +16,6 @@ import sys
 import threading
 from typing import Any, Callable, Iterable, Optional
 
-from core.rundir import MANIFEST_FILE
-from core.runstate import CODE_ARTIFACT
-from runtime import codeidentity
-
 Announce = Callable[[dict[str, Any]], None]
 
 _lock = threading.Lock()
@@ -28,9 +24,17 @@ _announce: Optional[Announce] = None        # the SDK Run's, once one runs
 _thread: Optional[threading.Thread] = None
 
 
-def _record_now(run_id: str, run_dir: str, attempt: int, worker: str,
+def _record_now(run_id: str, run_dir: str, attempt_text: Optional[str], worker: str,
                 groups: Iterable[str]) -> None:
     global _record
+    # Imported here, in the thread, not before the worker's own start (~30 ms).
+    from core.rundir import CODE_ARTIFACT, MANIFEST_FILE
+    from runtime import codeidentity
+    from worker.resume import parse_attempt
+    try:
+        attempt = parse_attempt(attempt_text)
+    except ValueError:
+        return  # the SDK says what is wrong with TRAINER_ATTEMPT
     try:
         found = codeidentity.code_identity(worker, groups)
         if found is None:
@@ -52,9 +56,10 @@ def _record_now(run_id: str, run_dir: str, attempt: int, worker: str,
         target(entry)
 
 
-def start(run_id: str, run_dir: str, attempt: int, worker: str,
+def start(run_id: str, run_dir: str, attempt: Optional[str], worker: str,
           groups: Iterable[str]) -> None:
-    """Record the attempt's code in the background (the runner, before the worker)."""
+    """Record the code of the attempt (``attempt``: TRAINER_ATTEMPT as given) in the
+    background (the runner, before the worker)."""
     global _thread
     _thread = threading.Thread(target=_record_now, name="code-identity", daemon=True,
                                args=(run_id, run_dir, attempt, worker, list(groups)))

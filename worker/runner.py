@@ -23,7 +23,6 @@ import sys
 
 from runtime.workers import find, groups
 from worker import attemptcode
-from worker.resume import ATTEMPT_ENV, parse_attempt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,13 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run_dir = os.environ.get("TRAINER_RUN_DIR")
     if run_dir and os.environ.get("TRAINER_RUN_ID"):  # started by the dispatcher
-        try:
-            attempt = parse_attempt(os.environ.get(ATTEMPT_ENV))
-        except ValueError:
-            attempt = 0  # the SDK says what is wrong with it
-        if attempt:
-            attemptcode.start(os.environ["TRAINER_RUN_ID"], run_dir, attempt, name,
-                              groups(test_workers))
+        attemptcode.start(os.environ["TRAINER_RUN_ID"], run_dir,
+                          os.environ.get("TRAINER_ATTEMPT"), name, groups(test_workers))
     target = found.load()
     sys.argv = [name, *args[1:]]
     try:
