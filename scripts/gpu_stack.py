@@ -23,7 +23,8 @@ from core.errors import OrchestratorError
 from core.rundir import WORKER_FILE
 from core.settings import Settings
 from services.dispatcher.shell.gpuread import Inventory
-from services.dispatcher.spawner import group_alive, read_json
+from services.dispatcher.spawner import read_json
+from services.dispatcher.procs import group_alive
 from tests.helpers import ServiceProcess, wait_until
 
 SERVICES = (("bus", "bus"), ("registry", "services.registry"),

@@ -13,7 +13,7 @@ from core.rundir import (CONFIG_FILE, EXIT_FILE, KILL_FILE, RESULT_FILE, SHIM_FI
                          WORKER_FILE)
 from core.settings import Settings
 from runtime.workers import WorkerCatalog, groups
-from services.dispatcher import spawner
+from services.dispatcher import procs, spawner
 
 
 class UnknownWorker(Exception):
@@ -91,7 +91,7 @@ def prepare(settings: Settings, run: dict[str, Any], gpus: list[str], attempt: i
     env.update(dict.fromkeys(THREAD_VARS, slots))
     env.update(config.get("env_vars") or {})
     env.update({
-        spawner.RUN_ID_VAR: run["run_id"], "TRAINER_RUN_DIR": path,
+        procs.RUN_ID_VAR: run["run_id"], "TRAINER_RUN_DIR": path,
         "TRAINER_BUS_PUB": settings.bus_pub, "TRAINER_HOME": settings.home,
         "TRAINER_HEARTBEAT_INTERVAL": str(config.get("heartbeat_interval_s", 1.0)),
         "CUDA_VISIBLE_DEVICES": ",".join(gpus), "PYTHONUNBUFFERED": "1",

@@ -1,4 +1,5 @@
-"""The OS seam: the only module of the dispatcher that forks, signals or reads /proc.
+"""The OS seam: with procs.py (a run's processes read from /proc, and signalling
+them), the only module of the dispatcher that forks or reads /proc.
 
 Each run gets a shim, a tiny parent modelled on SLURM's slurmstepd: the fork server
 (forkserver.py, on the dispatcher's request) forks it, it leaves the session, starts the
@@ -37,17 +38,17 @@ import shutil
 import signal
 import sys
 import time
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 from core.rundir import (EXIT_FILE, RUN_LOCK, SHIM_FILE, STDERR_FILE, STDOUT_FILE,
                          WORKER_FILE)
 from runtime.atomicfile import atomic_file
 from services.dispatcher import limits as run_limits
 from services.dispatcher.limits import Limits
+from services.dispatcher.procs import descendants, process_start_time
 
 UNRECORDED_OK = 0  # a shim's exit code: its exit record is written, or its worker exited 0
 SHIM_STALE = 2     # ... another shim of the run had started the worker
-RUN_ID_VAR = "TRAINER_RUN_ID"  # in every worker's environment (launch.py sets it)
 ATTEMPT_VAR = "TRAINER_ATTEMPT"  # ... and the attempt it runs, recorded by its shim
 
 
@@ -66,80 +67,6 @@ def read_json(path: str) -> Optional[dict[str, Any]]:
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def process_start_time(pid: int) -> Optional[float]:
-    """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22);
-    None if it does not exist or is a zombie (a zombie counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            stat = fh.read()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    fields = stat[stat.rfind(")") + 2:].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return float(fields[19])
-
-
-def group_alive(pgid: int) -> bool:
-    """Is any live (non-zombie) process left in the process group?"""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return any(group == pgid for _, group in _live_processes())
-
-
-def _live_processes() -> Iterator[tuple[int, int]]:
-    """(pid, process group) of each live (non-zombie) process, from /proc."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
-                stat = fh.read()
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        if fields[0] not in ("Z", "X"):
-            yield int(entry), int(fields[2])
-
-
-def run_processes(run_id: str, pgid: Optional[int] = None) -> set[int]:
-    """The live processes of a run found without its shim: those of its worker's
-    process group, and those whose environment names the run (``TRAINER_RUN_ID``, which
-    the worker and all it starts inherit), wherever they went (setsid). Used once the
-    shim, the subreaper that would have ended them, is gone. One pass over /proc."""
-    tag = b"\0" + f"{RUN_ID_VAR}={run_id}".encode() + b"\0"
-    found = set()
-    for pid, group in _live_processes():
-        if group == pgid:
-            found.add(pid)
-            continue
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as fh:
-                if tag in b"\0" + fh.read():
-                    found.add(pid)
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-    found.discard(os.getpid())
-    return found
-
-
-def kill_processes(pids: set[int]) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def group_members(pgids: set[int]) -> set[int]:
-    """The live (non-zombie) processes of these process groups (one pass over /proc)."""
-    return {pid for pid, group in _live_processes() if group in pgids} if pgids else set()
 
 
 def take_run_lock(run_dir: str) -> Optional[int]:
@@ -205,14 +132,6 @@ def attempt_of(env: dict[str, str]) -> Optional[int]:
     return int(text) if text.isascii() and text.isdigit() and int(text) >= 1 else None
 
 
-def signal_group(pgid: int, sig: signal.Signals) -> bool:
-    try:
-        os.killpg(pgid, sig)
-        return True
-    except ProcessLookupError:
-        return False
-
-
 def spawn_shim(run_dir: str, argv: list[str], env: dict[str, str],
                limits: Limits = Limits()) -> int:
     """Fork the shim for one run; returns the shim's pid at once. Called by the fork
@@ -262,27 +181,6 @@ def _subreaper_switch() -> Optional[Callable[[], bool]]:
 
 PR_SET_CHILD_SUBREAPER = 36
 _become_subreaper = _subreaper_switch()
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (zombies included), from /proc's children lists."""
-    found: list[int] = []
-    todo = [pid]
-    while todo:
-        parent = todo.pop()
-        try:
-            tasks = os.listdir(f"/proc/{parent}/task")
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        for task in tasks:
-            try:
-                with open(f"/proc/{parent}/task/{task}/children", encoding="ascii") as fh:
-                    kids = [int(k) for k in fh.read().split()]
-            except (FileNotFoundError, ProcessLookupError, PermissionError):
-                continue
-            found.extend(kids)
-            todo.extend(kids)
-    return found
 
 
 def end_leftovers() -> int:

@@ -7,7 +7,8 @@ import json
 import os
 from typing import Any
 
-from services.dispatcher.spawner import group_alive, process_start_time, read_json
+from services.dispatcher.spawner import read_json
+from services.dispatcher.procs import group_alive, process_start_time
 from tests.system.stack import Stack
 from tests.helpers import wait_until
 

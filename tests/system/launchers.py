@@ -18,7 +18,8 @@ from typing import Callable, ContextManager, Iterator, Optional, Protocol
 from core.rundir import SHIM_FILE, WORKER_FILE
 from core.settings import Settings
 from services.dispatcher.shell.launcher import Launcher
-from services.dispatcher.spawner import process_start_time, read_json, run_processes
+from services.dispatcher.spawner import read_json
+from services.dispatcher.procs import process_start_time, run_processes
 from tests.helpers import wait_until
 
 

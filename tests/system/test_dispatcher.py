@@ -10,7 +10,8 @@ import signal
 
 import pytest
 
-from services.dispatcher.spawner import process_start_time, read_json
+from services.dispatcher.spawner import read_json
+from services.dispatcher.procs import process_start_time
 from tests.system.stack import Stack
 from tests.system.dispatch_helpers import (TERMINAL, assert_nothing_left, read_text,
                                                 run_dir, seen, submit, wait_status)

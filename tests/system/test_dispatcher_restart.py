@@ -10,7 +10,8 @@ import time
 from bus.codec import envelope_from_map, event_from_envelope
 from bus.topics import Topic
 from services.dispatcher.forkserver import fork_server_of
-from services.dispatcher.spawner import process_start_time, read_json
+from services.dispatcher.spawner import read_json
+from services.dispatcher.procs import process_start_time
 from tests.system.stack import Stack
 from tests.system.dispatch_helpers import (TERMINAL, assert_nothing_left, read_text, run_dir,
                                                 submit, wait_status)

@@ -13,7 +13,7 @@ import pytest
 from core.errors import ValidationError
 from core.rundir import KILL_FILE
 from services.dispatcher.forkserver import fork_server_of
-from services.dispatcher.spawner import process_start_time
+from services.dispatcher.procs import process_start_time
 from tests.system.stack import Stack
 from tests.system.dispatch_helpers import TERMINAL, run_dir, run_of, submit, wait_status
 from tests.helpers import wait_until

@@ -13,7 +13,8 @@ import pytest
 from services.dispatcher.forkserver import ForkServer, ForkServerGone
 from core.rundir import EXIT_FILE, WORKER_FILE
 from core.rundir import STDOUT_FILE as STDOUT
-from services.dispatcher.spawner import process_start_time, read_json
+from services.dispatcher.spawner import read_json
+from services.dispatcher.procs import process_start_time
 from tests.helpers import wait_until
 
 

@@ -16,7 +16,7 @@ import signal as signals
 from typing import Any, Mapping, Optional
 
 from core.rundir import EXIT_FILE, KILL_FILE, MANIFEST_FILE, RESULT_FILE, WORKER_FILE
-from services.dispatcher import spawner
+from services.dispatcher import procs, spawner
 from services.dispatcher.decide.inputs import (ExitRecord, FolderRead, KillRecord,
                                                ManifestEntry, WorkerRecord)
 from services.dispatcher.logfollow import tail_lines
@@ -35,15 +35,15 @@ def read_folder(run_id: str, run_dir: str) -> FolderRead:
     record = exit_record(exit_map)
     pgid = worker.pgid if worker is not None else None
     worker_alive = worker is not None and worker.start_time is not None and \
-        spawner.process_start_time(worker.pid) == worker.start_time
+        procs.process_start_time(worker.pid) == worker.start_time
     processes: frozenset[int] = frozenset()
     group_alive = False
     if record is None and not shim_alive:
         # No shim is left to end what the run started: found by its process group and
         # by the run id in their environment (setsid does not lose them).
-        processes = frozenset(spawner.run_processes(run_id, pgid))
+        processes = frozenset(procs.run_processes(run_id, pgid))
     elif record is not None and pgid is not None:
-        group_alive = spawner.group_alive(pgid)
+        group_alive = procs.group_alive(pgid)
     may_end = (record is not None and not group_alive) or \
         (record is None and not shim_alive and not processes)
     fields: dict[str, Any] = {}

@@ -15,7 +15,7 @@ from core import rundir
 from core.runconfig import RunConfig
 from core.settings import Settings
 from runtime.atomicfile import atomic_file
-from services.dispatcher import launch, spawner
+from services.dispatcher import launch, procs
 from services.dispatcher.decide.inputs import FolderRead, KillRecord, ShimEnded
 from services.dispatcher.decide.supervise import Sig
 from services.dispatcher.forkserver import ForkServer, ForkServerGone
@@ -57,10 +57,10 @@ class ForkLauncher:
             raise LauncherGone(str(exc), GONE) from exc
 
     def signal(self, run_id: str, pgid: int, sig: Sig) -> None:
-        spawner.signal_group(pgid, SIGNALS[sig])
+        procs.signal_group(pgid, SIGNALS[sig])
 
     def kill(self, run_id: str, pids: frozenset[int]) -> None:
-        spawner.kill_processes(set(pids))
+        procs.kill_processes(set(pids))
 
     def observe(self, run_id: str) -> FolderRead:
         return read_folder(run_id, self.run_dir(run_id))
@@ -94,7 +94,7 @@ class ForkLauncher:
         return out
 
     def processes_of(self, pgids: frozenset[int]) -> frozenset[int]:
-        return frozenset(spawner.group_members(set(pgids)))
+        return frozenset(procs.group_members(set(pgids)))
 
     def forget(self, run_id: str) -> None:
         path = self.run_dir(run_id)

@@ -40,7 +40,8 @@ from services.dispatcher.forkserver import ForkServerGone
 from services.dispatcher.shell.effectrunner import EffectRunner, LogWriter, RunLogFollowers
 from services.dispatcher.shell.forklauncher import ForkLauncher
 from services.dispatcher.shell.gpuread import GpuReader
-from services.dispatcher.spawner import process_start_time, run_processes, take_run_lock
+from services.dispatcher.spawner import take_run_lock
+from services.dispatcher.procs import process_start_time, run_processes
 from tests.helpers import wait_until
 
 Request = Any

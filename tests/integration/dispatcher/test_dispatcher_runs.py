@@ -17,7 +17,7 @@ from services.dispatcher import spawner
 from services.dispatcher.decide.phases import Phase
 from services.dispatcher.shell.gpuread import read_inventory
 from core.rundir import RUN_LOCK, WORKER_FILE
-from services.dispatcher.spawner import group_alive, process_start_time
+from services.dispatcher.procs import group_alive, process_start_time
 from tests.helpers import REPO, wait_until
 from tests.integration.dispatcher.fakes import (Harness, folder, internal, record, tagged,
                                                 worker, write_exit)

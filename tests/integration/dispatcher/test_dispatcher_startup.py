@@ -18,7 +18,7 @@ from services.dispatcher import spawner
 from services.dispatcher.decide import effects as fx
 from services.dispatcher.decide.phases import Phase
 from services.dispatcher.decide.supervise import Outcome
-from services.dispatcher.spawner import process_start_time
+from services.dispatcher.procs import process_start_time
 from tests.integration.dispatcher.fakes import (Harness, folder, record, tagged, worker,
                                                 write_exit)
 

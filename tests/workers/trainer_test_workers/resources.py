@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
-import time
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
@@ -36,8 +36,9 @@ def _write(name: str, data: dict) -> None:
     os.replace(path + ".tmp", path)   # a reader sees all of it or nothing
 
 
-def _spin(out: list, index: int, stop: threading.Event) -> None:
+def _spin(out: list, index: int, stop: threading.Event, seen: threading.Barrier) -> None:
     out[index] = sorted(os.sched_getaffinity(0))   # this thread's own mask
+    seen.wait(30)
     while not stop.is_set():
         sum(range(1000))
 
@@ -48,24 +49,22 @@ def report() -> int:
     with Run.from_env() as run:
         stop = threading.Event()
         seen: list = [None] * int(p.get("threads", 2))
-        threads = [threading.Thread(target=_spin, args=(seen, i, stop), daemon=True)
+        all_seen = threading.Barrier(len(seen) + 1)   # each thread has read its mask
+        threads = [threading.Thread(target=_spin, args=(seen, i, stop, all_seen), daemon=True)
                    for i in range(len(seen))]
         for t in threads:
             t.start()
         child = subprocess.run(
             [sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
             capture_output=True, text=True, check=True).stdout.strip()
-        while any(s is None for s in seen):
-            time.sleep(0.01)
+        all_seen.wait(30)
         _write("resources.json", {
             "env": {v: os.environ.get(v) for v in THREAD_VARS},
             "affinity": sorted(os.sched_getaffinity(0)), "threads": seen,
             "child": json.loads(child), "cpu_count": os.cpu_count(), "pid": os.getpid()})
         stop.set()
-        deadline = time.monotonic() + float(p.get("seconds", 0))
-        while time.monotonic() < deadline and not run.stop_requested:
-            run.progress(step=0)
-            time.sleep(0.05)
+        run.progress(step=0)
+        run.wait_for_stop(float(p.get("seconds", 0)))  # (the SDK's thread heartbeats)
     return 0
 
 
@@ -76,5 +75,6 @@ def allocate() -> int:
     for offset in range(0, size, 4096):
         block[offset] = 1
     _write("memory.json", {"allocated": size, "pid": os.getpid()})
-    time.sleep(float(p.get("hold_s", 30)))
+    # Held until the limit's kill, a SIGTERM, or hold_s.
+    signal.sigtimedwait([signal.SIGTERM], float(p.get("hold_s", 30)))
     return 0
