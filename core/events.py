@@ -1,7 +1,8 @@
 """Domain events: one frozen dataclass per fact, and the EVENT_TYPES registry.
 
-Every event belongs to one stream of a kind (core.ids): a run's events (``Event``) to
-``run-<run_id>``, a Python environment's (``EnvEvent``) to ``env-<name>``. ``TYPE`` is
+Every event belongs to one stream of a kind (core.streams): a run's events (``Event``) to
+``run-<run_id>``, a Python environment's (``EnvEvent``) to ``env-<name>``, an
+experiment's (``ExperimentEvent``) to ``exp-<name>``. ``TYPE`` is
 its stable name on the wire and in the log; ``SCHEMA_VERSION`` is the version of its
 fields.
 Old versions are upcast at read time in ``core.upcasting`` (the one place for it).
@@ -15,11 +16,11 @@ import dataclasses
 import enum
 import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Optional
 
 from core.errors import ValidationError
 from core.fields import from_map
-from core.streams import ENV_STREAM, RUN_STREAM, stream_name
+from core.streams import ENV_STREAM, EXPERIMENT_STREAM, RUN_STREAM, STREAM_KINDS, stream_name
 
 
 class TerminalCause(str, enum.Enum):
@@ -80,17 +81,19 @@ class RunSubmitted(Event):
     """A run was accepted. Fields: run_id, digest (SHA-256 of the canonical config),
     config (the config map, defaults applied), priority (higher runs first),
     submitted_by (who asked), code (the worker's code identity at submit, core.codeid;
-    {} where none was computed), code_digest (core.codeid.code_digest of it; "").
-    v1 had no submitted_by; v2 no code."""
+    {} where none was computed), code_digest (core.codeid.code_digest of it; ""),
+    experiment (the name of the experiment whose cell it was created as; "": none).
+    v1 had no submitted_by; v2 no code; v3 no experiment."""
 
     TYPE: ClassVar[str] = "RunSubmitted"
-    SCHEMA_VERSION: ClassVar[int] = 3
+    SCHEMA_VERSION: ClassVar[int] = 4
     digest: str
     config: dict
     priority: int
     submitted_by: str
     code: dict = field(default_factory=dict)
     code_digest: str = ""
+    experiment: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,16 +286,75 @@ class EnvRemoved(EnvEvent):
     reason: str
 
 
+# --- the stream of an experiment, exp-<name> ------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ExperimentEvent(DomainEvent):
+    """An event of one experiment's stream, ``exp-<name>``."""
+
+    STREAM: ClassVar[str] = EXPERIMENT_STREAM
+    name: str
+
+    @property
+    def stream_key(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentSubmitted(ExperimentEvent):
+    """An experiment's spec was submitted: the first time (its stream begins) or
+    changed (a new revision: its cells are the new spec's). Fields: name, spec (the
+    spec with its defaults, core.sweepspec), spec_digest, points (each config point's
+    axis values, in the spec's order), cells (one [point, seed, run_id] per cell: the
+    index into points, the seed, the run; runs created here are RunSubmitted events of
+    the same commit, the others existed already), max_concurrent (runs of the
+    experiment running at once; 0: no limit), priority (the cells' queue priority;
+    null: each run's own), submitted_by (who asked)."""
+
+    TYPE: ClassVar[str] = "ExperimentSubmitted"
+    spec: dict
+    spec_digest: str
+    points: list
+    cells: list
+    max_concurrent: int
+    priority: Optional[int]
+    submitted_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentCancelled(ExperimentEvent):
+    """The experiment was cancelled: each of its runs not ended was asked to cancel
+    (CancelRequested in its own stream, in the same commit). Fields: name,
+    requested_by, reason, runs (the runs asked)."""
+
+    TYPE: ClassVar[str] = "ExperimentCancelled"
+    requested_by: str
+    reason: str
+    runs: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentRerun(ExperimentEvent):
+    """The experiment's failed and cancelled cells were asked to run again, each as a
+    new attempt of its run (RerunRequested in its own stream, in the same commit).
+    Fields: name, requested_by, runs (the runs rerun)."""
+
+    TYPE: ClassVar[str] = "ExperimentRerun"
+    requested_by: str
+    runs: tuple[str, ...]
+
+
 EVENT_TYPES: dict[str, type[DomainEvent]] = {
     cls.TYPE: cls
     for cls in (RunSubmitted, RunWaiting, GpusClaimed, RunStarted, RunAdopted,
                 CancelRequested, RunCompleted, RunFailed, RunCancelled, GpusReleased,
-                ArtifactRegistered, AttemptEnded, RerunRequested, EnvAdded, EnvRemoved)
+                ArtifactRegistered, AttemptEnded, RerunRequested, EnvAdded, EnvRemoved,
+                ExperimentSubmitted, ExperimentCancelled, ExperimentRerun)
 }
-# The event types of each stream kind (core.ids.STREAM_KINDS).
+# The event types of each stream kind (core.streams.STREAM_KINDS).
 TYPES_OF_KIND: dict[str, frozenset[str]] = {
     kind: frozenset(t for t, cls in EVENT_TYPES.items() if cls.STREAM == kind)
-    for kind in (RUN_STREAM, ENV_STREAM)}
+    for kind in STREAM_KINDS}
 
 
 def event_from_payload(type_name: str, payload: Any) -> DomainEvent:

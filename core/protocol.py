@@ -18,6 +18,7 @@ from typing import Any, Union
 
 from core import commands as cmds
 from core import envcommands as envcmds
+from core import experimentcommands as xcmds
 from core.errors import ValidationError
 from core.fields import from_map
 from core.runstate import RunStatus
@@ -40,6 +41,9 @@ class Method(str, enum.Enum):
     REGISTER_ARTIFACT = "register_artifact"
     ADD_ENV = "add_env"
     REMOVE_ENV = "remove_env"
+    SUBMIT_EXPERIMENT = "submit_experiment"
+    CANCEL_EXPERIMENT = "cancel_experiment"
+    RERUN_EXPERIMENT = "rerun_experiment"
     # queries: read only
     GET_RUN = "get_run"
     LIST_RUNS = "list_runs"
@@ -49,6 +53,8 @@ class Method(str, enum.Enum):
     LIST_ARTIFACTS = "list_artifacts"
     LIST_ENVS = "list_envs"
     GET_ENV = "get_env"
+    GET_EXPERIMENT = "get_experiment"
+    LIST_EXPERIMENTS = "list_experiments"
     PING = "ping"
 
 
@@ -150,12 +156,34 @@ class GetEnv:
 
 
 @dataclass(frozen=True, slots=True)
+class GetExperiment:
+    """One experiment, each cell with its run's status."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        xcmds.check_experiment_name(self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class ListExperiments:
+    """The experiments newest first, with how many cells' runs are in each status."""
+
+    limit: int = 100
+    offset: int = 0
+
+    def __post_init__(self) -> None:
+        _bounded("limit", self.limit, 1, MAX_PAGE)
+        _bounded("offset", self.offset, 0, MAX_OFFSET)
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     pass
 
 
 Query = Union[GetRun, ListRuns, Snapshot, EventsSince, GpuSlots, ListArtifacts, ListEnvs,
-              GetEnv, Ping]
+              GetEnv, GetExperiment, ListExperiments, Ping]
 
 COMMANDS: dict[Method, type] = {
     Method.SUBMIT: cmds.SubmitRun, Method.CLAIM_GPUS: cmds.ClaimGpus,
@@ -164,11 +192,15 @@ COMMANDS: dict[Method, type] = {
     Method.RERUN: cmds.RerunRun,
     Method.FINISH: cmds.FinishRun, Method.REGISTER_ARTIFACT: cmds.RegisterArtifact,
     Method.ADD_ENV: envcmds.AddEnv, Method.REMOVE_ENV: envcmds.RemoveEnv,
+    Method.SUBMIT_EXPERIMENT: xcmds.SubmitExperiment,
+    Method.CANCEL_EXPERIMENT: xcmds.CancelExperiment,
+    Method.RERUN_EXPERIMENT: xcmds.RerunExperiment,
 }
 QUERIES: dict[Method, type] = {
     Method.GET_RUN: GetRun, Method.LIST_RUNS: ListRuns, Method.SNAPSHOT: Snapshot,
     Method.EVENTS_SINCE: EventsSince, Method.GPU_SLOTS: GpuSlots,
     Method.LIST_ARTIFACTS: ListArtifacts, Method.LIST_ENVS: ListEnvs, Method.GET_ENV: GetEnv,
+    Method.GET_EXPERIMENT: GetExperiment, Method.LIST_EXPERIMENTS: ListExperiments,
     Method.PING: Ping,
 }
 METHODS: dict[Method, type] = {**COMMANDS, **QUERIES}

@@ -119,6 +119,7 @@ class RunState:
     code_digest: str = ""             # core.codeid.code_digest of ``code`` ("": none)
     code: dict = field(default_factory=dict)          # the code identity at submit
     attempt_code: dict = field(default_factory=dict)  # at the latest attempt's start
+    experiment: str = ""              # the experiment it was created as a cell of ("")
 
 
 def next_status(run_id: str, status: Optional[RunStatus], event_type: str) -> RunStatus:
@@ -145,7 +146,8 @@ def apply_in_place(state: Optional[RunState], event: ev.Event, seq: int,
                         priority=event.priority,
                         submitted_by=event.submitted_by, submitted_seq=seq,
                         code_digest=event.code_digest, code=event.code,
-                        submitted_at=at, updated_at=at, last_seq=seq, version=1)
+                        experiment=event.experiment, submitted_at=at, updated_at=at,
+                        last_seq=seq, version=1)
     for name, value in _CHANGES[event.TYPE](state, event, at).items():
         setattr(state, name, value)
     state.status = status

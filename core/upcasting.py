@@ -25,6 +25,11 @@ def _run_submitted_v2_to_v3(payload: dict[str, Any]) -> dict[str, Any]:
     return {"code": {}, "code_digest": "", **payload}
 
 
+def _run_submitted_v3_to_v4(payload: dict[str, Any]) -> dict[str, Any]:
+    # v3 had no experiments: the run was no experiment's cell.
+    return {"experiment": "", **payload}
+
+
 def _first_attempt(payload: dict[str, Any]) -> dict[str, Any]:
     # v1 had no attempts: every run had one, the first.
     return {"attempt": 1, **payload}
@@ -33,6 +38,7 @@ def _first_attempt(payload: dict[str, Any]) -> dict[str, Any]:
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("RunSubmitted", 1): _run_submitted_v1_to_v2,
     ("RunSubmitted", 2): _run_submitted_v2_to_v3,
+    ("RunSubmitted", 3): _run_submitted_v3_to_v4,
     ("RunStarted", 1): _first_attempt,
     ("RunCompleted", 1): _first_attempt,
     ("RunFailed", 1): _first_attempt,
@@ -57,7 +63,8 @@ def upcast(type_name: str, version: int, payload: dict[str, Any]) -> dict[str, A
     return payload
 
 
-_TUPLE_FIELDS = {"GpusClaimed": "gpu_uuids", "GpusReleased": "gpu_uuids", "EnvAdded": "sys_path"}
+_TUPLE_FIELDS = {"GpusClaimed": "gpu_uuids", "GpusReleased": "gpu_uuids", "EnvAdded": "sys_path",
+                 "ExperimentCancelled": "runs", "ExperimentRerun": "runs"}
 
 
 def load_event(type_name: str, version: int, payload: Any, trusted: bool = False) -> DomainEvent:

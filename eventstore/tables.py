@@ -1,4 +1,5 @@
-"""The projection tables (runs, gpu_slots, artifacts, envs) in SQLite: their layout, the
+"""The projection tables (runs, gpu_slots, artifacts, envs, experiments,
+experiment_cells) in SQLite: their layout, the
 statements that write a row of each, reading a run and the projections' position.
 The registry's live projection (services/registry/store.py) and the rebuild
 (eventstore/rebuild.py) write them with the same statements."""
@@ -10,9 +11,10 @@ from typing import Optional
 
 import sqlite_utils
 
-from core.streams import ENV_STREAM, RUN_STREAM
-from core.projection import (ENV_COLUMNS, RUN_COLUMNS, STREAM_TABLES, TABLES, State,
-                             env_from_row, run_from_row)
+from core.streams import ENV_STREAM, EXPERIMENT_STREAM, RUN_STREAM
+from core.experimentstate import ExperimentState
+from core.projection import (ENV_COLUMNS, EXPERIMENT_COLUMNS, RUN_COLUMNS, STREAM_TABLES,
+                             TABLES, State, env_from_row, experiment_from_row, run_from_row)
 from core.envstate import EnvState
 from core.runstate import RunState
 
@@ -23,6 +25,8 @@ _TYPES: dict[str, type] = {
     "artifact_count": int, "adoptions": int, "claimed_seq": int, "size": int, "seq": int,
     "registered_at": float, "cancel_requested_at": float, "attempt": int,
     "added_seq": int, "added_at": float, "removed": int, "removed_at": float,
+    "cell_count": int, "max_concurrent": int, "created_seq": int, "created_at": float,
+    "revision": int, "cancelled_at": float, "point": int,
 }
 
 
@@ -46,6 +50,9 @@ def create_projection_tables(db: sqlite_utils.Database) -> None:
     db["runs"].create_index(["status", "submitted_seq"], index_name="runs_status",
                             if_not_exists=True)
     db["gpu_slots"].create_index(["run_id"], index_name="gpu_slots_run", if_not_exists=True)
+    # The experiments a run is a cell of.
+    db["experiment_cells"].create_index(["run_id"], index_name="experiment_cells_run",
+                                        if_not_exists=True)
 
 
 # Upserts update rows in place (no delete + insert, so indexes move only if needed).
@@ -60,6 +67,7 @@ DELETE = {t: f"DELETE FROM {t} WHERE " + " AND ".join(f"{k} = ?" for k in pk)
           for t, (_, pk) in TABLES.items()}
 RUN_SELECT = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"
 ENV_SELECT = f"SELECT {', '.join(ENV_COLUMNS)} FROM envs"
+EXPERIMENT_SELECT = f"SELECT {', '.join(EXPERIMENT_COLUMNS)} FROM experiments"
 
 
 def load_run(conn: sqlite3.Connection, run_id: str) -> Optional[RunState]:
@@ -72,10 +80,17 @@ def load_env(conn: sqlite3.Connection, name: str) -> Optional[EnvState]:
     return env_from_row(row) if row else None
 
 
+def load_experiment(conn: sqlite3.Connection, name: str) -> Optional[ExperimentState]:
+    row = conn.execute(f"{EXPERIMENT_SELECT} WHERE name = ?", (name,)).fetchone()
+    return experiment_from_row(row) if row else None
+
+
 def load_state(conn: sqlite3.Connection, kind: str, key: str) -> Optional[State]:
     """The stored state of the stream (kind, key) (core.projection.key_of)."""
     if kind == RUN_STREAM:
         return load_run(conn, key)
+    if kind == EXPERIMENT_STREAM:
+        return load_experiment(conn, key)
     assert kind == ENV_STREAM, kind
     return load_env(conn, key)
 

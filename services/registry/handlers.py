@@ -28,10 +28,12 @@ from core.ids import RunIds
 from core import protocol as proto
 from core.projection import State, changes, run_view
 from core.protocol import COMMANDS, QUERIES, Method, parse
+from core.runconfig import RunConfig
 from core.runstate import RunState
 from services.registry import store
 from eventstore.reader import StoredEvent
 from services.registry.eventlog import EventLog
+from services.registry.experiments import ExperimentHandlers
 from services.registry.pyenvs import EnvWorkers
 from services.registry.replylog import ReplyLog
 from services.registry.storage import failure
@@ -74,6 +76,7 @@ class RequestHandler:
         self.known_env = known_env
         self.python_envs = EnvWorkers(conn, test_workers)  # the workers of each python_env
         self.started_at = clock.now()
+        experiments = ExperimentHandlers(self)
         # The GPUs that exist, as the dispatcher's last claim listed them (its inventory,
         # stored in gpu_inventory): a claim naming another GPU is refused. None until a
         # claim has listed them.
@@ -86,12 +89,16 @@ class RequestHandler:
             Method.RERUN: self._rerun,
             Method.FINISH: self._finish, Method.REGISTER_ARTIFACT: self._artifact,
             Method.ADD_ENV: self._add_env, Method.REMOVE_ENV: self._remove_env,
+            Method.SUBMIT_EXPERIMENT: experiments.submit,
+            Method.CANCEL_EXPERIMENT: experiments.cancel,
+            Method.RERUN_EXPERIMENT: experiments.rerun,
         }
         self.queries: dict[Method, Callable[[Any], Any]] = {
             Method.GET_RUN: self._get_run, Method.LIST_RUNS: self._list_runs,
             Method.EVENTS_SINCE: self._events_since, Method.SNAPSHOT: self._snapshot,
             Method.GPU_SLOTS: self._gpu_slots, Method.LIST_ARTIFACTS: self._list_artifacts,
             Method.LIST_ENVS: self._list_envs, Method.GET_ENV: self._get_env,
+            Method.GET_EXPERIMENT: experiments.get, Method.LIST_EXPERIMENTS: experiments.list,
             Method.PING: self._ping,
         }
         assert set(self.commands) == set(COMMANDS) and set(self.queries) == set(QUERIES)
@@ -152,8 +159,8 @@ class RequestHandler:
     def _append(self, before: State | None, events: list[DomainEvent], request_id: str,
                 source: str) -> tuple[State | None, list[StoredEvent]]:
         """Check every transition first, then append and project, atomically. The
-        events are of one stream (a run's, an environment's), whose state is
-        ``before``."""
+        events are of one stream (a run's, an environment's, an experiment's), whose
+        state is ``before``."""
         if not events:
             return before, []
         at = self.clock.now()
@@ -183,11 +190,24 @@ class RequestHandler:
         return run_view(state) if state is not None else None
 
     # --- commands ----------------------------------------------------------------
+    def check_config(self, cmd: cmds.SubmitRun) -> RunConfig:
+        """A submitted config checked with the registry's catalogs (core.commands)."""
+        return cmds.validate_config(cmd, self.known_worker, self.known_env,
+                                    getattr(self.known_worker, "resumes", None),
+                                    self.python_envs)
+
+    def env_gone(self, state: RunState) -> str:
+        """Why ``state`` cannot be rerun: its python_env is not registered any more
+        ("": it can)."""
+        name = state.config.get("python_env")
+        if name and store.get_env(self.conn, name) is None:
+            return (f"run {state.run_id} names the environment {name!r}, which is not "
+                    "registered any more: add it again (trainer env add) to rerun it")
+        return ""
+
     def _submit(self, args: dict[str, Any], rid: str, src: str) -> tuple[Any, list[StoredEvent]]:
         cmd = from_map(cmds.SubmitRun, args, "submit")
-        config = cmds.validate_config(cmd, self.known_worker, self.known_env,
-                                      getattr(self.known_worker, "resumes", None),
-                                      self.python_envs)
+        config = self.check_config(cmd)
         events = cmds.decide_submit(cmd, config, self.make_run_id())
         submitted = events[0]
         assert isinstance(submitted, RunSubmitted)
@@ -274,11 +294,9 @@ class RequestHandler:
     def _rerun(self, args: dict[str, Any], rid: str, src: str) -> tuple[Any, list[StoredEvent]]:
         cmd = from_map(cmds.RerunRun, args, "RerunRun")
         state = self._load(cmd.run_id)
-        name = state.config.get("python_env") if state is not None else None
-        if name and store.get_env(self.conn, name) is None:
-            raise ValidationError("python_env", f"run {cmd.run_id} names the environment "
-                                  f"{name!r}, which is not registered any more: add it "
-                                  "again (trainer env add) to rerun it")
+        gone = self.env_gone(state) if state is not None else ""
+        if gone:
+            raise ValidationError("python_env", gone)
         return self._command(cmds.RerunRun, cmds.decide_rerun, args, rid, src)
 
     def _add_env(self, args: dict[str, Any], rid: str, src: str) -> tuple[Any, list[StoredEvent]]:

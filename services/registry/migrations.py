@@ -138,6 +138,16 @@ def _m011_envs(db: sqlite_utils.Database) -> None:
     create_projection_tables(db)
 
 
+def _m012_experiments(db: sqlite_utils.Database) -> None:
+    """experiments and experiment_cells: the experiments (one row per stream
+    exp-<name>) and which runs are their cells; runs.experiment, the experiment a run
+    was created as a cell of (none before)."""
+    cols = {r[1] for r in db.execute("PRAGMA table_info(runs)").fetchall()}
+    if "experiment" not in cols:
+        db.execute("ALTER TABLE runs ADD COLUMN experiment TEXT NOT NULL DEFAULT ''")
+    create_projection_tables(db)
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_events", _m001_events),
     ("002_projections", _m002_projections),
@@ -150,6 +160,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("009_attempts", _m009_attempts),
     ("010_code_identity", _m010_code_identity),
     ("011_envs", _m011_envs),
+    ("012_experiments", _m012_experiments),
 ]
 
 

@@ -109,6 +109,39 @@ def runs_using_env(conn: sqlite3.Connection, name: str, limit: int = 20) -> list
     return [r[0] for r in rows]
 
 
+def load_runs(conn: sqlite3.Connection, run_ids: Iterable[str]) -> list[RunState]:
+    """The runs of these ids that exist, in the order given."""
+    ids = list(run_ids)
+    found: dict[str, RunState] = {}
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        rows = conn.execute(f"{_RUN_SELECT} WHERE run_id IN ({','.join('?' * len(chunk))})",
+                            chunk).fetchall()
+        found.update((run.run_id, run) for run in map(run_from_row, rows))
+    return [found[i] for i in ids if i in found]
+
+
+def cell_statuses(conn: sqlite3.Connection, experiment: str) -> dict[str, int]:
+    """How many of the experiment's cells have a run in each status."""
+    return dict(conn.execute(
+        "SELECT r.status, COUNT(*) FROM experiment_cells c JOIN runs r ON r.run_id = c.run_id "
+        "WHERE c.experiment = ? GROUP BY r.status ORDER BY r.status", (experiment,)).fetchall())
+
+
+CELL_RUN_KEYS = ("point", "seed", "run_id", "status", "attempt", "cause", "started_at",
+                 "finished_at", "message")
+
+
+def cell_runs(conn: sqlite3.Connection, experiment: str) -> list[dict]:
+    """Each cell of the experiment with its run's status, attempt, cause, start and end,
+    by point then seed."""
+    rows = conn.execute(
+        "SELECT c.point, c.seed, c.run_id, r.status, r.attempt, r.cause, r.started_at, "
+        "r.finished_at, r.message FROM experiment_cells c JOIN runs r ON r.run_id = c.run_id "
+        "WHERE c.experiment = ? ORDER BY c.point, c.seed", (experiment,)).fetchall()
+    return [dict(zip(CELL_RUN_KEYS, row)) for row in rows]
+
+
 class SqlProjection:
     """Applies changes immediately on the connection (inside the caller's transaction)."""
 

@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 from bus import codec
 from core.events import EVENT_TYPES
 from tests.unit.test_envs import ENV_SAMPLES
+from tests.unit.test_registry_experiments import EXPERIMENT_SAMPLES
 from tests.unit.test_runstate import SAMPLES as RUN_SAMPLES
 
-SAMPLES = {**RUN_SAMPLES, **ENV_SAMPLES}
+SAMPLES = {**RUN_SAMPLES, **ENV_SAMPLES, **EXPERIMENT_SAMPLES}
 
 
 @pytest.mark.parametrize("type_name", sorted(EVENT_TYPES))

@@ -41,7 +41,7 @@ def test_every_env_event_has_a_sample_and_belongs_to_the_env_stream() -> None:
     assert ev.RunWaiting("r1", "x").stream == "run-r1"
     assert stream_kind("env-gpu") == ("env", "gpu")
     assert stream_kind("run-r0123456789ab") == ("run", "r0123456789ab")
-    assert stream_kind("exp-x") == ("", "exp-x")
+    assert stream_kind("job-x") == ("", "job-x")
 
 
 def test_the_env_state_machine() -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from core import commands as cmds
 from core import envcommands as envcmds
+from core import experimentcommands as xcmds
 from core import errors
 from core import protocol as p
 from tests.unit.workload import open_registry
@@ -23,6 +24,9 @@ REQUESTS: list[Any] = [
     p.EventsSince(3, 10), p.GpuSlots(), p.ListArtifacts("r1", 2, 3, "video"), p.Ping(),
     envcmds.AddEnv("gpu", "/e/bin/python", "3.11.7", ("/e/lib",), "/e", "0.1.0", "me"),
     envcmds.RemoveEnv("gpu", "me", "why"), p.ListEnvs(True), p.GetEnv("gpu"),
+    xcmds.SubmitExperiment({"name": "x"}, "me", [{"worker": "cartpole", "code": {}}]),
+    xcmds.CancelExperiment("x", "me", "why"), xcmds.RerunExperiment("x", "me", "why", True),
+    p.GetExperiment("x"), p.ListExperiments(5, 1),
 ]
 
 
