@@ -2,8 +2,11 @@
 
 Starts every service under supervisord (`trainer up`), submits the CartPole run with
 videos and follows its progress bar to completion (`trainer submit --wait`), shows
-the run (`trainer show`), prints where its videos, checkpoint and logs are, audits the
-event log (`trainer replay --verify`) and stops everything (`trainer down`).
+the run (`trainer show`), prints where its videos, checkpoint and logs are, then runs
+the small sweep of examples/sweep-cartpole.json (2 values x 3 seeds: `trainer sweep
+submit --wait`), prints its comparison table (`trainer sweep show`) and writes its
+curves (`trainer sweep plot`), audits the event log (`trainer replay --verify`) and
+stops everything (`trainer down`).
 
 TRAINER_HOME defaults to a fresh folder under /tmp (set it to keep the demo's runs);
 the gateway listens on a free local port unless TRAINER_GATEWAY_ADDR is set.
@@ -23,6 +26,7 @@ from core.rundir import RESULT_FILE, STDERR_FILE, STDOUT_FILE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "examples", "cartpole.json")
+SWEEP = os.path.join(REPO, "examples", "sweep-cartpole.json")
 
 
 def free_port() -> int:
@@ -72,11 +76,31 @@ def main() -> int:
         if os.path.exists(result):
             with open(result, encoding="utf-8") as fh:
                 print(f"  result         {json.dumps(json.load(fh).get('metrics', {}))}")
+        swept = sweep(home, steps)
         audit = trainer("replay", "--verify")
-        status = submitted.returncode or audit.returncode
+        status = submitted.returncode or swept or audit.returncode
     finally:
         trainer("down")
     return status
+
+
+def sweep(home: str, steps: str | None) -> int:
+    """The sweep: created in one call, followed to its end, compared, plotted."""
+    spec = SWEEP
+    if steps:  # the test of the demo: the same sweep with a quarter of its budget
+        with open(SWEEP, encoding="utf-8") as fh:
+            data = json.load(fh)
+        data["template"]["steps"] = max(1, int(steps) // 4)
+        spec = os.path.join(home, "sweep-cartpole.json")
+        with open(spec, "w", encoding="utf-8") as fh:
+            json.dump(data, fh)
+    submitted = trainer("sweep", "submit", spec, "--wait")
+    trainer("sweep", "show", "sweep-cartpole")
+    png = os.path.join(home, "sweep-cartpole.png")
+    plotted = trainer("sweep", "plot", "sweep-cartpole", "-o", png, "--profile")
+    if plotted.returncode == 0:
+        print(f"\n  sweep curves   {png}")
+    return submitted.returncode or plotted.returncode
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ from trainer.channel import (
     channel_credentials,
     default_address,
     default_token,
+    experiment_request,
     log_stream,
+    results_request,
     submit_request,
 )
 from trainer.reconnect import WatchResume
@@ -88,6 +90,29 @@ class AsyncClient:
                          removed_by: str = "") -> pb.Environment:
         return (await self._call("RemoveEnvironment", pb.RemoveEnvironmentRequest(
             name=name, reason=reason, removed_by=removed_by))).environment
+
+    async def create_experiment(self, spec: Any,
+                                submitted_by: str = "") -> pb.CreateExperimentResponse:
+        return await self._call("CreateExperiment", experiment_request(spec, submitted_by))
+
+    async def experiment(self, name: str) -> pb.Experiment:
+        return (await self._call("GetExperiment",
+                                 pb.GetExperimentRequest(name=name))).experiment
+
+    async def cancel_experiment(self, name: str, reason: str = "",
+                                requested_by: str = "") -> pb.CancelExperimentResponse:
+        return await self._call("CancelExperiment", pb.CancelExperimentRequest(
+            name=name, reason=reason, requested_by=requested_by))
+
+    async def rerun_experiment(self, name: str, reason: str = "", from_scratch: bool = False,
+                               requested_by: str = "") -> pb.RerunExperimentResponse:
+        return await self._call("RerunExperiment", pb.RerunExperimentRequest(
+            name=name, reason=reason, from_scratch=from_scratch, requested_by=requested_by))
+
+    async def experiment_results(self, name: str, metric: str = "", curves: bool = False,
+                                 grid_points: int = 0) -> pb.GetExperimentResultsResponse:
+        return await self._call("GetExperimentResults",
+                                results_request(name, metric, curves, grid_points))
 
     async def artifacts(self, run_id: str, kind: str = "") -> list[pb.Artifact]:
         """Every artifact of the run (of ``kind`` if given), in seq order, page by page."""

@@ -86,5 +86,18 @@ def submit_request(config: Any, submitted_by: str, request_id: str) -> pb.Submit
     return req
 
 
+def experiment_request(spec: Any, submitted_by: str) -> pb.CreateExperimentRequest:
+    """``spec``: a map or JSON text (docs/EXPERIMENTS.md)."""
+    req = pb.CreateExperimentRequest(submitted_by=submitted_by)
+    req.spec_json = spec if isinstance(spec, str) else json.dumps(spec)
+    return req
+
+
+def results_request(name: str, metric: str, curves: bool,
+                    grid_points: int) -> pb.GetExperimentResultsRequest:
+    return pb.GetExperimentResultsRequest(name=name, metric=metric, curves=curves,
+                                          grid_points=grid_points)
+
+
 def log_stream(name: Any) -> int:
     return STREAMS[name] if isinstance(name, str) else int(name)

@@ -32,7 +32,9 @@ from trainer.channel import (
     channel_credentials,
     default_address,
     default_token,
+    experiment_request,
     log_stream,
+    results_request,
     submit_request,
 )
 from trainer.reconnect import LogOutage, WatchResume
@@ -122,6 +124,42 @@ class Client:
     def remove_env(self, name: str, reason: str = "", removed_by: str = "") -> pb.Environment:
         return self._call("RemoveEnvironment", pb.RemoveEnvironmentRequest(
             name=name, reason=reason, removed_by=removed_by)).environment
+
+    def create_experiment(self, spec: Any, submitted_by: str = "",
+                          timeout: Optional[float] = None) -> pb.CreateExperimentResponse:
+        """``spec``: a map or JSON text (docs/EXPERIMENTS.md): ``.experiment`` and
+        ``.created_runs`` in the answer."""
+        return self._call("CreateExperiment", experiment_request(spec, submitted_by),
+                          timeout)
+
+    def experiment(self, name: str) -> pb.Experiment:
+        """The experiment with each cell's run status."""
+        return self._call("GetExperiment", pb.GetExperimentRequest(name=name)).experiment
+
+    def experiments(self, page_size: int = 100) -> Iterator[pb.Experiment]:
+        token = ""
+        while True:
+            page = self._call("ListExperiments", pb.ListExperimentsRequest(
+                page_size=page_size, page_token=token))
+            yield from page.experiments
+            token = page.next_page_token
+            if not token:
+                return
+
+    def cancel_experiment(self, name: str, reason: str = "",
+                          requested_by: str = "") -> pb.CancelExperimentResponse:
+        return self._call("CancelExperiment", pb.CancelExperimentRequest(
+            name=name, reason=reason, requested_by=requested_by))
+
+    def rerun_experiment(self, name: str, reason: str = "", from_scratch: bool = False,
+                         requested_by: str = "") -> pb.RerunExperimentResponse:
+        return self._call("RerunExperiment", pb.RerunExperimentRequest(
+            name=name, reason=reason, from_scratch=from_scratch, requested_by=requested_by))
+
+    def experiment_results(self, name: str, metric: str = "", curves: bool = False,
+                           grid_points: int = 0) -> pb.GetExperimentResultsResponse:
+        return self._call("GetExperimentResults",
+                          results_request(name, metric, curves, grid_points))
 
     def artifacts(self, run_id: str, kind: str = "") -> list[pb.Artifact]:
         """Every artifact of the run (of ``kind`` if given), in seq order, page by page."""

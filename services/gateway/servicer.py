@@ -6,25 +6,25 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import functools
 import json
 from collections import Counter
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import Any, AsyncIterator, TypeVar
 
 import grpc
 
 from core.commands import RequestCancel, RerunRun, SubmitRun
-from core.errors import OrchestratorError
 from core.protocol import GetEnv, GetRun, ListArtifacts, ListRuns
 from runtime.logs import ServiceLogger
 from services.gateway import pyenvs
+from services.gateway.rpcguard import streaming, unary
+from services.gateway.experimentcalls import ExperimentCalls
+from services.gateway.resultcalls import ResultCalls
 from services.gateway.buslisten import Telemetry
 from services.gateway.calls import RegistryAccess
 from services.gateway.submitcode import SubmitIdentity
 from services.gateway.config import GatewayConfig
 from services.gateway.configcheck import config_of
-from services.gateway.errors import (CallError, abort, exhausted, from_registry, invalid,
-                                     restarting)
+from services.gateway.errors import CallError, invalid, restarting
 from services.gateway.health import Health
 from services.gateway.runfiles import LogFiles, check_run_id
 from services.gateway.mapping import Mapper, struct, timestamp
@@ -43,65 +43,6 @@ DEFAULT_POINTS, MAX_POINTS = 1000, 10_000
 MAX_TEXT = 1000
 
 
-def unary(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-    @functools.wraps(fn)
-    async def call(self: "Servicer", request: Any, context: grpc.aio.ServicerContext) -> T:
-        self.calls[fn.__name__] += 1
-        try:
-            return await fn(self, request, context)
-        except CallError as exc:
-            await abort(context, exc)
-        except OrchestratorError as exc:  # a request the protocol refused (names the field)
-            await abort(context, from_registry(exc))
-        except grpc.aio.AbortError:
-            raise
-        except Exception:
-            self.log.exception("rpc.failed", method=fn.__name__, peer=context.peer())
-            await abort(context, CallError(grpc.StatusCode.INTERNAL, "internal error",
-                                           "internal"))
-        raise AssertionError("unreachable")  # pragma: no cover
-    return call
-
-
-def streaming(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
-    @functools.wraps(fn)
-    async def call(self: "Servicer", request: Any,
-                   context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        self.calls[fn.__name__] += 1
-        task = asyncio.current_task()
-        try:
-            if self.stopping:
-                raise restarting()
-            if self.streams >= self.cfg.max_watchers:
-                raise exhausted("streams", f"the gateway serves at most "
-                                f"{self.cfg.max_watchers} streams at once")
-            self.streams += 1
-            if task is not None:
-                self.open_streams[task] = context
-            try:
-                async for msg in fn(self, request, context):
-                    yield msg
-            finally:
-                self.streams -= 1
-                if task is not None:
-                    self.open_streams.pop(task, None)
-        except asyncio.CancelledError:
-            if not self.stopping:
-                raise
-            return  # end_streams has told the client UNAVAILABLE already
-        except CallError as exc:
-            await abort(context, exc)
-        except OrchestratorError as exc:  # a request the protocol refused (names the field)
-            await abort(context, from_registry(exc))
-        except grpc.aio.AbortError:
-            raise
-        except Exception:
-            self.log.exception("rpc.failed", method=fn.__name__, peer=context.peer())
-            await abort(context, CallError(grpc.StatusCode.INTERNAL, "internal error",
-                                           "internal"))
-    return call
-
-
 class Servicer:
     def __init__(self, cfg: GatewayConfig, registry: RegistryAccess, hub: WatchHub,
                  telemetry: Telemetry, mapper: Mapper, logs: LogFiles, health: Health,
@@ -115,6 +56,8 @@ class Servicer:
         self.health = health
         self.log = log
         self.identity = identity
+        self.experiments = ExperimentCalls(registry, identity, mapper)
+        self.results = ResultCalls(registry, logs, mapper)
         self.calls: Counter[str] = Counter()
         self.streams = 0
         self.stopping = False
@@ -309,6 +252,41 @@ class Servicer:
         await self.registry.call(GetRun(run_id), context)
         return await self.registry.run(self.logs.metrics, run_id, request.offset, limit,
                                        frozenset(request.keys))
+
+    @unary
+    async def CreateExperiment(self, request: pb.CreateExperimentRequest,
+                               context: grpc.aio.ServicerContext
+                               ) -> pb.CreateExperimentResponse:
+        return await self.experiments.create(request, context)
+
+    @unary
+    async def GetExperiment(self, request: pb.GetExperimentRequest,
+                            context: grpc.aio.ServicerContext) -> pb.GetExperimentResponse:
+        return await self.experiments.get(request, context)
+
+    @unary
+    async def ListExperiments(self, request: pb.ListExperimentsRequest,
+                              context: grpc.aio.ServicerContext
+                              ) -> pb.ListExperimentsResponse:
+        return await self.experiments.listing(request, context)
+
+    @unary
+    async def CancelExperiment(self, request: pb.CancelExperimentRequest,
+                               context: grpc.aio.ServicerContext
+                               ) -> pb.CancelExperimentResponse:
+        return await self.experiments.cancel(request, context)
+
+    @unary
+    async def RerunExperiment(self, request: pb.RerunExperimentRequest,
+                              context: grpc.aio.ServicerContext
+                              ) -> pb.RerunExperimentResponse:
+        return await self.experiments.rerun(request, context)
+
+    @unary
+    async def GetExperimentResults(self, request: pb.GetExperimentResultsRequest,
+                                   context: grpc.aio.ServicerContext
+                                   ) -> pb.GetExperimentResultsResponse:
+        return await self.results.results(request, context)
 
 
 # --- request checks ------------------------------------------------------------------

@@ -149,6 +149,8 @@ def test_make_demo_path_with_a_small_budget(trainer_home: str) -> None:
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     for expected in ("trainer up", "COMPLETED", "eval-final.mp4", "checkpoint", "stdout.log",
+                     "sweep-cartpole revision 1: 2 points x 3 seeds, 6 new runs",
+                     "6 cells: 6 COMPLETED", "noise_std=0.05", "sweep-cartpole.png",
                      "chain intact", "stopped"):
         assert expected in out, f"{expected!r} missing from the demo's output:\n{out}"
 

@@ -11,6 +11,7 @@ from trainer.cli.gui import gui
 from trainer.cli.replay import replay
 from trainer.cli.runs import cancel, logs, ls, rerun, show, submit, watch
 from trainer.cli.stack import down, health, up
+from trainer.cli.sweeps import sweep
 from trainer.cli.tail import tail
 from trainer.cli.workers import workers
 
@@ -21,7 +22,7 @@ def cli() -> None:
 
 
 for command in (up, down, health, submit, ls, show, watch, logs, cancel, rerun, replay, tail,
-                gui, workers, env):
+                gui, workers, env, sweep):
     cli.add_command(command)
 
 

@@ -541,3 +541,258 @@ class RemoveEnvironmentResponse(_message.Message):
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
     environment: Environment
     def __init__(self, environment: _Optional[_Union[Environment, _Mapping]] = ...) -> None: ...
+
+class CreateExperimentRequest(_message.Message):
+    __slots__ = ("spec", "spec_json", "submitted_by")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTED_BY_FIELD_NUMBER: _ClassVar[int]
+    spec: _struct_pb2.Struct
+    spec_json: str
+    submitted_by: str
+    def __init__(self, spec: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., spec_json: _Optional[str] = ..., submitted_by: _Optional[str] = ...) -> None: ...
+
+class ExperimentCell(_message.Message):
+    __slots__ = ("point", "seed", "run_id", "status", "attempt", "cause")
+    POINT_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    CAUSE_FIELD_NUMBER: _ClassVar[int]
+    point: int
+    seed: int
+    run_id: str
+    status: RunStatus
+    attempt: int
+    cause: TerminalCause
+    def __init__(self, point: _Optional[int] = ..., seed: _Optional[int] = ..., run_id: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., attempt: _Optional[int] = ..., cause: _Optional[_Union[TerminalCause, str]] = ...) -> None: ...
+
+class Experiment(_message.Message):
+    __slots__ = ("name", "status", "spec_json", "spec_digest", "points_json", "point_labels", "cells", "cell_count", "run_counts", "max_concurrent", "has_priority", "priority", "submitted_by", "created_at", "updated_at", "revision", "cancelled_by", "cancel_reason", "description")
+    class RunCountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
+    SPEC_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    POINTS_JSON_FIELD_NUMBER: _ClassVar[int]
+    POINT_LABELS_FIELD_NUMBER: _ClassVar[int]
+    CELLS_FIELD_NUMBER: _ClassVar[int]
+    CELL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    RUN_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENT_FIELD_NUMBER: _ClassVar[int]
+    HAS_PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTED_BY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_BY_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_REASON_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    status: str
+    spec_json: str
+    spec_digest: str
+    points_json: _containers.RepeatedScalarFieldContainer[str]
+    point_labels: _containers.RepeatedScalarFieldContainer[str]
+    cells: _containers.RepeatedCompositeFieldContainer[ExperimentCell]
+    cell_count: int
+    run_counts: _containers.ScalarMap[str, int]
+    max_concurrent: int
+    has_priority: bool
+    priority: int
+    submitted_by: str
+    created_at: _timestamp_pb2.Timestamp
+    updated_at: _timestamp_pb2.Timestamp
+    revision: int
+    cancelled_by: str
+    cancel_reason: str
+    description: str
+    def __init__(self, name: _Optional[str] = ..., status: _Optional[str] = ..., spec_json: _Optional[str] = ..., spec_digest: _Optional[str] = ..., points_json: _Optional[_Iterable[str]] = ..., point_labels: _Optional[_Iterable[str]] = ..., cells: _Optional[_Iterable[_Union[ExperimentCell, _Mapping]]] = ..., cell_count: _Optional[int] = ..., run_counts: _Optional[_Mapping[str, int]] = ..., max_concurrent: _Optional[int] = ..., has_priority: _Optional[bool] = ..., priority: _Optional[int] = ..., submitted_by: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revision: _Optional[int] = ..., cancelled_by: _Optional[str] = ..., cancel_reason: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class CreateExperimentResponse(_message.Message):
+    __slots__ = ("experiment", "created_runs")
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_RUNS_FIELD_NUMBER: _ClassVar[int]
+    experiment: Experiment
+    created_runs: int
+    def __init__(self, experiment: _Optional[_Union[Experiment, _Mapping]] = ..., created_runs: _Optional[int] = ...) -> None: ...
+
+class GetExperimentRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetExperimentResponse(_message.Message):
+    __slots__ = ("experiment",)
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    experiment: Experiment
+    def __init__(self, experiment: _Optional[_Union[Experiment, _Mapping]] = ...) -> None: ...
+
+class ListExperimentsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListExperimentsResponse(_message.Message):
+    __slots__ = ("experiments", "next_page_token")
+    EXPERIMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    experiments: _containers.RepeatedCompositeFieldContainer[Experiment]
+    next_page_token: str
+    def __init__(self, experiments: _Optional[_Iterable[_Union[Experiment, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class CancelExperimentRequest(_message.Message):
+    __slots__ = ("name", "requested_by", "reason")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    requested_by: str
+    reason: str
+    def __init__(self, name: _Optional[str] = ..., requested_by: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class CancelExperimentResponse(_message.Message):
+    __slots__ = ("experiment", "cancelled_run_ids")
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_RUN_IDS_FIELD_NUMBER: _ClassVar[int]
+    experiment: Experiment
+    cancelled_run_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, experiment: _Optional[_Union[Experiment, _Mapping]] = ..., cancelled_run_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RerunExperimentRequest(_message.Message):
+    __slots__ = ("name", "requested_by", "reason", "from_scratch")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    FROM_SCRATCH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    requested_by: str
+    reason: str
+    from_scratch: bool
+    def __init__(self, name: _Optional[str] = ..., requested_by: _Optional[str] = ..., reason: _Optional[str] = ..., from_scratch: _Optional[bool] = ...) -> None: ...
+
+class RerunExperimentResponse(_message.Message):
+    __slots__ = ("experiment", "rerun_run_ids")
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    RERUN_RUN_IDS_FIELD_NUMBER: _ClassVar[int]
+    experiment: Experiment
+    rerun_run_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, experiment: _Optional[_Union[Experiment, _Mapping]] = ..., rerun_run_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetExperimentResultsRequest(_message.Message):
+    __slots__ = ("name", "metric", "curves", "grid_points")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    CURVES_FIELD_NUMBER: _ClassVar[int]
+    GRID_POINTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    metric: str
+    curves: bool
+    grid_points: int
+    def __init__(self, name: _Optional[str] = ..., metric: _Optional[str] = ..., curves: _Optional[bool] = ..., grid_points: _Optional[int] = ...) -> None: ...
+
+class SeedFinal(_message.Message):
+    __slots__ = ("seed", "run_id", "status", "has_value", "value", "step")
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    HAS_VALUE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    seed: int
+    run_id: str
+    status: RunStatus
+    has_value: bool
+    value: float
+    step: int
+    def __init__(self, seed: _Optional[int] = ..., run_id: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., has_value: _Optional[bool] = ..., value: _Optional[float] = ..., step: _Optional[int] = ...) -> None: ...
+
+class PointResult(_message.Message):
+    __slots__ = ("point", "label", "values_json", "seeds_total", "seeds_completed", "seeds_failed", "seeds_cancelled", "seeds_running", "seeds_pending", "n", "missing", "has_stats", "mean", "std", "median", "iqm", "ci_low", "ci_high", "rank", "best", "finals")
+    POINT_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    VALUES_JSON_FIELD_NUMBER: _ClassVar[int]
+    SEEDS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    SEEDS_COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    SEEDS_FAILED_FIELD_NUMBER: _ClassVar[int]
+    SEEDS_CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    SEEDS_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    SEEDS_PENDING_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    HAS_STATS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    STD_FIELD_NUMBER: _ClassVar[int]
+    MEDIAN_FIELD_NUMBER: _ClassVar[int]
+    IQM_FIELD_NUMBER: _ClassVar[int]
+    CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    BEST_FIELD_NUMBER: _ClassVar[int]
+    FINALS_FIELD_NUMBER: _ClassVar[int]
+    point: int
+    label: str
+    values_json: str
+    seeds_total: int
+    seeds_completed: int
+    seeds_failed: int
+    seeds_cancelled: int
+    seeds_running: int
+    seeds_pending: int
+    n: int
+    missing: int
+    has_stats: bool
+    mean: float
+    std: float
+    median: float
+    iqm: float
+    ci_low: float
+    ci_high: float
+    rank: int
+    best: bool
+    finals: _containers.RepeatedCompositeFieldContainer[SeedFinal]
+    def __init__(self, point: _Optional[int] = ..., label: _Optional[str] = ..., values_json: _Optional[str] = ..., seeds_total: _Optional[int] = ..., seeds_completed: _Optional[int] = ..., seeds_failed: _Optional[int] = ..., seeds_cancelled: _Optional[int] = ..., seeds_running: _Optional[int] = ..., seeds_pending: _Optional[int] = ..., n: _Optional[int] = ..., missing: _Optional[int] = ..., has_stats: _Optional[bool] = ..., mean: _Optional[float] = ..., std: _Optional[float] = ..., median: _Optional[float] = ..., iqm: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., rank: _Optional[int] = ..., best: _Optional[bool] = ..., finals: _Optional[_Iterable[_Union[SeedFinal, _Mapping]]] = ...) -> None: ...
+
+class Curve(_message.Message):
+    __slots__ = ("point", "steps", "mean", "low", "high", "n")
+    POINT_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    point: int
+    steps: _containers.RepeatedScalarFieldContainer[float]
+    mean: _containers.RepeatedScalarFieldContainer[float]
+    low: _containers.RepeatedScalarFieldContainer[float]
+    high: _containers.RepeatedScalarFieldContainer[float]
+    n: int
+    def __init__(self, point: _Optional[int] = ..., steps: _Optional[_Iterable[float]] = ..., mean: _Optional[_Iterable[float]] = ..., low: _Optional[_Iterable[float]] = ..., high: _Optional[_Iterable[float]] = ..., n: _Optional[int] = ...) -> None: ...
+
+class GetExperimentResultsResponse(_message.Message):
+    __slots__ = ("metric", "metrics", "points", "curves", "skipped_lines", "results_json")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    CURVES_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_LINES_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_JSON_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    metrics: _containers.RepeatedScalarFieldContainer[str]
+    points: _containers.RepeatedCompositeFieldContainer[PointResult]
+    curves: _containers.RepeatedCompositeFieldContainer[Curve]
+    skipped_lines: int
+    results_json: str
+    def __init__(self, metric: _Optional[str] = ..., metrics: _Optional[_Iterable[str]] = ..., points: _Optional[_Iterable[_Union[PointResult, _Mapping]]] = ..., curves: _Optional[_Iterable[_Union[Curve, _Mapping]]] = ..., skipped_lines: _Optional[int] = ..., results_json: _Optional[str] = ...) -> None: ...

@@ -99,6 +99,36 @@ class TrainerServiceStub:
                 request_serializer=trainer_dot_v1_dot_trainer__pb2.RemoveEnvironmentRequest.SerializeToString,
                 response_deserializer=trainer_dot_v1_dot_trainer__pb2.RemoveEnvironmentResponse.FromString,
                 _registered_method=True)
+        self.CreateExperiment = channel.unary_unary(
+                '/trainer.v1.TrainerService/CreateExperiment',
+                request_serializer=trainer_dot_v1_dot_trainer__pb2.CreateExperimentRequest.SerializeToString,
+                response_deserializer=trainer_dot_v1_dot_trainer__pb2.CreateExperimentResponse.FromString,
+                _registered_method=True)
+        self.GetExperiment = channel.unary_unary(
+                '/trainer.v1.TrainerService/GetExperiment',
+                request_serializer=trainer_dot_v1_dot_trainer__pb2.GetExperimentRequest.SerializeToString,
+                response_deserializer=trainer_dot_v1_dot_trainer__pb2.GetExperimentResponse.FromString,
+                _registered_method=True)
+        self.ListExperiments = channel.unary_unary(
+                '/trainer.v1.TrainerService/ListExperiments',
+                request_serializer=trainer_dot_v1_dot_trainer__pb2.ListExperimentsRequest.SerializeToString,
+                response_deserializer=trainer_dot_v1_dot_trainer__pb2.ListExperimentsResponse.FromString,
+                _registered_method=True)
+        self.CancelExperiment = channel.unary_unary(
+                '/trainer.v1.TrainerService/CancelExperiment',
+                request_serializer=trainer_dot_v1_dot_trainer__pb2.CancelExperimentRequest.SerializeToString,
+                response_deserializer=trainer_dot_v1_dot_trainer__pb2.CancelExperimentResponse.FromString,
+                _registered_method=True)
+        self.RerunExperiment = channel.unary_unary(
+                '/trainer.v1.TrainerService/RerunExperiment',
+                request_serializer=trainer_dot_v1_dot_trainer__pb2.RerunExperimentRequest.SerializeToString,
+                response_deserializer=trainer_dot_v1_dot_trainer__pb2.RerunExperimentResponse.FromString,
+                _registered_method=True)
+        self.GetExperimentResults = channel.unary_unary(
+                '/trainer.v1.TrainerService/GetExperimentResults',
+                request_serializer=trainer_dot_v1_dot_trainer__pb2.GetExperimentResultsRequest.SerializeToString,
+                response_deserializer=trainer_dot_v1_dot_trainer__pb2.GetExperimentResultsResponse.FromString,
+                _registered_method=True)
 
 
 class TrainerServiceServicer:
@@ -193,6 +223,50 @@ class TrainerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateExperiment(self, request, context):
+        """Create an experiment (docs/EXPERIMENTS.md) from its spec: every cell (config
+        point x seed) an ordinary run, found again by its config's digest, all in one
+        registry request and one transaction. The same spec again creates nothing; a
+        changed spec of the same name is a new revision that creates only its new cells.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetExperiment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListExperiments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelExperiment(self, request, context):
+        """Cancel every run of the experiment that has not ended.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RerunExperiment(self, request, context):
+        """Give every FAILED or CANCELLED cell's run a new attempt.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetExperimentResults(self, request, context):
+        """The statistics of one metric over each config point's seeds (IQM with a bootstrap
+        confidence interval, mean, std, median, rank), and optionally the curves.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -260,6 +334,36 @@ def add_TrainerServiceServicer_to_server(servicer, server):
                     servicer.RemoveEnvironment,
                     request_deserializer=trainer_dot_v1_dot_trainer__pb2.RemoveEnvironmentRequest.FromString,
                     response_serializer=trainer_dot_v1_dot_trainer__pb2.RemoveEnvironmentResponse.SerializeToString,
+            ),
+            'CreateExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateExperiment,
+                    request_deserializer=trainer_dot_v1_dot_trainer__pb2.CreateExperimentRequest.FromString,
+                    response_serializer=trainer_dot_v1_dot_trainer__pb2.CreateExperimentResponse.SerializeToString,
+            ),
+            'GetExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetExperiment,
+                    request_deserializer=trainer_dot_v1_dot_trainer__pb2.GetExperimentRequest.FromString,
+                    response_serializer=trainer_dot_v1_dot_trainer__pb2.GetExperimentResponse.SerializeToString,
+            ),
+            'ListExperiments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListExperiments,
+                    request_deserializer=trainer_dot_v1_dot_trainer__pb2.ListExperimentsRequest.FromString,
+                    response_serializer=trainer_dot_v1_dot_trainer__pb2.ListExperimentsResponse.SerializeToString,
+            ),
+            'CancelExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelExperiment,
+                    request_deserializer=trainer_dot_v1_dot_trainer__pb2.CancelExperimentRequest.FromString,
+                    response_serializer=trainer_dot_v1_dot_trainer__pb2.CancelExperimentResponse.SerializeToString,
+            ),
+            'RerunExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RerunExperiment,
+                    request_deserializer=trainer_dot_v1_dot_trainer__pb2.RerunExperimentRequest.FromString,
+                    response_serializer=trainer_dot_v1_dot_trainer__pb2.RerunExperimentResponse.SerializeToString,
+            ),
+            'GetExperimentResults': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetExperimentResults,
+                    request_deserializer=trainer_dot_v1_dot_trainer__pb2.GetExperimentResultsRequest.FromString,
+                    response_serializer=trainer_dot_v1_dot_trainer__pb2.GetExperimentResultsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -613,6 +717,168 @@ class TrainerService:
             '/trainer.v1.TrainerService/RemoveEnvironment',
             trainer_dot_v1_dot_trainer__pb2.RemoveEnvironmentRequest.SerializeToString,
             trainer_dot_v1_dot_trainer__pb2.RemoveEnvironmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainer.v1.TrainerService/CreateExperiment',
+            trainer_dot_v1_dot_trainer__pb2.CreateExperimentRequest.SerializeToString,
+            trainer_dot_v1_dot_trainer__pb2.CreateExperimentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainer.v1.TrainerService/GetExperiment',
+            trainer_dot_v1_dot_trainer__pb2.GetExperimentRequest.SerializeToString,
+            trainer_dot_v1_dot_trainer__pb2.GetExperimentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListExperiments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainer.v1.TrainerService/ListExperiments',
+            trainer_dot_v1_dot_trainer__pb2.ListExperimentsRequest.SerializeToString,
+            trainer_dot_v1_dot_trainer__pb2.ListExperimentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainer.v1.TrainerService/CancelExperiment',
+            trainer_dot_v1_dot_trainer__pb2.CancelExperimentRequest.SerializeToString,
+            trainer_dot_v1_dot_trainer__pb2.CancelExperimentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RerunExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainer.v1.TrainerService/RerunExperiment',
+            trainer_dot_v1_dot_trainer__pb2.RerunExperimentRequest.SerializeToString,
+            trainer_dot_v1_dot_trainer__pb2.RerunExperimentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetExperimentResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trainer.v1.TrainerService/GetExperimentResults',
+            trainer_dot_v1_dot_trainer__pb2.GetExperimentResultsRequest.SerializeToString,
+            trainer_dot_v1_dot_trainer__pb2.GetExperimentResultsResponse.FromString,
             options,
             channel_credentials,
             insecure,

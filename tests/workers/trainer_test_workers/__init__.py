@@ -30,6 +30,9 @@
   (scripts/gpu_check.py, the GPU check).
 - test-resources, test-memory (``resources.py``): what a run's resources do to it (its
   thread variables and CPU affinity; an allocation past its memory limit).
+- test-curves (``curves.py``): known learning curves (``score`` and
+  ``rollout/ep_rew_mean``) for the experiments' statistics; fails a seed's first
+  attempt on request.
 """
 
 from __future__ import annotations
