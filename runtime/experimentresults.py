@@ -39,6 +39,7 @@ from runtime import seedstats
 CHUNK = 64 * 1024            # the first tail read; each further read doubles, up to:
 MAX_CHUNK = 4 * 1024 * 1024
 CACHE_ENTRIES = 1024
+CACHE_BYTES = 128 * 1024 * 1024   # the curves' arrays held, at most
 _loads = json.JSONDecoder().decode   # on str: json.loads less its per-call checks
 RUNNING = frozenset({RunStatus.DISPATCHING.value, RunStatus.RUNNING.value})
 CURVE_STATUSES = RUNNING | {RunStatus.COMPLETED.value}
@@ -67,10 +68,13 @@ class FileRead:
 
 
 class FileCache:
-    """A bounded LRU of `FileRead`s, thread-safe (the gateway reads in a pool)."""
+    """An LRU of `FileRead`s bounded in entries and in the bytes of their curves,
+    thread-safe (the gateway reads in a pool)."""
 
-    def __init__(self, entries: int = CACHE_ENTRIES) -> None:
+    def __init__(self, entries: int = CACHE_ENTRIES, max_bytes: int = CACHE_BYTES) -> None:
         self.entries = entries
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self.hits = 0
         self.misses = 0
         self._data: OrderedDict[tuple[Any, ...], FileRead] = OrderedDict()
@@ -88,18 +92,28 @@ class FileCache:
 
     def put(self, key: tuple[Any, ...], value: FileRead) -> None:
         with self._lock:
+            old = self._data.pop(key, None)
+            if old is not None:
+                self.bytes -= _weight(old)
             self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.entries:
-                self._data.popitem(last=False)
+            self.bytes += _weight(value)
+            while len(self._data) > self.entries or (self.bytes > self.max_bytes
+                                                     and len(self._data) > 1):
+                _, dropped = self._data.popitem(last=False)
+                self.bytes -= _weight(dropped)
 
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
-            self.hits = self.misses = 0
+            self.bytes = self.hits = self.misses = 0
 
     def __len__(self) -> int:
         return len(self._data)
+
+
+def _weight(read: FileRead) -> int:
+    arrays = (read.steps, read.values)
+    return sum(a.nbytes for a in arrays if a is not None)
 
 
 CACHE = FileCache()
