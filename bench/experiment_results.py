@@ -26,6 +26,7 @@ import time
 from typing import Any, Callable
 
 from bench.table import Row, median
+from core.rundir import METRICS_FILE
 from runtime.experimentresults import CellRef, FileCache, experiment_results
 
 POINTS, SEEDS, RECORDS = 10, 10, 1000
@@ -55,7 +56,7 @@ def write_runs(runs_dir: str) -> tuple[list[dict[str, Any]], list[CellRef], int]
                                          "ts": 1.7e9 + i, "values": values}))
             data = "\n".join(lines) + "\n"
             total += len(data)
-            with open(os.path.join(runs_dir, run_id, "metrics.jsonl"), "w",
+            with open(os.path.join(runs_dir, run_id, METRICS_FILE), "w",
                       encoding="utf-8") as fh:
                 fh.write(data)
             cells.append(CellRef(p, s, run_id, "COMPLETED" if s < SEEDS - 1 else "RUNNING"))
@@ -65,7 +66,7 @@ def write_runs(runs_dir: str) -> tuple[list[dict[str, Any]], list[CellRef], int]
 def raw(runs_dir: str, cells: list[CellRef]) -> float:
     t0 = time.perf_counter()
     for cell in cells:
-        with open(os.path.join(runs_dir, cell.run_id, "metrics.jsonl"), "rb") as fh:
+        with open(os.path.join(runs_dir, cell.run_id, METRICS_FILE), "rb") as fh:
             for line in fh:
                 json.loads(line)
     return time.perf_counter() - t0
