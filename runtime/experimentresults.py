@@ -39,6 +39,8 @@ from runtime import seedstats
 CHUNK = 64 * 1024            # the first tail read; each further read doubles, up to:
 MAX_CHUNK = 4 * 1024 * 1024
 CACHE_ENTRIES = 1024
+CACHE_BYTES = 128 * 1024 * 1024   # the curves' arrays held, at most
+_loads = json.JSONDecoder().decode   # on str: json.loads less its per-call checks
 RUNNING = frozenset({RunStatus.DISPATCHING.value, RunStatus.RUNNING.value})
 CURVE_STATUSES = RUNNING | {RunStatus.COMPLETED.value}
 STATUSES = frozenset(s.value for s in RunStatus)
@@ -66,10 +68,13 @@ class FileRead:
 
 
 class FileCache:
-    """A bounded LRU of `FileRead`s, thread-safe (the gateway reads in a pool)."""
+    """An LRU of `FileRead`s bounded in entries and in the bytes of their curves,
+    thread-safe (the gateway reads in a pool)."""
 
-    def __init__(self, entries: int = CACHE_ENTRIES) -> None:
+    def __init__(self, entries: int = CACHE_ENTRIES, max_bytes: int = CACHE_BYTES) -> None:
         self.entries = entries
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self.hits = 0
         self.misses = 0
         self._data: OrderedDict[tuple[Any, ...], FileRead] = OrderedDict()
@@ -87,18 +92,28 @@ class FileCache:
 
     def put(self, key: tuple[Any, ...], value: FileRead) -> None:
         with self._lock:
+            old = self._data.pop(key, None)
+            if old is not None:
+                self.bytes -= _weight(old)
             self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.entries:
-                self._data.popitem(last=False)
+            self.bytes += _weight(value)
+            while len(self._data) > self.entries or (self.bytes > self.max_bytes
+                                                     and len(self._data) > 1):
+                _, dropped = self._data.popitem(last=False)
+                self.bytes -= _weight(dropped)
 
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
-            self.hits = self.misses = 0
+            self.bytes = self.hits = self.misses = 0
 
     def __len__(self) -> int:
         return len(self._data)
+
+
+def _weight(read: FileRead) -> int:
+    arrays = (read.steps, read.values)
+    return sum(a.nbytes for a in arrays if a is not None)
 
 
 CACHE = FileCache()
@@ -106,11 +121,11 @@ CACHE = FileCache()
 
 # --- one line, one file ---------------------------------------------------------------
 
-def _record(line: bytes) -> Optional[tuple[int, dict[str, Any]]]:
+def _record(line: str) -> Optional[tuple[int, dict[str, Any]]]:
     """(step, values) of one metrics line, or None when it is not a record."""
     try:
-        record = json.loads(line)
-    except ValueError:  # torn, or not JSON (UnicodeDecodeError is a ValueError)
+        record = _loads(line)
+    except ValueError:  # torn, or not JSON
         return None
     if not isinstance(record, dict):
         return None
@@ -153,11 +168,11 @@ def read_tail(path: str, size: int, metric: str) -> FileRead:
             for line in reversed(lines):
                 if not line.strip():
                     continue
-                got = _record(line)
+                got = _record(line.decode("utf-8", "replace"))
                 if got is None:
                     out.skipped += 1
                     continue
-                out.names.update(str(k) for k in got[1])
+                out.names.update(got[1])
                 _take_final(out, got[0], got[1], metric)
             chunk = min(chunk * 2, MAX_CHUNK)
     return out
@@ -170,16 +185,17 @@ def read_whole(path: str, size: int, metric: str) -> FileRead:
     by_step: dict[int, float] = {}
     last: Optional[tuple[int, dict[str, Any]]] = None
     with open(path, "rb") as fh:
-        data = fh.read(size)
-    for line in data.split(b"\n"):
-        if not line.strip():
+        text = fh.read(size).decode("utf-8", "replace")   # a bad byte: U+FFFD, then JSON
+    names = out.names
+    for line in text.split("\n"):
+        if not line or line.isspace():
             continue
         got = _record(line)
         if got is None:
             out.skipped += 1
             continue
         step, values = got
-        out.names.update(str(k) for k in values)
+        names.update(values)
         if metric in values:
             last = got
             number = _number(values[metric])

@@ -1,4 +1,5 @@
-"""The statistics of an experiment over its seeds (issue 17, "Results you can trust").
+"""The statistics of an experiment over its seeds (issue 17, "Results you can trust"),
+in runtime/ so that the gateway (a service) and the client share them.
 
 Pure functions over numpy arrays: no I/O, no clock, and every random draw comes from a
 seeded generator (the ``rng`` parameters, seed 0 by default), so a table or a plot made

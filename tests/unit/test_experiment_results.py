@@ -207,6 +207,12 @@ def test_the_cache_serves_unchanged_files_and_sees_a_file_grow(tmp_path: Path) -
     for i in range(20):                                           # bounded
         er.read_metrics(str(path), f"m{i}", cache=cache)
     assert len(cache) == 8
+    small = FileCache(max_bytes=100)                               # curves' bytes bound it
+    for i in range(3):
+        write(tmp_path, rid(1, i), [(s, {"ret": 1.0}) for s in range(10)])   # 160 bytes
+        er.read_metrics(str(tmp_path / rid(1, i) / "metrics.jsonl"), "ret", curve=True,
+                        cache=small)
+    assert len(small) == 1 and small.bytes == 160
 
 
 def test_the_tail_read_finds_a_record_far_from_the_end(tmp_path: Path) -> None:
