@@ -282,20 +282,23 @@ def _seed_counts(cells: list[CellRef]) -> dict[str, int]:
 _STAT_FIELDS = ("mean", "std", "median", "iqm", "ci_low", "ci_high")
 
 
-def _curve(reads: list[FileRead], grid_points: int, confidence: float, reps: int,
-           seed: int) -> Optional[dict[str, Any]]:
+def _curve(reads: list[tuple[FileRead, bool]], grid_points: int, confidence: float,
+           reps: int, seed: int) -> Optional[dict[str, Any]]:
     """Mean and band per step of a grid from the earliest first step to the latest last
-    step; at each grid step, over the seeds whose curve covers it (nothing is
-    extrapolated: a seed that is behind drops out past its last step)."""
-    curves = [(r.steps, r.values) for r in reads
+    step; at each grid step, over the seeds whose curve covers it. A COMPLETED seed's
+    curve covers the grid to its end: it stopped at its budget (the runs of a point end
+    a few steps apart) and its last value is its final one, the value the table counts.
+    A running seed's curve ends at its last step (nothing of it is extrapolated)."""
+    curves = [(r.steps, r.values, done) for r, done in reads
               if r.steps is not None and r.values is not None and r.steps.size]
     if not curves:
         return None
-    start = min(float(s[0]) for s, _ in curves)
-    end = max(float(s[-1]) for s, _ in curves)
+    start = min(float(s[0]) for s, _, _ in curves)
+    end = max(float(s[-1]) for s, _, _ in curves)
     grid = np.array([start]) if start == end else np.linspace(start, end, grid_points)
-    cover = np.stack([(grid >= s[0]) & (grid <= s[-1]) for s, _ in curves])  # (seeds, grid)
-    on_grid = np.stack([np.interp(grid, s, v) for s, v in curves])
+    cover = np.stack([(grid >= s[0]) & ((grid <= s[-1]) | done)
+                      for s, _, done in curves])  # (seeds, grid)
+    on_grid = np.stack([np.interp(grid, s, v) for s, v, _ in curves])  # (held past the end)
     mean, low, high = (np.full(grid.size, np.nan) for _ in range(3))
     counts = cover.sum(axis=0)
     groups: dict[bytes, list[int]] = {}
@@ -356,7 +359,7 @@ def experiment_results(runs_dir: str, points: list[dict[str, Any]], cells: list[
             if cell.status == RunStatus.COMPLETED.value and got.final is not None:
                 done.append(got.final)
             if want_curve:
-                curve_reads.append(got)
+                curve_reads.append((got, cell.status == RunStatus.COMPLETED.value))
         counts = _seed_counts(point_cells)
         row: dict[str, Any] = {"point": i, "values": dict(points[i]),
                                "label": label(points[i]), "seeds": counts, "n": len(done),

@@ -164,6 +164,23 @@ def test_curves_on_a_common_grid_with_a_band(tmp_path: Path, cache: FileCache) -
     assert again["curves"] == got["curves"]         # seeded: the same band twice
 
 
+def test_a_completed_seed_that_ended_earlier_holds_its_final_value_to_the_grid_end(
+        tmp_path: Path, cache: FileCache) -> None:
+    # Two completed seeds stop at their budget a few steps apart (90 and 100): the curve's
+    # end is the mean of their finals, as the table's; a running seed drops out.
+    write(tmp_path, rid(0, 0), [(s, {"ret": 1.0 * s}) for s in range(0, 91, 10)])   # final 90
+    write(tmp_path, rid(0, 1), [(s, {"ret": 2.0 * s}) for s in range(0, 101, 10)])  # final 200
+    write(tmp_path, rid(0, 2), [(s, {"ret": 0.0}) for s in range(0, 51, 10)])
+    cells = [CellRef(0, 0, rid(0, 0), "COMPLETED"), CellRef(0, 1, rid(0, 1), "COMPLETED"),
+             CellRef(0, 2, rid(0, 2), "RUNNING")]
+    got = experiment_results(str(tmp_path), [{}], cells, "ret", curves=True, grid_points=11,
+                             reps=200, cache=cache)
+    [curve] = got["curves"]
+    assert curve["n_per_step"] == [3] * 6 + [2] * 5
+    assert curve["mean"][-1] == pytest.approx(got["points"][0]["mean"]) == 145.0
+    assert curve["mean"][-2] == pytest.approx((90.0 + 180.0) / 2)   # step 90
+
+
 def test_curves_keep_a_rewritten_steps_last_value_and_skip_points_without_data(
         tmp_path: Path, cache: FileCache) -> None:
     # A resumed attempt writes steps 20 and 30 again after the killed one's.
