@@ -99,13 +99,15 @@ class ListRuns:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """A page of runs, oldest first, as of the reply's ``as_of_seq``."""
+    """A page of runs, oldest first (or newest first), as of the reply's ``as_of_seq``,
+    with the experiments that set a limit or a priority."""
 
     status: tuple[str, ...] = ()
     limit: int = 100
     offset: int = 0
     tag: str = ""
     before_seq: int = 0
+    newest_first: bool = False
 
     def __post_init__(self) -> None:
         ListRuns(self.status, self.limit, self.offset, self.tag, self.before_seq)

@@ -343,11 +343,12 @@ class RequestHandler:
 
     def _snapshot(self, q: proto.Snapshot) -> Any:
         """A page of runs as of ``as_of_seq``; each run also carries its own last_seq,
-        so a client applies only later events to it."""
+        so a client applies only later events to it. With the experiments that set a
+        limit or a priority (the dispatcher's)."""
         result = self._list_runs(proto.ListRuns(q.status, q.limit, q.offset, q.tag,
-                                                q.before_seq, newest_first=False))
+                                                q.before_seq, q.newest_first))
         return {"runs": result["runs"], "total": result["total"], "as_of_seq": result["head_seq"],
-                "more": result["more"]}
+                "more": result["more"], "experiments": store.experiment_limits(self.conn)}
 
     def _events_since(self, q: proto.EventsSince) -> Any:
         rows = _within_budget(self.log.read(q.after_seq, q.limit),

@@ -128,6 +128,15 @@ def cell_statuses(conn: sqlite3.Connection, experiment: str) -> dict[str, int]:
         "WHERE c.experiment = ? GROUP BY r.status ORDER BY r.status", (experiment,)).fetchall())
 
 
+def experiment_limits(conn: sqlite3.Connection) -> list[dict]:
+    """Every ACTIVE experiment that sets a limit or a priority: {name, max_concurrent,
+    priority}, by name (what the dispatcher schedules its cells by)."""
+    rows = conn.execute(
+        "SELECT name, max_concurrent, priority FROM experiments WHERE status = 'ACTIVE' "
+        "AND (max_concurrent > 0 OR priority IS NOT NULL) ORDER BY name").fetchall()
+    return [{"name": n, "max_concurrent": m, "priority": p} for n, m, p in rows]
+
+
 CELL_RUN_KEYS = ("point", "seed", "run_id", "status", "attempt", "cause", "started_at",
                  "finished_at", "message")
 

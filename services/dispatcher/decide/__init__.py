@@ -3,14 +3,16 @@
 Imports only ``core`` and I/O-free standard library modules.
 
     step.py        the entry point: step(state, observation), one handler per type
-    inputs.py      observations: ticks, committed events, heartbeats, folder reads, replies
+    inputs.py      observations: ticks, committed events (experiments' limits too),
+                   heartbeats, folder reads, replies
     effects.py     effects: registry calls (core.commands) and queries, start, signal, ...
     phases.py      the run lifecycle: one table of phases and moves, IllegalMove
     state.py       DispatcherState and RunRecord, frozen values; the loop's periods
     turn.py        one step's working copy (state being built, effects asked)
     committed.py   committed events and telemetry (heartbeats, artifacts, bus, shims, GPUs)
     schedule.py    the scheduling pass: ends, claims, verdicts, waiting reasons as one batch
-    scheduling.py  pure placement: who starts on which GPUs, who waits and why (Verdict)
+    scheduling.py  pure placement: who starts on which GPUs, who waits and why (Verdict);
+                   experiments' max_concurrent and priority (ExperimentLimits)
     replies.py     the registry's answers by tag; the registry lost with calls in flight
     starting.py    start a run, note its worker, begin / escalate its kill
     ending.py      a started run's folder read: its end judged, its FinishRun built
@@ -27,7 +29,8 @@ The shell (services/dispatcher/shell/loop.py) drives it:
     loop:
         the registry not up: ping it; once it answers, step(state, RegistryBack())
         poll the follower and the launcher's wake fd (telemetry is drained each step);
-        for each thing heard, in order: ShimEnded, CommittedEvent, Heartbeats (one per
+        for each thing heard, in order: ShimEnded, CommittedEvent (ExperimentRevised,
+        ExperimentResumed), Heartbeats (one per
         drain), ArtifactReported, BusSeen, GpusRead -> state, effects = step(state, obs)
         state, effects = step(state, Tick(monotonic, wall))   # timers, sweeps, deadlines
     each step's effects run at once (shell/effectrunner.py): its Call/Query effects go

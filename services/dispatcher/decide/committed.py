@@ -1,16 +1,20 @@
-"""Committed events (the gap-free follower), and what the telemetry tells: heartbeats,
-artifacts reported, our own status coming back, shims ending, GPUs read."""
+"""Committed events (the gap-free follower): runs' events and experiments' revisions
+(their limits and priority); and what the telemetry tells: heartbeats, artifacts
+reported, our own status coming back, shims ending, GPUs read."""
 
 from __future__ import annotations
 
 from core import events as ev
 from core.commands import RegisterArtifact
+from core.protocol import GetExperiment
 from core.errors import OrchestratorError
 from core.runconfig import RunConfig
 from services.dispatcher.decide import effects as fx
 from services.dispatcher.decide.inputs import (ArtifactReported, BusIdle, BusRearmed, BusSeen,
-                                               CommittedEvent, GpusRead, Heartbeat,
-                                               Heartbeats, ShimEnded)
+                                               CommittedEvent, ExperimentResumed,
+                                               ExperimentRevised, GpusRead,
+                                               Heartbeat, Heartbeats, Replied, ReplyKind,
+                                               ShimEnded)
 from services.dispatcher.decide.phases import Move, Phase, allows
 from services.dispatcher.decide.starting import begin_cancel, watch_until
 from services.dispatcher.decide.state import SOURCE, CallFor, Cancel, RunRecord
@@ -64,7 +68,59 @@ def _queue(turn: Turn, event: ev.RunSubmitted, seq: int) -> None:
     except OrchestratorError as exc:
         turn.log("error", "run.config_unreadable", run_id=event.run_id, reason=str(exc))
         return
-    turn.put(RunRecord(event.run_id, Phase.QUEUED, config, event.priority, seq))
+    # A cell waits for its experiment's spec, committed with it just after: its limit
+    # and priority are known only then.
+    turn.put(RunRecord(event.run_id, Phase.QUEUED, config, event.priority, seq,
+                       experiment=event.experiment, awaits_spec=bool(event.experiment)))
+    turn.schedule_soon()
+
+
+def on_experiment(turn: Turn, obs: ExperimentRevised) -> None:
+    """An experiment's new spec: its runs are scheduled by its limit and priority from
+    now on (a raised limit starts more at this pass, a new priority re-orders its
+    queued cells; runs already under way go on), and the cells committed with it may
+    be scheduled."""
+    s = turn.state
+    if obs.seq <= s.experiments_seq:
+        return  # the snapshot reflects it already
+    limits = obs.limits
+    before = s.experiments.get(limits.name)
+    experiments = dict(s.experiments)
+    if limits.matters:
+        experiments[limits.name] = limits
+    else:
+        experiments.pop(limits.name, None)
+    turn.update(experiments=experiments, experiments_seq=obs.seq)
+    heard = [r.changed(awaits_spec=False) for r in s.runs.values()
+             if r.awaits_spec and r.experiment == limits.name and r.submitted_seq < obs.seq]
+    if heard:
+        turn.put_many(heard)
+        turn.schedule_soon()
+    if before != (limits if limits.matters else None):
+        turn.log("info", "experiment.limits", experiment=limits.name,
+                 max_concurrent=limits.max_concurrent, priority=limits.priority)
+        turn.schedule_soon()
+
+
+def on_experiment_resumed(turn: Turn, obs: ExperimentResumed) -> None:
+    """An experiment rerun: its limits asked for where we do not know them (it was
+    not ACTIVE when the snapshot was read). The answer, read after the rerun, is set
+    unless an ExperimentSubmitted of it was followed meanwhile."""
+    s = turn.state
+    if obs.seq <= s.experiments_seq or obs.name in s.experiments or any(
+            c.purpose is CallFor.EXPERIMENT and c.detail == obs.name for c in s.calls.values()):
+        return
+    turn.query(CallFor.EXPERIMENT, GetExperiment(obs.name), detail=obs.name)
+
+
+def on_limits(turn: Turn, reply: Replied, name: str) -> None:
+    """The answer to get_experiment (after a rerun)."""
+    found = [e for e in reply.experiments if e.name == name and e.matters]
+    if reply.kind is not ReplyKind.APPLIED or not found or name in turn.state.experiments:
+        return
+    turn.update(experiments={**turn.state.experiments, name: found[0]})
+    turn.log("info", "experiment.limits", experiment=name,
+             max_concurrent=found[0].max_concurrent, priority=found[0].priority)
     turn.schedule_soon()
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Union
 
 from core import commands as cmd
-from core.protocol import GetRun, ListRuns
+from core.protocol import GetExperiment, GetRun, Snapshot
 from core.runconfig import RunConfig
 from services.dispatcher.decide.supervise import Sig
 
@@ -21,14 +21,15 @@ NON_TERMINAL = ("PENDING", "DISPATCHING", "RUNNING")
 SNAPSHOT_PAGE = 500
 
 
-def snapshot_page(before_seq: int = 0) -> ListRuns:
+def snapshot_page(before_seq: int = 0) -> Snapshot:
     """A page of the non-terminal runs, newest submission first, before ``before_seq``
-    (0: no bound). Keyed by seq, a run ending between pages cannot shift a later one."""
-    return ListRuns(status=NON_TERMINAL, limit=SNAPSHOT_PAGE, before_seq=before_seq,
+    (0: no bound). Keyed by seq, a run ending between pages cannot shift a later one.
+    Each page also lists the experiments that set a limit or a priority."""
+    return Snapshot(status=NON_TERMINAL, limit=SNAPSHOT_PAGE, before_seq=before_seq,
                     newest_first=True)
 
 
-Question = Union[ListRuns, GetRun]
+Question = Union[Snapshot, GetRun, GetExperiment]
 
 
 @dataclass(frozen=True)

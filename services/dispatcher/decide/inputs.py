@@ -13,6 +13,7 @@ from typing import Any, Mapping, Optional
 
 from core.events import Event
 from services.dispatcher.decide.gpus import Inventory
+from services.dispatcher.decide.scheduling import ExperimentLimits
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,24 @@ class CommittedEvent:
     seq: int
     ts: float
     event: Event
+
+
+@dataclass(frozen=True)
+class ExperimentRevised:
+    """A committed ExperimentSubmitted (an experiment's first spec or a new revision):
+    how its runs are scheduled from ``seq`` on."""
+
+    seq: int
+    limits: ExperimentLimits
+
+
+@dataclass(frozen=True)
+class ExperimentResumed:
+    """A committed ExperimentRerun: the experiment is ACTIVE again (its limits are not
+    in the event: asked for when not known)."""
+
+    seq: int
+    name: str
 
 
 @dataclass(frozen=True)
@@ -225,6 +244,7 @@ class RunView:
     resume_from: str = ""
     python: str = ""                # a claim's: its python_env's interpreter ("": ours)
     python_error: str = ""          # a claim's: why that interpreter cannot be had
+    experiment: str = ""            # the experiment it was created as a cell of
 
 
 @dataclass(frozen=True)
@@ -236,7 +256,9 @@ class Replied:
     code: str = ""
     message: str = ""
     run: Optional[RunView] = None        # claim_gpus, get_run
-    runs: tuple[RunView, ...] = ()       # list_runs (a snapshot page)
+    runs: tuple[RunView, ...] = ()       # snapshot (a page)
+    experiments: tuple[ExperimentLimits, ...] = ()  # snapshot: those that set a limit;
+    #                                                  get_experiment: the one
     head_seq: int = 0
     more: bool = False
     gpu_uuid: str = ""                   # BUSY: the GPU, and the run holding it

@@ -118,6 +118,9 @@ MOVES: dict[tuple[Phase, Move], Optional[Phase]] = {
 # Phases whose runs hold GPUs and CPU slots (a claim in flight holds what it asked for;
 # an ENDING run's end goes to the registry before the claims of the same pass).
 HOLDING = frozenset({C, S, R, K, P, V})
+# Phases whose runs count against their experiment's max_concurrent: claimed and not
+# ended (an ENDING run's end is not applied yet).
+UNDER_WAY = HOLDING | {E}
 # Phases whose runs have a worker (or may have one) whose folder is read.
 OBSERVED = frozenset({S, R, K, P, V})
 

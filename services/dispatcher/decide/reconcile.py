@@ -1,7 +1,8 @@
 """Start-up (and after the registry was away): every non-terminal run put back where
 it belongs, as decisions on the snapshot's pages and then on each run's folder.
 
-    RegistryBack -> ListRuns pages -> PENDING: QUEUED; DISPATCHING | RUNNING: RECOVERING
+    RegistryBack -> snapshot pages -> PENDING: QUEUED; DISPATCHING | RUNNING: RECOVERING
+      (the first page's experiments: their limits and priority, as of its head)
     RECOVERING, its folder read:
       an exit record                         --ended-->           ENDING (its recorded end)
       a live worker (same pid, start time)   --adopted-->         RUNNING (RecordAdopted)
@@ -28,6 +29,7 @@ from services.dispatcher.decide.ending import end_with, finish_run, reap
 from services.dispatcher.decide.inputs import FolderRead, KillRecord, Replied, ReplyKind, RunView
 from services.dispatcher.decide.outcomes import GONE_AFTER_START, GONE_BEFORE_START, failed
 from services.dispatcher.decide.phases import Move, Phase
+from services.dispatcher.decide.scheduling import ExperimentLimits
 from services.dispatcher.decide.starting import note_worker, start, watch_until
 from services.dispatcher.decide.state import (SOURCE, CallFor, Cancel, Registry, RunRecord,
                                               Snapshot)
@@ -49,20 +51,25 @@ def on_page(turn: Turn, reply: Replied) -> None:
         turn.log("warning", "recovery.refused", code=reply.code, reason=reply.message)
         turn.update(registry=Registry.LOST, snapshot=None)  # read again once it answers
         return
+    first = snap.as_of is None
     as_of = reply.head_seq if snap.as_of is None else snap.as_of
-    snap = Snapshot(snap.runs + reply.runs, as_of)
+    snap = Snapshot(snap.runs + reply.runs, as_of,
+                    reply.experiments if first else snap.experiments)
     if reply.more and reply.runs:
         turn.update(snapshot=snap)
         turn.query(CallFor.SNAPSHOT, fx.snapshot_page(
             min(r.submitted_seq for r in reply.runs)))
         return
-    _apply(turn, tuple(reversed(snap.runs)), as_of)
+    _apply(turn, tuple(reversed(snap.runs)), as_of, snap.experiments)
 
 
-def _apply(turn: Turn, runs: tuple[RunView, ...], as_of: int) -> None:
+def _apply(turn: Turn, runs: tuple[RunView, ...], as_of: int,
+           experiments: tuple[ExperimentLimits, ...]) -> None:
     for queued in turn.state.in_phase(Phase.QUEUED):  # the snapshot is the queue now
         turn.move(queued, Move.DEQUEUED)
-    turn.update(held_elsewhere={}, snapshot=None, registry=Registry.UP)
+    turn.update(held_elsewhere={}, snapshot=None, registry=Registry.UP,
+                experiments={e.name: e for e in experiments if e.matters},
+                experiments_seq=as_of)
     counts = {"pending": 0, "recovering": 0, "supervised": 0, "unreadable": 0}
     for view in runs:
         turn.note_seq(view.run_id, view.last_seq)
@@ -81,7 +88,8 @@ def _apply(turn: Turn, runs: tuple[RunView, ...], as_of: int) -> None:
             counts["pending"] += 1
     turn.do(fx.FollowFrom(as_of))
     turn.schedule_soon()
-    turn.log("info", "recovery.done", as_of_seq=as_of, **counts)
+    turn.log("info", "recovery.done", as_of_seq=as_of, experiments=len(experiments),
+             **counts)
 
 
 def record_of(turn: Turn, view: RunView) -> Optional[RunRecord]:
@@ -96,7 +104,8 @@ def record_of(turn: Turn, view: RunView) -> Optional[RunRecord]:
     return RunRecord(view.run_id, phase, config, view.priority, view.submitted_seq,
                      tuple(view.gpus), adopted=phase is Phase.RECOVERING,
                      started_recorded=view.status == "RUNNING", cancel=cancel,
-                     attempt=view.attempt, resume_from=view.resume_from)
+                     attempt=view.attempt, resume_from=view.resume_from,
+                     experiment=view.experiment)
 
 
 def recorded_kill(turn: Turn, record: Optional[KillRecord]) -> Optional[KillPlan]:

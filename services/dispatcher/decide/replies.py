@@ -13,7 +13,7 @@ from __future__ import annotations
 from core.runconfig import RunConfig
 from core.errors import OrchestratorError
 from services.dispatcher.decide import effects as fx
-from services.dispatcher.decide import reconcile
+from services.dispatcher.decide import committed, reconcile
 from services.dispatcher.decide.inputs import RegistryLost, Replied, ReplyKind, RunView
 from services.dispatcher.decide.phases import Move, Phase
 from services.dispatcher.decide.starting import start
@@ -24,7 +24,8 @@ A, N, B = ReplyKind.APPLIED, ReplyKind.NOT_APPLIED, ReplyKind.BUSY
 METHOD = {CallFor.CLAIM: "claim_gpus", CallFor.NEVER: "finish", CallFor.FINISH: "finish",
           CallFor.WAITING: "record_waiting", CallFor.STARTED: "record_started",
           CallFor.ADOPTED: "record_adopted", CallFor.ARTIFACT: "register_artifact",
-          CallFor.SNAPSHOT: "list_runs", CallFor.GET_RUN: "get_run"}
+          CallFor.SNAPSHOT: "snapshot", CallFor.GET_RUN: "get_run",
+          CallFor.EXPERIMENT: "get_experiment"}
 
 
 def on_reply(turn: Turn, reply: Replied) -> None:
@@ -39,6 +40,8 @@ def on_reply(turn: Turn, reply: Replied) -> None:
         reconcile.on_page(turn, reply)
     elif what.purpose is CallFor.GET_RUN:
         _found(turn, reply)
+    elif what.purpose is CallFor.EXPERIMENT:
+        committed.on_limits(turn, reply, what.detail)
     else:
         run = turn.run(what.run_id)
         if run is not None:
@@ -82,6 +85,8 @@ def _ended(turn: Turn, run: RunRecord, reply: Replied, what: InFlight) -> None:
         return
     turn.move(run, Move.FINISHED if reply.kind is A else Move.REFUSED)
     if run.phase is Phase.ENDING:
+        if run.experiment in turn.state.experiments:
+            turn.schedule_soon()  # a place of its experiment's limit is free
         turn.count(finished=1)
         turn.do(fx.ForgetRun(run.run_id))
         finish = run.finish
@@ -96,7 +101,7 @@ def _retried(turn: Turn, run: RunRecord, view: RunView) -> None:
     turn.move(run, Move.RETRIED)
     turn.put(RunRecord(run.run_id, Phase.QUEUED, run.config, run.priority,
                        run.submitted_seq, attempt=view.attempt,
-                       resume_from=view.resume_from))
+                       resume_from=view.resume_from, experiment=run.experiment))
     turn.do(fx.ForgetRun(run.run_id))
     turn.count(retried=1)
     turn.schedule_soon()
@@ -164,13 +169,14 @@ def _found(turn: Turn, reply: Replied) -> None:
     if view.status == "PENDING":
         turn.put(RunRecord(view.run_id, Phase.QUEUED, config, view.priority,
                            view.submitted_seq, attempt=view.attempt,
-                           resume_from=view.resume_from))
+                           resume_from=view.resume_from, experiment=view.experiment))
         turn.schedule_soon()
         return
     turn.log("info", "run.claim_found", run_id=view.run_id, gpus=list(view.gpus))
     claiming = turn.put(RunRecord(view.run_id, Phase.CLAIMING, config, view.priority,
                                   view.submitted_seq, tuple(view.gpus),
-                                  attempt=view.attempt, resume_from=view.resume_from))
+                                  attempt=view.attempt, resume_from=view.resume_from,
+                                  experiment=view.experiment))
     after = turn.move(claiming, Move.CLAIMED)
     assert after is not None
     start(turn, after)

@@ -11,7 +11,7 @@ from core.commands import ClaimGpus, RecordWaiting
 from core.events import TerminalCause
 from services.dispatcher.decide.ending import pending_calls
 from services.dispatcher.decide.outcomes import failed
-from services.dispatcher.decide.phases import HOLDING, Move, Phase
+from services.dispatcher.decide.phases import HOLDING, UNDER_WAY, Move, Phase
 from services.dispatcher.decide.scheduling import Capacity, Verdict, plan
 from services.dispatcher.decide.state import SOURCE, CallFor, Registry
 from services.dispatcher.decide.turn import Turn
@@ -31,11 +31,17 @@ def schedule(turn: Turn) -> None:
             turn.call(CallFor.FINISH, finish, run.run_id)
     s = turn.state
     held = [r for r in s.runs.values() if r.phase in HOLDING]
+    per_experiment: dict[str, int] = {}
+    if s.experiments:
+        for r in s.runs.values():
+            if r.experiment and r.phase in UNDER_WAY:
+                per_experiment[r.experiment] = per_experiment.get(r.experiment, 0) + 1
     cap = Capacity(s.inventory.gpus, frozenset(g for r in held for g in r.gpus)
                    | frozenset(s.held_elsewhere), s.config.cpu_slots,
-                   sum(r.cpu_slots for r in held), s.config.max_runs, len(held))
-    queued = {r.run_id: r for r in s.in_phase(Phase.QUEUED)}
-    for decision in plan([r.pending() for r in queued.values()], cap):
+                   sum(r.cpu_slots for r in held), s.config.max_runs, len(held),
+                   per_experiment)
+    queued = {r.run_id: r for r in s.in_phase(Phase.QUEUED) if not r.awaits_spec}
+    for decision in plan([r.pending(s.experiments) for r in queued.values()], cap):
         run = queued[decision.run_id]
         if decision.verdict is Verdict.START:
             turn.move(run, Move.CLAIM_SENT, gpus=decision.gpus)

@@ -1,18 +1,21 @@
 """Pure scheduling: which PENDING runs start now, on which GPUs, and why the others
-wait. Order: priority (high first), then submission seq. The first run in that order
+wait. Order: priority (high first), then submission seq; a cell of an experiment that
+sets a priority has the experiment's, not its own. The first run in that order
 that cannot start now (the head) keeps the CPU slots it needs and the free GPUs it
 can use: a run behind it starts only if it fits in what is left besides them
 (backfill that cannot delay the head), so a stream of smaller runs never starves it.
 Nothing is kept for a run that waits for GPUs that processes we did not start use
 (as NVML lists them): they may never come back; the next waiting run is the head
 then. One that can never fit (more GPUs or CPU slots than exist, or more memory than
-any GPU has) is reported as unschedulable, and keeps nothing."""
+any GPU has) is reported as unschedulable, and keeps nothing. A run of an experiment
+that already runs its ``max_concurrent`` runs at once waits, and keeps nothing either:
+it is not the head, and the runs behind it start in what it does not use."""
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Optional, Sequence
 
 from services.dispatcher.decide.gpus import Gpu
 
@@ -24,6 +27,22 @@ class Verdict(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class ExperimentLimits:
+    """How the runs of one experiment are scheduled (its latest ExperimentSubmitted):
+    at most ``max_concurrent`` of them at once (0: no limit), queued at ``priority``
+    (None: each run at its own)."""
+
+    name: str
+    max_concurrent: int = 0
+    priority: Optional[int] = None
+
+    @property
+    def matters(self) -> bool:
+        """Whether it changes anything (an experiment with neither is not kept)."""
+        return self.max_concurrent > 0 or self.priority is not None
+
+
+@dataclass(frozen=True)
 class Pending:
     run_id: str
     priority: int
@@ -31,6 +50,8 @@ class Pending:
     gpus: int
     min_gpu_memory_mb: int
     cpu_slots: int
+    experiment: str = ""     # the experiment it is a cell of ("": none)
+    max_concurrent: int = 0  # ... and that experiment's limit (0: none)
 
 
 @dataclass(frozen=True)
@@ -41,6 +62,8 @@ class Capacity:
     busy_cpu_slots: int
     max_runs: int              # 0 = no cap
     active_runs: int
+    # runs of each experiment under way (claimed, starting, running, killing, ending)
+    experiment_runs: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -79,6 +102,7 @@ def plan(pending: Iterable[Pending], cap: Capacity) -> list[Decision]:
     kept_cpu = 0             # CPU slots kept for the head
     cpu_used = cap.busy_cpu_slots
     active = cap.active_runs
+    per_experiment = dict(cap.experiment_runs)
     for run in queue_order(pending):
         never = never_reason(run, cap)
         if never:
@@ -87,6 +111,12 @@ def plan(pending: Iterable[Pending], cap: Capacity) -> list[Decision]:
         if cap.max_runs and active >= cap.max_runs:
             out.append(Decision(run.run_id, Verdict.WAIT, reason=(
                 f"the concurrent-run cap ({cap.max_runs}) is reached")))
+            continue
+        if run.max_concurrent and per_experiment.get(run.experiment, 0) >= run.max_concurrent:
+            # Not the head: it keeps nothing, the runs behind it may use all there is.
+            out.append(Decision(run.run_id, Verdict.WAIT, reason=(
+                f"experiment {run.experiment} runs its limit of {run.max_concurrent} "
+                "at once")))
             continue
         need_mb = run.min_gpu_memory_mb
         usable = [g for g in cap.gpus if g.uuid not in busy and not g.foreign_pids
@@ -99,6 +129,8 @@ def plan(pending: Iterable[Pending], cap: Capacity) -> list[Decision]:
             busy.update(chosen)
             cpu_used += run.cpu_slots
             active += 1
+            if run.experiment:
+                per_experiment[run.experiment] = per_experiment.get(run.experiment, 0) + 1
             out.append(Decision(run.run_id, Verdict.START, gpus=chosen))
             continue
         # No counts in the reason: it is recorded (RunWaiting) each time it changes,

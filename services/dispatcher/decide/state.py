@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping, Optional
 from core.runconfig import RunConfig
 from services.dispatcher.decide.gpus import Inventory
 from services.dispatcher.decide.phases import Move, Phase, next_phase
-from services.dispatcher.decide.scheduling import Pending
+from services.dispatcher.decide.scheduling import ExperimentLimits, Pending
 from services.dispatcher.decide.supervise import BusHealth, KillPlan, Watch
 from services.dispatcher.decide.values import replaced
 
@@ -68,15 +68,28 @@ class RunRecord:
     cores: tuple[int, ...] = ()    # the CPUs its worker is pinned to (() = not pinned)
     python: str = ""               # the interpreter of its python_env ("": the dispatcher's)
     python_error: str = ""         # why that interpreter cannot be had (the claim's answer)
+    experiment: str = ""           # the experiment it was created as a cell of ("": none)
+    # A cell heard before its experiment's ExperimentSubmitted (which follows its cells'
+    # RunSubmitted in the same commit): not scheduled until that is heard.
+    awaits_spec: bool = False
 
     @property
     def cpu_slots(self) -> int:
         return self.config.resources.cpu_slots
 
-    def pending(self) -> Pending:
+    def pending(self, experiments: Optional[Mapping[str, ExperimentLimits]] = None) -> Pending:
+        """The run as the scheduler sees it: with its experiment's limit, and its
+        experiment's priority where that sets one."""
         res = self.config.resources
-        return Pending(self.run_id, self.priority, self.submitted_seq, res.gpus,
-                       res.min_gpu_memory_mb, res.cpu_slots)
+        limits = experiments.get(self.experiment) if experiments and self.experiment \
+            else None
+        if limits is None:
+            return Pending(self.run_id, self.priority, self.submitted_seq, res.gpus,
+                           res.min_gpu_memory_mb, res.cpu_slots, self.experiment)
+        priority = self.priority if limits.priority is None else limits.priority
+        return Pending(self.run_id, priority, self.submitted_seq, res.gpus,
+                       res.min_gpu_memory_mb, res.cpu_slots, self.experiment,
+                       limits.max_concurrent)
 
     def moved(self, move: Move, **changes: Any) -> Optional["RunRecord"]:
         after = next_phase(self.run_id, self.phase, move)
@@ -101,6 +114,7 @@ class CallFor(str, enum.Enum):
     ARTIFACT = "artifact"
     SNAPSHOT = "snapshot"
     GET_RUN = "get_run"
+    EXPERIMENT = "experiment"
 
 
 @dataclass(frozen=True)
@@ -141,6 +155,7 @@ class Snapshot:
 
     runs: tuple[Any, ...] = ()    # inputs.RunView, newest first as paged
     as_of: Optional[int] = None   # the head seq before the first page
+    experiments: tuple[ExperimentLimits, ...] = ()   # the first page's, as of as_of
 
 
 def _starting(starting: frozenset[str], run_id: str,
@@ -174,6 +189,10 @@ class DispatcherState:
     retry_due: bool = False       # a command was not applied: schedule at the next sweep
     stats: Counters = field(default_factory=Counters)
     starting: frozenset[str] = frozenset()   # the runs in STARTING (read at every tick)
+    # The experiments that set a limit or a priority, as of experiments_seq (the
+    # snapshot's head, then each ExperimentSubmitted followed).
+    experiments: Mapping[str, ExperimentLimits] = field(default_factory=dict)
+    experiments_seq: int = 0
 
     @staticmethod
     def initial(config: DispatcherConfig, inventory: Inventory, now: float,

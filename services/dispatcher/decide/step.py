@@ -43,6 +43,8 @@ def _on_back(turn: Turn, _: obs.RegistryBack) -> None:
 HANDLERS: dict[type, Callable[[Turn, Any], None]] = {
     obs.Tick: timers.on_tick,
     obs.CommittedEvent: committed.on_event,
+    obs.ExperimentRevised: committed.on_experiment,
+    obs.ExperimentResumed: committed.on_experiment_resumed,
     obs.Heartbeat: committed.on_heartbeat,
     obs.Heartbeats: committed.on_heartbeats,
     obs.ArtifactReported: committed.on_artifact,
@@ -57,7 +59,8 @@ HANDLERS: dict[type, Callable[[Turn, Any], None]] = {
     obs.RegistryLost: replies.on_lost,
     obs.RegistryBack: _on_back,
 }
-NEEDS_REGISTRY = (obs.CommittedEvent, obs.FolderRead, obs.ArtifactReported)
+NEEDS_REGISTRY = (obs.CommittedEvent, obs.ExperimentRevised, obs.ExperimentResumed,
+                  obs.FolderRead, obs.ArtifactReported)
 
 
 def step(state: DispatcherState, observation: Any) -> tuple[DispatcherState, list[Any]]:

@@ -67,8 +67,9 @@ class Turn:
         self.effects.append(fx.Call(tag, command))
         return tag
 
-    def query(self, purpose: CallFor, question: Any, run_id: str = "") -> int:
-        tag = self._tag(InFlight(purpose, run_id))
+    def query(self, purpose: CallFor, question: Any, run_id: str = "",
+              detail: Any = None) -> int:
+        tag = self._tag(InFlight(purpose, run_id, detail))
         self.effects.append(fx.Query(tag, question))
         return tag
 

@@ -1,6 +1,7 @@
 """What the dispatcher hears on the bus, as observations for the decision core:
-committed events (the gap-free follower), heartbeats (one batch per drain), artifacts
-workers report, and its own status coming back (the proof that the bus works).
+committed events (the gap-free follower: runs' events, and each experiment's new spec
+as its limits), heartbeats (one batch per drain), artifacts workers report, and its
+own status coming back (the proof that the bus works).
 
 Telemetry does not wake the loop: it is drained at every step (at least every
 pacing.TELEMETRY_S while runs are watched), so a thousand heartbeats a second cost a
@@ -10,16 +11,18 @@ few dozen steps.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Container
+from typing import Any, Callable, Container, Union
 
 from bus.catchup import EventFollower
 from bus.codec import FrameError, MessageType, event_from_envelope
 from bus.pubsub import Subscriber
-from core.events import Event
+from core.events import Event, ExperimentRerun, ExperimentSubmitted
 from bus.topics import Topic
 from runtime.logs import ServiceLogger
 from services.dispatcher.decide.inputs import (ArtifactReported, BusSeen, CommittedEvent,
-                                               Heartbeat, Heartbeats)
+                                               ExperimentResumed, ExperimentRevised, Heartbeat,
+                                               Heartbeats)
+from services.dispatcher.decide.scheduling import ExperimentLimits
 from services.dispatcher.decide.state import SOURCE
 from services.dispatcher.shell.folders import outside_run_dir
 
@@ -29,15 +32,26 @@ def subscribe(telemetry: Subscriber) -> None:
     telemetry.subscribe(Topic.STATUS.topic(SOURCE))
 
 
-def committed(follower: EventFollower, log: ServiceLogger) -> list[CommittedEvent]:
+Committed = Union[CommittedEvent, ExperimentRevised, ExperimentResumed]
+
+
+def committed(follower: EventFollower, log: ServiceLogger) -> list[Committed]:
     """The events committed since the last call, in seq order (never blocks; may ask
-    the registry for a gap: raises Unavailable when it is away)."""
-    out = []
+    the registry for a gap: raises Unavailable when it is away): runs' events, and
+    each experiment's new spec as its limits, and its reruns."""
+    out: list[Committed] = []
     for env in follower.poll(0):
         try:
             event = event_from_envelope(env)
         except FrameError as exc:
             log.warning("event.unreadable", seq=env.seq, reason=exc.message)
+            continue
+        if isinstance(event, ExperimentSubmitted):
+            out.append(ExperimentRevised(int(env.seq or 0), ExperimentLimits(
+                event.name, event.max_concurrent, event.priority)))
+            continue
+        if isinstance(event, ExperimentRerun):
+            out.append(ExperimentResumed(int(env.seq or 0), event.name))
             continue
         if not isinstance(event, Event):
             continue  # another stream's (an environment's): the claim's answer says more

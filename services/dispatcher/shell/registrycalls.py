@@ -13,6 +13,7 @@ from bus.registry import RegistryClient
 from core.errors import NotApplied, OrchestratorError, ResourceBusy, Unavailable
 from services.dispatcher.decide.effects import Call, Query
 from services.dispatcher.decide.inputs import RegistryLost, Replied, ReplyKind, RunView
+from services.dispatcher.decide.scheduling import ExperimentLimits
 
 PIPELINE = 200   # registry calls in flight at once (one round trip each such chunk)
 
@@ -43,11 +44,27 @@ def replied(tag: int, result: Any) -> Replied:
         return Replied(tag, ReplyKind.REFUSED, result.code, result.message)
     if not isinstance(result, Mapping):
         return Replied(tag, ReplyKind.APPLIED)
-    runs = result.get("runs")
+    runs, experiments = result.get("runs"), result.get("experiments")
+    head = result.get("head_seq") if "head_seq" in result else result.get("as_of_seq")
     return Replied(tag, ReplyKind.APPLIED, run=view_of(result.get("run")),
                    runs=tuple(v for v in map(view_of, runs) if v is not None)
                    if isinstance(runs, list) else (),
-                   head_seq=_count(result.get("head_seq")) or 0, more=bool(result.get("more")))
+                   head_seq=_count(head) or 0, more=bool(result.get("more")),
+                   experiments=tuple(e for e in map(limits_of, experiments) if e is not None)
+                   if isinstance(experiments, list)
+                   else tuple(e for e in (limits_of(result.get("experiment")),) if e))
+
+
+def limits_of(item: Any) -> Optional[ExperimentLimits]:
+    """An experiment of a snapshot reply ({name, max_concurrent, priority}); None for
+    a map that is not one (skipped, not trusted)."""
+    if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
+        return None
+    limit, priority = _count(item.get("max_concurrent")), item.get("priority")
+    if limit is None or not (priority is None or isinstance(priority, int)
+                             and not isinstance(priority, bool)):
+        return None
+    return ExperimentLimits(item["name"], limit, priority)
 
 
 def _count(value: Any) -> Optional[int]:
@@ -78,4 +95,4 @@ def view_of(run: Any) -> Optional[RunView]:
                    float(at) if isinstance(at, (int, float)) and not isinstance(at, bool)
                    else None, max(1, _count(run.get("attempt")) or 1),
                    str(run.get("resume_from") or ""), str(run.get("python") or ""),
-                   str(run.get("python_error") or ""))
+                   str(run.get("python_error") or ""), str(run.get("experiment") or ""))

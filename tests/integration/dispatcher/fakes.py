@@ -22,7 +22,7 @@ from core import commands as cmd
 from core import events as ev
 from core.clock import FakeClock
 from core.errors import IllegalTransition, NotFound, OrchestratorError
-from core.protocol import GetRun, ListRuns, Ping
+from core.protocol import GetRun, Ping, Snapshot
 from core.rundir import EXIT_FILE, MANIFEST_FILE, RUN_LOCK, WORKER_FILE
 from core.settings import Settings
 from runtime.logs import ServiceLogger
@@ -84,7 +84,7 @@ class ScriptedRegistry:
         self.head_seq = 0
         self.requests: list[Request] = []
         self.artifacts: list[cmd.RegisterArtifact] = []   # the ones stored
-        self.page_cut = 0      # > 0: list_runs pages cut to this many runs ("more")
+        self.page_cut = 0      # > 0: snapshot pages cut to this many runs ("more")
         self.between_pages: Optional[Callable[[], None]] = None  # after the first page
         self._refusals: list[list[Any]] = []
         self.closed = False
@@ -120,8 +120,8 @@ class ScriptedRegistry:
         return [f for f in self.sent(cmd.FinishRun) if run_id is None or f.run_id == run_id]
 
     def commands(self) -> list[Request]:
-        """The requests sent, queries (list_runs, get_run, ping) left out."""
-        return [r for r in self.requests if not isinstance(r, (ListRuns, GetRun, Ping))]
+        """The requests sent, queries (snapshot, get_run, ping) left out."""
+        return [r for r in self.requests if not isinstance(r, (Snapshot, GetRun, Ping))]
 
     # --- RegistryClient --------------------------------------------------------------
     def call(self, request: Request, *, timeout_s: Optional[float] = None,
@@ -154,7 +154,7 @@ class ScriptedRegistry:
     def _answer(self, request: Request) -> Any:
         if isinstance(request, Ping):
             return {"service": "registry", "pid": 0, "head_seq": self.head_seq}
-        if isinstance(request, ListRuns):
+        if isinstance(request, Snapshot):
             return self._list(request)
         run = self.runs.get(getattr(request, "run_id", ""))
         if run is None:
@@ -188,7 +188,7 @@ class ScriptedRegistry:
         if run["status"] not in statuses or run["status"] in TERMINAL:
             raise IllegalTransition(run["run_id"], run["status"], event)
 
-    def _list(self, q: ListRuns) -> dict[str, Any]:
+    def _list(self, q: Snapshot) -> dict[str, Any]:
         runs = sorted((r for r in self.runs.values() if not q.status or r["status"] in q.status),
                       key=lambda r: r["submitted_seq"], reverse=q.newest_first)
         if q.before_seq:
@@ -198,7 +198,7 @@ class ScriptedRegistry:
         if self.page_cut and len(page) > self.page_cut:  # cut short by its size
             page, more = page[:self.page_cut], True
         answer = {"runs": [dict(r) for r in page], "total": len(runs),
-                  "head_seq": self.head_seq, "more": more}
+                  "as_of_seq": self.head_seq, "more": more, "experiments": []}
         hook, self.between_pages = self.between_pages, None
         if hook is not None:
             hook()

@@ -16,7 +16,7 @@ import pytest
 from core.clock import FakeClock
 from core.commands import FinishRun, RegisterArtifact
 from core.errors import OrchestratorError
-from core.protocol import ListRuns, Ping
+from core.protocol import Ping, Snapshot
 from services.dispatcher.decide.phases import Phase
 from services.dispatcher.shell.loop import DispatcherLoop
 from tests.integration.dispatcher.fakes import (Harness, ScriptedRegistry, folder, full,
@@ -61,10 +61,10 @@ def test_an_error_instead_of_an_answer_makes_the_loop_read_the_state_again(
         loop.step(0.01)                  # does not raise
     refused = [r for r in caplog.records if r.getMessage() == "registry.refused"]
     assert len(refused) == 1             # five passes, the same refusal: one line
-    assert len(registry.sent(ListRuns)) == 1
+    assert len(registry.sent(Snapshot)) == 1
     clock.advance(1.0)                   # the registry answers a ping again:
     loop.step(0.01)
-    assert len(registry.sent(Ping)) == 2 and len(registry.sent(ListRuns)) == 2  # read again
+    assert len(registry.sent(Ping)) == 2 and len(registry.sent(Snapshot)) == 2  # read again
 
 
 def test_a_cancelled_run_without_an_exit_record_ends_cancelled(

@@ -12,7 +12,7 @@ import pytest
 
 from core.commands import FinishRun, RecordAdopted, RecordStarted
 from core.events import TerminalCause
-from core.protocol import ListRuns
+from core.protocol import Snapshot
 from core.rundir import KILL_FILE
 from services.dispatcher import spawner
 from services.dispatcher.decide import effects as fx
@@ -166,7 +166,7 @@ def test_the_startup_snapshot_misses_no_run_when_one_ends_between_pages(
     read = h.observed()                  # each run of the snapshot, its folder judged
     assert live <= set(read) and h.follower.resets == [100]
     assert read == sorted(read) and len(read) == len(set(read))  # oldest first, once each
-    assert all(q.limit == 2 for q in h.registry.sent(ListRuns))
+    assert all(q.limit == 2 for q in h.registry.sent(Snapshot))
 
 
 def test_the_startup_snapshot_pages_on_past_a_page_cut_short_by_size(cold: Harness) -> None:
@@ -175,7 +175,7 @@ def test_the_startup_snapshot_pages_on_past_a_page_cut_short_by_size(cold: Harne
     h.registry.page_cut = 2              # pages cut to 2 runs by their size ("more")
     h.boot()
     assert h.observed() == ["r1", "r2", "r3", "r4", "r5"]
-    assert len(h.registry.sent(ListRuns)) == 3
+    assert len(h.registry.sent(Snapshot)) == 3
 
 
 def test_recovery_finds_the_exit_record_its_shim_wrote_as_it_let_go(

@@ -54,7 +54,7 @@ class Driver:
         """Start-up: the snapshot read (one page) and the calls that follow."""
         effects = self.feed(obs.RegistryBack())
         (query,) = fx.calls(effects)
-        assert isinstance(query.query, fx.ListRuns)
+        assert isinstance(query.query, fx.Snapshot)
         effects = self.feed(obs.Replied(query.tag, obs.ReplyKind.APPLIED, runs=runs[::-1],
                                         head_seq=self.seq))
         return effects + self.tick(0.0)  # the first sweep (reads every run's folder)

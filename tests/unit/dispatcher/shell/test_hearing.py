@@ -1,6 +1,7 @@
 """hearing.reported: an artifact a worker reports, as the decision core reads it: its
 path judged against the run folder (every symlink resolved), its fields of the wrong
-type read as "none" (a kind "", a path "", a size -1, no meta)."""
+type read as "none" (a kind "", a path "", a size -1, no meta). hearing.committed: the
+committed events as observations (runs' events, experiments' specs and reruns)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,13 @@ from typing import Any
 
 import pytest
 
-from services.dispatcher.decide.inputs import ArtifactReported
-from services.dispatcher.shell.hearing import reported
+from bus.codec import event_envelope
+from core import events as ev
+from runtime.logs import ServiceLogger
+from services.dispatcher.decide.inputs import (ArtifactReported, CommittedEvent,
+                                               ExperimentResumed, ExperimentRevised)
+from services.dispatcher.decide.scheduling import ExperimentLimits
+from services.dispatcher.shell.hearing import committed, reported
 
 OUTSIDE = "must lie inside the run directory (symlinks resolved)"
 NO_PATH = "must be a non-empty path"
@@ -109,3 +115,28 @@ def test_meta_is_a_map_or_empty(run_dir: Path, meta: Any, read: dict[str, Any]) 
 
 def test_an_empty_payload_is_a_report_of_nothing(run_dir: Path) -> None:
     assert reported("r1", {}, str(run_dir)) == ArtifactReported("r1", "", "", -1, {}, NO_PATH)
+
+
+class _Follower:
+    """What hearing.committed uses of bus.catchup.EventFollower: poll(0)."""
+
+    def __init__(self, *events: Any) -> None:
+        self.envelopes = [event_envelope(e, seq=i + 1, stream=f"{e.STREAM}-{e.stream_key}",
+                                         stream_version=1, source="registry", ts=5.0)
+                          for i, e in enumerate(events)]
+
+    def poll(self, timeout: float) -> list[Any]:
+        out, self.envelopes = self.envelopes, []
+        return out
+
+
+def test_an_experiments_spec_and_rerun_are_heard_and_an_environments_event_is_not() -> None:
+    spec = ev.ExperimentSubmitted(name="noise", spec={}, spec_digest="d" * 64, points=[],
+                                  cells=[], max_concurrent=2, priority=7, submitted_by="me")
+    run = ev.RunSubmitted("r1", "d", {}, 0, "me", experiment="noise")
+    gone = ev.EnvRemoved(name="py", removed_by="me", reason="old")
+    heard = committed(_Follower(spec, run, gone, ev.ExperimentRerun("noise", "me", ("r1",))),
+                      ServiceLogger("dispatcher"))
+    assert heard[0] == ExperimentRevised(1, ExperimentLimits("noise", 2, 7))
+    assert isinstance(heard[1], CommittedEvent) and heard[1].event == run
+    assert heard[-1] == ExperimentResumed(4, "noise") and len(heard) == 3

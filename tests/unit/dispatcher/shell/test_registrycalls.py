@@ -10,6 +10,7 @@ import pytest
 from core.errors import (Conflict, Expired, IllegalTransition, Internal, NotFound,
                          OrchestratorError, ResourceBusy, StorageFull, ValidationError)
 from services.dispatcher.decide.inputs import Replied, ReplyKind, RunView
+from services.dispatcher.decide.scheduling import ExperimentLimits
 from services.dispatcher.shell.registrycalls import replied, view_of
 
 RUN: dict[str, Any] = {
@@ -136,3 +137,23 @@ def test_any_other_error_is_refused_with_its_code_and_message(
         error: OrchestratorError) -> None:
     assert replied(9, error) == Replied(9, ReplyKind.REFUSED, error.code, error.message)
     assert error.code and error.message
+
+
+def test_a_snapshot_page_gives_its_as_of_seq_its_runs_experiment_and_the_limits() -> None:
+    reply = replied(6, {"runs": [dict(RUN, experiment="noise")], "as_of_seq": 41,
+                        "more": False, "total": 1,
+                        "experiments": [{"name": "noise", "max_concurrent": 2,
+                                         "priority": None},
+                                        {"name": "first", "max_concurrent": 0, "priority": 9},
+                                        {"name": "bad", "max_concurrent": "2"},
+                                        {"name": "worse", "max_concurrent": 1,
+                                         "priority": True}, "nonsense"]})
+    assert reply.head_seq == 41 and reply.runs[0].experiment == "noise"
+    assert reply.experiments == (ExperimentLimits("noise", 2, None),
+                                 ExperimentLimits("first", 0, 9))
+
+
+def test_an_experiments_answer_gives_its_limits() -> None:
+    reply = replied(7, {"experiment": {"name": "noise", "max_concurrent": 3, "priority": 1,
+                                       "cells": []}, "runs": {"PENDING": 2}})
+    assert reply.experiments == (ExperimentLimits("noise", 3, 1),) and reply.runs == ()
