@@ -16,12 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from core import commands as cmds
-from core import envcommands as envcmds
 from core.clock import Clock
 from core.codeid import code_changes
 from core.digest import legacy_digest
 from core.errors import Conflict, NotFound, OrchestratorError, ValidationError
-from core.envstate import EnvState, env_view
 from core.events import DomainEvent, RunSubmitted
 from core.fields import from_map
 from core.ids import RunIds
@@ -33,6 +31,7 @@ from core.runstate import RunState
 from services.registry import store
 from eventstore.reader import StoredEvent
 from services.registry.eventlog import EventLog
+from services.registry.envhandlers import EnvHandlers
 from services.registry.experiments import ExperimentHandlers
 from services.registry.pyenvs import EnvWorkers
 from services.registry.replylog import ReplyLog
@@ -77,6 +76,7 @@ class RequestHandler:
         self.python_envs = EnvWorkers(conn, test_workers)  # the workers of each python_env
         self.started_at = clock.now()
         experiments = ExperimentHandlers(self)
+        envs = EnvHandlers(self, self.python_envs)
         # The GPUs that exist, as the dispatcher's last claim listed them (its inventory,
         # stored in gpu_inventory): a claim naming another GPU is refused. None until a
         # claim has listed them.
@@ -88,7 +88,7 @@ class RequestHandler:
             Method.RECORD_ADOPTED: self._adopted, Method.REQUEST_CANCEL: self._cancel,
             Method.RERUN: self._rerun,
             Method.FINISH: self._finish, Method.REGISTER_ARTIFACT: self._artifact,
-            Method.ADD_ENV: self._add_env, Method.REMOVE_ENV: self._remove_env,
+            Method.ADD_ENV: envs.add, Method.REMOVE_ENV: envs.remove,
             Method.SUBMIT_EXPERIMENT: experiments.submit,
             Method.CANCEL_EXPERIMENT: experiments.cancel,
             Method.RERUN_EXPERIMENT: experiments.rerun,
@@ -97,7 +97,8 @@ class RequestHandler:
             Method.GET_RUN: self._get_run, Method.LIST_RUNS: self._list_runs,
             Method.EVENTS_SINCE: self._events_since, Method.SNAPSHOT: self._snapshot,
             Method.GPU_SLOTS: self._gpu_slots, Method.LIST_ARTIFACTS: self._list_artifacts,
-            Method.LIST_ENVS: self._list_envs, Method.GET_ENV: self._get_env,
+            Method.LIST_ENVS: lambda q: envs.list(q, self.log.head_seq),
+            Method.GET_ENV: lambda q: envs.get(q, self.log.head_seq),
             Method.GET_EXPERIMENT: experiments.get, Method.LIST_EXPERIMENTS: experiments.list,
             Method.PING: self._ping,
         }
@@ -299,23 +300,6 @@ class RequestHandler:
             raise ValidationError("python_env", gone)
         return self._command(cmds.RerunRun, cmds.decide_rerun, args, rid, src)
 
-    def _add_env(self, args: dict[str, Any], rid: str, src: str) -> tuple[Any, list[StoredEvent]]:
-        cmd = from_map(envcmds.AddEnv, args, "AddEnv")
-        before = store.load_env(self.conn, envcmds.check_env_name(cmd.name))
-        state, stored = self._append(before, envcmds.decide_add_env(before, cmd), rid, src)
-        assert state is not None
-        return {"env": self._env_view(state), "created": bool(stored)}, stored
-
-    def _remove_env(self, args: dict[str, Any], rid: str,
-                    src: str) -> tuple[Any, list[StoredEvent]]:
-        cmd = from_map(envcmds.RemoveEnv, args, "RemoveEnv")
-        before = store.load_env(self.conn, envcmds.check_env_name(cmd.name))
-        events = envcmds.decide_remove_env(before, cmd, store.runs_using_env(self.conn,
-                                                                              cmd.name))
-        state, stored = self._append(before, events, rid, src)
-        assert state is not None
-        return {"env": self._env_view(state)}, stored
-
     def _finish(self, args: dict[str, Any], rid: str, src: str) -> tuple[Any, list[StoredEvent]]:
         return self._command(cmds.FinishRun, cmds.decide_finish, args, rid, src)
 
@@ -375,22 +359,6 @@ class RequestHandler:
         keys = ("path", "kind", "size", "meta", "seq", "registered_at")
         return {"artifacts": [{**dict(zip(keys, r)), "meta": json.loads(r[3])} for r in kept],
                 "more": len(kept) < len(rows)}
-
-    def _list_envs(self, q: proto.ListEnvs) -> Any:
-        return {"envs": [self._env_view(e)
-                         for e in store.list_envs(self.conn, q.include_removed)],
-                "head_seq": self.log.head_seq}
-
-    def _get_env(self, q: proto.GetEnv) -> Any:
-        env = store.get_env(self.conn, q.name)
-        if env is None:
-            raise NotFound(f"environment {q.name!r} is not registered", name=q.name)
-        return {"env": self._env_view(env), "head_seq": self.log.head_seq}
-
-    def _env_view(self, env: EnvState) -> dict[str, Any]:
-        """An environment with the workers its entry points name (none once removed)."""
-        return {**env_view(env), "workers": [] if env.removed
-                else self.python_envs.catalog(env).names()}
 
     def _ping(self, q: proto.Ping) -> Any:
         size = os.path.getsize(self.db_path) if self.db_path and os.path.exists(self.db_path) \
