@@ -116,9 +116,12 @@ def parse_submitted(cmd: SubmitExperiment) -> SweepSpec:
     return parse_spec(cmd.spec)
 
 
-def unchanged(state: Optional[ExperimentState], spec: SweepSpec) -> bool:
-    """The same spec again: nothing to record (whatever the experiment's status)."""
-    return state is not None and state.spec_digest == spec.digest()
+def unchanged(state: Optional[ExperimentState], spec: SweepSpec,
+              cells: Sequence[CellRow]) -> bool:
+    """The same spec again, each cell the same run (the same code): nothing to record,
+    whatever the experiment's status."""
+    return state is not None and state.spec_digest == spec.digest() and \
+        tuple(tuple(c) for c in cells) == state.cells
 
 
 def decide_submit_experiment(spec: SweepSpec, cells: Sequence[CellRow],

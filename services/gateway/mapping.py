@@ -123,7 +123,7 @@ class Mapper:
             last_attempt_cause=self.cause.to_wire(view.get("last_attempt_cause") or None),
             code_digest=str(view.get("code_digest") or ""),
             code_json=_compact(view.get("code")), attempt_code_json=_compact(
-                view.get("attempt_code")))
+                view.get("attempt_code")), experiment=str(view.get("experiment") or ""))
         for name in ("exit_code", "signal", "pid"):
             value = view.get(name)
             if isinstance(value, int) and not isinstance(value, bool):

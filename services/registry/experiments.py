@@ -48,13 +48,11 @@ class ExperimentHandlers:
     # --- commands ----------------------------------------------------------------
     def submit(self, args: dict[str, Any], rid: str, src: str) -> tuple[Any, list[StoredEvent]]:
         """The experiment's new revision: each cell's run found by digest and code, the
-        missing ones created; nothing at all when the spec is the one recorded."""
+        missing ones created; nothing at all when the spec is the one recorded and every
+        cell's run is the one recorded (the same code: other code makes new runs)."""
         cmd = from_map(xcmds.SubmitExperiment, args, "SubmitExperiment")
         spec = xcmds.parse_submitted(cmd)
         before = load_experiment(self.conn, spec.name)
-        if xcmds.unchanged(before, spec):
-            assert before is not None
-            return self._reply(before, created=0), []
         planned = xcmds.plan_cells(spec, cmd, self.registry.check_config)
         stored: list[StoredEvent] = []
         cells: list[CellRow] = []
@@ -73,6 +71,9 @@ class ExperimentHandlers:
                     created += 1
                 made[key] = run_id
             cells.append((cell.point, cell.seed, run_id))
+        if xcmds.unchanged(before, spec, cells):
+            assert before is not None and not stored
+            return self._reply(before, created=0), []
         events = xcmds.decide_submit_experiment(spec, cells, cmd.submitted_by)
         state, appended = self.registry._append(before, events, rid, src)
         assert isinstance(state, ExperimentState)

@@ -205,3 +205,17 @@ def test_the_experiments_priority_is_the_queue_priority_of_its_new_cells(tmp_pat
     assert exp["priority"] == 7 and exp["max_concurrent"] == 2
     run = call(registry, "get_run", {"run_id": exp["cells"][0]["run_id"]}, "g")["run"]
     assert run["priority"] == 7 and run["config"]["priority"] == 0
+
+
+def test_the_same_spec_with_other_code_is_a_new_revision_of_new_runs(tmp_path) -> None:
+    conn, registry, _ = open_registry(str(tmp_path / "events.db"))
+    first = submit(registry, "x1")["experiment"]
+    other = {**CODE, "version": "0.2.0"}
+    out = call(registry, "submit_experiment", {"spec": SPEC, "codes": [
+        {"worker": "cartpole", "code": other}]}, "x2")
+    assert out["created"] == 6 and out["experiment"]["revision"] == 2
+    assert {c["run_id"] for c in out["experiment"]["cells"]}.isdisjoint(
+        c["run_id"] for c in first["cells"])
+    again = call(registry, "submit_experiment", {"spec": SPEC, "codes": [
+        {"worker": "cartpole", "code": other}]}, "x3")
+    assert again["created"] == 0 and again["experiment"]["revision"] == 2

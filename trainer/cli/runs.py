@@ -188,6 +188,8 @@ def show(run_id: str) -> None:
     lines = [
         ("run", run.run_id), ("name", cfg.get("name") or "-"),
         ("tags", ", ".join(cfg.get("tags") or []) or "-"),
+        *((("experiment", f"{run.experiment} (trainer sweep show {run.experiment})"),)
+          if run.experiment else ()),
         ("status", fmt.status_name(run.status)),
         *attempt_lines(run),
         ("cause", fmt.cause_name(run.cause) or "-"),

@@ -122,10 +122,10 @@ def show(name: str, metric: str, as_json: bool, as_csv: bool, cells: bool) -> No
     results = json.loads(got.results_json)
     from trainer.experiments import table  # numpy-free formatting of the results
     if as_json:
-        click.echo(table.json_text(results))
+        click.echo(table.json(results))
         return
     if as_csv:
-        click.echo(table.csv_text(results), nl=False)
+        click.echo(table.csv(results), nl=False)
         return
     click.echo(f"{exp.name}  {exp.status}  revision {exp.revision}  {counts_line(exp)}")
     if exp.max_concurrent or exp.has_priority:

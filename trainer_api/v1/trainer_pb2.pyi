@@ -91,7 +91,7 @@ class Heartbeat(_message.Message):
     def __init__(self, sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., beat: _Optional[int] = ..., step: _Optional[int] = ..., episode: _Optional[int] = ..., last_return: _Optional[float] = ..., mean_return: _Optional[float] = ..., steps_per_s: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., gpu_mem_bytes: _Optional[int] = ..., progress: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class RunRecord(_message.Message):
-    __slots__ = ("run_id", "status", "cause", "exit_code", "signal", "waiting_reason", "gpus", "pid", "submitted_at", "started_at", "finished_at", "updated_at", "last_heartbeat", "artifact_count", "last_seq", "config_json", "priority", "cancel_requested_by", "cancel_reason", "message", "digest", "submitted_by", "host", "gpus_held", "name", "tags", "submitted_seq", "attempt", "max_attempts", "resume_from", "last_attempt_cause", "code_digest", "code_json", "attempt_code_json")
+    __slots__ = ("run_id", "status", "cause", "exit_code", "signal", "waiting_reason", "gpus", "pid", "submitted_at", "started_at", "finished_at", "updated_at", "last_heartbeat", "artifact_count", "last_seq", "config_json", "priority", "cancel_requested_by", "cancel_reason", "message", "digest", "submitted_by", "host", "gpus_held", "name", "tags", "submitted_seq", "attempt", "max_attempts", "resume_from", "last_attempt_cause", "code_digest", "code_json", "attempt_code_json", "experiment")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     CAUSE_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +126,7 @@ class RunRecord(_message.Message):
     CODE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     CODE_JSON_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_CODE_JSON_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     status: RunStatus
     cause: TerminalCause
@@ -160,7 +161,8 @@ class RunRecord(_message.Message):
     code_digest: str
     code_json: str
     attempt_code_json: str
-    def __init__(self, run_id: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., cause: _Optional[_Union[TerminalCause, str]] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., waiting_reason: _Optional[str] = ..., gpus: _Optional[_Iterable[str]] = ..., pid: _Optional[int] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., artifact_count: _Optional[int] = ..., last_seq: _Optional[int] = ..., config_json: _Optional[str] = ..., priority: _Optional[int] = ..., cancel_requested_by: _Optional[str] = ..., cancel_reason: _Optional[str] = ..., message: _Optional[str] = ..., digest: _Optional[str] = ..., submitted_by: _Optional[str] = ..., host: _Optional[str] = ..., gpus_held: _Optional[bool] = ..., name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., submitted_seq: _Optional[int] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., resume_from: _Optional[str] = ..., last_attempt_cause: _Optional[_Union[TerminalCause, str]] = ..., code_digest: _Optional[str] = ..., code_json: _Optional[str] = ..., attempt_code_json: _Optional[str] = ...) -> None: ...
+    experiment: str
+    def __init__(self, run_id: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., cause: _Optional[_Union[TerminalCause, str]] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., waiting_reason: _Optional[str] = ..., gpus: _Optional[_Iterable[str]] = ..., pid: _Optional[int] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., artifact_count: _Optional[int] = ..., last_seq: _Optional[int] = ..., config_json: _Optional[str] = ..., priority: _Optional[int] = ..., cancel_requested_by: _Optional[str] = ..., cancel_reason: _Optional[str] = ..., message: _Optional[str] = ..., digest: _Optional[str] = ..., submitted_by: _Optional[str] = ..., host: _Optional[str] = ..., gpus_held: _Optional[bool] = ..., name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., submitted_seq: _Optional[int] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., resume_from: _Optional[str] = ..., last_attempt_cause: _Optional[_Union[TerminalCause, str]] = ..., code_digest: _Optional[str] = ..., code_json: _Optional[str] = ..., attempt_code_json: _Optional[str] = ..., experiment: _Optional[str] = ...) -> None: ...
 
 class SubmitRunRequest(_message.Message):
     __slots__ = ("config", "config_json", "submitted_by", "request_id")

@@ -1,4 +1,4 @@
-"""trainer.experiments.stats: the statistics of issue 17 against hand-computed values,
+"""runtime.seedstats: the statistics of issue 17 against hand-computed values,
 the reproducibility and the coverage of the bootstrap intervals, the common step grid
 and its band, the performance profile, and the refusals."""
 
@@ -10,8 +10,8 @@ import math
 import numpy as np
 import pytest
 
-from trainer.experiments.stats import (Summary, band, best, bootstrap_ci, common_grid, iqm,
-                                       performance_profile, rank, summary)
+from runtime.seedstats import (Summary, band, best, bootstrap_ci, common_grid, iqm,
+                               performance_profile, rank, summary)
 
 HAVE_SCIPY = importlib.util.find_spec("scipy") is not None
 
