@@ -1,7 +1,8 @@
 """The run details' curves on pyqtgraph (plots.StepPlot): named series of (step,
 value) points, each a line with its last point marked, one legend entry per series.
 Points are merged by step (one value per step, kept in step order), so a poll that
-reads a point again changes nothing."""
+reads a point again changes nothing. (PlotWidget binds ``clear`` and ``addItem`` of its
+PlotItem on each instance, so this widget's own methods have other names.)"""
 
 from __future__ import annotations
 
@@ -22,11 +23,10 @@ class CurveWidget(StepPlot):
         self.series: dict[str, Points] = {}
         self.items: dict[str, pg.PlotDataItem] = {}
 
-    def clear(self) -> None:
+    def clear_series(self) -> None:
         self.series.clear()
         self.items.clear()
         self.getPlotItem().clear()
-        self.legend.clear()
 
     def add(self, name: str, points: Points, colour: str = "#2e7dd7") -> None:
         """Append points (kept in step order, one value per step)."""

@@ -58,7 +58,6 @@ class BandsPlot(StepPlot):
 
     def clear_curves(self) -> None:
         self.getPlotItem().clear()      # the items, and the legend's entries with them
-        self.legend.clear()
         self.lines.clear()
         self.bands.clear()
 
