@@ -151,11 +151,25 @@ class CellsModel(DictTable):
                                                    and c["status"] == "failed" else "")),
                ("attempt", lambda c: str(c["attempt"])))
 
+    def __init__(self, parent: Optional[QObject] = None) -> None:
+        super().__init__(parent)
+        self.experiment: Row = {"point_labels": [], "cells": []}
+        self.labels: dict[int, str] = {}
+
     def set_cells(self, experiment: Row) -> None:
         """The cells of a GetExperiment answer, each with its point's label."""
-        labels = experiment["point_labels"]
-        self.set_rows([{**c, "label": labels[c["point"]] if c["point"] < len(labels)
-                        else str(c["point"])} for c in experiment["cells"]])
+        self.experiment = experiment
+        given = experiment["point_labels"]
+        self.set_rows([{**c, "label": self.labels.get(c["point"]) or (
+            given[c["point"]] if c["point"] < len(given) else str(c["point"]))}
+            for c in experiment["cells"]])
+
+    def set_labels(self, labels: dict[int, str]) -> None:
+        """The points' labels of the statistics (GetExperimentResults), in place of the
+        experiment's own, so that both tables and the plot name a point the same way."""
+        if labels != self.labels:
+            self.labels = labels
+            self.set_cells(self.experiment)
 
     def style(self, row: Row, column: str, role: int) -> Any:
         if column == "status" and role == Qt.ItemDataRole.ForegroundRole:

@@ -155,7 +155,8 @@ class ExperimentsView(QWidget):
             self.seen_counts = {}
             self.results_error = None
             self.results.set_rows([])
-            self.cells.set_rows([])
+            self.cells.labels = {}
+            self.cells.set_cells({"point_labels": [], "cells": []})
             self.plot.clear_curves()
             self.message.clear()
             self.header.setText(f"<b>{name}</b>")
@@ -217,6 +218,7 @@ class ExperimentsView(QWidget):
             return
         self.results.set_rows(got["points"])
         labels = {p["point"]: p["label"] for p in got["points"]}
+        self.cells.set_labels(labels)
         self.plot.set_curves(got["metric"], got["curves"], labels,
                              self.results.best_points())
         missing = got["metrics"] and got["metric"] not in got["metrics"]

@@ -75,6 +75,8 @@ def test_the_experiments_and_the_cells() -> None:
     assert cells.text(1, "status") == "completed"
     assert cells.data(cells.index(1, 3), KEY_ROLE) == "r-2"
     assert cells.data(cells.index(1, 3), Qt.ItemDataRole.ForegroundRole) is not None
+    cells.set_labels({1: "level=2.0"})      # the statistics' labels, when known
+    assert cells.text(0, "point") == "level=2.0" and cells.text(1, "point") == "level=1"
     assert num(None) == "–" and num(1234567.0) == "1.235e+06"
 
 
