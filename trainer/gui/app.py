@@ -1,7 +1,8 @@
 """The main window: health strip, then two tabs: the runs (a table with a filter box,
 the selected run's details, a submit dialog) and the experiments (experiments_view;
-double-clicking a cell there selects its run here). Network work happens in TrainerQBridgeThread (the watch),
-LogThread and the Calls pool; this thread only updates widgets in slots."""
+double-clicking a cell there selects its run here). Network work happens in
+TrainerQBridgeThread (the watch), LogThread and the Calls pool; this thread only
+updates widgets in slots."""
 
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ class MainWindow(QMainWindow):
         split.addWidget(self.details)
         split.setSizes([720, 520])
         self.runs_view = split
-        self.experiments = ExperimentsView(self.calls, refresh_ms=max(refresh_ms, 1000))
+        self.experiments = ExperimentsView(self.calls, refresh_ms=2 * refresh_ms)
         self.experiments.open_run.connect(self.open_run)
         self.tabs = QTabWidget()
         self.tabs.addTab(split, "Runs")
