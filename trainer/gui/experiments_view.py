@@ -227,6 +227,7 @@ class ExperimentsView(QWidget):
     def _results_failed(self, err: dict) -> None:
         self.busy.discard("results")
         self.results_error = err
+        self.dirty = self.dirty or bool(err.get("retryable"))   # again at the next tick
         self.message.setText(f"results: {err['code']}: {err['message']}")
 
     def _metric_chosen(self, metric: str) -> None:
