@@ -1,6 +1,8 @@
-"""The main window: health strip, runs table with a filter box, the selected run's
-details, a submit dialog. Network work happens in TrainerQBridgeThread (the watch),
-LogThread and the Calls pool; this thread only updates widgets in slots."""
+"""The main window: health strip, then two tabs: the runs (a table with a filter box,
+the selected run's details, a submit dialog) and the experiments (experiments_view;
+double-clicking a cell there selects its run here). Network work happens in
+TrainerQBridgeThread (the watch), LogThread and the Calls pool; this thread only
+updates widgets in slots."""
 
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ from typing import Any, Optional
 from PySide6.QtCore import QItemSelection, Qt, QTimer
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (QAbstractItemView, QApplication, QHBoxLayout, QHeaderView, QLineEdit,
-                               QMainWindow, QPushButton, QSplitter, QTableView, QVBoxLayout,
-                               QWidget)
+                               QMainWindow, QPushButton, QSplitter, QTableView, QTabWidget,
+                               QVBoxLayout, QWidget)
 
 from trainer.client import default_address, default_token
 from trainer.gui import convert
@@ -19,6 +21,7 @@ from trainer.gui.bridge import TrainerQBridgeThread
 from trainer.gui.qtcalls import Calls
 from trainer.gui.convert import STATUS, TERMINAL
 from trainer.gui.details import RunDetails
+from trainer.gui.experiments_view import ExperimentsView
 from trainer.gui.health_strip import HealthStrip
 from trainer.gui.runs_model import RUN_ID_ROLE, RunsFilter, RunsModel
 from trainer.gui.submit_dialog import SubmitDialog
@@ -67,10 +70,16 @@ class MainWindow(QMainWindow):
         split.addWidget(left)
         split.addWidget(self.details)
         split.setSizes([720, 520])
+        self.runs_view = split
+        self.experiments = ExperimentsView(self.calls, refresh_ms=2 * refresh_ms)
+        self.experiments.open_run.connect(self.open_run)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(split, "Runs")
+        self.tabs.addTab(self.experiments, "Experiments")
         central = QWidget()
         lay = QVBoxLayout(central)
         lay.addWidget(self.health)
-        lay.addWidget(split, 1)
+        lay.addWidget(self.tabs, 1)
         self.setCentralWidget(central)
         self.resize(1280, 720)
         self.bridge = TrainerQBridgeThread(self.address, self.token, parent=self)
@@ -136,6 +145,25 @@ class MainWindow(QMainWindow):
                 return True
         return False
 
+    def open_run(self, run_id: str) -> None:
+        """Show the runs view with ``run_id`` selected (the experiments' click-through):
+        the filter is cleared if it hides the run; a run the table has not seen yet is
+        fetched first."""
+        self.tabs.setCurrentWidget(self.runs_view)
+        if self.select_run(run_id):
+            return
+        if self.filter.text():
+            self.filter.setText("")
+            if self.select_run(run_id):
+                return
+
+        def got(run: dict[str, Any]) -> None:
+            self.model.upsert([run])
+            self.select_run(run_id)
+        self.calls.start(lambda c: convert.run(c.get(run_id)), got,
+                         lambda err: self.statusBar().showMessage(
+                             f"run {run_id}: {err['code']}: {err['message']}", 5000))
+
     def open_submit(self) -> SubmitDialog:
         if self.dialog is None:
             self.dialog = SubmitDialog(self.calls, self)
@@ -156,6 +184,7 @@ class MainWindow(QMainWindow):
         self.closed = True
         self.refresh.stop()
         self.health.shutdown()
+        self.experiments.shutdown()
         self.details.shutdown()
         self.bridge.stop()
         self.calls.close()

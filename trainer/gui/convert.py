@@ -78,6 +78,38 @@ def metrics(m: pb.GetMetricsResponse) -> dict[str, Any]:
             "next_offset": m.next_offset}
 
 
+def experiment(e: pb.Experiment) -> dict[str, Any]:
+    """An experiment (ListExperiments: no cells; GetExperiment: with each cell's run)."""
+    return {"name": e.name, "status": e.status, "revision": e.revision,
+            "description": e.description, "cell_count": e.cell_count,
+            "run_counts": {k: int(v) for k, v in e.run_counts.items()},
+            "point_labels": list(e.point_labels), "max_concurrent": e.max_concurrent,
+            "created_at": _ts(e, "created_at"), "updated_at": _ts(e, "updated_at"),
+            "cells": [{"point": c.point, "seed": c.seed, "run_id": c.run_id,
+                       "status": STATUS.get(c.status, "unknown"), "attempt": c.attempt,
+                       "cause": CAUSE.get(c.cause, "")} for c in e.cells]}
+
+
+STATS = ("mean", "std", "median", "iqm", "ci_low", "ci_high")
+
+
+def results(r: pb.GetExperimentResultsResponse) -> dict[str, Any]:
+    """GetExperimentResults: the statistics per point (None where a point has none)
+    and, when asked for, each point's curve."""
+    points = []
+    for p in r.points:
+        stats = {k: (getattr(p, k) if p.has_stats else None) for k in STATS}
+        points.append({"point": p.point, "label": p.label, "seeds_total": p.seeds_total,
+                       "completed": p.seeds_completed, "failed": p.seeds_failed,
+                       "cancelled": p.seeds_cancelled, "running": p.seeds_running,
+                       "pending": p.seeds_pending, "n": p.n, "missing": p.missing,
+                       "rank": p.rank, "best": p.best, **stats})
+    return {"metric": r.metric, "metrics": list(r.metrics), "points": points,
+            "curves": [{"point": c.point, "steps": list(c.steps), "mean": list(c.mean),
+                        "low": list(c.low), "high": list(c.high), "n": c.n}
+                       for c in r.curves]}
+
+
 def error(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, TrainerError):
         return {"code": exc.code.name, "message": exc.message, "field": exc.field,

@@ -101,7 +101,7 @@ class RunDetails(QWidget):
         self.run_id, self.offset, self.status = run_id, 0, ""
         self.shown_seq = -1
         self.metric_return = None
-        self.curve.clear()
+        self.curve.clear_series()
         self.log.clear()
         self.artifacts.clear()
         self.message.clear()
