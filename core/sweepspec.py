@@ -154,19 +154,25 @@ def point_key(point: dict[str, Any]) -> str:
 
 
 def point_label(point: dict[str, Any]) -> str:
-    """A short name for a point: ``noise_std=0.5 elite_frac=0.2`` (the last part of
-    each path); ``(template)`` for the point of an experiment without axes."""
+    """A short name for a point: ``noise_std=0.5, env=CartPole-v1``, each axis by the
+    last part of its path (the whole path where two axes share it), in the point's
+    order, floats to 6 significant digits (a whole one as ``1.0``); ``(template)`` for the point of an experiment
+    without axes. The one naming of points (the CLI, the results, the GUI)."""
     if not point:
         return "(template)"
-    return " ".join(f"{path.rsplit('.', 1)[-1]}={_short(value)}" for path, value in point.items())
+    short = {path: path.rsplit(".", 1)[-1] for path in point}
+    names = list(short.values())
+    return ", ".join(f"{path if names.count(short[path]) > 1 else short[path]}={_short(v)}"
+                     for path, v in point.items())
 
 
 def _short(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.4g}"
+        text = f"{value:.6g}"
+        return text + ".0" if text.lstrip("-").isdigit() else text  # 1.0, not 1
     if isinstance(value, str):
         return value
-    return json.dumps(value, separators=(",", ":"))
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 # --- parsing ---------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from core.errors import ValidationError
 from core.ids import is_run_id
 from core.rundir import METRICS_FILE
 from core.runstate import RunStatus
+from core.sweepspec import point_label
 from runtime import seedstats
 
 CHUNK = 64 * 1024            # the first tail read; each further read doubles, up to:
@@ -229,27 +230,7 @@ def read_metrics(path: str, metric: str, *, curve: bool = False,
 
 # --- the results ----------------------------------------------------------------------
 
-def _text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool) or value is None:
-        return json.dumps(value)
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, int):
-        return str(value)
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def label(values: dict[str, Any]) -> str:
-    """"noise_std=0.5, lr=0.001": each axis by its last path component (the whole path
-    where two axes share one), in the point's order; "(template)" for an empty map."""
-    if not values:
-        return "(template)"
-    short = {axis: str(axis).rsplit(".", 1)[-1] for axis in values}
-    shared = {s for s in short.values() if list(short.values()).count(s) > 1}
-    return ", ".join(f"{axis if short[axis] in shared else short[axis]}={_text(v)}"
-                     for axis, v in values.items())
+label = point_label   # the one naming of points (core.sweepspec)
 
 
 def _check(points: list[dict[str, Any]], cells: list[CellRef]) -> None:

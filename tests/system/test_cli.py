@@ -150,7 +150,7 @@ def test_make_demo_path_with_a_small_budget(trainer_home: str) -> None:
     assert result.returncode == 0, out + result.stderr
     for expected in ("trainer up", "COMPLETED", "eval-final.mp4", "checkpoint", "stdout.log",
                      "sweep-cartpole revision 1: 2 points x 3 seeds, 6 new runs",
-                     "6 cells: 6 COMPLETED", "noise_std=0.05", "sweep-cartpole.png",
+                     "6 cells: 6 COMPLETED", "population=8", "sweep-cartpole.png",
                      "chain intact", "stopped"):
         assert expected in out, f"{expected!r} missing from the demo's output:\n{out}"
 

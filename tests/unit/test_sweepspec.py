@@ -168,5 +168,5 @@ def test_a_config_refusal_is_blamed_on_the_axis_value_that_caused_it() -> None:
 
 def test_cell_config_creates_the_maps_on_a_path_and_labels_are_short() -> None:
     assert cell_config({}, {"resources.gpus": 1}, 3) == {"resources": {"gpus": 1}, "seed": 3}
-    assert point_label({"hyperparameters.noise_std": 0.123456, "env": "CartPole-v1"}) == \
-        "noise_std=0.1235 env=CartPole-v1"
+    assert point_label({"hyperparameters.noise_std": 0.1234567, "env": "CartPole-v1"}) == \
+        "noise_std=0.123457, env=CartPole-v1"
