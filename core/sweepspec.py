@@ -156,8 +156,9 @@ def point_key(point: dict[str, Any]) -> str:
 def point_label(point: dict[str, Any]) -> str:
     """A short name for a point: ``noise_std=0.5, env=CartPole-v1``, each axis by the
     last part of its path (the whole path where two axes share it), in the point's
-    order, floats to 6 significant digits (a whole one as ``1.0``); ``(template)`` for the point of an experiment
-    without axes. The one naming of points (the CLI, the results, the GUI)."""
+    order, floats to 6 significant digits (a whole one as ``1.0``); ``(template)`` for
+    the point of an experiment without axes. The one naming of points (the CLI, the
+    results, the GUI)."""
     if not point:
         return "(template)"
     short = {path: path.rsplit(".", 1)[-1] for path in point}
