@@ -21,30 +21,40 @@ INT_MIN, INT_MAX = -(2**63), 2**64 - 1   # what msgpack (the bus codec) can enco
 
 
 def config_of(request: pb.SubmitRunRequest) -> dict[str, Any]:
-    which = request.WhichOneof("config_source")
-    if which == "config_json":
-        if len(request.config_json.encode()) > 4 * MAX_CONFIG_BYTES:
-            raise exhausted("config_json", f"is larger than {MAX_CONFIG_BYTES} bytes")
+    return map_of(request, "config", MAX_CONFIG_BYTES)
+
+
+def map_of(request: Any, name: str, limit: int) -> dict[str, Any]:
+    """The map a request carries as the Struct ``name`` or the JSON text ``name_json``
+    (the oneof ``name_source``: a SubmitRun config, a CreateExperiment spec), checked to
+    be plain data of at most ``limit`` bytes as canonical JSON; each refusal names the
+    field."""
+    text_field = f"{name}_json"
+    which = request.WhichOneof(f"{name}_source")
+    if which == text_field:
+        text = getattr(request, text_field)
+        if len(text.encode()) > 4 * limit:
+            raise exhausted(text_field, f"is larger than {limit} bytes")
         try:
-            config = json.loads(request.config_json, parse_constant=float)  # NaN: named below
+            data = json.loads(text, parse_constant=float)  # NaN: named below
         except RecursionError:
-            raise invalid("config_json", f"nests maps and lists deeper than {MAX_DEPTH} "
+            raise invalid(text_field, f"nests maps and lists deeper than {MAX_DEPTH} "
                           "levels") from None
         except ValueError as exc:
-            raise invalid("config_json", f"is not valid JSON: {exc}") from None
-        if not isinstance(config, dict):
-            raise invalid("config_json", "must be a JSON object")
-    elif which == "config":
+            raise invalid(text_field, f"is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise invalid(text_field, "must be a JSON object")
+    elif which == name:
         # Struct numbers are doubles: whole ones become ints (seed, steps, ...)
-        config = whole_floats_as_ints(struct_to_dict(request.config))[0]
+        data = whole_floats_as_ints(struct_to_dict(getattr(request, name)))[0]
     else:
-        raise invalid("config", "is required (config or config_json)")
-    check_plain(config)
-    size = len(canonical_json(config).encode())
-    if size > MAX_CONFIG_BYTES:
-        raise exhausted("config", f"is {size} bytes; the limit is {MAX_CONFIG_BYTES} bytes "
+        raise invalid(name, f"is required ({name} or {text_field})")
+    check_plain(data)
+    size = len(canonical_json(data).encode())
+    if size > limit:
+        raise exhausted(name, f"is {size} bytes; the limit is {limit} bytes "
                         "(canonical JSON)")
-    return config
+    return data
 
 
 def struct_to_dict(message: struct_pb2.Struct) -> dict[str, Any]:

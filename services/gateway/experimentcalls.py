@@ -6,20 +6,19 @@ decides the rest in one request (core.experimentcommands)."""
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any, Mapping, Optional
 
 import grpc
 
 from core import experimentcommands as xcmds
-from core.digest import canonical_json, whole_floats_as_ints
+from core.digest import canonical_json
 from core.errors import ValidationError
 from core.protocol import GetEnv, GetExperiment, ListExperiments
 from core.sweepspec import SweepSpec, cell_config, parse_spec, point_label
 from services.gateway.calls import RegistryAccess
-from services.gateway.configcheck import check_plain, struct_to_dict
-from services.gateway.errors import CallError, exhausted, invalid
+from services.gateway.configcheck import map_of
+from services.gateway.errors import CallError, invalid
 from services.gateway.mapping import Mapper, timestamp
 from services.gateway.submitcode import SubmitIdentity
 from trainer_api.v1 import trainer_pb2 as pb
@@ -31,27 +30,7 @@ MAX_TEXT = 1000
 
 
 def spec_of(request: pb.CreateExperimentRequest) -> dict[str, Any]:
-    which = request.WhichOneof("spec_source")
-    if which == "spec_json":
-        if len(request.spec_json.encode()) > 4 * MAX_SPEC_BYTES:
-            raise exhausted("spec_json", f"is larger than {MAX_SPEC_BYTES} bytes")
-        try:
-            spec = json.loads(request.spec_json, parse_constant=float)
-        except RecursionError:
-            raise invalid("spec_json", "nests maps and lists too deep") from None
-        except ValueError as exc:
-            raise invalid("spec_json", f"is not valid JSON: {exc}") from None
-        if not isinstance(spec, dict):
-            raise invalid("spec_json", "must be a JSON object")
-    elif which == "spec":
-        spec = whole_floats_as_ints(struct_to_dict(request.spec))[0]
-    else:
-        raise invalid("spec", "is required (spec or spec_json)")
-    check_plain(spec)
-    size = len(canonical_json(spec).encode())
-    if size > MAX_SPEC_BYTES:
-        raise exhausted("spec", f"is {size} bytes; the limit is {MAX_SPEC_BYTES} bytes")
-    return spec
+    return map_of(request, "spec", MAX_SPEC_BYTES)
 
 
 def parsed(spec: dict[str, Any]) -> SweepSpec:

@@ -95,32 +95,33 @@ class ExperimentHandlers:
 
     def cancel(self, args: dict[str, Any], rid: str, src: str) -> tuple[Any, list[StoredEvent]]:
         cmd = from_map(xcmds.CancelExperiment, args, "CancelExperiment")
-        xcmds.check_experiment_name(cmd.name)
-        before = load_experiment(self.conn, cmd.name)
-        runs = self._runs(before)
-        mine, per_run = xcmds.decide_cancel_experiment(before, cmd, runs)
-        stored = self._apply_runs(runs, per_run, rid, src)
-        state, appended = self.registry._append(before, mine, rid, src)
-        assert isinstance(state, ExperimentState)
-        asked = list(mine[0].runs) if mine else []  # type: ignore[attr-defined]
-        return {**self._reply(state), "cancelled": asked}, stored + appended
+        reply, stored, mine = self._each_run(cmd, xcmds.decide_cancel_experiment, rid, src)
+        return {**reply, "cancelled": list(mine[0].runs) if mine else []}, stored
 
     def rerun(self, args: dict[str, Any], rid: str, src: str) -> tuple[Any, list[StoredEvent]]:
         cmd = from_map(xcmds.RerunExperiment, args, "RerunExperiment")
+        reply, stored, mine = self._each_run(cmd, xcmds.decide_rerun_experiment, rid, src,
+                                             check=self.registry.env_gone)
+        return {**reply, "rerun": list(mine[0].runs) if mine else []}, stored
+
+    def _each_run(self, cmd: Any, decide: Callable[..., Any], rid: str, src: str,
+                  check: Optional[Callable[[RunState], str]] = None) -> tuple[Any, Any, Any]:
+        """A command on every cell's run: the experiment's event and each run's, in this
+        request's savepoint. ``check(run)``: why a run the decision names must not be
+        changed ("" where it may)."""
         xcmds.check_experiment_name(cmd.name)
         before = load_experiment(self.conn, cmd.name)
         runs = self._runs(before)
-        mine, per_run = xcmds.decide_rerun_experiment(before, cmd, runs)
+        mine, per_run = decide(before, cmd, runs)
         by_id = {r.run_id: r for r in runs}
         for events in per_run:
-            gone = self.registry.env_gone(by_id[events[0].run_id])
-            if gone:
-                raise ValidationError("python_env", gone)
+            refusal = check(by_id[events[0].run_id]) if check is not None else ""
+            if refusal:
+                raise ValidationError("python_env", refusal)
         stored = self._apply_runs(runs, per_run, rid, src)
         state, appended = self.registry._append(before, mine, rid, src)
         assert isinstance(state, ExperimentState)
-        return {**self._reply(state), "rerun": [e[0].run_id for e in per_run]}, \
-            stored + appended
+        return self._reply(state), stored + appended, mine
 
     def _runs(self, state: Optional[ExperimentState]) -> list[RunState]:
         if state is None:
