@@ -35,6 +35,7 @@ class TerminalCause(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TERMINAL_CAUSE_CANCELLED: _ClassVar[TerminalCause]
     TERMINAL_CAUSE_CHECKPOINT_IGNORED: _ClassVar[TerminalCause]
     TERMINAL_CAUSE_MEMORY_LIMIT: _ClassVar[TerminalCause]
+    TERMINAL_CAUSE_NOT_LEARNING: _ClassVar[TerminalCause]
 
 class LogStream(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -60,12 +61,13 @@ TERMINAL_CAUSE_SPAWN_ERROR: TerminalCause
 TERMINAL_CAUSE_CANCELLED: TerminalCause
 TERMINAL_CAUSE_CHECKPOINT_IGNORED: TerminalCause
 TERMINAL_CAUSE_MEMORY_LIMIT: TerminalCause
+TERMINAL_CAUSE_NOT_LEARNING: TerminalCause
 LOG_STREAM_UNSPECIFIED: LogStream
 LOG_STREAM_STDOUT: LogStream
 LOG_STREAM_STDERR: LogStream
 
 class Heartbeat(_message.Message):
-    __slots__ = ("sent_at", "received_at", "beat", "step", "episode", "last_return", "mean_return", "steps_per_s", "rss_bytes", "gpu_mem_bytes", "progress")
+    __slots__ = ("sent_at", "received_at", "beat", "step", "episode", "last_return", "mean_return", "steps_per_s", "rss_bytes", "gpu_mem_bytes", "progress", "updates", "metrics_finite", "phase")
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
     RECEIVED_AT_FIELD_NUMBER: _ClassVar[int]
     BEAT_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +79,9 @@ class Heartbeat(_message.Message):
     RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
     GPU_MEM_BYTES_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    UPDATES_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FINITE_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
     sent_at: _timestamp_pb2.Timestamp
     received_at: _timestamp_pb2.Timestamp
     beat: int
@@ -88,10 +93,33 @@ class Heartbeat(_message.Message):
     rss_bytes: int
     gpu_mem_bytes: int
     progress: _struct_pb2.Struct
-    def __init__(self, sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., beat: _Optional[int] = ..., step: _Optional[int] = ..., episode: _Optional[int] = ..., last_return: _Optional[float] = ..., mean_return: _Optional[float] = ..., steps_per_s: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., gpu_mem_bytes: _Optional[int] = ..., progress: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    updates: int
+    metrics_finite: bool
+    phase: str
+    def __init__(self, sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., beat: _Optional[int] = ..., step: _Optional[int] = ..., episode: _Optional[int] = ..., last_return: _Optional[float] = ..., mean_return: _Optional[float] = ..., steps_per_s: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., gpu_mem_bytes: _Optional[int] = ..., progress: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., updates: _Optional[int] = ..., metrics_finite: _Optional[bool] = ..., phase: _Optional[str] = ...) -> None: ...
+
+class RunFlag(_message.Message):
+    __slots__ = ("rule", "action", "flagged_at", "cleared_at", "evidence", "cleared_evidence", "seq", "attempt")
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    FLAGGED_AT_FIELD_NUMBER: _ClassVar[int]
+    CLEARED_AT_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    CLEARED_EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    rule: str
+    action: str
+    flagged_at: _timestamp_pb2.Timestamp
+    cleared_at: _timestamp_pb2.Timestamp
+    evidence: _struct_pb2.Struct
+    cleared_evidence: _struct_pb2.Struct
+    seq: int
+    attempt: int
+    def __init__(self, rule: _Optional[str] = ..., action: _Optional[str] = ..., flagged_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cleared_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., evidence: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., cleared_evidence: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., seq: _Optional[int] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class RunRecord(_message.Message):
-    __slots__ = ("run_id", "status", "cause", "exit_code", "signal", "waiting_reason", "gpus", "pid", "submitted_at", "started_at", "finished_at", "updated_at", "last_heartbeat", "artifact_count", "last_seq", "config_json", "priority", "cancel_requested_by", "cancel_reason", "message", "digest", "submitted_by", "host", "gpus_held", "name", "tags", "submitted_seq", "attempt", "max_attempts", "resume_from", "last_attempt_cause", "code_digest", "code_json", "attempt_code_json", "experiment")
+    __slots__ = ("run_id", "status", "cause", "exit_code", "signal", "waiting_reason", "gpus", "pid", "submitted_at", "started_at", "finished_at", "updated_at", "last_heartbeat", "artifact_count", "last_seq", "config_json", "priority", "cancel_requested_by", "cancel_reason", "message", "digest", "submitted_by", "host", "gpus_held", "name", "tags", "submitted_seq", "attempt", "max_attempts", "resume_from", "last_attempt_cause", "code_digest", "code_json", "attempt_code_json", "experiment", "flags")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     CAUSE_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +155,7 @@ class RunRecord(_message.Message):
     CODE_JSON_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_CODE_JSON_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     status: RunStatus
     cause: TerminalCause
@@ -162,7 +191,8 @@ class RunRecord(_message.Message):
     code_json: str
     attempt_code_json: str
     experiment: str
-    def __init__(self, run_id: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., cause: _Optional[_Union[TerminalCause, str]] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., waiting_reason: _Optional[str] = ..., gpus: _Optional[_Iterable[str]] = ..., pid: _Optional[int] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., artifact_count: _Optional[int] = ..., last_seq: _Optional[int] = ..., config_json: _Optional[str] = ..., priority: _Optional[int] = ..., cancel_requested_by: _Optional[str] = ..., cancel_reason: _Optional[str] = ..., message: _Optional[str] = ..., digest: _Optional[str] = ..., submitted_by: _Optional[str] = ..., host: _Optional[str] = ..., gpus_held: _Optional[bool] = ..., name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., submitted_seq: _Optional[int] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., resume_from: _Optional[str] = ..., last_attempt_cause: _Optional[_Union[TerminalCause, str]] = ..., code_digest: _Optional[str] = ..., code_json: _Optional[str] = ..., attempt_code_json: _Optional[str] = ..., experiment: _Optional[str] = ...) -> None: ...
+    flags: _containers.RepeatedCompositeFieldContainer[RunFlag]
+    def __init__(self, run_id: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., cause: _Optional[_Union[TerminalCause, str]] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., waiting_reason: _Optional[str] = ..., gpus: _Optional[_Iterable[str]] = ..., pid: _Optional[int] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., artifact_count: _Optional[int] = ..., last_seq: _Optional[int] = ..., config_json: _Optional[str] = ..., priority: _Optional[int] = ..., cancel_requested_by: _Optional[str] = ..., cancel_reason: _Optional[str] = ..., message: _Optional[str] = ..., digest: _Optional[str] = ..., submitted_by: _Optional[str] = ..., host: _Optional[str] = ..., gpus_held: _Optional[bool] = ..., name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., submitted_seq: _Optional[int] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., resume_from: _Optional[str] = ..., last_attempt_cause: _Optional[_Union[TerminalCause, str]] = ..., code_digest: _Optional[str] = ..., code_json: _Optional[str] = ..., attempt_code_json: _Optional[str] = ..., experiment: _Optional[str] = ..., flags: _Optional[_Iterable[_Union[RunFlag, _Mapping]]] = ...) -> None: ...
 
 class SubmitRunRequest(_message.Message):
     __slots__ = ("config", "config_json", "submitted_by", "request_id")
