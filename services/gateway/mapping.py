@@ -135,6 +135,7 @@ class Mapper:
         recorded = recorded_heartbeat(view, heartbeat)
         if recorded is not None:
             rec.last_heartbeat.CopyFrom(recorded)
+        rec.flags.extend(run_flag(f) for f in _list(view.get("flags")) if isinstance(f, dict))
         return rec
 
     def run_event(self, env: Envelope, status: Optional[str]) -> pb.RunEvent:
@@ -148,12 +149,33 @@ class Mapper:
         return msg
 
 
+def run_flag(flag: Mapping[str, Any]) -> pb.RunFlag:
+    """A liveness flag of the run view (core.runstate's flag log entry)."""
+    msg = pb.RunFlag(rule=str(flag.get("rule") or ""), action=str(flag.get("action") or ""),
+                     seq=_int(flag.get("seq")), attempt=_int(flag.get("attempt")) or 1)
+    for name in ("flagged_at", "cleared_at"):
+        value = flag.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and math.isfinite(value):
+            getattr(msg, name).CopyFrom(timestamp(value))
+    for name in ("evidence", "cleared_evidence"):
+        value = flag.get(name)
+        if isinstance(value, dict):
+            getattr(msg, name).CopyFrom(struct(value))
+    return msg
+
+
 def heartbeat_message(payload: Mapping[str, Any], sent_at: float,
                       received_at: float) -> pb.Heartbeat:
     hb = pb.Heartbeat(beat=_int(payload.get("beat")), step=_int(payload.get("step")),
                       episode=_int(payload.get("episode")),
                       steps_per_s=_float(payload.get("steps_per_s")) or 0.0,
-                      rss_bytes=_int(payload.get("rss_bytes")))
+                      rss_bytes=_int(payload.get("rss_bytes")),
+                      updates=_int(payload.get("updates")),
+                      phase=str(payload.get("phase") or ""))
+    finite = payload.get("metrics_finite")
+    if isinstance(finite, bool):
+        hb.metrics_finite = finite
     for name in ("last_return", "mean_return"):
         value = _float(payload.get(name))
         if value is not None:
