@@ -9,6 +9,8 @@ way, for the liveness rules (docs/SUPERVISION.md). Hyperparameters:
   with an evaluation of ``eval_s`` seconds declared with ``run.evaluating()`` every
   ``eval_every_s``: no step meanwhile);
 - ``duration_s``: it finishes ``completed`` after this long (default 30), or on a stop;
+- in ``stall`` mode, ``stall.json`` in the run folder holds ``last_step_at``, the wall
+  time of its last step before the stall (for the detection latency's benchmark);
 - a checkpoint asked for (``run.checkpoint_requested``: SIGUSR1) is written to
   ``checkpoints/requested-<n>.json`` and registered as a ``checkpoint`` artifact.
 """
@@ -29,7 +31,7 @@ def main() -> int:
     with Run.from_env() as run:
         t0 = time.monotonic()
         step, done = 0, 0.0   # steps, and the fraction of a step carried over
-        saved = 0
+        saved, last_step_at, told = 0, time.time(), False
         next_eval = float(p.get("eval_every_s", 1e9))
         while not run.wait_for_stop(tick):
             now = time.monotonic() - t0
@@ -49,6 +51,12 @@ def main() -> int:
                 next_eval = time.monotonic() - t0 + float(p.get("eval_every_s", 1e9))
                 continue
             done += _rate(mode, p, now, rate) * tick
+            if int(done):
+                last_step_at = time.time()
+            elif mode == "stall" and not told and now >= float(p.get("stall_at_s", 1.0)):
+                told = True
+                with open(os.path.join(run.run_dir, "stall.json"), "w", encoding="utf-8") as fh:
+                    json.dump({"last_step_at": last_step_at}, fh)
             step += int(done)
             done -= int(done)
             run.progress(step=step)
