@@ -9,13 +9,16 @@ flags in GetRun and WatchRuns, `trainer ls` marks them and `trainer show` lists 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
+import zmq
 
+from core.settings import Settings
 from tests.helpers import REPO, wait_until
 from tests.system.dispatch_helpers import TERMINAL, run_of, submit, wait_status
 from tests.system.gateway import Gateway
@@ -203,3 +206,54 @@ def test_the_gateway_and_the_cli_show_the_flags(dstack: Stack) -> None:
         wait_until(lambda: c.get(run_id).status in {4, 5, 6}, 30, message="the cancel")
     finally:
         gw.close()
+
+
+FAKE_CUDA = os.path.join(REPO, "tests", "fixtures", "fake_cuda")
+
+
+@pytest.fixture
+def nvml_stack(service_env: dict[str, str], ctx: zmq.Context,
+               tmp_path: Path) -> Iterator[tuple[Stack, Path]]:
+    """bus + registry + dispatcher reading its GPU through NVML: the emulated one of
+    tests/fixtures/fake_cuda, whose utilisation is the number in a file the test writes
+    (not TRAINER_FAKE_GPUS, whose fake GPUs gpu_idle never judges)."""
+    busy = tmp_path / "utilization"
+    busy.write_text("0")
+    env = {**service_env, "TRAINER_CPU_SLOTS": "2", "TRAINER_STATUS_INTERVAL": "0.5",
+           "FAKE_CUDA_DIR": str(tmp_path / "cuda"), "FAKE_CUDA_UTILIZATION": str(busy),
+           "PYTHONPATH": os.pathsep.join(p for p in (FAKE_CUDA, service_env.get(
+               "PYTHONPATH", "")) if p)}
+    (tmp_path / "cuda").mkdir()
+    s = Stack(env, Settings.from_env(env), ctx)
+    try:
+        s.start_bus()
+        s.start_registry()
+        s.start_dispatcher()
+        yield s, busy
+    finally:
+        s.close()
+
+
+def test_an_idle_gpu_is_flagged_and_cleared_once_busy_again(
+        nvml_stack: tuple[Stack, Path]) -> None:
+    stack, busy = nvml_stack
+    run_id = learning(stack, {"mode": "healthy", "duration_s": 30.0},
+                      liveness(gpu_idle={"window_s": 1.0}), gpus=1)
+    flag = flagged(stack, run_id, "gpu_idle", timeout=30)
+    ev = flag["evidence"]
+    assert ev["utilization_pct"] == 0 and ev["threshold_pct"] == 5 and ev["for_s"] >= 1.0
+    assert len(ev["gpus"]) == 1 and ev["gpus"][0].startswith("GPU-")
+    busy.write_text("50")
+    cleared = wait_until(lambda: events_of(stack, run_id, "RunFlagCleared"), 30,
+                         message="the gpu_idle flag to clear")
+    assert cleared[0]["rule"] == "gpu_idle" and cleared[0]["evidence"]["utilization_pct"] == 50
+    stack.client().call("request_cancel", {"run_id": run_id, "reason": "done"})
+    assert wait_status(stack, run_id, TERMINAL)["status"] == "CANCELLED"
+
+
+def test_fake_gpus_are_never_judged_idle(dstack: Stack) -> None:
+    """TRAINER_FAKE_GPUS: no utilisation to read, so no gpu_idle flag, however long."""
+    run_id = learning(dstack, {"mode": "healthy", "duration_s": 5.0},
+                      liveness(gpu_idle={"window_s": 0.5}), gpus=1)
+    assert wait_status(dstack, run_id, TERMINAL)["status"] == "COMPLETED"
+    assert events_of(dstack, run_id, "RunFlagged") == []
