@@ -1,0 +1,174 @@
+"""Every metric the SDK logs, also in TensorBoard event files (docs/WORKERS.md,
+"TensorBoard"): ``runs/<run_id>/tensorboard/<label>/events.out.tfevents.<time>.<host>
+.trainer-sdk``, so that ``tensorboard --logdir $TRAINER_HOME/runs`` lists the run as
+``<run_id>/tensorboard/<label>``: its id and its name (the config's ``name``, else its
+``worker``; core.rundir has the names).
+
+One ``Run.log_metrics`` call is one TensorBoard event at its step and time, holding
+every numeric value as a scalar (``simple_value``: TensorBoard keeps float32, while
+``metrics.jsonl`` keeps the full doubles). The file's first event after the header is
+a text summary ``trainer/run`` naming the run (TensorBoard's TEXT tab).
+
+The hot path is cheap: tensorboardX's ``EventsWriter`` (the record writer under its
+``SummaryWriter``) is called directly, in the caller's thread, a buffered write of about
+7 us a call; ``SummaryWriter`` would hand each event to a multiprocessing queue and two
+threads (about 27 us a call, measured). A daemon thread flushes every FLUSH_S seconds
+when something was written, and ``close`` flushes, so a killed worker leaves a readable
+file (at most its last FLUSH_S seconds missing, and a torn last record that readers
+skip).
+
+Without tensorboardX (a worker's own environment may lack it), with SDK_TENSORBOARD=0
+(a run's ``env_vars`` may set it), or where the folder cannot be written, one line goes
+to stderr and the run goes on with metrics.jsonl only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import sys
+import threading
+from typing import Any, Mapping, Optional
+
+from core.rundir import CONFIG_FILE, TB_DIR, TB_SDK_SUFFIX
+
+SWITCH_ENV = "SDK_TENSORBOARD"   # "0": write no event files (a run may set it: env_vars)
+FLUSH_S = 2.0
+MAX_LABEL = 100
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+=,@-]+")
+
+
+def run_label(config: Mapping[str, Any]) -> str:
+    """The folder under ``tensorboard/`` for a run's config: its ``name``, else its
+    ``worker``, else ``trainer``, as a safe file name (other characters become ``_``,
+    at most MAX_LABEL characters, no leading dot)."""
+    for key in ("name", "worker"):
+        text = config.get(key)
+        if isinstance(text, str):
+            label = _UNSAFE.sub("_", text.strip()).lstrip(".")[:MAX_LABEL]
+            if label.strip("_"):
+                return label
+    return "trainer"
+
+
+def read_config(run_dir: str) -> dict[str, Any]:
+    """The run's config.json as the dispatcher wrote it; {} when absent or unreadable
+    (a script run by hand)."""
+    try:
+        with open(os.path.join(run_dir, CONFIG_FILE), encoding="utf-8") as fh:
+            got = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return got if isinstance(got, dict) else {}
+
+
+def _say(text: str) -> None:
+    print(f"worker.tbwriter: {text}", file=sys.stderr, flush=True)
+
+
+class TbWriter:
+    """The SDK's event file of one process, opened on the first ``write``."""
+
+    def __init__(self, run_dir: str, run_id: str,
+                 env: Optional[Mapping[str, str]] = None) -> None:
+        self.run_dir = run_dir
+        self.run_id = run_id
+        e = os.environ if env is None else env
+        self.enabled = e.get(SWITCH_ENV, "1") != "0"
+        self.path: Optional[str] = None
+        self._events: Any = None       # tensorboardX EventsWriter, once open
+        self._pb: Any = None           # (Event, Summary) classes
+        self._dirty = False
+        self._closed = threading.Event()
+        self._flusher: Optional[threading.Thread] = None
+
+    def _open(self) -> bool:
+        self.enabled = False           # until it is open: a failure is said once
+        try:
+            from tensorboardX.event_file_writer import EventsWriter
+            from tensorboardX.proto.event_pb2 import Event
+            from tensorboardX.proto.summary_pb2 import Summary
+            from tensorboardX.summary import text
+        except ImportError as exc:
+            _say(f"no TensorBoard files ({exc}); metrics go to metrics.jsonl only "
+                 "(pip install tensorboardX)")
+            return False
+        config = read_config(self.run_dir)
+        label = run_label(config)
+        folder = os.path.join(self.run_dir, TB_DIR, label)
+        try:
+            os.makedirs(folder, exist_ok=True)
+            events = EventsWriter(os.path.join(folder, "events"), TB_SDK_SUFFIX)
+        except OSError as exc:
+            _say(f"cannot write TensorBoard files in {folder} ({exc}); metrics go to "
+                 "metrics.jsonl only")
+            return False
+        self._events, self._pb = events, (Event, Summary)
+        self.path = events._file_name
+        about = (f"run `{self.run_id}` · name `{config.get('name') or '-'}` · worker "
+                 f"`{config.get('worker') or '-'}` · label `{label}`")
+        events.write_event(Event(step=0, summary=text("trainer/run", about)))
+        self._flusher = threading.Thread(target=self._flush_loop, name="tb-flush",
+                                         daemon=True)
+        self._flusher.start()
+        self.enabled = True
+        return True
+
+    def write(self, step: int, ts: float, values: Mapping[str, Any]) -> None:
+        """One event: every int or float value (not bool) as a scalar named by its key."""
+        if self._events is None and not (self.enabled and self._open()):
+            return
+        Event, Summary = self._pb
+        scalars = [Summary.Value(tag=k, simple_value=v) for k, v in values.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)
+                   and _fits(v)]
+        if not scalars or self._closed.is_set():
+            return
+        try:
+            self._events.write_event(Event(wall_time=ts, step=step,
+                                           summary=Summary(value=scalars)))
+        except OSError as exc:    # a full disk: said once, jsonl goes on
+            _say(f"TensorBoard file {self.path} not written ({exc}); stopped writing it")
+            self._closed.set()
+            return
+        self._dirty = True
+
+    def _flush_loop(self) -> None:
+        while not self._closed.wait(FLUSH_S):
+            self.flush()
+
+    def flush(self) -> None:
+        if self._events is None or not self._dirty:
+            return
+        self._dirty = False
+        try:
+            self._events.flush()
+        except (OSError, ValueError) as exc:   # ValueError: closed meanwhile
+            if not self._closed.is_set():
+                _say(f"TensorBoard file {self.path} not flushed ({exc})")
+
+    def close(self) -> None:
+        """Flush and close the file (idempotent); later writes are dropped."""
+        if self._events is None:
+            self.enabled = False
+            return
+        self._closed.set()
+        if self._flusher is not None and self._flusher is not threading.current_thread():
+            self._flusher.join(timeout=2)
+        try:
+            self._events.close()
+        except (OSError, ValueError) as exc:
+            _say(f"TensorBoard file {self.path} not closed cleanly ({exc})")
+        self._events = None
+        self.enabled = False
+
+
+def _fits(value: float) -> bool:
+    """A number TensorBoard's float32 takes (NaN and infinities are kept as such)."""
+    try:
+        number = float(value)
+    except OverflowError:   # an integer too large for a double
+        return False
+    return not math.isfinite(number) or abs(number) < 3.4e38
