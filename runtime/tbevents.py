@@ -3,8 +3,8 @@ points (docs/WORKERS.md, "TensorBoard").
 
 An event file is a TFRecord stream: each record is a little-endian uint64 length, the
 masked CRC-32C of those 8 bytes, the data (one serialized ``Event`` protocol buffer) and
-its masked CRC-32C. Both CRCs are checked (tensorboardX's ``crc32c``: the C ``crc32c``
-package where installed, else pure Python). The ``Event`` is parsed with the protocol
+its masked CRC-32C. Both CRCs are checked (``google-crc32c``, in C; tensorboardX's
+pure-Python one without it). The ``Event`` is parsed with the protocol
 buffers tensorboardX ships (``tensorboardX.proto.event_pb2``, TensorBoard's own schema).
 
 Why not TensorBoard's own loader: the ``tensorboard`` package is large (werkzeug,
@@ -33,8 +33,12 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from tensorboardX.crc32c import crc32c
 from tensorboardX.proto.event_pb2 import Event
+
+try:
+    from google_crc32c import value as crc32c   # C, Google's (a dependency)
+except ImportError:   # pragma: no cover - a bare environment: tensorboardX's own
+    from tensorboardX.crc32c import crc32c  # type: ignore[no-redef]
 
 from core.rundir import TB_MARK, TB_SDK_SUFFIX
 
