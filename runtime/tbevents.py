@@ -1,4 +1,5 @@
-"""TensorBoard event files read back: their scalars as (tag, step, wall_time, value)
+"""TensorBoard event files: their records framed (``record``, for worker/tbwriter.py)
+and read back: their scalars as (tag, step, wall_time, value)
 points (docs/WORKERS.md, "TensorBoard").
 
 An event file is a TFRecord stream: each record is a little-endian uint64 length, the
@@ -73,6 +74,13 @@ class FileScalars:
 def _masked_crc(data: bytes) -> int:
     crc = crc32c(data) & 0xFFFFFFFF
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def record(body: bytes) -> bytes:
+    """``body`` framed as one TFRecord (what split_records reads; the SDK's writer)."""
+    header = struct.pack("<Q", len(body))
+    return b"".join((header, _CRC.pack(_masked_crc(header)), body,
+                     _CRC.pack(_masked_crc(body))))
 
 
 def split_records(data: bytes) -> tuple[list[tuple[bytes, int]], int, Optional[str]]:

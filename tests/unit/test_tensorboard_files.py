@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -95,8 +96,13 @@ def test_a_file_cut_at_any_byte_reads_its_whole_records(tmp_path: Path) -> None:
     whole, used, error = tbevents.split_records(data)
     assert error is None and used == len(data)
     ends = [stop for _, stop in whole]
-    cut_file = tmp_path / "cut.tfevents"
     for cut in range(len(data) + 1):
+        records, used, error = tbevents.split_records(data[:cut])
+        assert error is None, cut
+        assert used == max([0] + [e for e in ends if e <= cut]), cut
+        assert len(records) == sum(e <= cut for e in ends)
+    cut_file = tmp_path / "cut.tfevents"
+    for cut in range(0, len(data) + 1, 7):                 # the same through the file
         cut_file.write_bytes(data[:cut])
         got = tbevents.read_scalars(str(cut_file))
         assert got.error is None, cut
@@ -163,3 +169,28 @@ def test_the_sdk_files_are_told_from_the_workers_own(tmp_path: Path) -> None:
         "runs/cleanrl/events.out.tfevents.1700000300.h"]
     sdk = tbevents.event_files(str(tmp_path), sdk=True)
     assert len(sdk) == 1 and sdk[0].startswith("tensorboard/trainer/")
+
+
+def test_without_tensorboardx_it_says_so_once_and_jsonl_goes_on(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorboardX.proto.event_pb2", None)  # ImportError
+    w = TbWriter(str(tmp_path), RUN, env={})
+    for step in range(3):
+        w.write(step, 1.0, {"a": 1.0})
+    w.close()
+    assert not (tmp_path / TB_DIR).exists()
+    err = capsys.readouterr().err
+    assert err.count("no TensorBoard files") == 1 and "pip install tensorboardX" in err
+
+
+def test_a_second_process_of_the_run_starts_its_own_file(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    first = _sdk_file(tmp_path)
+    monkeypatch.setattr(os, "getpid", lambda: 1)      # another attempt, the same second
+    second = _sdk_file(tmp_path)
+    assert first != second and os.path.dirname(first) == os.path.dirname(second)
+    acc = EventAccumulator(os.path.dirname(first))
+    acc.Reload()
+    assert len(acc.Scalars("return")) == 2 * len(VALUES)
