@@ -4,6 +4,9 @@ the `trainer` command):
 - a test-curves run's SDK event file, under ``tensorboard/<run name>/``, read back by
   runtime.tbevents and by TensorBoard's EventAccumulator, holds exactly its
   metrics.jsonl (at float32); GetMetrics does not send those values twice;
+- ``tensorboard --logdir $TRAINER_HOME/runs`` itself (the real server, its default data
+  loading) lists the SDK's run as ``<run_id>/tensorboard/<run name>`` beside the
+  worker-written one, and serves the jsonl's values;
 - a worker that writes its own logs as SB3 does (test-tensorboard): its scalars come in
   GetMetrics with ``tensorboard`` (after the jsonl points, paged by the cursor; old
   clients see the jsonl points only), and ``trainer sweep show --metric
@@ -14,8 +17,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -137,4 +145,56 @@ def test_a_workers_own_tensorboard_logs_are_its_metrics(dstack: Stack,
         assert results.metric == TAG and TAG in results.metrics
         assert len(results.curves) == 2 and all(cv.n == 2 for cv in results.curves)
     finally:
+        gw.close()
+
+
+def _get(port: int, path: str) -> object:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as got:
+            return json.loads(got.read())
+    except (urllib.error.URLError, ConnectionError):
+        return None
+
+
+def test_tensorboard_itself_lists_every_run_by_id_and_name(dstack: Stack) -> None:
+    gw = Gateway(dstack).start()
+    tb = None
+    try:
+        c = gw.client()
+        named = c.submit({"worker": "test-tensorboard", "name": "ppo-like", "seed": 0,
+                          "steps": 500, "heartbeat_interval_s": 0.2}).run
+        completed(c, named.run_id)
+        runs_dir = dstack.settings.runs_dir
+        with open(os.path.join(runs_dir, named.run_id, "metrics.jsonl"),
+                  encoding="utf-8") as fh:
+            records = [json.loads(line) for line in fh]
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        tb = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "tensorboard"),
+                               "--logdir", runs_dir, "--host", "127.0.0.1", "--port",
+                               str(port), "--reload_interval", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        want = {f"{named.run_id}/tensorboard/ppo-like", f"{named.run_id}/tensorboard/PPO_1"}
+        runs = wait_until(lambda: (got := _get(port, "/data/runs")) and want <= set(got)
+                          and got, 60, interval=0.2, message="TensorBoard to list the run")
+        assert all(r.startswith(named.run_id) for r in runs if named.run_id in r)
+        tags = wait_until(lambda: _get(port, "/data/plugin/scalars/tags"), 30,
+                          interval=0.2, message="TensorBoard's scalar tags")
+        assert set(tags[f"{named.run_id}/tensorboard/ppo-like"]) == {"sdk_score"}
+        assert set(tags[f"{named.run_id}/tensorboard/PPO_1"]) == {TAG, "train/loss"}
+        query = urllib.parse.urlencode({"run": f"{named.run_id}/tensorboard/ppo-like",
+                                        "tag": "sdk_score"})
+        points = _get(port, f"/data/plugin/scalars/scalars?{query}")
+        assert [(p[1], p[2]) for p in points] == \
+            [(r["step"], _f32(r["values"]["sdk_score"])) for r in records]
+        assert [p[0] for p in points] == pytest.approx([r["ts"] for r in records])
+    finally:
+        if tb is not None:
+            tb.send_signal(signal.SIGTERM)
+            try:
+                tb.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                tb.kill()
+                tb.wait(timeout=10)
         gw.close()
