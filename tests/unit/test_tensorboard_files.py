@@ -22,6 +22,7 @@ from tensorboardX.proto.summary_pb2 import Summary
 from tensorboardX.proto.tensor_pb2 import TensorProto
 
 from core.rundir import TB_DIR, TB_SDK_SUFFIX
+from tests.helpers import wait_until
 from runtime import tbevents
 from worker import tbwriter
 from worker.tbwriter import TbWriter, run_label
@@ -194,3 +195,20 @@ def test_a_second_process_of_the_run_starts_its_own_file(tmp_path: Path,
     acc = EventAccumulator(os.path.dirname(first))
     acc.Reload()
     assert len(acc.Scalars("return")) == 2 * len(VALUES)
+
+
+def test_the_flush_thread_leaves_a_readable_file_without_close(tmp_path: Path) -> None:
+    """A worker killed without finishing: what it wrote FLUSH_S seconds before is there."""
+    w = TbWriter(str(tmp_path), RUN, env={})
+    w.write(1, 1.0, {"a": 1.0})
+    assert w.path is not None
+    path = w.path
+    for step in range(2, 6):
+        w.write(step, float(step), {"a": float(step)})
+    try:
+        got = wait_until(lambda: [s.step for s in tbevents.read_scalars(path).scalars]
+                         == [1, 2, 3, 4, 5], tbwriter.FLUSH_S + 8,
+                         message="the flush thread to write the events out")
+        assert got
+    finally:
+        w.close()
