@@ -257,3 +257,22 @@ def test_fake_gpus_are_never_judged_idle(dstack: Stack) -> None:
                       liveness(gpu_idle={"window_s": 0.5}), gpus=1)
     assert wait_status(dstack, run_id, TERMINAL)["status"] == "COMPLETED"
     assert events_of(dstack, run_id, "RunFlagged") == []
+
+
+def test_a_dispatcher_killed_with_a_flag_standing_clears_it_after_adoption(
+        dstack: Stack) -> None:
+    """SIGKILL the dispatcher while a stall's flag stands; the restarted one adopts the
+    run, learns the flag from the registry, does not raise it again while the stall
+    goes on, and clears it once the steps advance: one RunFlagged, one RunFlagCleared."""
+    run_id = learning(dstack, {"mode": "stall", "stall_at_s": 0.5, "resume_after_s": 8.0,
+                               "duration_s": 14.0},
+                      liveness(stalled={"window_s": 0.8}))
+    flagged(dstack, run_id, "stalled")
+    dstack.dispatcher.kill9()
+    dstack.start_dispatcher()
+    cleared = wait_until(lambda: events_of(dstack, run_id, "RunFlagCleared"), 30,
+                         message="the stall's flag to clear after the restart")
+    assert cleared[0]["rule"] == "stalled"
+    assert wait_status(dstack, run_id, TERMINAL, timeout=30)["status"] == "COMPLETED"
+    assert len(events_of(dstack, run_id, "RunFlagged")) == 1
+    assert len(events_of(dstack, run_id, "RunAdopted")) == 1

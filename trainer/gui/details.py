@@ -19,8 +19,18 @@ from trainer.gui.bridge import LogThread
 from trainer.gui.qtcalls import Calls
 from trainer.gui.curve import CurveWidget
 
-METRIC_KEYS = ("return_mean", "eval_return_mean")
-SERIES = {"return_mean": "#2e7dd7", "eval_return_mean": "#2e9e4e", "heartbeat": "#f0a030"}
+# The SDK's built-in workers' names, then what a worker's own TensorBoard logs call the
+# return (SB3's rollout/ep_rew_mean, CleanRL's charts/episodic_return: GetMetrics with
+# tensorboard, docs/WORKERS.md "TensorBoard").
+METRIC_KEYS = ("return_mean", "eval_return_mean", "rollout/ep_rew_mean",
+               "charts/episodic_return", "eval/mean_reward")
+SERIES = {"return_mean": "#2e7dd7", "eval_return_mean": "#2e9e4e", "heartbeat": "#f0a030",
+          "rollout/ep_rew_mean": "#7d3ed7", "charts/episodic_return": "#d73e7d",
+          "eval/mean_reward": "#3ec7d7"}
+
+
+METRIC_ORDER = ("eval_return_mean", "return_mean", "eval/mean_reward", "rollout/ep_rew_mean",
+                "charts/episodic_return")   # which a point's return is, first found
 
 
 def runs_dir() -> str:
@@ -29,13 +39,14 @@ def runs_dir() -> str:
     return os.path.join(home, "runs")
 
 
-def _fetch(run_id: str, offset: int) -> Callable[[Client], dict[str, Any]]:
+def _fetch(run_id: str, offset: int, cursor: str) -> Callable[[Client], dict[str, Any]]:
     def fetch(client: Client) -> dict[str, Any]:
         run = convert.run(client.get(run_id))
-        metrics = convert.metrics(client.metrics(run_id, offset, keys=METRIC_KEYS))
+        metrics = convert.metrics(client.metrics(run_id, offset, keys=METRIC_KEYS,
+                                                 tensorboard=True, tensorboard_cursor=cursor))
         arts = [convert.artifact(a) for a in client.artifacts(run_id)]
         return {"run_id": run_id, "run": run, "metrics": metrics, "artifacts": arts,
-                "offset": offset}
+                "offset": offset, "cursor": cursor}
     return fetch
 
 
@@ -51,6 +62,7 @@ class RunDetails(QWidget):
         self.status = ""
         self.shown_seq = -1  # last_seq of the record the header shows
         self.offset = 0
+        self.tb_cursor = ""   # GetMetrics' next_tensorboard_cursor
         self.polling = False
         self.log_thread: Optional[LogThread] = None
         self.retired: list[LogThread] = []
@@ -98,7 +110,7 @@ class RunDetails(QWidget):
 
     def _switch(self, run_id: str) -> None:
         self._retire_log()
-        self.run_id, self.offset, self.status = run_id, 0, ""
+        self.run_id, self.offset, self.tb_cursor, self.status = run_id, 0, "", ""
         self.shown_seq = -1
         self.metric_return = None
         self.curve.clear_series()
@@ -156,17 +168,20 @@ class RunDetails(QWidget):
         if not self.run_id or self.polling:
             return
         self.polling = True
-        self.calls.start(_fetch(self.run_id, self.offset), self.polled, self._poll_failed)
+        self.calls.start(_fetch(self.run_id, self.offset, self.tb_cursor), self.polled,
+                         self._poll_failed)
 
     def _poll_failed(self, err: dict) -> None:
         self.polling = False
 
     def polled(self, got: dict[str, Any]) -> None:
         self.polling = False
-        if got["run_id"] != self.run_id or got["offset"] != self.offset:
+        if (got["run_id"], got["offset"], got["cursor"]) != (self.run_id, self.offset,
+                                                              self.tb_cursor):
             return
         run, metrics = got["run"], got["metrics"]
         self.offset = metrics["next_offset"]
+        self.tb_cursor = metrics["next_tensorboard_cursor"]
         for key in METRIC_KEYS:
             pts = [(p["step"], p["values"][key]) for p in metrics["points"] if key in p["values"]]
             self.curve.add(key, pts, SERIES[key])
@@ -175,7 +190,7 @@ class RunDetails(QWidget):
             self.curve.add("heartbeat mean_return", [(hb["step"], hb["mean_return"])],
                            SERIES["heartbeat"])
         for point in metrics["points"]:
-            for key in reversed(METRIC_KEYS):   # eval_return_mean first
+            for key in METRIC_ORDER:   # eval_return_mean first
                 if key in point["values"]:
                     self.metric_return = point["values"][key]
                     break

@@ -185,3 +185,20 @@ def test_screenshot_of_a_finished_cartpole_run(system: System, window: Any,
     assert window.grab().save(path)
     assert os.path.getsize(path) > 10_000  # a real picture; docs/gui-screenshot.png is
     # a copy of one such file, made by hand: a test never writes into the source tree
+
+
+def test_a_workers_own_tensorboard_return_is_plotted(system: System, window: Any,
+                                                     qtbot: Any) -> None:
+    """test-tensorboard writes rollout/ep_rew_mean itself (as SB3 does): the run's curve
+    shows it from GetMetrics' TensorBoard points, and the header its last value."""
+    cfg = {"worker": "test-tensorboard", "seed": 0, "steps": 500,
+           "hyperparameters": {"level": 2.0, "points": 5}}
+    run_id = system.client().submit(cfg).run.run_id
+    qtbot.waitUntil(lambda: window.select_run(run_id), timeout=T)
+    d = window.details
+    qtbot.waitUntil(lambda: status(window, run_id) == "completed", timeout=30000)
+    qtbot.waitUntil(lambda: not d.timer.isActive(), timeout=T)
+    steps = [step for step, _ in d.curve.series["rollout/ep_rew_mean"]]
+    assert steps == [100, 200, 300, 400, 500]
+    assert d.metric_return == pytest.approx(20.0)
+    assert d.tb_cursor   # read on with the cursor, not from the start each poll
