@@ -114,9 +114,13 @@ def observe(live: Liveness, beat: Beat, judging: bool) -> tuple[Liveness, list[V
         live = replaced(live, evaluating=evaluating)
         if not evaluating:
             live = live.restart(beat.at)
-    if evaluating:
-        return replaced(live, step=beat.step if beat.step is not None else live.step,
-                        span_start=None, slow_since=None), out
+    if evaluating:   # not judged; a step reported meanwhile still starts the stall clock
+        if beat.step is None or beat.step == live.step:
+            return replaced(live, span_start=None, slow_since=None), out
+        started = live.advanced_at is not None or live.step is not None or beat.step > 0
+        return replaced(live, step=beat.step, span_start=None, slow_since=None,
+                        advanced_at=_clock(live, beat)[0] if started else None,
+                        last_sent=beat.sent), out
     live = _stalled(live, beat, judging, out)
     live = _diverged(live, beat, judging, out)
     live = _slowed(live, beat, judging, out)

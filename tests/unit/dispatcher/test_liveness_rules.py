@@ -92,6 +92,14 @@ def test_a_declared_evaluation_is_not_judged_and_the_window_starts_again_after_i
     assert said == [(Rule.STALLED, True)]
 
 
+def test_a_first_step_heard_during_an_evaluation_starts_the_stall_clock() -> None:
+    live = Liveness.begin(policy(stalled={"window_s": 1.0}), 0.0)
+    live, said = feed(live, steps(0.0, 2.0, lambda t: 400, phase=EVALUATING))
+    assert said == []
+    _, said = feed(live, steps(2.0, 4.0, lambda t: 400))
+    assert said == [(Rule.STALLED, True)]
+
+
 def test_the_bus_coming_back_starts_the_windows_again() -> None:
     live = Liveness.begin(policy(stalled={"window_s": 1.0}), 0.0)
     live, _ = observe(live, Beat(0.0, 3, 0.0), True)
@@ -168,6 +176,7 @@ def test_gpu_idle_flags_after_its_window_and_clears_at_clear_pct() -> None:
 
 # --- in the decision core --------------------------------------------------------------
 STALL = {"liveness": {"stalled": {"window_s": 1.0, "warmup_s": 0}}, "heartbeat_timeout_s": 30.0,
+         "heartbeat_interval_s": 0.2,
          "startup_grace_s": 0.0, "cancel_grace_s": 3.0}
 
 
