@@ -84,6 +84,7 @@ class RunDetails(QWidget):
         self.plot = RunPlot(calls, poll_ms=poll_ms)
         self.plot.read.connect(self._points_read)
         self.videos = VideoPane()
+        self.videos.shown.connect(self._video_shown)
         self.videos_box, self.videos_title = titled("Videos", self.videos)
         self.log_pane = LogPane(address, token)
         self.artifacts = QListWidget()
@@ -205,6 +206,10 @@ class RunDetails(QWidget):
                      None) if t is not None else None
         if value is not None:
             self.returned.emit(run_id, value)
+
+    def _video_shown(self, a: Optional[dict[str, Any]]) -> None:
+        step = (a.get("meta") or {}).get("step") if a is not None else None
+        self.plot.mark_step(step, f"▶ {os.path.basename(a['path'])}" if a else "")
 
     def _show_artifacts(self, arts: list[dict[str, Any]]) -> None:
         self.videos.set_videos(os.path.join(runs_dir(), self.run_id), arts)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import pyqtgraph as pg
-from PySide6.QtCore import QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from trainer.client import Client
@@ -80,6 +80,7 @@ class RunPlot(QWidget):
         self.runs: dict[str, Tracked] = {}
         self.order: list[str] = []
         self.items: dict[str, pg.PlotDataItem] = {}
+        self.marker: Optional[pg.InfiniteLine] = None   # the step of the video shown
         self.polling = False
         self.error = ""
         self.picker = MetricPicker()
@@ -163,6 +164,8 @@ class RunPlot(QWidget):
         if rebuild or set(self.items) != set(self.order):
             item.clear()                   # the lines, and the legend's entries
             self.items.clear()
+            if self.marker is not None:
+                item.addItem(self.marker)
         item.setTitle(metric)
         item.setLabel("left", metric)
         for i, run_id in enumerate(self.order):
@@ -178,6 +181,21 @@ class RunPlot(QWidget):
                 self.items[run_id] = line
             else:
                 line.setData(xs, ys)
+
+    def mark_step(self, step: Optional[float], text: str = "video") -> None:
+        """A dashed vertical line at ``step`` (the evaluation of the video shown), or
+        none (``step`` None)."""
+        item = self.plot.getPlotItem()
+        if self.marker is not None:
+            item.removeItem(self.marker)
+            self.marker = None
+        if step is None:
+            return
+        self.marker = pg.InfiniteLine(
+            pos=float(step), angle=90, movable=False,
+            pen=pg.mkPen("#555555", width=1, style=Qt.PenStyle.DashLine),
+            label=text, labelOpts={"position": 0.92, "color": "#555555"})
+        item.addItem(self.marker)
 
     def point_count(self, run_id: Optional[str] = None) -> int:
         """Points of the chosen metric drawn (for ``run_id``, or all runs)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Optional
 
-from PySide6.QtCore import QSize, Qt, QUrl
+from PySide6.QtCore import QSize, Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QImage, QPixmap
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton,
                                QSizePolicy, QVBoxLayout, QWidget)
@@ -55,6 +55,8 @@ def video_caption(a: dict[str, Any]) -> str:
 
 
 class VideoPane(QWidget):
+    shown = Signal(object)     # the loaded video's artifact dict, or None
+
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
         self.run_dir = ""
@@ -137,6 +139,7 @@ class VideoPane(QWidget):
     # --- the player --------------------------------------------------------------------
     def load(self, a: dict[str, Any], play: bool = True) -> None:
         self.loaded, self.frames, self.image = a, 0, None
+        self.shown.emit(a)
         self.caption.setText(f"<b>{os.path.basename(a['path'])}</b>: {video_caption(a)}")
         for i in range(self.list.count()):
             if self.list.item(i).data(Qt.ItemDataRole.UserRole) == a:
@@ -220,6 +223,8 @@ class VideoPane(QWidget):
         if self.player is not None:
             self.player.stop()
             self.player.setSource(QUrl())
+        if self.loaded is not None:
+            self.shown.emit(None)
         self.run_dir, self.videos, self.loaded, self.user_picked = "", [], None, False
         self.frames, self.image = 0, None
         self.list.clear()

@@ -223,6 +223,7 @@ def test_screenshot_of_cartpole_runs_compared_with_a_video(system: System, windo
     assert all(v.list.item(i).text().startswith("step ") for i in range(v.list.count()))
     newest = os.path.join(system.home, "runs", run_id, v.videos[-1]["path"])
     assert v.loaded == v.videos[-1] and os.path.exists(newest)
+    assert plot.marker is not None and plot.marker.value() == v.loaded["meta"]["step"]
     if v.player is None:        # QtMultimedia not loadable here: the pane says why
         assert v.error.startswith("inline video is off") and v.error in v.screen.text()
     else:
