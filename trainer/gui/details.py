@@ -151,6 +151,13 @@ class RunDetails(QWidget):
                 f"status <b>{run['status']}</b>" + (f" ({run['cause']})" if run.get("cause")
                                                    not in ("", run["status"]) else ""),
                 f"{run.get('worker')} on {run.get('env')}, seed {run['config'].get('seed')}"]
+        hb = run.get("heartbeat")
+        if hb and run["status"] == "running":
+            bits.append(f"step {hb['step']:,}" + (f", {hb['updates']:,} updates"
+                                                   if hb.get("updates") else "")
+                        + (f", {hb['phase']}" if hb.get("phase") else ""))
+            if hb.get("metrics_finite") is False:
+                bits.append("<span style='color:#c0392b'>non-finite metrics</span>")
         if run.get("exit_code") is not None:
             bits.append(f"exit code {run['exit_code']}")
         if run.get("waiting_reason"):

@@ -205,3 +205,25 @@ def test_a_video_missing_from_this_disk_is_said_so(qtbot: Any, tmp_path: Any) ->
     if pane.player is not None:
         assert "no such file here" in pane.error and pane.source() == ""
     pane.shutdown()
+
+
+def test_without_qtmultimedia_the_pane_says_why(qtbot: Any, tmp_path: Any,
+                                                monkeypatch: Any) -> None:
+    from trainer.gui import video_pane
+    monkeypatch.setattr(video_pane, "MULTIMEDIA_ERROR",
+                        "libpulse.so.0: cannot open shared object file")
+    pane = VideoPane()
+    qtbot.addWidget(pane)
+    assert pane.player is None and "apt-get install libpulse0" in pane.screen.text()
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "eval-final.mp4").write_bytes(b"not played here")
+    video = {"kind": "video", "path": "videos/eval-final.mp4", "size": 15,
+             "meta": {"step": 500.0, "episode_return": 500.0}}
+    pane.set_videos(str(tmp_path), [video])
+    assert pane.loaded == video and pane.source() == "" and pane.media_status() == "NoMedia"
+    assert "inline video is off" in pane.screen.text()
+    assert not pane.play_button.isEnabled() and pane.open_button.isEnabled()
+    opened: list[Any] = []
+    pane.opener = opened.append
+    pane.open_external()               # the system's player can still have it
+    assert [u.toLocalFile() for u in opened] == [str(tmp_path / "videos/eval-final.mp4")]
