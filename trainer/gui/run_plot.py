@@ -166,8 +166,9 @@ class RunPlot(QWidget):
             self.items.clear()
             if self.marker is not None:
                 item.addItem(self.marker)
-        item.setTitle(metric)
-        item.setLabel("left", metric)
+        offered = bool(self.picker.metrics())
+        item.setTitle(metric if offered else "no metrics reported yet")
+        item.setLabel("left", metric if offered else "")
         for i, run_id in enumerate(self.order):
             t = self.runs[run_id]
             xs, ys = t.series.curve(metric)
