@@ -36,6 +36,7 @@ class TerminalCause(str, enum.Enum):
     SPAWN_ERROR = "spawn_error"          # the worker could not be started
     CHECKPOINT_IGNORED = "checkpoint_ignored"  # given a checkpoint, it never loaded it
     MEMORY_LIMIT = "memory_limit"        # over its resources.memory_limit_mb: killed
+    NOT_LEARNING = "not_learning"        # a liveness rule's stop or kill (docs/SUPERVISION.md)
     CANCELLED = "cancelled"
 
 
@@ -244,6 +245,31 @@ class ArtifactRegistered(Event):
     meta: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class RunFlagged(Event):
+    """A liveness rule judged the running attempt not learning (docs/SUPERVISION.md).
+    Fields: run_id, attempt, rule (stalled | diverged | slowed | gpu_idle), action (warn |
+    checkpoint | stop | kill: what the dispatcher does about it), evidence (map: the
+    values seen and the window they were seen over)."""
+
+    TYPE: ClassVar[str] = "RunFlagged"
+    attempt: int
+    rule: str
+    action: str
+    evidence: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RunFlagCleared(Event):
+    """A standing flag's rule no longer holds (the steps advance again, the metrics are
+    finite, ...). Fields: run_id, attempt, rule, evidence (map: what was seen)."""
+
+    TYPE: ClassVar[str] = "RunFlagCleared"
+    attempt: int
+    rule: str
+    evidence: dict = field(default_factory=dict)
+
+
 # --- the stream of a Python environment, env-<name> ------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -348,7 +374,8 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
     cls.TYPE: cls
     for cls in (RunSubmitted, RunWaiting, GpusClaimed, RunStarted, RunAdopted,
                 CancelRequested, RunCompleted, RunFailed, RunCancelled, GpusReleased,
-                ArtifactRegistered, AttemptEnded, RerunRequested, EnvAdded, EnvRemoved,
+                ArtifactRegistered, AttemptEnded, RerunRequested, RunFlagged, RunFlagCleared,
+                EnvAdded, EnvRemoved,
                 ExperimentSubmitted, ExperimentCancelled, ExperimentRerun)
 }
 # The event types of each stream kind (core.streams.STREAM_KINDS).

@@ -27,7 +27,7 @@ RUN_COLUMNS: tuple[str, ...] = (
     "exit_code", "signal", "message", "cancel_requested_by", "cancel_reason",
     "artifact_count", "adoptions", "result", "cancel_requested_at", "attempt",
     "resume_from", "latest_checkpoint", "last_attempt_cause", "code_digest", "code",
-    "attempt_code", "experiment",
+    "attempt_code", "experiment", "flags",
 )
 GPU_SLOT_COLUMNS: tuple[str, ...] = ("gpu_uuid", "run_id", "claimed_seq")
 ARTIFACT_COLUMNS: tuple[str, ...] = ("run_id", "path", "kind", "size", "meta", "seq",
@@ -79,7 +79,7 @@ def run_row(s: RunState) -> tuple[Any, ...]:
             s.adoptions, canonical_json(s.result) if s.result else None,
             s.cancel_requested_at, s.attempt, s.resume_from, s.latest_checkpoint,
             s.last_attempt_cause, s.code_digest, _map_json(s.code), _map_json(s.attempt_code),
-            s.experiment)
+            s.experiment, canonical_json(list(s.flags)) if s.flags else None)
 
 
 def _map_json(value: dict) -> Optional[str]:
@@ -110,6 +110,7 @@ def run_from_row(row: tuple[Any, ...]) -> RunState:
         d[name] = d[name] or ""
     for name in ("code", "attempt_code"):
         d[name] = json.loads(d[name]) if d[name] else {}
+    d["flags"] = tuple(json.loads(d["flags"])) if d["flags"] else ()
     return RunState(**d)
 
 
@@ -117,7 +118,8 @@ def run_view(s: RunState) -> dict[str, Any]:
     """A run as plain data for replies and tools (config as a map, gpus as a list)."""
     view = dict(zip(RUN_COLUMNS, run_row(s)))
     view.update(config=s.config, gpus=list(s.gpus), gpus_held=s.gpus_held,
-                result=dict(s.result), code=dict(s.code), attempt_code=dict(s.attempt_code))
+                result=dict(s.result), code=dict(s.code), attempt_code=dict(s.attempt_code),
+                flags=[dict(f) for f in s.flags])
     return view
 
 

@@ -19,6 +19,7 @@ from typing import Any, Union
 from core import commands as cmds
 from core import envcommands as envcmds
 from core import experimentcommands as xcmds
+from core import flagcommands as flagcmds
 from core.errors import ValidationError
 from core.fields import from_map
 from core.runstate import RunStatus
@@ -44,6 +45,8 @@ class Method(str, enum.Enum):
     SUBMIT_EXPERIMENT = "submit_experiment"
     CANCEL_EXPERIMENT = "cancel_experiment"
     RERUN_EXPERIMENT = "rerun_experiment"
+    FLAG_RUN = "flag_run"
+    CLEAR_RUN_FLAG = "clear_run_flag"
     # queries: read only
     GET_RUN = "get_run"
     LIST_RUNS = "list_runs"
@@ -197,6 +200,7 @@ COMMANDS: dict[Method, type] = {
     Method.SUBMIT_EXPERIMENT: xcmds.SubmitExperiment,
     Method.CANCEL_EXPERIMENT: xcmds.CancelExperiment,
     Method.RERUN_EXPERIMENT: xcmds.RerunExperiment,
+    Method.FLAG_RUN: flagcmds.FlagRun, Method.CLEAR_RUN_FLAG: flagcmds.ClearRunFlag,
 }
 QUERIES: dict[Method, type] = {
     Method.GET_RUN: GetRun, Method.LIST_RUNS: ListRuns, Method.SNAPSHOT: Snapshot,

@@ -18,6 +18,8 @@ from typing import Any, Callable, Optional
 
 from core.errors import ValidationError
 from core.digest import check_depth
+from core import livenesspolicy
+from core.livenesspolicy import LivenessPolicy
 from core.streams import is_env_name
 
 SCHEMA_VERSION = 1
@@ -54,7 +56,8 @@ class Resources:
 # or a limit it hit (memory_limit: named only by a policy that asks for it, for a run
 # whose resumed attempt starts smaller than it ended). Launchers add theirs
 # (node_failure, preempted) when they can tell them.
-RETRYABLE_CAUSES = ("lost", "heartbeat_timeout", "signal", "time_limit", "memory_limit")
+RETRYABLE_CAUSES = ("lost", "heartbeat_timeout", "signal", "time_limit", "memory_limit",
+                    "not_learning")
 MAX_MEMORY_LIMIT_MB = 64 * 1024 * 1024   # MiB (64 TiB)
 NEVER_RETRIED_EXIT_CODES = (0, 2, 3)   # success; a user error (bad config); ignored checkpoint
 MAX_ATTEMPTS = 100
@@ -134,6 +137,7 @@ class RunConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     python_env: str = ""                      # a registered environment; "": the orchestrator's
     env_vars: dict = field(default_factory=dict)  # set for the worker (NAME -> value)
+    liveness: LivenessPolicy = field(default_factory=LivenessPolicy)  # docs/SUPERVISION.md
 
     def canonical_map(self) -> dict[str, Any]:
         """``to_map()``, computed once per config object (it is frozen)."""
@@ -157,6 +161,10 @@ class RunConfig:
             del out["retry"]
         else:
             out["retry"] = self.retry.to_map()
+        if self.liveness.default:  # likewise
+            del out["liveness"]
+        else:
+            out["liveness"] = self.liveness.to_map()
         for name in ("python_env", "env_vars"):  # likewise, when not given
             if not out[name]:
                 del out[name]
@@ -217,6 +225,7 @@ class RunConfig:
             retry=RetryPolicy.from_map(data.get("retry", {})),
             python_env=_python_env(data),
             env_vars=_env_vars(data.get("env_vars", {})),
+            liveness=LivenessPolicy.from_map(data.get("liveness", {})),
         )
         if cfg.heartbeat_timeout_s <= cfg.heartbeat_interval_s:
             raise ValidationError("heartbeat_timeout_s", "must be longer than "
@@ -314,6 +323,7 @@ def field_names() -> list[str]:
     out = [f.name for f in dataclasses.fields(RunConfig)]
     out += [f"resources.{f.name}" for f in dataclasses.fields(Resources)]
     out += [f"retry.{f.name}" for f in dataclasses.fields(RetryPolicy)]
+    out += livenesspolicy.field_names()
     return out
 
 

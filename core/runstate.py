@@ -72,6 +72,9 @@ TRANSITIONS: dict[tuple[Optional[RunStatus], str], RunStatus] = {
     (RunStatus.COMPLETED, "RerunRequested"):       RunStatus.PENDING,
     (RunStatus.FAILED, "RerunRequested"):          RunStatus.PENDING,
     (RunStatus.CANCELLED, "RerunRequested"):       RunStatus.PENDING,
+    # liveness flags judge a running attempt only (docs/SUPERVISION.md)
+    (RunStatus.RUNNING, "RunFlagged"):             RunStatus.RUNNING,
+    (RunStatus.RUNNING, "RunFlagCleared"):         RunStatus.RUNNING,
 }
 
 
@@ -120,6 +123,15 @@ class RunState:
     code: dict = field(default_factory=dict)          # the code identity at submit
     attempt_code: dict = field(default_factory=dict)  # at the latest attempt's start
     experiment: str = ""              # the experiment it was created as a cell of ("")
+    # The liveness flags (docs/SUPERVISION.md), oldest first, the last MAX_FLAGS: maps
+    # {rule, action, attempt, evidence, flagged_at, seq, cleared_at, cleared_evidence}.
+    flags: tuple[dict, ...] = ()
+
+    @property
+    def standing_flags(self) -> frozenset[str]:
+        """The rules whose flag stands on the attempt under way."""
+        return frozenset(f["rule"] for f in self.flags
+                         if f["cleared_at"] is None and f["attempt"] == self.attempt)
 
 
 def next_status(run_id: str, status: Optional[RunStatus], event_type: str) -> RunStatus:
@@ -150,6 +162,8 @@ def apply_in_place(state: Optional[RunState], event: ev.Event, seq: int,
                         last_seq=seq, version=1)
     for name, value in _CHANGES[event.TYPE](state, event, at).items():
         setattr(state, name, value)
+    if isinstance(event, (ev.RunFlagged, ev.RunFlagCleared)):
+        state.flags = _flag_log(state.flags, event, seq, at)
     state.status = status
     state.updated_at = at
     state.last_seq = seq
@@ -210,6 +224,8 @@ _CHANGES = {
         **({"attempt_code": e.meta} if e.kind == CODE_ARTIFACT else {})},
     "AttemptEnded": lambda s, e, at: {**_next_attempt(e.attempt + 1, e.resume_from),
                                       "last_attempt_cause": e.cause},
+    "RunFlagged": lambda s, e, at: {},       # the flag log: _flag_log (it needs the seq)
+    "RunFlagCleared": lambda s, e, at: {},
     "RerunRequested": lambda s, e, at: {
         **_next_attempt(e.attempt, e.resume_from), "finished_at": None, "cause": "",
         "exit_code": None, "signal": None, "message": "", "result": {},
@@ -222,4 +238,25 @@ def _next_attempt(attempt: int, resume_from: str) -> dict[str, Any]:
     """A run back in the queue for ``attempt``: what the last attempt held is gone."""
     return {"attempt": attempt, "resume_from": resume_from, "pid": None,
             "pid_start_time": None, "host": "", "started_at": None, "waiting_reason": ""}
+
+
+MAX_FLAGS = 50   # the flags a run keeps (its newest)
+
+
+def _flag_log(log: tuple[dict, ...], event: ev.Event, seq: int, at: float) -> tuple[dict, ...]:
+    """The log after a RunFlagged (a new entry) or a RunFlagCleared (the standing entry
+    of its rule and attempt, closed)."""
+    if isinstance(event, ev.RunFlagged):
+        entry = {"rule": event.rule, "action": event.action, "attempt": event.attempt,
+                 "evidence": event.evidence, "flagged_at": at, "seq": seq,
+                 "cleared_at": None, "cleared_evidence": {}}
+        return (log + (entry,))[-MAX_FLAGS:]
+    assert isinstance(event, ev.RunFlagCleared)
+    out = list(log)
+    for i in range(len(out) - 1, -1, -1):
+        f = out[i]
+        if f["rule"] == event.rule and f["attempt"] == event.attempt and f["cleared_at"] is None:
+            out[i] = {**f, "cleared_at": at, "cleared_evidence": event.evidence}
+            break
+    return tuple(out)
 assert set(_CHANGES) | {"RunSubmitted"} == ev.TYPES_OF_KIND["run"], "every run event needs a change"

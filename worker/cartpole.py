@@ -18,7 +18,7 @@ import numpy as np
 from core.runconfig import RunConfig
 from worker import cem, checkpoint
 from worker.episodes import evaluate, run_episode, seeds
-from worker.loopevents import Evaluation, Iteration, LoopEvent, Progress, Video
+from worker.loopevents import Evaluating, Evaluation, Iteration, LoopEvent, Progress, Video
 from worker.hparams import Param
 from worker.video import EpisodeRecorder, env_and_recorder
 
@@ -106,6 +106,7 @@ class CartPoleTrainer:
         yield from self._evaluate(self.iteration // self.hp["eval_every"] + 1, final=True)
 
     def _evaluate(self, index: int, final: bool) -> Iterator[LoopEvent]:
+        yield Evaluating(index)
         every = self.cfg.video_every
         record = every > 0 and (final or index % every == 0)
         result = evaluate(self.env, self.policy(self.cem.mean.copy()),

@@ -13,7 +13,9 @@ Resuming: the checkpoint is the SDK's ``run.take_checkpoint()``
 or does not fit is a bad config (exit 2, the field that named it given). Checkpoints
 also carry the first and best evaluation means so far, so a resumed run reports the
 same result.json metrics as the uninterrupted one (all but ``wall_s`` and
-``steps_per_s``, which are this process's).
+``steps_per_s``, which are this process's). Evaluations are declared to the liveness
+rules (``run.set_phase``), and a checkpoint they ask for (SIGUSR1) is saved after the
+event at hand (the last completed iteration's state).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any, Callable, Iterable, Optional
 from runtime.envplugins import load_env_plugins
 from core.errors import ValidationError
 from worker import checkpoint, hparams, sdk
-from worker.loopevents import Evaluation, Iteration, Progress, Video
+from worker.loopevents import Evaluating, Evaluation, Iteration, Progress, Video
 
 EXIT_BAD_CONFIG = sdk.EXIT_BAD_CONFIG
 
@@ -105,6 +107,9 @@ class Driver:
             self.handle(event)
             if self.run.stop_requested:
                 return False
+            if self.run.checkpoint_requested:   # a liveness rule asked (SIGUSR1)
+                self.run.checkpoint_done()
+                self.checkpoint("requested")
         return True
 
     def handle(self, event: Any) -> None:
@@ -120,7 +125,10 @@ class Driver:
             every = self.cfg.checkpoint_every
             if every and event.iteration % every == 0:
                 self.checkpoint("periodic")
+        elif isinstance(event, Evaluating):
+            run.set_phase(sdk.EVALUATING)
         elif isinstance(event, Evaluation):
+            run.set_phase("")
             if self.first_mean is None:
                 self.first_mean = event.mean
             self.last = event

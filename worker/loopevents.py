@@ -3,6 +3,7 @@ this module, never the SDK or the bus, so it runs (and is tested) without either
 
     Progress    after every episode: heartbeat fields
     Iteration   after every iteration: metrics to log; a checkpoint may follow
+    Evaluating  an evaluation begins (the liveness rules pause until its Evaluation)
     Evaluation  after every evaluation (and the final one): returns, metrics to log
     Video       an evaluation episode's MP4, closed and complete, ready to register
 """
@@ -25,6 +26,11 @@ class Iteration:
     iteration: int                 # iterations completed, 1, 2, ...
     step: int
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Evaluating:
+    index: int                     # the Evaluation.index that follows
 
 
 @dataclass(frozen=True)
@@ -53,4 +59,4 @@ class Video:
     episode_return: float
 
 
-LoopEvent = Progress | Iteration | Evaluation | Video
+LoopEvent = Progress | Iteration | Evaluating | Evaluation | Video

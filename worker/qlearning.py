@@ -20,7 +20,7 @@ import numpy as np
 from core.runconfig import RunConfig
 from worker import checkpoint
 from worker.episodes import evaluate, seeds
-from worker.loopevents import Evaluation, Iteration, LoopEvent, Progress, Video
+from worker.loopevents import Evaluating, Evaluation, Iteration, LoopEvent, Progress, Video
 from worker.hparams import Param
 from worker.video import EpisodeRecorder, env_and_recorder
 
@@ -133,6 +133,7 @@ class QLearningTrainer:
                 "random_return_mean": float(self.random_return or 0.0)}
 
     def _evaluate(self, index: int, final: bool) -> Iterator[LoopEvent]:
+        yield Evaluating(index)
         every = self.cfg.video_every
         record = every > 0 and (final or index % every == 0)
         result = evaluate(self.env, self.greedy(),

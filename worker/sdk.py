@@ -21,6 +21,16 @@ arrives in between is then remembered, and the new ``Run`` starts with
 (``--config PATH`` on the command line). Heartbeats carry ``gpu_mem_bytes``, the
 memory in use on the run's GPUs (None without a GPU; see worker/gpu.py).
 
+Liveness (docs/SUPERVISION.md): heartbeats also carry ``metrics_finite`` (every value
+``log_metrics`` got since the beat before was finite; None when it got none) and
+``nonfinite_metric`` (the first that was not), ``phase`` (``evaluating`` inside
+``with run.evaluating():``, else ""), ``updates`` (``progress(updates=...)``, else 0)
+and ``last_return``, which falls back on the newest return ``log_metrics`` got (a
+metric named like ``return``, ``return_mean``, ``episode_return``). A worker that
+calls only ``progress()`` and ``log_metrics()`` is judged on all of it. A rule whose
+action is ``checkpoint`` sends SIGUSR1: ``run.checkpoint_requested`` turns True until
+``run.checkpoint_done()``; save one then.
+
 Resuming (docs/WORKERS.md, "Resuming: attempts and checkpoints"): ``run.attempt`` is
 TRAINER_ATTEMPT (1 by default); ``run.resume_checkpoint`` the checkpoint this attempt
 must continue from (TRAINER_RESUME_CHECKPOINT, else the config's ``resume_from``, else
@@ -32,6 +42,7 @@ EXIT_CHECKPOINT_IGNORED (3).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import numbers
 import os
@@ -40,7 +51,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import zmq
 
@@ -52,6 +63,7 @@ from core.runconfig import control_character
 from core.rundir import MANIFEST_FILE, METRICS_FILE, RESULT_FILE
 from worker import attemptcode
 from worker.gpu import GpuProbe
+from worker.metricnotes import MetricNotes
 from worker.resume import (ATTEMPT_ENV, CHECKPOINT_IGNORED, EXIT_BAD_CONFIG,  # noqa: F401
                            EXIT_CHECKPOINT_IGNORED, RESUME_ENV, Resume,
                            exit_status, mark_checkpoint_ignored, parse_attempt)
@@ -88,6 +100,7 @@ def _plain(value: Any) -> Any:
 
 
 JOIN_TIMEOUT_S = 2.0  # longest wait for the bus's subscriptions at start
+EVALUATING = "evaluating"   # the phase during ``with run.evaluating():``
 
 
 class Run:
@@ -126,9 +139,13 @@ class Run:
         self._gpu = gpu or GpuProbe(os.environ.get("CUDA_VISIBLE_DEVICES"))
         self._stop = threading.Event()
         self._stop_flag = threading.Event()
+        self._checkpoint_flag = threading.Event()
+        self._seen = MetricNotes()   # what log_metrics saw since the last beat
+        self._phase = ""
         self.finished = False
         try:
             signal.signal(signal.SIGTERM, self._on_sigterm)
+            signal.signal(signal.SIGUSR1, self._on_sigusr1)
         except ValueError:
             pass  # not the main thread: SIGTERM keeps its default action
         if _EARLY_STOP.is_set():      # after our handler is in: no gap for a signal
@@ -200,6 +217,40 @@ class Run:
     def _on_sigterm(self, signum: int, frame: object) -> None:
         self._stop_flag.set()
 
+    def _on_sigusr1(self, signum: int, frame: object) -> None:
+        self._checkpoint_flag.set()
+
+    # --- liveness --------------------------------------------------------------------
+    @property
+    def checkpoint_requested(self) -> bool:
+        """True once the dispatcher asked for a checkpoint (SIGUSR1: a liveness rule
+        with action ``checkpoint``, docs/SUPERVISION.md) until ``checkpoint_done()``."""
+        return self._checkpoint_flag.is_set()
+
+    def checkpoint_done(self) -> None:
+        self._checkpoint_flag.clear()
+
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """An evaluation (or any pause of training the worker means): the liveness
+        rules do not judge it, and their windows start again after it. A beat goes at
+        once at both ends, so the dispatcher knows without waiting for the next one."""
+        self.set_phase(EVALUATING)
+        try:
+            yield
+        finally:
+            self.set_phase("")
+
+    def set_phase(self, phase: str) -> None:
+        """``evaluating`` or "" (training): what ``evaluating()`` sets."""
+        if phase == self._phase:
+            return
+        self._phase = phase
+        try:
+            self.heartbeat()
+        except zmq.ZMQError:
+            pass  # closed: nobody to tell
+
     # --- reporting -----------------------------------------------------------------
     def _send(self, topic: str, mtype: str, payload: dict[str, Any]) -> None:
         env = Envelope(type=mtype, source=f"worker:{self.run_id}", ts=time.time(),
@@ -235,7 +286,12 @@ class Run:
         with self._lock:
             self._beats += 1
             beat = self._beats
-        payload = {"run_id": self.run_id, "beat": beat, **progress,
+        finite, nonfinite = self._seen.take()
+        if progress.get("last_return") is None and self._seen.latest_return is not None:
+            progress["last_return"] = self._seen.latest_return
+        payload = {"run_id": self.run_id, "beat": beat, "updates": 0, **progress,
+                   "metrics_finite": finite, "nonfinite_metric": nonfinite,
+                   "phase": self._phase,
                    "steps_per_s": self.steps_per_s(progress.get("step", 0)),
                    "rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                    "gpu_mem_bytes": self._gpu.memory_used()}
@@ -245,6 +301,7 @@ class Run:
     def log_metrics(self, step: int, **values: float) -> None:
         record = {"run_id": self.run_id, "step": int(step), "ts": time.time(),
                   "values": _plain(values)}
+        self._seen.note(record["values"])
         with open(os.path.join(self.run_dir, METRICS_FILE), "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
         self._send(Topic.METRICS.topic(self.run_id), MessageType.METRICS.value, record)

@@ -95,6 +95,14 @@ def signal_group(pgid: int, sig: signal.Signals) -> bool:
         return False
 
 
+def signal_process(pid: int, sig: signal.Signals) -> bool:
+    try:
+        os.kill(pid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below ``pid`` (zombies included), from /proc's children lists."""
     found: list[int] = []

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from core import commands as cmds
+from core import flagcommands as flagcmds
 from core.clock import Clock
 from core.codeid import code_changes
 from core.digest import legacy_digest
@@ -92,6 +93,10 @@ class RequestHandler:
             Method.SUBMIT_EXPERIMENT: experiments.submit,
             Method.CANCEL_EXPERIMENT: experiments.cancel,
             Method.RERUN_EXPERIMENT: experiments.rerun,
+            Method.FLAG_RUN: lambda a, rid, src: self._command(
+                flagcmds.FlagRun, flagcmds.decide_flag, a, rid, src),
+            Method.CLEAR_RUN_FLAG: lambda a, rid, src: self._command(
+                flagcmds.ClearRunFlag, flagcmds.decide_clear_flag, a, rid, src),
         }
         self.queries: dict[Method, Callable[[Any], Any]] = {
             Method.GET_RUN: self._get_run, Method.LIST_RUNS: self._list_runs,

@@ -148,6 +148,13 @@ def _m012_experiments(db: sqlite_utils.Database) -> None:
     create_projection_tables(db)
 
 
+def _m013_run_flags(db: sqlite_utils.Database) -> None:
+    """runs.flags: a run's liveness flags, JSON (NULL: none; none before)."""
+    cols = {r[1] for r in db.execute("PRAGMA table_info(runs)").fetchall()}
+    if "flags" not in cols:
+        db.execute("ALTER TABLE runs ADD COLUMN flags TEXT")
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_events", _m001_events),
     ("002_projections", _m002_projections),
@@ -161,6 +168,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("010_code_identity", _m010_code_identity),
     ("011_envs", _m011_envs),
     ("012_experiments", _m012_experiments),
+    ("013_run_flags", _m013_run_flags),
 ]
 
 

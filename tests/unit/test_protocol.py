@@ -10,6 +10,7 @@ import pytest
 from core import commands as cmds
 from core import envcommands as envcmds
 from core import experimentcommands as xcmds
+from core import flagcommands as flagcmds
 from core import errors
 from core import protocol as p
 from tests.unit.workload import open_registry
@@ -27,6 +28,8 @@ REQUESTS: list[Any] = [
     xcmds.SubmitExperiment({"name": "x"}, "me", [{"worker": "cartpole", "code": {}}]),
     xcmds.CancelExperiment("x", "me", "why"), xcmds.RerunExperiment("x", "me", "why", True),
     p.GetExperiment("x"), p.ListExperiments(5, 1),
+    flagcmds.FlagRun("r1", 1, "stalled", "warn", {"step": 3}),
+    flagcmds.ClearRunFlag("r1", 1, "stalled", {"step": 4}),
 ]
 
 

@@ -24,6 +24,8 @@ SAMPLES: dict[str, ev.Event] = {
     "ArtifactRegistered": ev.ArtifactRegistered("r1", "video", "videos/a.mp4", 10, {}),
     "AttemptEnded": ev.AttemptEnded("r1", 1, "lost", None, None, "gone", "ckpt/a.npz"),
     "RerunRequested": ev.RerunRequested("r1", 2, "me", "fixed the env", ""),
+    "RunFlagged": ev.RunFlagged("r1", 1, "stalled", "warn", {"step": 10, "for_s": 300.0}),
+    "RunFlagCleared": ev.RunFlagCleared("r1", 1, "stalled", {"step": 11}),
 }
 
 # A shortest path of events from a new run to each status.

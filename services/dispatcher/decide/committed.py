@@ -10,11 +10,14 @@ from core.protocol import GetExperiment
 from core.errors import OrchestratorError
 from core.runconfig import RunConfig
 from services.dispatcher.decide import effects as fx
+from services.dispatcher.decide import learning
+from services.dispatcher.decide.gpus import GpuSource
 from services.dispatcher.decide.inputs import (ArtifactReported, BusIdle, BusRearmed, BusSeen,
                                                CommittedEvent, ExperimentResumed,
                                                ExperimentRevised, GpusRead,
                                                Heartbeat, Heartbeats, Replied, ReplyKind,
                                                ShimEnded)
+from services.dispatcher.decide.liveness import Verdict
 from services.dispatcher.decide.phases import Move, Phase, allows
 from services.dispatcher.decide.starting import begin_cancel, watch_until
 from services.dispatcher.decide.state import SOURCE, CallFor, Cancel, RunRecord
@@ -129,9 +132,13 @@ def on_heartbeat(turn: Turn, obs: Heartbeat) -> None:
 
 
 def on_heartbeats(turn: Turn, obs: Heartbeats) -> None:
-    """Each beat resets its run's silence timer (and notes its step, for its result);
-    the runs mapping is copied once for the whole batch."""
+    """Each beat resets its run's silence timer (and notes its step, for its result)
+    and is judged by the liveness rules (decide/learning.py); the runs mapping is
+    copied once for the whole batch, and the verdicts acted on after it."""
     changed: dict[str, RunRecord] = {}
+    verdicts: dict[str, list[Verdict]] = {}
+    s = turn.state
+    bus_ok = s.bus.healthy(s.now)
     for beat in obs.beats:
         run = changed.get(beat.run_id) or turn.run(beat.run_id)
         if run is None or run.watch is None:
@@ -140,9 +147,15 @@ def on_heartbeats(turn: Turn, obs: Heartbeats) -> None:
             watch_until(turn, beat.at + run.watch.heartbeat_timeout_s)
         step = beat.step if isinstance(beat.step, int) and not isinstance(beat.step, bool) \
             else run.last_step
-        changed[beat.run_id] = run.changed(watch=run.watch.beat(beat.at), last_step=step)
+        live, said = learning.heard(run, beat, bus_ok)
+        if said:
+            verdicts.setdefault(beat.run_id, []).extend(said)
+        changed[beat.run_id] = run.changed(watch=run.watch.beat(beat.at), last_step=step,
+                                           liveness=live)
     if changed:
         turn.put_many(changed.values())
+    for run_id, said in verdicts.items():
+        learning.act(turn, turn.state.runs[run_id], said)
 
 
 def on_artifact(turn: Turn, obs: ArtifactReported) -> None:
@@ -197,3 +210,6 @@ def on_gpus(turn: Turn, obs: GpusRead) -> None:
     if fresh is not None:
         turn.update(inventory=fresh)
         turn.schedule_soon()
+    if obs.inventory is not None and obs.inventory.source is GpuSource.NVML:
+        learning.on_utilization(turn, {g.uuid: g.utilization_pct for g in obs.inventory.gpus
+                                       if g.utilization_pct is not None})

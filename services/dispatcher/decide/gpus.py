@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 
@@ -21,6 +21,9 @@ class Gpu:
     memory_total: int
     memory_free: int
     foreign_pids: tuple[int, ...] = ()   # processes on it that we did not start
+    # NVML's utilisation (%) when read (the gpu_idle rule); not compared: a new reading
+    # alone does not make a new inventory
+    utilization_pct: Optional[float] = field(default=None, compare=False)
 
     def to_map(self) -> dict:
         return {"index": self.index, "uuid": self.uuid, "name": self.name,

@@ -51,9 +51,15 @@ class ExperimentResumed:
 
 @dataclass(frozen=True)
 class Heartbeat:
+    """One heartbeat: what supervision and the liveness rules read of it."""
+
     run_id: str
     step: Optional[int]
-    at: float
+    at: float                        # when heard (monotonic)
+    sent: Optional[float] = None     # the worker's clock when sent (its envelope's ts)
+    finite: Optional[bool] = None    # metrics_finite: every metric since the last beat
+    nonfinite: str = ""              # the first metric that was not finite
+    phase: str = ""                  # "" (training) or "evaluating"
 
 
 @dataclass(frozen=True)
@@ -245,6 +251,7 @@ class RunView:
     python: str = ""                # a claim's: its python_env's interpreter ("": ours)
     python_error: str = ""          # a claim's: why that interpreter cannot be had
     experiment: str = ""            # the experiment it was created as a cell of
+    flags: frozenset[str] = frozenset()  # the liveness rules standing on its attempt
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,7 @@ def record_of(turn: Turn, view: RunView) -> Optional[RunRecord]:
                      tuple(view.gpus), adopted=phase is Phase.RECOVERING,
                      started_recorded=view.status == "RUNNING", cancel=cancel,
                      attempt=view.attempt, resume_from=view.resume_from,
-                     experiment=view.experiment)
+                     experiment=view.experiment, standing_flags=view.flags)
 
 
 def recorded_kill(turn: Turn, record: Optional[KillRecord]) -> Optional[KillPlan]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from core.runconfig import RunConfig
 from core.errors import OrchestratorError
 from services.dispatcher.decide import effects as fx
-from services.dispatcher.decide import committed, reconcile
+from services.dispatcher.decide import committed, learning, reconcile
 from services.dispatcher.decide.inputs import RegistryLost, Replied, ReplyKind, RunView
 from services.dispatcher.decide.phases import Move, Phase
 from services.dispatcher.decide.starting import start
@@ -25,7 +25,8 @@ METHOD = {CallFor.CLAIM: "claim_gpus", CallFor.NEVER: "finish", CallFor.FINISH: 
           CallFor.WAITING: "record_waiting", CallFor.STARTED: "record_started",
           CallFor.ADOPTED: "record_adopted", CallFor.ARTIFACT: "register_artifact",
           CallFor.SNAPSHOT: "snapshot", CallFor.GET_RUN: "get_run",
-          CallFor.EXPERIMENT: "get_experiment"}
+          CallFor.EXPERIMENT: "get_experiment", CallFor.FLAG: "flag_run",
+          CallFor.CLEAR_FLAG: "clear_run_flag"}
 
 
 def on_reply(turn: Turn, reply: Replied) -> None:
@@ -148,7 +149,8 @@ def _nothing(turn: Turn, run: RunRecord, reply: Replied, what: InFlight) -> None
 _ANSWERS = {
     CallFor.CLAIM: _claimed, CallFor.NEVER: _ended, CallFor.FINISH: _ended,
     CallFor.WAITING: _waited, CallFor.STARTED: _started, CallFor.ARTIFACT: _artifact,
-    CallFor.ADOPTED: _nothing,
+    CallFor.ADOPTED: _nothing, CallFor.FLAG: learning.on_flag_reply,
+    CallFor.CLEAR_FLAG: learning.on_flag_reply,
 }
 
 

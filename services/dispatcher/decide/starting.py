@@ -14,7 +14,8 @@ from services.dispatcher.decide.inputs import WorkerRecord
 from services.dispatcher.decide.outcomes import failed
 from services.dispatcher.decide.phases import HOLDING, Move, Phase
 from services.dispatcher.decide.state import CallFor, RunRecord
-from services.dispatcher.decide.supervise import KillPlan, Sig, Watch, cancel_plan, check
+from services.dispatcher.decide.supervise import (KillPlan, Outcome, Sig, Watch, cancel_plan,
+                                                  check)
 from services.dispatcher.decide.turn import Turn
 
 
@@ -100,6 +101,18 @@ def begin_cancel(turn: Turn, run: RunRecord) -> None:
     since = max(0.0, s.wall - run.cancel.at) if run.cancel.at is not None else 0.0
     plan = cancel_plan(run.watch, s.now, since, run.cancel.requested_by, run.cancel.reason)
     _term(turn, run, plan, s.wall - since)
+
+
+def begin_stop(turn: Turn, run: RunRecord, message: str, grace_s: float) -> None:
+    """A RUNNING run ended by a liveness rule (not_learning): SIGTERM now, SIGKILL
+    after ``grace_s`` (0: at the next tick)."""
+    if run.phase is not Phase.RUNNING or run.watch is None or run.pgid is None \
+            or run.kill is not None:
+        return
+    s = turn.state
+    turn.count(kills=1)
+    _term(turn, run, KillPlan(Outcome.FAILED, TerminalCause.NOT_LEARNING, message, s.now,
+                              grace_s), s.wall)
 
 
 def _term(turn: Turn, run: RunRecord, plan: KillPlan, since_wall: float) -> None:

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 from core.runconfig import RunConfig
 from services.dispatcher.decide.gpus import Inventory
+from services.dispatcher.decide.liveness import Liveness
 from services.dispatcher.decide.phases import Move, Phase, next_phase
 from services.dispatcher.decide.scheduling import ExperimentLimits, Pending
 from services.dispatcher.decide.supervise import BusHealth, KillPlan, Watch
@@ -72,6 +73,8 @@ class RunRecord:
     # A cell heard before its experiment's ExperimentSubmitted (which follows its cells'
     # RunSubmitted in the same commit): not scheduled until that is heard.
     awaits_spec: bool = False
+    liveness: Optional[Liveness] = None   # its learning judged (decide/liveness.py)
+    standing_flags: frozenset[str] = frozenset()  # as the registry had them (adopted)
 
     @property
     def cpu_slots(self) -> int:
@@ -115,6 +118,8 @@ class CallFor(str, enum.Enum):
     SNAPSHOT = "snapshot"
     GET_RUN = "get_run"
     EXPERIMENT = "experiment"
+    FLAG = "flag"
+    CLEAR_FLAG = "clear_flag"
 
 
 @dataclass(frozen=True)

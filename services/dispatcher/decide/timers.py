@@ -17,7 +17,10 @@ from services.dispatcher.decide import effects as fx
 from services.dispatcher.decide.inputs import Tick
 from services.dispatcher.decide.phases import OBSERVED, Phase
 from services.dispatcher.decide.starting import act_on, send_started
-from services.dispatcher.decide.state import FULL_SWEEP_S, PROBE_GAP_S, SWEEP_S, Registry
+from core.livenesspolicy import Rule
+from services.dispatcher.decide.gpus import GpuSource
+from services.dispatcher.decide.state import (FULL_SWEEP_S, PROBE_GAP_S, SWEEP_S,
+                                              DispatcherState, Registry)
 from services.dispatcher.decide.supervise import awaits_evidence
 from services.dispatcher.decide.turn import Turn
 
@@ -33,7 +36,8 @@ def on_tick(turn: Turn, tick: Tick) -> None:
         turn.log("info", "bus.reachable")
         for run in turn.state.in_phase(*WATCHED):
             if run.watch is not None:  # silence during the outage proves nothing
-                turn.put(run.changed(watch=run.watch.beat(tick.now)))
+                turn.put(run.changed(watch=run.watch.beat(tick.now), liveness=(
+                    run.liveness.restart(tick.now) if run.liveness is not None else None)))
     elif lost:
         turn.log("warning", "bus.unreachable", hint="no run is killed for silence meanwhile")
     if turn.state.registry is not Registry.UP:
@@ -63,10 +67,17 @@ def _sweep(turn: Turn) -> None:
             turn.do(fx.ObserveRun(run.run_id, if_exited=not watched))
         if run.pgid is not None and not run.started_recorded:
             send_started(turn, run)
-    if full and not s.gpu_read_due and any(
-            r.config.resources.gpus for r in s.in_phase(Phase.QUEUED)):
+    if full and not s.gpu_read_due and (any(
+            r.config.resources.gpus for r in s.in_phase(Phase.QUEUED)) or _gpu_judged(s)):
         turn.update(gpu_read_due=True)
         turn.do(fx.ReadGpus(frozenset(r.pgid for r in s.runs.values() if r.pgid)))
+
+
+def _gpu_judged(s: DispatcherState) -> bool:
+    """A running run on real GPUs whose gpu_idle rule is on: their utilisation is read."""
+    return s.inventory.source is GpuSource.NVML and any(
+        r.gpus and r.phase is Phase.RUNNING and r.config.liveness.spec(Rule.GPU_IDLE).enabled
+        for r in s.runs.values())
 
 
 def _deadlines(turn: Turn) -> None:

@@ -24,7 +24,7 @@ from services.dispatcher.shell.folders import read_folder
 from services.dispatcher.shell.launcher import LauncherGone, StartError
 
 GONE = "forkserver.gone"
-SIGNALS = {Sig.TERM: signal.SIGTERM, Sig.KILL: signal.SIGKILL}
+SIGNALS = {Sig.TERM: signal.SIGTERM, Sig.KILL: signal.SIGKILL, Sig.USR1: signal.SIGUSR1}
 
 
 class ForkLauncher:
@@ -57,7 +57,10 @@ class ForkLauncher:
             raise LauncherGone(str(exc), GONE) from exc
 
     def signal(self, run_id: str, pgid: int, sig: Sig) -> None:
-        procs.signal_group(pgid, SIGNALS[sig])
+        if sig is Sig.USR1:   # the worker (its group's leader) only: its children
+            procs.signal_process(pgid, SIGNALS[sig])   # would die of it
+        else:
+            procs.signal_group(pgid, SIGNALS[sig])
 
     def kill(self, run_id: str, pids: frozenset[int]) -> None:
         procs.kill_processes(set(pids))

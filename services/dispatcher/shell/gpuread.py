@@ -44,9 +44,13 @@ def read_inventory(fake_gpus: int, our_pids: frozenset[int] = frozenset()) -> In
                 foreign = tuple(p.pid for p in procs if p.pid not in our_pids)
             except pynvml.NVMLError:
                 foreign = ()
+            try:
+                busy: Optional[float] = float(pynvml.nvmlDeviceGetUtilizationRates(h).gpu)
+            except pynvml.NVMLError:
+                busy = None   # not supported on this device: gpu_idle does not judge it
             gpus.append(Gpu(i, _text(pynvml.nvmlDeviceGetUUID(h)),
                             _text(pynvml.nvmlDeviceGetName(h)), int(mem.total),
-                            int(mem.free), foreign))
+                            int(mem.free), foreign, busy))
         return Inventory(tuple(gpus), GpuSource.NVML)
     except pynvml.NVMLError as exc:
         return Inventory(error=f"NVML query failed: {exc}")

@@ -74,8 +74,7 @@ def drain(telemetry: Subscriber, now: float, runs: Container[str],
         run_id = str(payload.get("run_id"))
         if env.type == MessageType.HEARTBEAT.value:
             if run_id in runs:
-                step = payload.get("step")
-                beats.append(Heartbeat(run_id, step if isinstance(step, int) else None, now))
+                beats.append(heartbeat(run_id, payload, env.ts, now))
         elif env.type == MessageType.ARTIFACT_REPORTED.value:
             if run_id in runs:
                 out.append(reported(run_id, payload, run_dir(run_id)))
@@ -83,6 +82,20 @@ def drain(telemetry: Subscriber, now: float, runs: Container[str],
             if payload.get("pid") == os.getpid():
                 out.append(BusSeen(now))
     return ([Heartbeats(tuple(beats))] if beats else []) + out
+
+
+def heartbeat(run_id: str, payload: dict[str, Any], sent: Any, now: float) -> Heartbeat:
+    """A heartbeat's fields, each only when of its type (a worker's bad value is not
+    judged on)."""
+    step, finite = payload.get("step"), payload.get("metrics_finite")
+    nonfinite, phase = payload.get("nonfinite_metric"), payload.get("phase")
+    return Heartbeat(run_id, step if isinstance(step, int) and not isinstance(step, bool)
+                     else None, now,
+                     float(sent) if isinstance(sent, (int, float)) and not isinstance(
+                         sent, bool) else None,
+                     finite if isinstance(finite, bool) else None,
+                     nonfinite if isinstance(nonfinite, str) else "",
+                     phase if isinstance(phase, str) else "")
 
 
 def reported(run_id: str, payload: dict[str, Any], run_dir: str) -> ArtifactReported:

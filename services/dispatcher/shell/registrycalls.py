@@ -95,4 +95,15 @@ def view_of(run: Any) -> Optional[RunView]:
                    float(at) if isinstance(at, (int, float)) and not isinstance(at, bool)
                    else None, max(1, _count(run.get("attempt")) or 1),
                    str(run.get("resume_from") or ""), str(run.get("python") or ""),
-                   str(run.get("python_error") or ""), str(run.get("experiment") or ""))
+                   str(run.get("python_error") or ""), str(run.get("experiment") or ""),
+                   standing_flags(run))
+
+
+def standing_flags(run: Mapping[str, Any]) -> frozenset[str]:
+    """The rules whose flag stands on the run's attempt under way (its ``flags``)."""
+    flags, attempt = run.get("flags"), run.get("attempt") or 1
+    if not isinstance(flags, (list, tuple)):
+        return frozenset()
+    return frozenset(f["rule"] for f in flags if isinstance(f, Mapping)
+                     and isinstance(f.get("rule"), str) and f.get("cleared_at") is None
+                     and f.get("attempt") == attempt)
