@@ -135,6 +135,7 @@ class Mapper:
         recorded = recorded_heartbeat(view, heartbeat)
         if recorded is not None:
             rec.last_heartbeat.CopyFrom(recorded)
+        rec.flags.extend(run_flag(f) for f in _list(view.get("flags")) if isinstance(f, dict))
         return rec
 
     def run_event(self, env: Envelope, status: Optional[str]) -> pb.RunEvent:
@@ -161,6 +162,10 @@ def heartbeat_message(payload: Mapping[str, Any], sent_at: float,
     gpu_mem = payload.get("gpu_mem_bytes")
     if isinstance(gpu_mem, int) and not isinstance(gpu_mem, bool):
         hb.gpu_mem_bytes = gpu_mem
+    hb.updates = _int(payload.get("updates"))
+    if isinstance(payload.get("metrics_finite"), bool):
+        hb.metrics_finite = payload["metrics_finite"]
+    hb.phase = str(payload.get("phase") or "")
     hb.sent_at.CopyFrom(timestamp(sent_at))
     hb.received_at.CopyFrom(timestamp(received_at))
     hb.progress.CopyFrom(struct(payload))
@@ -168,6 +173,23 @@ def heartbeat_message(payload: Mapping[str, Any], sent_at: float,
 
 
 _ENDED = {s.value for s in RunStatus if s.terminal}
+
+
+def run_flag(f: Mapping[str, Any]) -> pb.RunFlag:
+    """A RunFlag from one of the run view's ``flags`` (core.runstate: rule, action,
+    attempt, evidence, flagged_at, seq, cleared_at (None while standing),
+    cleared_evidence)."""
+    flag = pb.RunFlag(rule=str(f.get("rule") or ""), action=str(f.get("action") or ""),
+                      seq=_int(f.get("seq")), attempt=_int(f.get("attempt")))
+    for name in ("flagged_at", "cleared_at"):
+        at = _float(f.get(name))
+        if at is not None:
+            getattr(flag, name).CopyFrom(timestamp(at))
+    for name in ("evidence", "cleared_evidence"):
+        value = f.get(name)
+        if isinstance(value, dict) and value:
+            getattr(flag, name).CopyFrom(struct(value))
+    return flag
 
 
 def _compact(value: Any) -> str:
