@@ -10,8 +10,8 @@ from typing import Optional
 
 from PySide6.QtCore import Qt, Slot
 from PySide6.QtGui import QFont
-from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QPlainTextEdit, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QPlainTextEdit, QSizePolicy,
+                               QVBoxLayout, QWidget)
 
 from trainer.gui.bridge import LogThread
 
@@ -35,6 +35,7 @@ class LogPane(QWidget):
         self.thread: Optional[LogThread] = None
         self.retired: list[LogThread] = []
         self.title = QLabel("<b>Log</b>")
+        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.stream = QComboBox()
         self.stream.addItems(STREAMS)
         self.stream.setToolTip("the stream shown: the worker's stdout or stderr")

@@ -77,6 +77,7 @@ class VideoPane(QWidget):
         self.screen.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
         self.screen.setStyleSheet("background: #fafafa; border: 1px solid #ddd;")
         self.caption = QLabel("")
+        self.caption.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.play_button = QPushButton("Play")
         self.play_button.clicked.connect(self.toggle)
         self.open_button = QPushButton("Open externally")

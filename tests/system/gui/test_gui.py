@@ -1,8 +1,9 @@
 """The GUI against a real stack through the public gRPC API: the table from a snapshot
 and live events, signals delivered on the GUI thread, no freeze while the gateway is
 stopped, submit and cancel through the dialog, reconnection after a gateway restart,
-a failed run's log on stderr, and a screenshot of two finished cartpole runs compared
-(every metric offered, the newest video loaded into the player)."""
+a failed run's log on stderr, a screenshot of two finished cartpole runs compared
+(every metric offered, the newest video loaded into the player), and one of a run the
+dispatcher flagged as stalled (the flag in the table and the details, its video)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ import time
 from typing import Any
 
 import pytest
-from PySide6.QtCore import QObject, QThread, QTimer, QUrl, Slot
+from PySide6.QtCore import QObject, Qt, QThread, QTimer, QUrl, Slot
 from PySide6.QtWidgets import QApplication
 
 from tests.system.gui.guisystem import System
 from tests.helpers import REPO
+from trainer.gui.runs_model import COLUMNS
 
 pytestmark = pytest.mark.timeout(60)
 T = 15000  # ms: the longest any wait here may take
@@ -238,9 +240,63 @@ def test_screenshot_of_cartpole_runs_compared_with_a_video(system: System, windo
     assert opened and os.path.exists(opened[0].toLocalFile())
     out = os.path.join(REPO, "test-output")
     os.makedirs(out, exist_ok=True)
-    path = os.path.join(out, "gui-main.png")
+    path = os.path.join(out, "gui-compare.png")
     window.resize(1600, 960)
     qtbot.waitUntil(lambda: window.width() == 1600, timeout=T)
     assert window.grab().save(path)
     assert os.path.getsize(path) > 10_000  # a real picture; docs/gui-screenshot.png is
     # a copy of one such file, made by hand: a test never writes into the source tree
+
+
+def test_screenshot_of_a_stalled_run_with_its_flag_and_video(system: System, window: Any,
+                                                             qtbot: Any) -> None:
+    cfg = {"worker": "test-video-stall", "env": "CartPole-v1", "seed": 11,
+           "name": "stalls-after-a-video", "steps": 1000, "heartbeat_interval_s": 0.1,
+           "heartbeat_timeout_s": 10.0,
+           "liveness": {"stalled": {"window_s": 1.0, "warmup_s": 0.0}}}
+    run_id = system.client().submit(cfg).run.run_id
+    qtbot.waitUntil(lambda: window.select_run(run_id), timeout=T)
+    col = COLUMNS.index("flags")
+
+    def cell(role: Any = Qt.ItemDataRole.DisplayRole) -> Any:
+        row = window.model.rows[run_id]
+        return window.model.data(window.model.index(row, col), role)
+    # the dispatcher's stalled rule flags it: the table's badge, from the watch
+    try:
+        qtbot.waitUntil(lambda: cell() == "⚑ stalled", timeout=30000)
+    except Exception:
+        raise AssertionError((window.model.run(run_id), system.client().get(run_id).flags))
+    assert status(window, run_id) == "running"
+    tip = cell(Qt.ItemDataRole.ToolTipRole)
+    assert tip.startswith("stalled (warn) since ") and "step=400" in tip, tip
+    d = window.details
+    qtbot.waitUntil(lambda: d.flags_box.isVisible() and d.flags.rows() != [], timeout=T)
+    (rule, action, _, cleared, evidence), = d.flags.rows()
+    assert (rule, action, cleared) == ("⚑ stalled", "warn", "standing")
+    assert "step=400" in evidence and "window_s=1" in evidence
+    assert "1 standing, 0 cleared" in d.flags_title.text()
+    # its one video, at the step it stalled on, loaded into the player
+    v = d.videos
+    qtbot.waitUntil(lambda: len(v.videos) == 1 and v.loaded is not None, timeout=T)
+    assert v.list.item(0).text().startswith("step 400 · evaluation 4 · return ")
+    if v.player is not None:
+        qtbot.waitUntil(lambda: v.frames > 0 or v.error != "", timeout=T)
+        assert v.error == "" and v.source().endswith("videos/eval-00004.mp4")
+        qtbot.waitUntil(lambda: v.media_status() == "EndOfMedia", timeout=T)
+    assert d.plot.point_count(run_id) == 4 and "step 400" in d.header.text()
+    log = d.log_pane                 # running: stdout first; stderr has its last words
+    assert log.stream_name() == "stdout"
+    log.stream.setCurrentText("stderr")
+    qtbot.waitUntil(lambda: "stalling at step 400" in log.text.toPlainText(), timeout=T)
+    assert "stderr, following" in log.title.text()
+    out = os.path.join(REPO, "test-output")
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, "gui-flagged.png")
+    window.resize(1600, 960)
+    qtbot.waitUntil(lambda: window.width() == 1600, timeout=T)
+    window.runs_view.setSizes([700, 900])   # the table's every column
+    assert window.grab().save(path) and os.path.getsize(path) > 10_000
+    d.reason.setText("stalled")
+    d.cancel_button.click()
+    qtbot.waitUntil(lambda: status(window, run_id) == "cancelled", timeout=T)
+    assert cell() == "⚑ stalled"   # a flag is not cleared by the run's end
