@@ -15,15 +15,15 @@ import traceback
 from types import ModuleType
 
 from bench import (append, bench_gateway, bench_sdk, bus_throughput, dispatcher,
-                   experiment_create, experiment_results, idle, rebuild, registry_rpc,
-                   watch_restart)
+                   experiment_create, experiment_results, idle, liveness, rebuild,
+                   registry_rpc, watch_restart)
 from bench.table import Row, render
 
 BENCHMARKS: dict[str, ModuleType] = {
     "rpc": registry_rpc, "append": append, "bus": bus_throughput, "rebuild": rebuild,
     "sdk": bench_sdk, "gateway": bench_gateway, "dispatcher": dispatcher, "idle": idle,
     "restart": watch_restart, "experiment": experiment_create,
-    "experiment_results": experiment_results,
+    "experiment_results": experiment_results, "liveness": liveness,
 }
 
 

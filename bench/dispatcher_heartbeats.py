@@ -52,7 +52,10 @@ def recv_line(child: Child, timeout: float) -> Any:
     return child.recv()
 
 
-def heartbeats(quick: bool) -> list[Row]:
+def heartbeats(quick: bool, rules: bool = False) -> list[Row]:
+    """``rules``: every liveness rule on with no warm-up and short windows (the
+    publisher's beats say the metrics are finite and the steps advance at a steady
+    pace), so that each beat is judged by every rule."""
     count = 1000
     seconds = 6 if quick else 15
     rows: list[Row] = []
@@ -64,8 +67,8 @@ def heartbeats(quick: bool) -> list[Row]:
             sleeper = subprocess.Popen(["sleep", "3600"], process_group=0,
                                        preexec_fn=_die_with_parent,
                                        stdin=subprocess.DEVNULL)
-            disp = lab.module("bench.dispatcher_heartbeats", "hbdisp", str(count), str(sleeper.pid),
-                              control=True)
+            disp = lab.module("bench.dispatcher_heartbeats", "hbdisp", str(count),
+                              str(sleeper.pid), str(int(rules)), control=True)
             raw = lab.module("bench.dispatcher_heartbeats", "hbsub", control=True)
             ready = recv_line(disp, 120)
             recv_line(raw, 60)
@@ -93,7 +96,13 @@ def heartbeats(quick: bool) -> list[Row]:
     ok = kills == 0 and sleeper_alive
     ours, base = cpu[disp.pid], cpu[raw.pid]
     steps_per_s = d_stats["steps"] / d_stats["wall"]
-    rows.append(Row(f"dispatcher: {count:,} runs heartbeating at 1 Hz, CPU", "% core", ours,
+    what = "with every liveness rule judging" if rules else "at 1 Hz"
+    if rules:
+        rows.append(Row(f"dispatcher: {count:,} healthy runs judged by the liveness rules, "
+                        "false flags", "", d_stats["flags"], None, "0",
+                        d_stats["flags"] == 0, f"stalled/slowed windows {RULES_WINDOW_S:g}s, "
+                        f"no warm-up; {d_stats['judged']} runs judged at the end"))
+    rows.append(Row(f"dispatcher: {count:,} runs heartbeating {what}, CPU", "% core", ours,
                     base, f"< {CPU_TARGET_PCT:g} % of one core", ours < CPU_TARGET_PCT,
                     f"{wall:.1f}s window; {sent['sent']} beats sent, bare SUB got "
                     f"{r_stats['received']}; dispatcher {steps_per_s:.0f} loop steps/s, "
@@ -123,7 +132,10 @@ def _say(obj: Any) -> None:
     sys.stdout.flush()
 
 
-def hbdisp_main(count: str, pgid: str) -> None:
+RULES_WINDOW_S = 3.0
+
+
+def hbdisp_main(count: str, pgid: str, rules: str = "0") -> None:
     """A dispatcher built by services.dispatcher's build(), plus ``count`` RUNNING runs
     (watch armed: heartbeat_timeout_s 5, startup_grace_s 0) whose process group is
     ``pgid``, each run folder locked as its shim would hold it (one flock per folder,
@@ -148,9 +160,12 @@ def hbdisp_main(count: str, pgid: str) -> None:
     ctx = zmq.Context()
     loop = build(settings, ctx, log)
     flags = _flags()
+    tight = {"stalled": {"window_s": RULES_WINDOW_S, "warmup_s": 0},
+             "slowed": {"window_s": RULES_WINDOW_S, "warmup_s": 0},
+             "diverged": {"warmup_s": 0}} if rules == "1" else {}
     config = RunConfig.from_map({"worker": "test-mark", "heartbeat_interval_s": 1.0,
                                  "heartbeat_timeout_s": HB_TIMEOUT_S, "startup_grace_s": 0.0,
-                                 "cancel_grace_s": 1.0})
+                                 "cancel_grace_s": 1.0, "liveness": tight})
     runs, locks = {}, []
     ids = run_ids(int(count))
     for run_id in ids:
@@ -192,7 +207,9 @@ def hbdisp_main(count: str, pgid: str) -> None:
         end = loop.clock.monotonic()
         ages = [end - r.watch.last_beat if r.watch and r.watch.last_beat is not None
                 else float("inf") for r in loop.state.runs.values()]
-        _say({"kills": loop.state.stats.kills, "steps": steps,
+        judged = sum(r.liveness is not None for r in loop.state.runs.values())
+        _say({"kills": loop.state.stats.kills, "flags": loop.state.stats.flags,
+              "judged": judged, "steps": steps,
               "wall": time.monotonic() - t0, "max_beat_age": max(ages) if ages else 0.0})
         loop.close()
         for fd in locks:
@@ -269,7 +286,9 @@ def hbpub_main(count: str, seconds: str) -> None:
         if delay > 0.0005:
             time.sleep(delay)   # pacing, not synchronisation
         i = k % n
-        pub.publish(topics[i], hb, {"run_id": ids[i], "beat": k // n + 1, "step": k // n})
+        beat = k // n + 1   # a steady pace: 1,000 steps a second, metrics finite
+        pub.publish(topics[i], hb, {"run_id": ids[i], "beat": beat, "step": beat * 1000,
+                                    "metrics_finite": True, "phase": ""})
         if k + 1 == warm_at:
             _say({"window": True})
     _say({"sent": total, "elapsed": time.perf_counter() - t0})

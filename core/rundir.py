@@ -14,6 +14,8 @@ Who writes what:
 | ``metrics.jsonl`` | the worker's SDK | the gateway |
 | ``artifacts.jsonl`` | the worker's SDK (the manifest) | the dispatcher |
 | ``result.json`` | the worker's SDK | the dispatcher |
+| ``tensorboard/<label>/*tfevents*.trainer-sdk`` | the SDK (worker/tbwriter.py) | TensorBoard |
+| other ``*tfevents*`` files | the worker's own code (SB3) | the gateway, the results |
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ STDERR_FILE = "stderr.log"
 METRICS_FILE = "metrics.jsonl"
 MANIFEST_FILE = "artifacts.jsonl"
 RESULT_FILE = "result.json"
+# TensorBoard event files: the SDK writes its own into TB_DIR/<label>/ with this suffix on
+# the file name, so that readers tell them (a copy of metrics.jsonl) from those a worker
+# writes itself (SB3, CleanRL), which count as the run's metrics.
+TB_DIR = "tensorboard"
+TB_SDK_SUFFIX = ".trainer-sdk"
+TB_MARK = "tfevents"          # in every event file's name (TensorBoard's own test)
 
 RUN_FILES = (CONFIG_FILE, SHIM_FILE, WORKER_FILE, EXIT_FILE, KILL_FILE, STDOUT_FILE,
              STDERR_FILE, METRICS_FILE, MANIFEST_FILE, RESULT_FILE)

@@ -14,6 +14,9 @@ a file being written, or malformed) is skipped and counted, never fatal.
   run's NaN) is no value: the run counts as missing, never as an earlier value.
 - Statistics are over the COMPLETED seeds only: a running run's latest value is not final.
 - Curves read whole files: COMPLETED and running (DISPATCHING, RUNNING) seeds.
+- A metric no metrics.jsonl record holds is looked for among the TensorBoard scalars
+  the worker wrote itself in its run folder (SB3's ``rollout/ep_rew_mean``:
+  runtime.tbruns), with the same rules; ``metrics`` lists their tags too.
 - Repeated calls on unchanged files are cheap: what a file gave is cached, keyed on
   (path, size, mtime_ns, metric, kind of read), in a bounded LRU (`CACHE`).
 """
@@ -35,7 +38,7 @@ from core.ids import is_run_id
 from core.rundir import METRICS_FILE
 from core.runstate import RunStatus
 from core.sweepspec import point_label
-from runtime import seedstats
+from runtime import seedstats, tbruns
 
 CHUNK = 64 * 1024            # the first tail read; each further read doubles, up to:
 MAX_CHUNK = 4 * 1024 * 1024
@@ -45,6 +48,7 @@ _loads = json.JSONDecoder().decode   # on str: json.loads less its per-call chec
 RUNNING = frozenset({RunStatus.DISPATCHING.value, RunStatus.RUNNING.value})
 CURVE_STATUSES = RUNNING | {RunStatus.COMPLETED.value}
 STATUSES = frozenset(s.value for s in RunStatus)
+FINISHED = STATUSES - RUNNING - {RunStatus.PENDING.value}
 
 
 @dataclass(frozen=True)
@@ -333,6 +337,13 @@ def experiment_results(runs_dir: str, points: list[dict[str, Any]], cells: list[
                 unreadable.append({"run_id": cell.run_id, "error": f"{type(exc).__name__}:"
                                    f" {exc.strerror or exc}"})
                 got = FileRead()
+            try:
+                got, errors = tbruns.with_tensorboard(got, os.path.dirname(path), metric,
+                                                      curve=want_curve,
+                                                      finished=cell.status in FINISHED)
+            except OSError as exc:
+                errors = [f"{type(exc).__name__}: {exc.strerror or exc}"]
+            unreadable += [{"run_id": cell.run_id, "error": e} for e in errors]
             names |= got.names
             skipped += got.skipped
             finals.append({"seed": cell.seed, "run_id": cell.run_id, "status": cell.status,

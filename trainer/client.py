@@ -174,9 +174,13 @@ class Client:
                 return out
 
     def metrics(self, run_id: str, offset: int = 0, limit: int = 0,
-                keys: Iterable[str] = ()) -> pb.GetMetricsResponse:
+                keys: Iterable[str] = (), *, tensorboard: bool = False,
+                tensorboard_cursor: str = "") -> pb.GetMetricsResponse:
+        """GetMetrics; with ``tensorboard`` also the worker's own TensorBoard scalars,
+        read on from ``tensorboard_cursor`` (the answer's next_tensorboard_cursor)."""
         return self._call("GetMetrics", pb.GetMetricsRequest(
-            run_id=run_id, offset=offset, limit=limit, keys=list(keys)))
+            run_id=run_id, offset=offset, limit=limit, keys=list(keys),
+            tensorboard=tensorboard, tensorboard_cursor=tensorboard_cursor))
 
     def watch(self, run_ids: Iterable[str] = (), since_seq: Optional[int] = None,
               snapshot: bool = False, *, resume: bool = True,

@@ -64,6 +64,7 @@ from core.rundir import MANIFEST_FILE, METRICS_FILE, RESULT_FILE
 from worker import attemptcode
 from worker.gpu import GpuProbe
 from worker.metricnotes import MetricNotes
+from worker.tbwriter import TbWriter
 from worker.resume import (ATTEMPT_ENV, CHECKPOINT_IGNORED, EXIT_BAD_CONFIG,  # noqa: F401
                            EXIT_CHECKPOINT_IGNORED, RESUME_ENV, Resume,
                            exit_status, mark_checkpoint_ignored, parse_attempt)
@@ -137,6 +138,7 @@ class Run:
         self._beats = 0
         self.last_heartbeat_at: Optional[float] = None  # time.time() of the last one sent
         self._gpu = gpu or GpuProbe(os.environ.get("CUDA_VISIBLE_DEVICES"))
+        self._tb = TbWriter(self.run_dir, run_id)   # TensorBoard files, opened on first use
         self._stop = threading.Event()
         self._stop_flag = threading.Event()
         self._checkpoint_flag = threading.Event()
@@ -304,6 +306,7 @@ class Run:
         self._seen.note(record["values"])
         with open(os.path.join(self.run_dir, METRICS_FILE), "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
+        self._tb.write(record["step"], record["ts"], record["values"])
         self._send(Topic.METRICS.topic(self.run_id), MessageType.METRICS.value, record)
 
     def register_artifact(self, path: str, kind: str, **meta: Any) -> dict[str, Any]:
@@ -376,6 +379,7 @@ class Run:
             self._thread.join(timeout=5)
         self._sock.close()
         self._gpu.close()
+        self._tb.close()
 
     def __enter__(self) -> "Run":
         return self

@@ -149,12 +149,33 @@ class Mapper:
         return msg
 
 
+def run_flag(flag: Mapping[str, Any]) -> pb.RunFlag:
+    """A liveness flag of the run view (core.runstate's flag log entry)."""
+    msg = pb.RunFlag(rule=str(flag.get("rule") or ""), action=str(flag.get("action") or ""),
+                     seq=_int(flag.get("seq")), attempt=_int(flag.get("attempt")) or 1)
+    for name in ("flagged_at", "cleared_at"):
+        value = flag.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and math.isfinite(value):
+            getattr(msg, name).CopyFrom(timestamp(value))
+    for name in ("evidence", "cleared_evidence"):
+        value = flag.get(name)
+        if isinstance(value, dict):
+            getattr(msg, name).CopyFrom(struct(value))
+    return msg
+
+
 def heartbeat_message(payload: Mapping[str, Any], sent_at: float,
                       received_at: float) -> pb.Heartbeat:
     hb = pb.Heartbeat(beat=_int(payload.get("beat")), step=_int(payload.get("step")),
                       episode=_int(payload.get("episode")),
                       steps_per_s=_float(payload.get("steps_per_s")) or 0.0,
-                      rss_bytes=_int(payload.get("rss_bytes")))
+                      rss_bytes=_int(payload.get("rss_bytes")),
+                      updates=_int(payload.get("updates")),
+                      phase=str(payload.get("phase") or ""))
+    finite = payload.get("metrics_finite")
+    if isinstance(finite, bool):
+        hb.metrics_finite = finite
     for name in ("last_return", "mean_return"):
         value = _float(payload.get(name))
         if value is not None:
@@ -162,10 +183,6 @@ def heartbeat_message(payload: Mapping[str, Any], sent_at: float,
     gpu_mem = payload.get("gpu_mem_bytes")
     if isinstance(gpu_mem, int) and not isinstance(gpu_mem, bool):
         hb.gpu_mem_bytes = gpu_mem
-    hb.updates = _int(payload.get("updates"))
-    if isinstance(payload.get("metrics_finite"), bool):
-        hb.metrics_finite = payload["metrics_finite"]
-    hb.phase = str(payload.get("phase") or "")
     hb.sent_at.CopyFrom(timestamp(sent_at))
     hb.received_at.CopyFrom(timestamp(received_at))
     hb.progress.CopyFrom(struct(payload))
@@ -173,23 +190,6 @@ def heartbeat_message(payload: Mapping[str, Any], sent_at: float,
 
 
 _ENDED = {s.value for s in RunStatus if s.terminal}
-
-
-def run_flag(f: Mapping[str, Any]) -> pb.RunFlag:
-    """A RunFlag from one of the run view's ``flags`` (core.runstate: rule, action,
-    attempt, evidence, flagged_at, seq, cleared_at (None while standing),
-    cleared_evidence)."""
-    flag = pb.RunFlag(rule=str(f.get("rule") or ""), action=str(f.get("action") or ""),
-                      seq=_int(f.get("seq")), attempt=_int(f.get("attempt")))
-    for name in ("flagged_at", "cleared_at"):
-        at = _float(f.get(name))
-        if at is not None:
-            getattr(flag, name).CopyFrom(timestamp(at))
-    for name in ("evidence", "cleared_evidence"):
-        value = f.get(name)
-        if isinstance(value, dict) and value:
-            getattr(flag, name).CopyFrom(struct(value))
-    return flag
 
 
 def _compact(value: Any) -> str:

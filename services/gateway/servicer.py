@@ -7,6 +7,7 @@ import asyncio
 import base64
 import binascii
 import json
+import os
 from collections import Counter
 from typing import Any, AsyncIterator, TypeVar
 
@@ -15,7 +16,7 @@ import grpc
 from core.commands import RequestCancel, RerunRun, SubmitRun
 from core.protocol import GetEnv, GetRun, ListArtifacts, ListRuns
 from runtime.logs import ServiceLogger
-from services.gateway import pyenvs
+from services.gateway import pyenvs, tbpoints
 from services.gateway.rpcguard import streaming, unary
 from services.gateway.experimentcalls import ExperimentCalls
 from services.gateway.resultcalls import ResultCalls
@@ -249,9 +250,17 @@ class Servicer:
         limit = request.limit or DEFAULT_POINTS
         if not 0 < limit <= MAX_POINTS:
             raise invalid("limit", f"must be from 1 to {MAX_POINTS}")
+        cursor = tbpoints.decode_cursor(request.tensorboard_cursor)
         await self.registry.call(GetRun(run_id), context)
-        return await self.registry.run(self.logs.metrics, run_id, request.offset, limit,
-                                       frozenset(request.keys))
+        keys = frozenset(request.keys)
+        out = await self.registry.run(self.logs.metrics, run_id, request.offset, limit, keys)
+        if request.tensorboard:   # the worker's own TensorBoard scalars, after the jsonl's
+            got, cursor = await self.registry.run(
+                tbpoints.points, os.path.join(self.logs.runs_dir, run_id), cursor,
+                limit - len(out.points), keys, self.log)
+            out.points.extend(got)
+            out.next_tensorboard_cursor = tbpoints.encode_cursor(cursor)
+        return out
 
     @unary
     async def CreateExperiment(self, request: pb.CreateExperimentRequest,

@@ -24,9 +24,10 @@ pytestmark = pytest.mark.timeout(30)
 @pytest.fixture
 def sigterm() -> Iterator[None]:
     """Tests that install SIGTERM handlers give the process its own one back."""
-    before = signal.getsignal(signal.SIGTERM)
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGUSR1)
     yield
-    signal.signal(signal.SIGTERM, before)
+    signal.signal(signal.SIGTERM, before[0])
+    signal.signal(signal.SIGUSR1, before[1])
     sdk._EARLY_STOP.clear()
 
 
@@ -262,3 +263,43 @@ def test_steps_per_s_counts_only_the_steps_of_this_process(
     run.progress(step=42_900)
     run.heartbeat()
     assert sent[-1]["steps_per_s"] == pytest.approx(2_450.0)
+
+
+def test_heartbeats_carry_what_the_liveness_rules_read(
+        run: sdk.Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    """metrics_finite and the first non-finite metric since the beat before (then
+    reset), the phase of a declared evaluation (a beat at each end of it), updates, and
+    the latest return logged when progress() gave none (docs/SUPERVISION.md)."""
+    sent: list[dict] = []
+    monkeypatch.setattr(run, "_send", lambda topic, mtype, payload: sent.append(payload))
+    run.progress(step=10)
+    run.heartbeat()
+    assert (sent[-1]["metrics_finite"], sent[-1]["nonfinite_metric"]) == (None, "")
+    assert sent[-1]["phase"] == "" and sent[-1]["updates"] == 0
+    assert sent[-1]["last_return"] is None
+    run.log_metrics(10, loss=0.5, return_mean=np.float64(21.5))
+    run.heartbeat()
+    assert sent[-1]["metrics_finite"] is True and sent[-1]["last_return"] == 21.5
+    run.log_metrics(11, loss=float("nan"), grad=float("inf"))
+    run.log_metrics(12, loss=0.4)
+    run.progress(updates=3)
+    run.heartbeat()
+    assert (sent[-1]["metrics_finite"], sent[-1]["nonfinite_metric"]) == (False, "loss")
+    assert sent[-1]["updates"] == 3
+    run.heartbeat()
+    assert sent[-1]["metrics_finite"] is None       # nothing logged since
+    beats = len(sent)
+    with run.evaluating():
+        assert sent[-1]["phase"] == "evaluating" and len(sent) == beats + 1
+    assert sent[-1]["phase"] == "" and len(sent) == beats + 2
+    run.progress(last_return=3.0)
+    run.heartbeat()
+    assert sent[-1]["last_return"] == 3.0           # progress() wins over the metrics
+
+
+def test_sigusr1_asks_for_a_checkpoint_until_it_is_done(run: sdk.Run) -> None:
+    assert not run.checkpoint_requested
+    os.kill(os.getpid(), signal.SIGUSR1)
+    assert run.checkpoint_requested and not run.stop_requested
+    run.checkpoint_done()
+    assert not run.checkpoint_requested

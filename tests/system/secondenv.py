@@ -3,12 +3,14 @@ fixture, tests/system/conftest.py): a venv made with ``python -m venv --without-
 (never --system-site-packages: it must not see the orchestrator's packages), into
 which the main venv's pip installs, offline, the SDK's wheel (sdk/pyproject.toml) and
 the wheel of tests/envworker (the worker ``env-probe``, which exists only there), with
-pyzmq and msgpack as wheels of the versions installed here (downloaded once into
+the SDK's dependencies (pyzmq, msgpack, tensorboardX and theirs) as wheels of the
+versions installed here (downloaded once into
 .venv/.sdk-wheels, then reused)."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +19,11 @@ from pathlib import Path
 
 from tests.helpers import REPO
 
-WHEELHOUSE = Path(REPO) / ".venv" / ".sdk-wheels"   # pyzmq, msgpack: kept between runs
+WHEELHOUSE = Path(REPO) / ".venv" / ".sdk-wheels"   # the SDK's deps: kept between runs
+# sdk/pyproject.toml's dependencies and theirs (tensorboardX needs numpy, packaging and
+# protobuf), the versions installed here
+SDK_DEPENDENCIES = ("pyzmq", "msgpack", "tensorboardX", "google-crc32c", "numpy",
+                    "packaging", "protobuf")
 SDK_PACKAGES = ("core", "bus", "runtime", "worker")
 TIMEOUT_S = 180
 
@@ -34,11 +40,14 @@ def _pip(*args: str) -> None:
 
 
 def dependency_wheels() -> Path:
-    """pyzmq and msgpack, the versions installed here, as wheels in WHEELHOUSE."""
-    wanted = [f"{name}=={metadata.version(name)}" for name in ("pyzmq", "msgpack")]
+    """The SDK's dependencies, the versions installed here, as wheels in WHEELHOUSE."""
     have = [p.name.lower() for p in WHEELHOUSE.glob("*.whl")] if WHEELHOUSE.exists() else []
-    missing = [w for w in wanted
-               if not any(h.startswith(w.replace("==", "-").lower()) for h in have)]
+    missing = []
+    for name in SDK_DEPENDENCIES:   # a wheel's name: the project's, - . _ as _, lower case
+        version = metadata.version(name)
+        prefix = f"{re.sub(r'[-_.]+', '_', name).lower()}-{version}-"
+        if not any(h.startswith(prefix) for h in have):
+            missing.append(f"{name}=={version}")
     if missing:
         try:
             _pip("download", "--no-deps", "--only-binary=:all:", "-d", str(WHEELHOUSE),

@@ -25,7 +25,7 @@ from services.gateway import auth, configcheck, servicer
 from services.gateway.buslisten import Item, make_item
 from services.gateway.config import GatewayConfig, is_loopback
 from services.gateway.errors import CallError
-from services.gateway.mapping import EnumMap, Mapper, StatusTracker, heartbeat_message
+from services.gateway.mapping import EnumMap, Mapper, StatusTracker
 from services.gateway.watch import Watcher, WatchHub
 from services.gateway.watchsession import encode
 from trainer_api.v1 import trainer_pb2 as pb
@@ -109,12 +109,6 @@ def _state() -> object:
     return apply(s, ev.RunFailed("r0123456789ab", "signal", None, 9, "killed"), 4, 103.25)
 
 
-def _state_running() -> object:
-    s = apply(None, ev.RunSubmitted("r0123456789ab", "d" * 64, {}, 0, "me"), 1, 100.0)
-    s = apply(s, ev.GpusClaimed("r0123456789ab", (), "disp"), 2, 101.0)
-    return apply(s, ev.RunStarted("r0123456789ab", 77, 1.0, "host"), 3, 102.0)
-
-
 def test_run_record_carries_every_field() -> None:
     view = run_view(_state())
     hb = pb.Heartbeat(step=5)
@@ -128,28 +122,6 @@ def test_run_record_carries_every_field() -> None:
     assert (rec.last_seq, rec.priority, rec.name, list(rec.tags)) == (4, 3, "n", ["a"])
     assert json.loads(rec.config_json) == {"name": "n", "tags": ["a"]}
     assert rec.message == "killed" and rec.last_heartbeat.step == 5
-
-
-def test_run_record_carries_the_flags_and_the_heartbeat_liveness_fields() -> None:
-    s = apply(_state_running(), ev.RunFlagged("r0123456789ab", 1, "slowed", "warn",
-                                              {"steps_per_s": 1.5}), 4, 104.0)
-    s = apply(s, ev.RunFlagCleared("r0123456789ab", 1, "slowed", {"steps_per_s": 90.0}),
-              5, 106.0)
-    s = apply(s, ev.RunFlagged("r0123456789ab", 1, "stalled", "stop", {"step": 120}), 6, 107.5)
-    rec = Mapper().run_record(run_view(s))
-    slowed, stalled = rec.flags
-    assert (slowed.rule, slowed.action, slowed.seq, slowed.attempt) == ("slowed", "warn", 4, 1)
-    assert slowed.flagged_at.ToNanoseconds() == 104_000_000_000
-    assert slowed.cleared_at.ToNanoseconds() == 106_000_000_000
-    assert dict(slowed.evidence) == {"steps_per_s": 1.5}
-    assert dict(slowed.cleared_evidence) == {"steps_per_s": 90.0}
-    assert stalled.rule == "stalled" and not stalled.HasField("cleared_at")
-    assert stalled.flagged_at.ToNanoseconds() == 107_500_000_000
-    hb = heartbeat_message({"beat": 3, "step": 9, "updates": 4, "metrics_finite": False,
-                            "phase": "evaluating"}, 1.0, 2.0)
-    assert (hb.updates, hb.metrics_finite, hb.phase) == (4, False, "evaluating")
-    quiet = heartbeat_message({"beat": 1, "metrics_finite": None}, 1.0, 2.0)
-    assert not quiet.HasField("metrics_finite") and quiet.phase == "" and quiet.updates == 0
 
 
 def test_event_items_concatenate_into_one_message() -> None:

@@ -122,12 +122,36 @@ def run_row(run: pb.RunRecord, now: float) -> list[str]:
     status = status_name(run.status)
     if run.cause and status in ("FAILED", "CANCELLED"):
         status += f" ({cause_name(run.cause)})"
+    status += "".join(f" {FLAG_MARK}{rule}" for rule in standing_flags(run))
     prog = f"{100 * step / budget:.0f}%" if budget and step else "-"
     if status == "COMPLETED":
         prog = "100%"
     return [run.run_id, short(clean(cfg.get("name") or "-"), NAME_WIDTH), status,
             cfg.get("worker", "-"), cfg.get("env", "-"), prog, ret,
             ",".join(gpu_tail(g) for g in run.gpus) or "-", age(now - run.submitted_at.seconds)]
+
+
+FLAG_MARK = "⚑"   # a standing liveness flag, in `ls` (docs/SUPERVISION.md)
+
+
+def standing_flags(run: pb.RunRecord) -> list[str]:
+    """The rules whose flag stands on the run's attempt under way (or its last one)."""
+    attempt = run.attempt or 1
+    return sorted({f.rule for f in run.flags
+                   if not f.HasField("cleared_at") and (f.attempt or 1) == attempt})
+
+
+def flag_lines(run: pb.RunRecord) -> list[str]:
+    """`show`'s flag history, oldest first: rule, action, when flagged and cleared (or
+    "stands"), the attempt, and the evidence of each."""
+    out = []
+    for f in run.flags:
+        cleared = (f"cleared {when(f.cleared_at)} {json.dumps(plain(f.cleared_evidence))}"
+                   if f.HasField("cleared_at") else "stands")
+        out.append(f"  {FLAG_MARK} {clean(f.rule):<9} {clean(f.action):<10} flagged "
+                   f"{when(f.flagged_at)} (attempt {f.attempt or 1}) "
+                   f"{json.dumps(plain(f.evidence))}; {clean(cleared)}")
+    return out
 
 
 def attempt_text(run: pb.RunRecord) -> str:

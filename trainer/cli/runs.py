@@ -213,6 +213,10 @@ def show(run_id: str) -> None:
     if run.message:
         click.echo(f"{'message':>16}  " + fmt.clean_block(run.message).replace(
             "\n", "\n" + " " * 18))
+    if run.flags:
+        click.echo(f"\nliveness flags ({len(run.flags)}; docs/SUPERVISION.md):")
+        for line in fmt.flag_lines(run):
+            click.echo(line)
     click.echo(f"\nartifacts ({len(artifacts)}):")
     for a in artifacts:
         click.echo(f"  {fmt.clean(a.kind):<11} {fmt.clean(a.path)}  {a.size:,} B")

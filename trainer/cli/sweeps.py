@@ -108,7 +108,8 @@ def ls() -> None:
 @sweep.command("show")
 @click.argument("name")
 @click.option("--metric", default=DEFAULT_METRIC, show_default=True,
-              help="The metric compared: any name the workers report (metrics.jsonl).")
+              help="The metric compared: any name the workers report (metrics.jsonl, or "
+                   "a tag of their own TensorBoard logs).")
 @click.option("--json", "as_json", is_flag=True, help="The statistics as JSON.")
 @click.option("--csv", "as_csv", is_flag=True, help="The statistics as CSV, a row per point.")
 @click.option("--cells", is_flag=True, help="Also list every cell's run.")

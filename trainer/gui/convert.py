@@ -86,8 +86,9 @@ def artifact(a: pb.Artifact) -> dict[str, Any]:
 
 
 def metrics(m: pb.GetMetricsResponse) -> dict[str, Any]:
-    return {"points": [{"step": p.step, "values": dict(p.values)} for p in m.points],
-            "next_offset": m.next_offset}
+    return {"points": [{"step": p.step, "values": dict(p.values), "source": p.source}
+                       for p in m.points],
+            "next_offset": m.next_offset, "next_tensorboard_cursor": m.next_tensorboard_cursor}
 
 
 def experiment(e: pb.Experiment) -> dict[str, Any]:

@@ -19,10 +19,9 @@ from trainer.gui import convert
 from trainer.gui.flags_view import FlagsView
 from trainer.gui.log_pane import LogPane
 from trainer.gui.qtcalls import Calls
-from trainer.gui.run_plot import RunPlot
+from trainer.gui.run_plot import RETURNS, RunPlot
 from trainer.gui.video_pane import VideoPane
 
-RETURN_KEYS = ("eval_return_mean", "return_mean")   # the table's "return", in preference
 
 
 def runs_dir() -> str:
@@ -201,7 +200,7 @@ class RunDetails(QWidget):
     def _with_return(self, run: dict[str, Any]) -> dict[str, Any]:
         """The run with ``metric_return``, its last evaluation (for the table)."""
         t = self.plot.runs.get(run["run_id"])
-        for key in RETURN_KEYS:
+        for key in RETURNS:
             value = t.series.last(key) if t is not None else None
             if value is not None:
                 return {**run, "metric_return": value}
@@ -209,7 +208,7 @@ class RunDetails(QWidget):
 
     def _points_read(self, run_id: str) -> None:
         t = self.plot.runs.get(run_id)
-        value = next((v for v in (t.series.last(k) for k in RETURN_KEYS) if v is not None),
+        value = next((v for v in (t.series.last(k) for k in RETURNS) if v is not None),
                      None) if t is not None else None
         if value is not None:
             self.returned.emit(run_id, value)

@@ -1,8 +1,8 @@
 """MetricPicker: a combo box of the metric names a run or an experiment reports
 (GetExperimentResults.metrics, or the keys seen in GetMetrics points: metric_names).
 Feeding it again keeps the user's choice when it is still offered; otherwise it picks
-the preferred name (eval_return_mean by default), or the first name when that is
-absent. ``chosen`` is emitted when the choice changes, by the user or by a feed."""
+the preferred name (eval_return_mean by default), else the first of ``also`` offered,
+else the first name. ``chosen`` is emitted when the choice changes, by the user or by a feed."""
 
 from __future__ import annotations
 
@@ -23,9 +23,10 @@ class MetricPicker(QComboBox):
     chosen = Signal(str)
 
     def __init__(self, preferred: str = DEFAULT_METRIC,
-                 parent: Optional[QWidget] = None) -> None:
+                 parent: Optional[QWidget] = None, also: Iterable[str] = ()) -> None:
         super().__init__(parent)
         self.preferred = preferred
+        self.also = tuple(also)
         self.setMinimumContentsLength(16)
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self._feeding = False
@@ -44,8 +45,8 @@ class MetricPicker(QComboBox):
         if names == self.metrics():
             return
         keep = self.currentText()
-        pick = keep if keep in names else self.preferred if self.preferred in names \
-            else (names[0] if names else "")
+        liked = [n for n in (self.preferred, *self.also) if n in names]
+        pick = keep if keep in names else liked[0] if liked else (names[0] if names else "")
         self._feeding = True
         try:
             self.clear()

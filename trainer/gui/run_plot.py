@@ -1,8 +1,9 @@
 """The run details' curves: a metric picker over every metric name the shown runs
-report (GetMetrics without keys; the names gathered as points arrive) and one line
-per run on a plots.StepPlot (a colour each, the legend naming the run), so several
-runs can be compared on one metric. Each run is read on from its own ``next_offset``
-by a Calls job (off the GUI thread) until it has ended and every point is read."""
+report (GetMetrics without keys, with the worker's own TensorBoard scalars; the names
+gathered as points arrive) and one line per run on a plots.StepPlot (a colour each,
+the legend naming the run), so several runs can be compared on one metric. Each run
+is read on from its own ``next_offset`` and ``next_tensorboard_cursor`` by a Calls
+job (off the GUI thread) until it has ended and every point is read."""
 
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ from trainer.client import Client
 from trainer.gui import convert
 from trainer.gui.metric_picker import MetricPicker
 from trainer.gui.plots import StepPlot, colour
+
+# A run's return by the names workers give it, in preference: the built-in workers'
+# evaluation and training returns, then what a worker's own TensorBoard logs call it
+# (SB3's eval/mean_reward and rollout/ep_rew_mean, CleanRL's charts/episodic_return).
+RETURNS = ("eval_return_mean", "return_mean", "eval/mean_reward", "rollout/ep_rew_mean",
+           "charts/episodic_return")
 
 
 class RunSeries:
@@ -51,18 +58,21 @@ class Tracked:
     label: str
     series: RunSeries = field(default_factory=RunSeries)
     offset: int = 0
+    cursor: str = ""         # GetMetrics' next_tensorboard_cursor
     done: bool = False       # ended, and every point read
 
 
-def _fetch(wanted: dict[str, int]) -> Callable[[Client], dict[str, Any]]:
-    """Per run: its status first, then its points from ``offset`` (so a run seen ended
-    with no new point has had every point read)."""
+def _fetch(wanted: dict[str, tuple[int, str]]) -> Callable[[Client], dict[str, Any]]:
+    """Per run: its status first, then its points from ``offset`` and its TensorBoard
+    ``cursor`` (so a run seen ended with no new point has had every point read)."""
     def fetch(client: Client) -> dict[str, Any]:
         out = {}
-        for run_id, offset in wanted.items():
+        for run_id, (offset, cursor) in wanted.items():
             status = convert.STATUS.get(client.get(run_id).status, "unknown")
-            m = convert.metrics(client.metrics(run_id, offset))
-            out[run_id] = {"offset": offset, "terminal": status in convert.TERMINAL, **m}
+            m = convert.metrics(client.metrics(run_id, offset, tensorboard=True,
+                                               tensorboard_cursor=cursor))
+            out[run_id] = {"offset": offset, "cursor": cursor,
+                           "terminal": status in convert.TERMINAL, **m}
         return out
     return fetch
 
@@ -83,7 +93,7 @@ class RunPlot(QWidget):
         self.marker: Optional[pg.InfiniteLine] = None   # the step of the video shown
         self.polling = False
         self.error = ""
-        self.picker = MetricPicker()
+        self.picker = MetricPicker(RETURNS[0], also=RETURNS[1:])
         self.picker.chosen.connect(lambda _: self.redraw())
         self.caption = QLabel("")
         self.plot = StepPlot("")
@@ -120,7 +130,7 @@ class RunPlot(QWidget):
 
     # --- reading ---------------------------------------------------------------------
     def poll(self) -> None:
-        wanted = {r: t.offset for r, t in self.runs.items() if not t.done}
+        wanted = {r: (t.offset, t.cursor) for r, t in self.runs.items() if not t.done}
         if self.polling or not wanted:
             if not wanted:
                 self.timer.stop()
@@ -138,9 +148,9 @@ class RunPlot(QWidget):
         changed = False
         for run_id, m in got.items():
             t = self.runs.get(run_id)
-            if t is None or m["offset"] != t.offset:
+            if t is None or (m["offset"], m.get("cursor", "")) != (t.offset, t.cursor):
                 continue            # no longer shown, or already read past
-            t.offset = m["next_offset"]
+            t.offset, t.cursor = m["next_offset"], m.get("next_tensorboard_cursor", "")
             if t.series.add(m["points"]):
                 changed = True
                 self.read.emit(run_id)

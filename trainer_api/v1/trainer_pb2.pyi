@@ -468,19 +468,23 @@ class ListArtifactsResponse(_message.Message):
     def __init__(self, artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetMetricsRequest(_message.Message):
-    __slots__ = ("run_id", "offset", "limit", "keys")
+    __slots__ = ("run_id", "offset", "limit", "keys", "tensorboard", "tensorboard_cursor")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
+    TENSORBOARD_FIELD_NUMBER: _ClassVar[int]
+    TENSORBOARD_CURSOR_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     offset: int
     limit: int
     keys: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, run_id: _Optional[str] = ..., offset: _Optional[int] = ..., limit: _Optional[int] = ..., keys: _Optional[_Iterable[str]] = ...) -> None: ...
+    tensorboard: bool
+    tensorboard_cursor: str
+    def __init__(self, run_id: _Optional[str] = ..., offset: _Optional[int] = ..., limit: _Optional[int] = ..., keys: _Optional[_Iterable[str]] = ..., tensorboard: _Optional[bool] = ..., tensorboard_cursor: _Optional[str] = ...) -> None: ...
 
 class MetricPoint(_message.Message):
-    __slots__ = ("step", "time", "values")
+    __slots__ = ("step", "time", "values", "source")
     class ValuesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -491,18 +495,22 @@ class MetricPoint(_message.Message):
     STEP_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
     step: int
     time: _timestamp_pb2.Timestamp
     values: _containers.ScalarMap[str, float]
-    def __init__(self, step: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., values: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    source: str
+    def __init__(self, step: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., values: _Optional[_Mapping[str, float]] = ..., source: _Optional[str] = ...) -> None: ...
 
 class GetMetricsResponse(_message.Message):
-    __slots__ = ("points", "next_offset")
+    __slots__ = ("points", "next_offset", "next_tensorboard_cursor")
     POINTS_FIELD_NUMBER: _ClassVar[int]
     NEXT_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TENSORBOARD_CURSOR_FIELD_NUMBER: _ClassVar[int]
     points: _containers.RepeatedCompositeFieldContainer[MetricPoint]
     next_offset: int
-    def __init__(self, points: _Optional[_Iterable[_Union[MetricPoint, _Mapping]]] = ..., next_offset: _Optional[int] = ...) -> None: ...
+    next_tensorboard_cursor: str
+    def __init__(self, points: _Optional[_Iterable[_Union[MetricPoint, _Mapping]]] = ..., next_offset: _Optional[int] = ..., next_tensorboard_cursor: _Optional[str] = ...) -> None: ...
 
 class AddEnvironmentRequest(_message.Message):
     __slots__ = ("name", "python", "added_by")

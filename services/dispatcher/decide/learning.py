@@ -78,6 +78,7 @@ def act(turn: Turn, run: RunRecord, verdicts: list[Verdict]) -> None:
             continue
         turn.call(CallFor.FLAG, FlagRun(run.run_id, run.attempt, v.rule.value,
                                         spec.action.value, v.evidence), run.run_id, v)
+        turn.count(flags=1)
         turn.log("warning", "run.flagged", run_id=run.run_id, rule=v.rule.value,
                  action=spec.action.value, evidence=v.evidence)
         if spec.action is Action.CHECKPOINT and run.pgid is not None:

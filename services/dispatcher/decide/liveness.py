@@ -1,9 +1,11 @@
 """Alive but not learning: the liveness rules of one running attempt, as values
 (docs/SUPERVISION.md). Pure: ``observe`` takes a heartbeat, ``observe_gpus`` a GPU
 utilisation reading; both return the watch after it and the verdicts (flag or clear a
-rule) it calls for. Times are the dispatcher's monotonic seconds, except the
-worker's own send times (``Beat.sent``) that rates are measured on, so that the
-batching of heartbeats on the dispatcher's side does not add jitter.
+rule) it calls for. Times are the dispatcher's monotonic seconds, except that stalls
+and rates are timed on the worker's own send times (``Beat.sent``, where the beat has
+one), so that the batching of heartbeats on the dispatcher's side adds no jitter: a
+stall is flagged at the first beat sent ``window_s`` after the one that showed its last
+step.
 
 - **stalled**: beats arrive but the step counter has not advanced for ``window_s``.
   Judged once the attempt has reported a step (a worker that never calls
@@ -65,7 +67,10 @@ class Liveness:
     since: float                         # the first beat (warm-ups count from it)
     standing: frozenset[Rule] = frozenset()
     step: Optional[int] = None           # the last step heard
-    advanced_at: Optional[float] = None  # when it last advanced (None: none reported)
+    advanced_at: Optional[float] = None  # when it last advanced (None: none reported),
+    #                                      on the beats' clock (_clock)
+    rebase: bool = False                 # the next beat starts the stall window again
+    last_sent: Optional[float] = None
     evaluating: bool = False
     span_start: Optional[tuple[int, float]] = None   # (step, sent) where a span began
     rates: tuple[float, ...] = ()        # the spans' steps/s that were not slow
@@ -90,8 +95,8 @@ class Liveness:
     def restart(self, at: float) -> "Liveness":
         """Windows from now (the bus came back, an evaluation ended): what was seen
         before proves nothing about now."""
-        return replaced(self, advanced_at=at if self.advanced_at is not None else None,
-                        span_start=None, slow_since=None, gpu_low_since=None)
+        return replaced(self, rebase=self.advanced_at is not None, span_start=None,
+                        slow_since=None, gpu_low_since=None)
 
     def settled(self, verdicts: list[Verdict]) -> "Liveness":
         standing = set(self.standing)
@@ -141,23 +146,37 @@ def observe_gpus(live: Liveness, at: float, busiest_pct: float, gpus: tuple[str,
     return live.settled(out) if out else live, out
 
 
+def _clock(live: Liveness, beat: Beat) -> tuple[float, bool]:
+    """The beat's time for stall windows: its send time, unless it has none or the
+    worker's clock went back (then the dispatcher's, and the window starts again)."""
+    if beat.sent is None:
+        return beat.at, live.last_sent is not None
+    return beat.sent, live.last_sent is not None and beat.sent < live.last_sent
+
+
 def _stalled(live: Liveness, beat: Beat, judging: bool, out: list[Verdict]) -> Liveness:
     step = beat.step
     if step is None:
         return live
     spec = live.policy.spec(Rule.STALLED)
+    t, jumped = _clock(live, beat)
     if live.step is None or step != live.step:
         if live.advanced_at is not None and Rule.STALLED in live.standing:
             out.append(Verdict(Rule.STALLED, False, {
                 "step": step, "stalled_at_step": live.step,
-                "stalled_for_s": round(beat.at - live.advanced_at, 3)}))
+                "stalled_for_s": round(max(0.0, t - live.advanced_at), 3)}))
         # the first step heard counts as progress when it is past 0 (a resumed attempt)
         moved = live.step is not None or step > 0
-        return replaced(live, step=step, advanced_at=beat.at if moved else live.advanced_at)
+        return replaced(live, step=step, advanced_at=t if moved else live.advanced_at,
+                        rebase=False, last_sent=beat.sent)
+    if live.advanced_at is not None and (live.rebase or jumped):
+        return replaced(live, advanced_at=t, rebase=False, last_sent=beat.sent)
+    if live.last_sent != beat.sent:
+        live = replaced(live, last_sent=beat.sent)
     if live.advanced_at is None or not judging or Rule.STALLED in live.standing \
             or not live.warm(Rule.STALLED, beat.at):
         return live
-    stalled_for = beat.at - live.advanced_at
+    stalled_for = t - live.advanced_at
     if stalled_for >= spec.window_s:
         out.append(Verdict(Rule.STALLED, True, {
             "step": step, "stalled_for_s": round(stalled_for, 3),
@@ -175,7 +194,7 @@ def _diverged(live: Liveness, beat: Beat, judging: bool, out: list[Verdict]) -> 
         if standing and beat.at - since >= spec.clear_after_s:
             out.append(Verdict(Rule.DIVERGED, False, {
                 "metric": live.nonfinite, "finite_for_s": round(beat.at - since, 3)}))
-        return replaced(live, finite_since=since)
+        return live if since == live.finite_since else replaced(live, finite_since=since)
     live = replaced(live, finite_since=None)
     if judging and not standing and live.warm(Rule.DIVERGED, beat.at):
         out.append(Verdict(Rule.DIVERGED, True, {"metric": beat.nonfinite,
@@ -199,26 +218,25 @@ def _slowed(live: Liveness, beat: Beat, judging: bool, out: list[Verdict]) -> Li
     if took < span_of(live):
         return live
     rate = (beat.step - start[0]) / took
-    live = replaced(live, span_start=(beat.step, beat.sent), last_rate=rate)
-    if not live.warm(Rule.SLOWED, beat.at):
-        return live   # start-up's rates are not the run's own
+    span = (beat.step, beat.sent)
+    if not live.warm(Rule.SLOWED, beat.at):   # start-up's rates are not the run's own
+        return replaced(live, span_start=span, last_rate=rate)
     standing = Rule.SLOWED in live.standing
     if len(live.rates) >= MIN_RATES and rate < spec.fraction * live.median:
         since = live.slow_since if live.slow_since is not None else beat.at - took
-        live = replaced(live, slow_since=since)
         if judging and not standing and beat.at - since >= spec.window_s:
             out.append(Verdict(Rule.SLOWED, True, {
                 "steps_per_s": round(rate, 3), "median_steps_per_s": round(live.median, 3),
                 "fraction": spec.fraction, "for_s": round(beat.at - since, 3),
                 "window_s": spec.window_s}))
-        return live
-    live = replaced(live, slow_since=None)
+        return replaced(live, span_start=span, last_rate=rate, slow_since=since)
     if standing:
         if rate >= spec.clear_fraction * live.median:
             out.append(Verdict(Rule.SLOWED, False, {
                 "steps_per_s": round(rate, 3),
                 "median_steps_per_s": round(live.median, 3)}))
-        else:
-            return live   # not slow enough to flag, not fast enough to clear
+        else:   # not slow enough to flag, not fast enough to clear
+            return replaced(live, span_start=span, last_rate=rate, slow_since=None)
     rates = (live.rates + (rate,))[-MAX_RATES:]
-    return replaced(live, rates=rates, median=statistics.median(rates))
+    return replaced(live, span_start=span, last_rate=rate, slow_since=None, rates=rates,
+                    median=statistics.median(rates))

@@ -136,6 +136,7 @@ class Counters:
     adopted: int = 0
     kills: int = 0
     retried: int = 0             # attempts ended that the registry began again
+    flags: int = 0               # liveness flags raised (decide/learning.py)
 
 
 @dataclass(frozen=True)

@@ -300,3 +300,24 @@ def test_screenshot_of_a_stalled_run_with_its_flag_and_video(system: System, win
     d.cancel_button.click()
     qtbot.waitUntil(lambda: status(window, run_id) == "cancelled", timeout=T)
     assert cell() == "⚑ stalled"   # a flag is not cleared by the run's end
+
+
+def test_a_workers_own_tensorboard_return_is_plotted(system: System, window: Any,
+                                                     qtbot: Any) -> None:
+    """test-tensorboard writes rollout/ep_rew_mean itself (as SB3 does): the run's plot
+    offers and draws it from GetMetrics' TensorBoard points (the return chosen by its
+    SB3 name), and the table's return is its last value."""
+    cfg = {"worker": "test-tensorboard", "seed": 0, "steps": 500,
+           "hyperparameters": {"level": 2.0, "points": 5}}
+    run_id = system.client().submit(cfg).run.run_id
+    qtbot.waitUntil(lambda: window.select_run(run_id), timeout=T)
+    d = window.details
+    qtbot.waitUntil(lambda: status(window, run_id) == "completed", timeout=30000)
+    qtbot.waitUntil(lambda: not d.timer.isActive() and not d.plot.timer.isActive(),
+                    timeout=T)
+    tracked = d.plot.runs[run_id]
+    steps, _ = tracked.series.curve("rollout/ep_rew_mean")
+    assert steps == [100, 200, 300, 400, 500]
+    assert d.plot.metric() == "rollout/ep_rew_mean"
+    assert window.model.run(run_id)["metric_return"] == pytest.approx(20.0)
+    assert tracked.cursor   # read on with the cursor, not from the start each poll

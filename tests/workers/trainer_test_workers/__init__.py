@@ -33,6 +33,9 @@
 - test-curves (``curves.py``): known learning curves (``score`` and
   ``rollout/ep_rew_mean``) for the experiments' statistics; fails a seed's first
   attempt on request.
+- test-tensorboard (``tbworker.py``): writes its own TensorBoard logs with a
+  tensorboardX ``SummaryWriter`` in ``tensorboard/PPO_1`` of its run folder, as SB3
+  does (known ``rollout/ep_rew_mean`` and ``train/loss``), beside an SDK metric.
 """
 
 from __future__ import annotations
