@@ -284,6 +284,7 @@ def test_screenshot_of_a_stalled_run_with_its_flag_and_video(system: System, win
         assert v.error == "" and v.source().endswith("videos/eval-00004.mp4")
         qtbot.waitUntil(lambda: v.media_status() == "EndOfMedia", timeout=T)
     assert d.plot.point_count(run_id) == 4 and "step 400" in d.header.text()
+    assert d.plot.metric() == "eval_return_mean"
     log = d.log_pane                 # running: stdout first; stderr has its last words
     assert log.stream_name() == "stdout"
     log.stream.setCurrentText("stderr")

@@ -227,3 +227,18 @@ def test_without_qtmultimedia_the_pane_says_why(qtbot: Any, tmp_path: Any,
     pane.opener = opened.append
     pane.open_external()               # the system's player can still have it
     assert [u.toLocalFile() for u in opened] == [str(tmp_path / "videos/eval-final.mp4")]
+
+
+def test_the_preferred_metric_takes_over_from_the_pickers_own_pick(qtbot: Any) -> None:
+    from trainer.gui.metric_picker import MetricPicker
+    p = MetricPicker("eval_return_mean", also=("return_mean",))
+    qtbot.addWidget(p)
+    p.set_metrics(["loss"])                       # nothing liked yet: the first
+    assert p.selected_metric() == "loss" and p.user_choice == ""
+    p.set_metrics(["loss", "return_mean"])        # a liked name arrives: it takes over
+    assert p.selected_metric() == "return_mean"
+    p.set_metrics(["eval_return_mean", "loss", "return_mean"])   # the preferred one
+    assert p.selected_metric() == "eval_return_mean"
+    assert p.choose("loss") and p.user_choice == "loss"
+    p.set_metrics(["eval_return_mean", "loss", "return_mean", "x"])
+    assert p.selected_metric() == "loss"          # the user's choice stays
