@@ -89,6 +89,15 @@ class LivenessPolicy:
     def default(self) -> bool:
         return self == LivenessPolicy()
 
+    def check_windows(self, heartbeat_interval_s: float) -> None:
+        """A window judged on heartbeats must be longer than their interval (a shorter
+        one would judge every gap between two beats)."""
+        for rule in (Rule.STALLED, Rule.SLOWED):
+            spec = self.spec(rule)
+            if spec.enabled and spec.window_s <= heartbeat_interval_s:
+                raise ValidationError(f"liveness.{rule.value}.window_s", "must be longer "
+                                      f"than heartbeat_interval_s ({heartbeat_interval_s:g})")
+
     def to_map(self) -> dict[str, Any]:
         """Every rule with every key it takes (defaults applied): the canonical form."""
         out: dict[str, Any] = {}

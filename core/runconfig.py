@@ -230,6 +230,7 @@ class RunConfig:
         if cfg.heartbeat_timeout_s <= cfg.heartbeat_interval_s:
             raise ValidationError("heartbeat_timeout_s", "must be longer than "
                                   "heartbeat_interval_s")
+        cfg.liveness.check_windows(cfg.heartbeat_interval_s)
         if cfg.python_env and python_envs is not None:
             checks = python_envs(cfg.python_env)
             if checks is None:

@@ -72,6 +72,8 @@ def main() -> int:
             print(f"  checkpoint     {path}")
         print(f"  stdout/stderr  {run_dir}/{STDOUT_FILE}, {run_dir}/{STDERR_FILE}")
         print(f"  metrics        {run_dir}/metrics.jsonl")
+        for path in sorted(glob.glob(os.path.join(run_dir, "tensorboard", "*"))):
+            print(f"  tensorboard    {path}  (tensorboard --logdir {home}/runs)")
         print(f"  service logs   {home}/logs/")
         if os.path.exists(result):
             with open(result, encoding="utf-8") as fh:

@@ -13,6 +13,8 @@
 A background thread publishes a heartbeat with the latest progress every
 ``heartbeat_interval`` seconds on ``hb.<run_id>``. ``finish`` (or leaving the
 ``with`` block) writes ``result.json`` in the run directory, whatever the exit path.
+``log_metrics`` appends to ``metrics.jsonl``, publishes on ``metric.<run_id>`` and writes
+a TensorBoard scalar per value under ``tensorboard/<run name>/`` (worker/tbwriter.py).
 
 SIGTERM sets the stop flag instead of killing the process. A script that does heavy
 imports before creating its ``Run`` calls ``catch_sigterm()`` first: a SIGTERM that

@@ -141,3 +141,13 @@ def test_a_bad_liveness_section_names_the_field(liveness: Any, field: str) -> No
     with pytest.raises(ValidationError) as err:
         RunConfig.from_map({"liveness": liveness})
     assert err.value.field == field
+
+
+def test_a_window_no_longer_than_the_heartbeat_interval_is_refused() -> None:
+    with pytest.raises(ValidationError) as err:
+        RunConfig.from_map({"heartbeat_interval_s": 5.0,
+                            "liveness": {"slowed": {"window_s": 5.0}}})
+    assert err.value.field == "liveness.slowed.window_s"
+    assert "longer than heartbeat_interval_s (5)" in str(err.value)
+    RunConfig.from_map({"heartbeat_interval_s": 5.0,   # off: not judged, not checked
+                        "liveness": {"slowed": {"window_s": 5.0, "enabled": False}}})

@@ -17,6 +17,7 @@ from runtime.logs import ServiceLogger
 from services.dispatcher.decide.inputs import (ArtifactReported, CommittedEvent,
                                                ExperimentResumed, ExperimentRevised)
 from services.dispatcher.decide.scheduling import ExperimentLimits
+from services.dispatcher.shell import hearing
 from services.dispatcher.shell.hearing import committed, reported
 
 OUTSIDE = "must lie inside the run directory (symlinks resolved)"
@@ -140,3 +141,17 @@ def test_an_experiments_spec_and_rerun_are_heard_and_an_environments_event_is_no
     assert heard[0] == ExperimentRevised(1, ExperimentLimits("noise", 2, 7))
     assert isinstance(heard[1], CommittedEvent) and heard[1].event == run
     assert heard[-1] == ExperimentResumed(4, "noise") and len(heard) == 3
+
+
+def test_a_heartbeats_liveness_fields_are_taken_only_when_of_their_type() -> None:
+    """What the rules read of a beat (docs/SUPERVISION.md); a worker's wrong-typed value
+    is not judged on (None / "": as if the beat had not said it)."""
+    beat = hearing.heartbeat("r1", {"step": 40, "metrics_finite": False,
+                                    "nonfinite_metric": "loss", "phase": "evaluating"},
+                             123.5, 7.0)
+    assert (beat.step, beat.sent, beat.finite, beat.nonfinite, beat.phase, beat.at) == \
+        (40, 123.5, False, "loss", "evaluating", 7.0)
+    bad = hearing.heartbeat("r1", {"step": True, "metrics_finite": "no", "nonfinite_metric": 3,
+                                   "phase": ["x"]}, "soon", 7.0)
+    assert (bad.step, bad.sent, bad.finite, bad.nonfinite, bad.phase) == (None, None, None, "",
+                                                                          "")
