@@ -60,9 +60,10 @@ def check_platform(env: Mapping[str, str], load: Callable[[str], Any] = ctypes.C
               help="Bearer token (default: $TRAINER_GATEWAY_TOKEN or "
                    "$TRAINER_HOME/gateway.token).")
 def gui(address: Optional[str], token: Optional[str]) -> None:
-    """Open the Qt GUI: the runs table (live over WatchRuns), the selected run's return
-    curve, log and artifacts, submit and cancel, and the services' health. It talks to
-    the gateway only (the public gRPC API); see docs/GUI.md."""
+    """Open the Qt GUI: the runs table (live over WatchRuns), the selected run's
+    metrics (several runs compared), flags, videos, log and artifacts, submit and
+    cancel, and the services' health. It talks to the gateway only (the public gRPC
+    API); see docs/GUI.md."""
     check_platform(os.environ)
     from trainer.gui.app import main
     sys.exit(main(address, token))

@@ -1,5 +1,6 @@
 """The main window: health strip, then two tabs: the runs (a table with a filter box,
-the selected run's details, a submit dialog) and the experiments (experiments_view;
+the selected run's details, a submit dialog; several rows selected are compared on
+the details' plot) and the experiments (experiments_view;
 double-clicking a cell there selects its run here). Network work happens in
 TrainerQBridgeThread (the watch), LogThread and the Calls pool; this thread only
 updates widgets in slots."""
@@ -9,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Optional
 
-from PySide6.QtCore import QItemSelection, Qt, QTimer
+from PySide6.QtCore import QItemSelection, QItemSelectionModel, Qt, QTimer
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (QAbstractItemView, QApplication, QHBoxLayout, QHeaderView, QLineEdit,
                                QMainWindow, QPushButton, QSplitter, QTableView, QTabWidget,
@@ -43,6 +44,7 @@ class MainWindow(QMainWindow):
         self.health = HealthStrip(self.calls)
         self.details = RunDetails(self.calls, self.address, self.token)
         self.details.record.connect(lambda run: self.model.upsert([run]))
+        self.details.returned.connect(self.model.set_return)
         self.filter = QLineEdit(placeholderText="filter runs (id, status, worker, env…)")
         self.filter.textChanged.connect(self.proxy.setFilterFixedString)
         self.submit_button = QPushButton("Submit…")
@@ -50,7 +52,7 @@ class MainWindow(QMainWindow):
         self.table = QTableView()
         self.table.setModel(self.proxy)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.verticalHeader().hide()
         self.table.setWordWrap(False)
         self.table.horizontalHeader().setSectionResizeMode(
@@ -69,7 +71,7 @@ class MainWindow(QMainWindow):
         split = QSplitter()
         split.addWidget(left)
         split.addWidget(self.details)
-        split.setSizes([720, 520])
+        split.setSizes([560, 720])
         self.runs_view = split
         self.experiments = ExperimentsView(self.calls, refresh_ms=2 * refresh_ms)
         self.experiments.open_run.connect(self.open_run)
@@ -131,12 +133,27 @@ class MainWindow(QMainWindow):
         self.refreshing = False
 
     # --- selection, submit -------------------------------------------------------------------
-    def _selected(self, selected: QItemSelection, _: QItemSelection) -> None:
-        rows = selected.indexes()
-        if rows:
-            run = self.model.run(rows[0].data(RUN_ID_ROLE))
-            if run is not None:
-                self.details.show_run(run)
+    def _selected(self, _: QItemSelection, __: QItemSelection) -> None:
+        """The current row's run in the details, with every selected run on its plot."""
+        ids = [ix.data(RUN_ID_ROLE) for ix in self.table.selectionModel().selectedRows()]
+        runs = [r for r in (self.model.run(i) for i in ids) if r is not None]
+        if not runs:
+            return
+        current = self.table.currentIndex().data(RUN_ID_ROLE)
+        main = next((r for r in runs if r["run_id"] == current), runs[0])
+        self.details.show_run(main, runs)
+
+    def compare_runs(self, run_ids: list[str]) -> int:
+        """Add these runs to the selection (as ctrl-clicks would): they join the plot;
+        how many were found."""
+        found = 0
+        flags = QItemSelectionModel.SelectionFlag.Select | \
+            QItemSelectionModel.SelectionFlag.Rows
+        for row in range(self.proxy.rowCount()):
+            if self.proxy.index(row, 0).data(RUN_ID_ROLE) in run_ids:
+                self.table.selectionModel().select(self.proxy.index(row, 0), flags)
+                found += 1
+        return found
 
     def select_run(self, run_id: str) -> bool:
         for row in range(self.proxy.rowCount()):

@@ -30,7 +30,19 @@ def heartbeat(hb: pb.Heartbeat) -> dict[str, Any]:
             "last_return": hb.last_return if hb.HasField("last_return") else None,
             "mean_return": hb.mean_return if hb.HasField("mean_return") else None,
             "steps_per_s": hb.steps_per_s, "received_at": _ts(hb, "received_at"),
-            "progress": MessageToDict(hb.progress)}
+            "progress": MessageToDict(hb.progress), "updates": hb.updates,
+            "metrics_finite": hb.metrics_finite if hb.HasField("metrics_finite") else None,
+            "phase": hb.phase}
+
+
+def flag(f: pb.RunFlag) -> dict[str, Any]:
+    """A liveness flag (RunRecord.flags); ``standing`` while ``cleared_at`` is unset."""
+    cleared = _ts(f, "cleared_at")
+    return {"rule": f.rule, "action": f.action, "flagged_at": _ts(f, "flagged_at"),
+            "cleared_at": cleared, "standing": cleared is None,
+            "evidence": MessageToDict(f.evidence),
+            "cleared_evidence": MessageToDict(f.cleared_evidence), "seq": f.seq,
+            "attempt": f.attempt}
 
 
 def run(r: pb.RunRecord) -> dict[str, Any]:
@@ -51,7 +63,7 @@ def run(r: pb.RunRecord) -> dict[str, Any]:
             "artifact_count": r.artifact_count, "last_seq": r.last_seq, "name": r.name,
             "tags": list(r.tags), "cancel_reason": r.cancel_reason,
             "cancel_requested_by": r.cancel_requested_by, "pid": r.pid if r.HasField("pid")
-            else None, "host": r.host}
+            else None, "host": r.host, "flags": [flag(f) for f in r.flags]}
 
 
 def event(e: pb.RunEvent) -> dict[str, Any]:

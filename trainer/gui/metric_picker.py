@@ -1,8 +1,10 @@
 """MetricPicker: a combo box of the metric names a run or an experiment reports
 (GetExperimentResults.metrics, or the keys seen in GetMetrics points: metric_names).
 Feeding it again keeps the user's choice when it is still offered; otherwise it picks
-the preferred name (eval_return_mean by default), or the first name when that is
-absent. ``chosen`` is emitted when the choice changes, by the user or by a feed."""
+the preferred name (eval_return_mean by default), else the first of ``also`` offered,
+else the name shown, else the first name (so a preferred name that arrives after
+others, a run's evaluation after its first training points, takes over from a pick
+the picker made itself). ``chosen`` is emitted when the choice changes, by the user or by a feed."""
 
 from __future__ import annotations
 
@@ -23,14 +25,16 @@ class MetricPicker(QComboBox):
     chosen = Signal(str)
 
     def __init__(self, preferred: str = DEFAULT_METRIC,
-                 parent: Optional[QWidget] = None) -> None:
+                 parent: Optional[QWidget] = None, also: Iterable[str] = ()) -> None:
         super().__init__(parent)
         self.preferred = preferred
+        self.also = tuple(also)
         self.setMinimumContentsLength(16)
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self._feeding = False
         self._last = ""
-        self.currentTextChanged.connect(self._changed)
+        self.user_choice = ""      # what the user (or choose()) picked
+        self.currentTextChanged.connect(self._user_changed)
 
     def metrics(self) -> list[str]:
         return [self.itemText(i) for i in range(self.count())]
@@ -44,8 +48,9 @@ class MetricPicker(QComboBox):
         if names == self.metrics():
             return
         keep = self.currentText()
-        pick = keep if keep in names else self.preferred if self.preferred in names \
-            else (names[0] if names else "")
+        liked = [n for n in (self.preferred, *self.also) if n in names]
+        pick = self.user_choice if self.user_choice in names else liked[0] if liked \
+            else keep if keep in names else (names[0] if names else "")
         self._feeding = True
         try:
             self.clear()
@@ -62,6 +67,11 @@ class MetricPicker(QComboBox):
         if i >= 0:
             self.setCurrentIndex(i)
         return i >= 0
+
+    def _user_changed(self, text: str) -> None:
+        if not self._feeding:
+            self.user_choice = text
+            self._changed(text)
 
     def _changed(self, text: str) -> None:
         if self._feeding or text == self._last:

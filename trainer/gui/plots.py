@@ -2,7 +2,7 @@
 background, grid, a legend, ``step`` on x) and BandsPlot, the experiments' curves: one
 line per config point (the mean over its seeds on the common step grid) with its
 band (a pg.FillBetweenItem between the low and high curves) and a legend of the
-points' labels. CurveWidget (curve.py) is the run details' plot on the same ground."""
+points' labels. The run details' plot (run_plot.RunPlot) is a StepPlot too."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """The runs table: a model of run dicts (convert.run), kept current by the watch's
 snapshot and events (each applied once: an event at or below the watch position is
 counted as a duplicate, one at or below its run's last_seq as already shown, and
-both are skipped), and a filter proxy."""
+both are skipped), and a filter proxy. The ``flags`` column shows the run's standing
+liveness flags (flags_view.badge), their evidence as its tooltip."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from PySide6.QtCore import (QAbstractTableModel, QModelIndex, QObject, QPersiste
                             QSortFilterProxyModel, Qt)
 from PySide6.QtGui import QBrush, QColor
 
+from trainer.gui import flags_view
 from trainer.gui.convert import TERMINAL
 
-COLUMNS = ("run", "status", "worker", "env", "progress", "return", "GPUs", "age")
+COLUMNS = ("run", "status", "flags", "worker", "env", "progress", "return", "GPUs", "age")
 COLOURS = {"pending": "#9e9e9e", "dispatching": "#f0a030", "running": "#2e7dd7",
            "completed": "#2e9e4e", "failed": "#d03030", "cancelled": "#8a5a9e"}
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -80,6 +82,10 @@ class RunsModel(QAbstractTableModel):
             return self.text(run, col)
         if role == Qt.ItemDataRole.ForegroundRole and col == "status":
             return QBrush(QColor(COLOURS.get(run["status"], "#000000")))
+        if role == Qt.ItemDataRole.ForegroundRole and col == "flags":
+            return QBrush(QColor(flags_view.STANDING_COLOUR))
+        if role == Qt.ItemDataRole.ToolTipRole and col == "flags":
+            return flags_view.tooltip(run)
         if role == Qt.ItemDataRole.ToolTipRole:
             return run.get("message") or run.get("waiting_reason") or None
         if role == SORT_ROLE:
@@ -95,6 +101,8 @@ class RunsModel(QAbstractTableModel):
         if col == "status":
             return run["status"] + (f" ({run['cause']})" if run["status"] in
                                     ("failed",) and run.get("cause") else "")
+        if col == "flags":
+            return flags_view.badge(run)
         if col in ("worker", "env"):
             return str(run.get(col, ""))
         if col == "progress":
@@ -140,6 +148,13 @@ class RunsModel(QAbstractTableModel):
             elif run.get("heartbeat"):
                 self._put({**old, "heartbeat": run["heartbeat"]})
 
+    def set_return(self, run_id: str, value: float) -> None:
+        """A run's last evaluation (read by the details' plot): the return column when
+        its heartbeat has no ``mean_return``."""
+        run = self.run(run_id)
+        if run is not None and run.get("metric_return") != value:
+            self._put({**run, "metric_return": value})
+
     def apply_events(self, events: list[dict[str, Any]]) -> None:
         for e in events:
             old = self.run(e["run_id"])
@@ -172,7 +187,8 @@ class RunsModel(QAbstractTableModel):
                    "finished_at": None, "priority": int(p.get("priority", 0)),
                    "heartbeat": None, "artifact_count": 0, "last_seq": 0,
                    "name": config.get("name", ""), "tags": config.get("tags", []),
-                   "cancel_reason": "", "cancel_requested_by": "", "pid": None, "host": ""}
+                   "cancel_reason": "", "cancel_requested_by": "", "pid": None, "host": "",
+                   "flags": []}
         run = {**old, "last_seq": e["seq"]}
         if e["status"]:
             run["status"] = e["status"]
@@ -186,11 +202,33 @@ class RunsModel(QAbstractTableModel):
             run["artifact_count"] = run.get("artifact_count", 0) + 1
         elif kind == "CancelRequested":
             run["cancel_reason"] = p.get("reason", "")
+        elif kind in ("RunFlagged", "RunFlagCleared"):
+            run["flags"] = flagged(run.get("flags") or [], e)
         if run["status"] in TERMINAL and old["status"] not in TERMINAL:
             run["finished_at"] = e["recorded_at"]
             run["message"] = p.get("message", run.get("message", ""))
             run["cause"] = str(p.get("cause", run.get("cause", "")))
         return run
+
+
+def flagged(flags: list[dict[str, Any]], e: dict[str, Any]) -> list[dict[str, Any]]:
+    """The flags after a RunFlagged (a new standing flag) or a RunFlagCleared (the
+    standing flag of its rule cleared) event; the next record (GetRun, ListRuns) brings
+    the registry's own list."""
+    p = e["payload"]
+    if e["type"] == "RunFlagged":
+        return [*flags, {"rule": p.get("rule", ""), "action": p.get("action", ""),
+                         "flagged_at": e["recorded_at"], "cleared_at": None,
+                         "standing": True, "evidence": p.get("evidence") or {},
+                         "cleared_evidence": {}, "seq": e["seq"],
+                         "attempt": int(p.get("attempt", 0))}]
+    out = list(flags)
+    for i in reversed(range(len(out))):
+        if out[i]["rule"] == p.get("rule") and out[i].get("cleared_at") is None:
+            out[i] = {**out[i], "cleared_at": e["recorded_at"], "standing": False,
+                      "cleared_evidence": p.get("evidence") or {}}
+            break
+    return out
 
 
 class RunsFilter(QSortFilterProxyModel):

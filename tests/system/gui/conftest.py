@@ -39,12 +39,13 @@ def window(system: System, qtbot: Any) -> Iterator[Any]:
     w = MainWindow(system.addr, system.gateway.token if system.gateway else None,
                    refresh_ms=300)
     w.details.timer.setInterval(300)
+    w.details.plot.timer.setInterval(300)
     qtbot.addWidget(w)
     w.show()
     qtbot.waitUntil(lambda: w.health.connected is True, timeout=30000)
     yield w
     w.close()
     assert w.bridge.isFinished()
-    assert all(t.isFinished() for t in w.details.retired)
-    assert w.details.log_thread is None
+    assert all(t.isFinished() for t in w.details.log_pane.retired)
+    assert w.details.log_pane.thread is None
     assert w.calls.pool.activeThreadCount() == 0

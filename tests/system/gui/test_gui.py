@@ -1,7 +1,9 @@
 """The GUI against a real stack through the public gRPC API: the table from a snapshot
 and live events, signals delivered on the GUI thread, no freeze while the gateway is
 stopped, submit and cancel through the dialog, reconnection after a gateway restart,
-and a screenshot of a finished cartpole run."""
+a failed run's log on stderr, a screenshot of two finished cartpole runs compared
+(every metric offered, the newest video loaded into the player), and one of a run the
+dispatcher flagged as stalled (the flag in the table and the details, its video)."""
 
 from __future__ import annotations
 
@@ -12,11 +14,12 @@ import time
 from typing import Any
 
 import pytest
-from PySide6.QtCore import QObject, QThread, QTimer, QUrl, Slot
+from PySide6.QtCore import QObject, Qt, QThread, QTimer, QUrl, Slot
 from PySide6.QtWidgets import QApplication
 
 from tests.system.gui.guisystem import System
 from tests.helpers import REPO
+from trainer.gui.runs_model import COLUMNS
 
 pytestmark = pytest.mark.timeout(60)
 T = 15000  # ms: the longest any wait here may take
@@ -143,7 +146,27 @@ def test_submit_and_cancel_through_the_dialog(system: System, window: Any,
     window.details.update_header(stale)
     assert window.details.header.text() == header
     assert not window.details.cancel_button.isEnabled()
-    qtbot.waitUntil(lambda: window.details.log.toPlainText() == "stopping\n", timeout=T)
+    qtbot.waitUntil(lambda: window.details.log_pane.text.toPlainText() == "stopping\n",
+                    timeout=T)
+    assert window.details.log_pane.stream_name() == "stdout"   # not failed: stdout
+
+
+def test_a_failed_run_opens_its_log_on_stderr(system: System, window: Any,
+                                               qtbot: Any) -> None:
+    cfg = {"worker": "test-exit", "env": "CartPole-v1", "seed": 107,
+           "hyperparameters": {"message": "boom on stderr", "code": 3}}
+    run_id = system.client().submit(cfg).run.run_id
+    qtbot.waitUntil(lambda: status(window, run_id) == "failed", timeout=T)
+    qtbot.waitUntil(lambda: window.select_run(run_id), timeout=T)
+    log = window.details.log_pane
+    assert log.stream_name() == "stderr" and not log.chosen_by_user
+    qtbot.waitUntil(lambda: "boom on stderr" in log.text.toPlainText(), timeout=T)
+    qtbot.waitUntil(lambda: log.ended, timeout=T)
+    assert f"Log</b> of {run_id} — stderr, complete" in log.title.text()
+    log.stream.setCurrentText("stdout")               # the user's choice is followed
+    assert log.chosen_by_user and "stdout" in log.title.text()
+    qtbot.waitUntil(lambda: log.ended, timeout=T)
+    assert log.text.toPlainText() == ""
 
 
 def test_reconnects_after_a_gateway_restart(system: System, window: Any, qtbot: Any) -> None:
@@ -165,40 +188,137 @@ def test_reconnects_after_a_gateway_restart(system: System, window: Any, qtbot: 
     assert window.model.applied == sorted(set(window.model.applied))
 
 
-def test_screenshot_of_a_finished_cartpole_run(system: System, window: Any,
-                                               qtbot: Any) -> None:
+def test_screenshot_of_cartpole_runs_compared_with_a_video(system: System, window: Any,
+                                                          qtbot: Any) -> None:
+    c = system.client()
     cfg = {"worker": "cartpole", "env": "CartPole-v1", "seed": 7, "steps": 5000,
-           "name": "cartpole-demo", "tags": ["gui"]}
-    run_id = system.client().submit(cfg).run.run_id
-    qtbot.waitUntil(lambda: window.select_run(run_id), timeout=T)
+           "video_every": 2, "name": "cartpole-demo", "tags": ["gui"]}
+    run_id = c.submit(cfg).run.run_id
+    other = c.submit({**cfg, "seed": 8, "video_every": 0, "name": "cartpole-b"}).run.run_id
+    qtbot.waitUntil(lambda: window.model.run(other) is not None
+                    and window.select_run(run_id), timeout=T)
+    assert window.compare_runs([other]) == 1
     d = window.details
-    qtbot.waitUntil(lambda: status(window, run_id) == "completed", timeout=30000)
-    qtbot.waitUntil(lambda: not d.timer.isActive() and d.curve.point_count() >= 3
-                    and d.artifacts.count() >= 1, timeout=T)
+    assert d.run_id == run_id and [r["run_id"] for r in d.compared] == [other]
+    qtbot.waitUntil(lambda: status(window, run_id) == "completed"
+                    and status(window, other) == "completed", timeout=30000)
+    plot = d.plot
+    qtbot.waitUntil(lambda: not d.timer.isActive() and not plot.timer.isActive(),
+                    timeout=T)
+    # every metric the runs report is offered; the evaluation's return is chosen
+    assert {"return_mean", "eval_return_mean", "elite_mean"} <= set(plot.picker.metrics())
+    assert plot.metric() == "eval_return_mean"
+    assert plot.point_count(run_id) >= 3 and plot.point_count(other) >= 3
+    assert plot.legend_labels() == ["%s cartpole-demo seed 7" % run_id,
+                                    "%s cartpole-b seed 8" % other]
+    drawn = lambda: list(plot.items[run_id].yData)  # noqa: E731 - the run's line
+    assert drawn() == plot.runs[run_id].series.curve("eval_return_mean")[1]
+    assert plot.picker.choose("return_mean") and plot.metric() == "return_mean"
+    assert drawn() == plot.runs[run_id].series.curve("return_mean")[1] != []
+    assert plot.picker.choose("eval_return_mean")
+    for r in (run_id, other):         # the table's return: each run's last evaluation
+        assert window.model.run(r)["metric_return"] == \
+            plot.runs[r].series.last("eval_return_mean")
+    # the videos, each with its evaluation step; the newest is loaded into the player
+    v = d.videos
+    qtbot.waitUntil(lambda: len(v.videos) >= 2, timeout=T)
+    assert all(v.list.item(i).text().startswith("step ") for i in range(v.list.count()))
+    newest = os.path.join(system.home, "runs", run_id, v.videos[-1]["path"])
+    assert v.loaded == v.videos[-1] and os.path.exists(newest)
+    assert plot.marker is not None and plot.marker.value() == v.loaded["meta"]["step"]
+    if v.player is None:        # QtMultimedia not loadable here: the pane says why
+        assert v.error.startswith("inline video is off") and v.error in v.screen.text()
+    else:
+        assert v.source() == newest
+        qtbot.waitUntil(lambda: v.frames > 0 or v.error != "", timeout=T)
+        assert v.error == "" and v.media_status() in (
+            "LoadedMedia", "BufferingMedia", "BufferedMedia", "EndOfMedia"), v.error
+        qtbot.waitUntil(lambda: v.media_status() == "EndOfMedia", timeout=T)
     opened: list[QUrl] = []
     d.opener = opened.append
     d.open_artifact(d.artifacts.item(0))
     assert opened and os.path.exists(opened[0].toLocalFile())
     out = os.path.join(REPO, "test-output")
     os.makedirs(out, exist_ok=True)
-    path = os.path.join(out, "gui-main.png")
+    path = os.path.join(out, "gui-compare.png")
+    window.resize(1600, 960)
+    qtbot.waitUntil(lambda: window.width() == 1600, timeout=T)
     assert window.grab().save(path)
     assert os.path.getsize(path) > 10_000  # a real picture; docs/gui-screenshot.png is
     # a copy of one such file, made by hand: a test never writes into the source tree
 
 
+def test_screenshot_of_a_stalled_run_with_its_flag_and_video(system: System, window: Any,
+                                                             qtbot: Any) -> None:
+    cfg = {"worker": "test-video-stall", "env": "CartPole-v1", "seed": 11,
+           "name": "stalls-after-a-video", "steps": 1000, "heartbeat_interval_s": 0.1,
+           "heartbeat_timeout_s": 10.0,
+           "liveness": {"stalled": {"window_s": 1.0, "warmup_s": 0.0}}}
+    run_id = system.client().submit(cfg).run.run_id
+    qtbot.waitUntil(lambda: window.select_run(run_id), timeout=T)
+    col = COLUMNS.index("flags")
+
+    def cell(role: Any = Qt.ItemDataRole.DisplayRole) -> Any:
+        row = window.model.rows[run_id]
+        return window.model.data(window.model.index(row, col), role)
+    # the dispatcher's stalled rule flags it: the table's badge, from the watch
+    try:
+        qtbot.waitUntil(lambda: cell() == "⚑ stalled", timeout=30000)
+    except Exception:
+        raise AssertionError((window.model.run(run_id), system.client().get(run_id).flags))
+    assert status(window, run_id) == "running"
+    tip = cell(Qt.ItemDataRole.ToolTipRole)
+    assert tip.startswith("stalled (warn) since ") and "step=400" in tip, tip
+    d = window.details
+    qtbot.waitUntil(lambda: d.flags_box.isVisible() and d.flags.rows() != [], timeout=T)
+    (rule, action, _, cleared, evidence), = d.flags.rows()
+    assert (rule, action, cleared) == ("⚑ stalled", "warn", "standing")
+    assert "step=400" in evidence and "window_s=1" in evidence
+    assert "1 standing, 0 cleared" in d.flags_title.text()
+    # its one video, at the step it stalled on, loaded into the player
+    v = d.videos
+    qtbot.waitUntil(lambda: len(v.videos) == 1 and v.loaded is not None, timeout=T)
+    assert v.list.item(0).text().startswith("step 400 · evaluation 4 · return ")
+    if v.player is not None:
+        qtbot.waitUntil(lambda: v.frames > 0 or v.error != "", timeout=T)
+        assert v.error == "" and v.source().endswith("videos/eval-00004.mp4")
+        qtbot.waitUntil(lambda: v.media_status() == "EndOfMedia", timeout=T)
+    assert d.plot.point_count(run_id) == 4 and "step 400" in d.header.text()
+    assert d.plot.metric() == "eval_return_mean"
+    log = d.log_pane                 # running: stdout first; stderr has its last words
+    assert log.stream_name() == "stdout"
+    log.stream.setCurrentText("stderr")
+    qtbot.waitUntil(lambda: "stalling at step 400" in log.text.toPlainText(), timeout=T)
+    assert "stderr, following" in log.title.text()
+    out = os.path.join(REPO, "test-output")
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, "gui-flagged.png")
+    window.resize(1600, 960)
+    qtbot.waitUntil(lambda: window.width() == 1600, timeout=T)
+    window.runs_view.setSizes([700, 900])   # the table's every column
+    assert window.grab().save(path) and os.path.getsize(path) > 10_000
+    d.reason.setText("stalled")
+    d.cancel_button.click()
+    qtbot.waitUntil(lambda: status(window, run_id) == "cancelled", timeout=T)
+    assert cell() == "⚑ stalled"   # a flag is not cleared by the run's end
+
+
 def test_a_workers_own_tensorboard_return_is_plotted(system: System, window: Any,
                                                      qtbot: Any) -> None:
-    """test-tensorboard writes rollout/ep_rew_mean itself (as SB3 does): the run's curve
-    shows it from GetMetrics' TensorBoard points, and the header its last value."""
+    """test-tensorboard writes rollout/ep_rew_mean itself (as SB3 does): the run's plot
+    offers and draws it from GetMetrics' TensorBoard points (the return chosen by its
+    SB3 name), and the table's return is its last value."""
     cfg = {"worker": "test-tensorboard", "seed": 0, "steps": 500,
            "hyperparameters": {"level": 2.0, "points": 5}}
     run_id = system.client().submit(cfg).run.run_id
     qtbot.waitUntil(lambda: window.select_run(run_id), timeout=T)
     d = window.details
     qtbot.waitUntil(lambda: status(window, run_id) == "completed", timeout=30000)
-    qtbot.waitUntil(lambda: not d.timer.isActive(), timeout=T)
-    steps = [step for step, _ in d.curve.series["rollout/ep_rew_mean"]]
+    qtbot.waitUntil(lambda: not d.timer.isActive() and not d.plot.timer.isActive(),
+                    timeout=T)
+    tracked = d.plot.runs[run_id]
+    steps, _ = tracked.series.curve("rollout/ep_rew_mean")
     assert steps == [100, 200, 300, 400, 500]
-    assert d.metric_return == pytest.approx(20.0)
-    assert d.tb_cursor   # read on with the cursor, not from the start each poll
+    assert d.plot.metric() == "rollout/ep_rew_mean"
+    assert window.model.run(run_id)["metric_return"] == pytest.approx(20.0)
+    assert tracked.cursor   # read on with the cursor, not from the start each poll

@@ -100,8 +100,7 @@ def test_the_picker_keeps_a_choice_still_offered(qtbot: Any) -> None:
                          {"step": 2, "values": {"c": 0.0, "a": 1.0}}]) == ["a", "b", "c"]
 
 
-def test_the_bands_plot_and_the_run_curve(qtbot: Any) -> None:
-    from trainer.gui.curve import CurveWidget
+def test_the_bands_plot(qtbot: Any) -> None:
     from trainer.gui.plots import BandsPlot, translucent
     plot = BandsPlot()
     qtbot.addWidget(plot)
@@ -116,13 +115,3 @@ def test_the_bands_plot_and_the_run_curve(qtbot: Any) -> None:
     plot.set_curves("other", [{**curve, "point": 0}], {})
     assert plot.curve_count() == 1 and plot.legend_labels() == ["point 0 (n=2)"]
     assert translucent("#ff8000", 10) == (255, 128, 0, 10)
-    w = CurveWidget("return")
-    qtbot.addWidget(w)
-    w.add("a", [(1, 1.0), (2, 2.0)])
-    w.add("a", [(2, 3.0), (3, 4.0)])      # step 2 read again: replaced, not doubled
-    w.add("b", [])
-    assert w.point_count() == 3 and w.series["a"][1] == (2.0, 3.0)
-    assert list(w.items["a"].getData()[1]) == [1.0, 3.0, 4.0]
-    assert w.legend_labels() == ["a"]
-    w.clear_series()
-    assert w.point_count() == 0 and w.legend_labels() == []
