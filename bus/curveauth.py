@@ -36,7 +36,7 @@ MAX_NOTED = 4096   # distinct (peer, reason) pairs remembered; past it, counted 
 # CURVE key may see the mismatch first and hang up: the broker then sees its handshake
 # broken off (EVENT_HANDSHAKE_FAILED_NO_DETAIL, an errno) rather than the mismatch.
 HANDSHAKE_EVENTS = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-_PROTOCOL_REASONS = {
+_PROTOCOL_REASONS: dict[int, str] = {
     zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH: "no CURVE key (the client's security "
                                                "mechanism is not CURVE)",
     zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC: "the handshake does not decrypt (the client "

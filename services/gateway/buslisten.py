@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 
 import zmq
 
+from bus import curvekeys
 from bus.badframes import BadFrameLog
 from bus.catchup import EventFollower, Fetch, registry_fetch
 from bus.codec import Envelope

@@ -22,6 +22,7 @@ from bus.curvekeys import ClientKeys, KeyStore
 from core.settings import Settings
 from tests.helpers import REPO, free_port, wait_until
 from tests.system.dispatch_helpers import TERMINAL, run_dir, submit, wait_status
+from tests.system.gateway import Gateway
 from tests.system.stack import Stack
 
 pytestmark = pytest.mark.timeout(120)
@@ -188,3 +189,21 @@ def test_a_secret_key_others_may_read_stops_the_bus(service_env: dict[str, str])
     assert got.returncode == 2, got.stderr
     assert "refusing to start" in got.stderr and "server.key_secret" in got.stderr
     assert "mode 644" in got.stderr
+
+
+def test_the_gateway_follows_a_curve_bus(cstack: Stack) -> None:
+    """The gateway's bus sockets use the services' key: it sees every service's status
+    and a run's heartbeats."""
+    gw = Gateway(cstack)
+    try:
+        gw.start()
+        c = gw.client()
+        wait_until(lambda: len((h := c.health()).services) >= 3 and all(
+            s.alive for s in h.services), 20, message="every service alive in GetHealth")
+        run_id = submit(cstack, "test-sleep", params={"seconds": 2.0})
+        wait_until(lambda: c.get(run_id).HasField("last_heartbeat"), 20,
+                   message="the run's heartbeat through the gateway")
+        assert wait_status(cstack, run_id, TERMINAL, timeout=30)["status"] == "COMPLETED"
+    finally:
+        gw.close()
+    assert _refusals(cstack) == []
