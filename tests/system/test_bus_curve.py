@@ -207,3 +207,15 @@ def test_the_gateway_follows_a_curve_bus(cstack: Stack) -> None:
     finally:
         gw.close()
     assert _refusals(cstack) == []
+
+
+def test_a_run_fails_to_start_when_the_workers_key_is_not_private(cstack: Stack) -> None:
+    store = KeyStore(cstack.settings.home)
+    store.ensure(curvekeys.WORKERS)
+    os.chmod(store.secret_path(curvekeys.WORKERS), 0o644)
+    run_id = submit(cstack, "test-sleep", params={"seconds": 0.1})
+    run = wait_status(cstack, run_id, TERMINAL, timeout=30)
+    assert run["status"] == "FAILED", run
+    assert "workers.key_secret" in run["message"] and "mode 644" in run["message"], run
+    assert not os.path.exists(os.path.join(run_dir(cstack, run_id), curvekeys.RUN_KEY_FILE))
+    assert cstack.dispatcher.alive()
