@@ -219,3 +219,12 @@ def test_a_run_fails_to_start_when_the_workers_key_is_not_private(cstack: Stack)
     assert "workers.key_secret" in run["message"] and "mode 644" in run["message"], run
     assert not os.path.exists(os.path.join(run_dir(cstack, run_id), curvekeys.RUN_KEY_FILE))
     assert cstack.dispatcher.alive()
+
+
+def test_trainer_tail_reads_a_curve_bus_with_the_services_key(cstack: Stack) -> None:
+    got = subprocess.run([sys.executable, "-m", "trainer.cli.main", "tail", "status.bus",
+                          "--count", "1"], env=cstack.env, cwd=REPO, capture_output=True,
+                         text=True, timeout=30)
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout)["topic"] == "status.bus"
+    assert _refusals(cstack) == []
