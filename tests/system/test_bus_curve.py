@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -221,10 +222,36 @@ def test_a_run_fails_to_start_when_the_workers_key_is_not_private(cstack: Stack)
     assert cstack.dispatcher.alive()
 
 
+def _tail(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "trainer.cli.main", "tail", "status.bus",
+                           "--count", "1"], env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=30)
+
+
 def test_trainer_tail_reads_a_curve_bus_with_the_services_key(cstack: Stack) -> None:
-    got = subprocess.run([sys.executable, "-m", "trainer.cli.main", "tail", "status.bus",
-                          "--count", "1"], env=cstack.env, cwd=REPO, capture_output=True,
-                         text=True, timeout=30)
+    got = _tail(cstack.env)
     assert got.returncode == 0, got.stderr
     assert json.loads(got.stdout)["topic"] == "status.bus"
+    assert _refusals(cstack) == []
+
+
+def test_trainer_tail_elsewhere_uses_the_key_files_its_environment_names(
+        cstack: Stack, tmp_path) -> None:
+    """As on another host: a TRAINER_HOME of its own (no keys), the broker's tcp
+    endpoint, and the files of `trainer keys create` copied over."""
+    store = KeyStore(cstack.settings.home)
+    store.create("remote")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    for src in (store.secret_path("remote"), store.public_path("server")):
+        dst = elsewhere / os.path.basename(src)
+        shutil.copyfile(src, dst)
+        dst.chmod(0o600)
+    env = {**cstack.env, "TRAINER_HOME": str(elsewhere / "home"),
+           curvekeys.KEY_VAR: str(elsewhere / "remote.key_secret"),
+           curvekeys.SERVER_VAR: str(elsewhere / "server.key")}
+    got = _tail(env)
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout)["topic"] == "status.bus"
+    assert not os.path.exists(elsewhere / "home" / "keys")   # no pair made there
     assert _refusals(cstack) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -61,7 +62,10 @@ def tail(prefixes: tuple[str, ...], count: int) -> None:
     seen = 0
     try:
         try:
-            keys = curvekeys.service_keys(settings.home, settings.bus_curve)
+            # On another host: the files of `trainer keys create` and server.key that
+            # TRAINER_BUS_CURVE_KEY / _SERVER name; here, the services' key.
+            keys = curvekeys.keys_from_env(os.environ) or curvekeys.service_keys(
+                settings.home, settings.bus_curve)
             connected = connect_within(sock, endpoint, CONNECT_WAIT_S, keys)
         except ValidationError as exc:   # a key file of TRAINER_HOME/keys
             raise errors.CliError(exc.message) from None
