@@ -10,7 +10,9 @@ import sys
 
 import zmq
 
-from bus import endpoints
+from bus import curvekeys, endpoints
+from bus.curveauth import CurveGuard
+from core.exposure import is_tcp
 from runtime.bootstrap import run_service
 from bus.broker import Broker
 from runtime.logs import ServiceLogger
@@ -24,15 +26,32 @@ def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> Broker:
     xpub = ctx.socket(zmq.XPUB)
     xpub.setsockopt(zmq.SNDHWM, 10_000)
     xsub.setsockopt(zmq.RCVHWM, 10_000)
-    for sock, endpoint in ((xsub, settings.bus_pub), (xpub, settings.bus_sub)):
+    sides = ((xsub, settings.bus_pub, "publishers"), (xpub, settings.bus_sub, "subscribers"))
+    curve = [(side, endpoint) for _, endpoint, side in sides
+             if settings.bus_curve and is_tcp(endpoint)]
+    # The ZAP handler is up before the first bind: no connection gets in unchecked.
+    guard = CurveGuard(ctx, curvekeys.KeyStore(settings.home), log) if curve else None
+    monitors = []
+    for sock, endpoint, side in sides:
+        if guard is not None and (side, endpoint) in curve:
+            monitors.append(guard.serve(sock, side))
         if not endpoints.bind(sock, endpoint, settings.home):
             log.warning("endpoint.not_private", endpoint=endpoint,
                         hint="its folder lets other users in; use one inside TRAINER_HOME")
-    log.info("bus.listening", publishers=settings.bus_pub, subscribers=settings.bus_sub)
+    log.info("bus.listening", publishers=settings.bus_pub, subscribers=settings.bus_sub,
+             curve=[side for side, _ in curve])
     status_pub = ctx.socket(zmq.PUB)
-    status_pub.connect(settings.bus_pub)
-    return Broker(ctx, xsub, xpub, status_pub, lambda counters: StatusBeacon(
-        "bus", settings.status_interval, SystemClock(), counters))
+    curvekeys.connect(status_pub, settings.bus_pub,
+                      curvekeys.service_keys(settings.home, settings.bus_curve))
+    counters_of = guard.counters if guard is not None else dict
+    broker = Broker(ctx, xsub, xpub, status_pub, lambda counters: StatusBeacon(
+        "bus", settings.status_interval, SystemClock(),
+        lambda: {**counters(), **counters_of()}))
+    if guard is not None:
+        for monitor in monitors:
+            broker.watch(monitor, guard.on_monitor)
+        broker.on_close(guard.close)
+    return broker
 
 
 def main() -> int:

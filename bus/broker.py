@@ -51,10 +51,21 @@ class Broker:
         self.beacon = beacon_for(self.counters)
         self.thread = threading.Thread(target=self._proxy, name="proxy", daemon=True)
         self.thread.start()
-        self.poller = zmq.Poller()  # the signal wake only: the proxy thread forwards
+        self.poller = zmq.Poller()  # the signal wake (and monitors): the proxy forwards
+        self._watched: dict[zmq.Socket, Callable[[zmq.Socket], None]] = {}
+        self._closers: list[Callable[[], None]] = []
 
     def wake_on(self, fd: int) -> None:
         self.poller.register(fd, zmq.POLLIN)
+
+    def watch(self, sock: zmq.Socket, on_ready: Callable[[zmq.Socket], None]) -> None:
+        """Poll ``sock`` (a socket monitor) in the broker's loop; ``on_ready`` reads it."""
+        self.poller.register(sock, zmq.POLLIN)
+        self._watched[sock] = on_ready
+
+    def on_close(self, closer: Callable[[], None]) -> None:
+        """Called at close, after the proxy has stopped (the CURVE guard's)."""
+        self._closers.append(closer)
 
     def _proxy(self) -> None:
         try:
@@ -87,7 +98,10 @@ class Broker:
             raise RuntimeError("the bus proxy thread stopped")
         wait = min(timeout_s, self.beacon.due_in())
         if wait > 0:
-            self.poller.poll(int(wait * 1000) + 1)
+            ready = dict(self.poller.poll(int(wait * 1000) + 1))
+            for sock, on_ready in self._watched.items():
+                if sock in ready:
+                    on_ready(sock)
         if self.beacon.due_in() > 0:
             return
         self.refresh_stats()
@@ -99,5 +113,7 @@ class Broker:
     def close(self) -> None:
         self.control.send(b"TERMINATE")
         self.thread.join(5)
+        for closer in self._closers:
+            closer()
         for sock in (self.control, self._proxy_side, self.status_pub, self.xsub, self.xpub):
             sock.close(linger=0)

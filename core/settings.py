@@ -10,6 +10,7 @@ import posixpath
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
+from core import exposure
 from core.errors import ValidationError
 
 
@@ -71,6 +72,12 @@ SETTINGS: tuple[Setting, ...] = (
             "Broker endpoint that subscribers connect to (its XPUB side)."),
     Setting("registry", "TRAINER_REGISTRY", "ipc://{home}/sock/registry", str,
             "Registry ROUTER endpoint for commands and queries."),
+    Setting("bus_curve", "TRAINER_BUS_CURVE", "0", _flag,
+            "1: the bus's tcp endpoints (TRAINER_BUS_PUB, TRAINER_BUS_SUB) are CURVE "
+            "servers (ZeroMQ's encryption and key authentication): only clients with a key "
+            "in TRAINER_HOME/keys/authorized/ get in (`trainer keys`; docs/BUS.md, tcp "
+            "endpoints and CURVE). Required when one of them is tcp on another address than "
+            "loopback; ipc endpoints are never CURVE (their folder's mode protects them)."),
     Setting("checkpoint_interval", "TRAINER_CHECKPOINT_INTERVAL", "60", _positive_float,
             "Seconds between PRAGMA wal_checkpoint(TRUNCATE) runs of the registry."),
     Setting("checkpoint_busy_warn", "TRAINER_CHECKPOINT_BUSY_WARN", "3", _positive_int,
@@ -116,6 +123,7 @@ class Settings:
     bus_pub: str
     bus_sub: str
     registry: str
+    bus_curve: bool
     checkpoint_interval: float
     checkpoint_busy_warn: int
     max_batch: int
@@ -157,4 +165,16 @@ class Settings:
                 values[s.name] = s.parse(raw)
             except ValueError as exc:
                 raise ValidationError(s.env, f"{raw!r} is not valid: {exc}") from None
-        return Settings(**values)  # type: ignore[arg-type]
+        settings = Settings(**values)  # type: ignore[arg-type]
+        settings.check_exposure()
+        return settings
+
+    def check_exposure(self) -> None:
+        """Refuse an endpoint that listens beyond this host without CURVE (the bus's)
+        or at all (the registry's), naming the setting."""
+        for env, problem in (
+                ("TRAINER_BUS_PUB", exposure.bus_problem(self.bus_pub, self.bus_curve)),
+                ("TRAINER_BUS_SUB", exposure.bus_problem(self.bus_sub, self.bus_curve)),
+                ("TRAINER_REGISTRY", exposure.registry_problem(self.registry))):
+            if problem:
+                raise ValidationError(env, problem)

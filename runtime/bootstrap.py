@@ -89,7 +89,15 @@ def run_service(name: str, build: Builder, argv: list[str] | None = None) -> int
 
     wake = SignalWake()
     ctx = zmq.Context()
-    service = build(settings, ctx, log)
+    try:
+        service = build(settings, ctx, log)
+    except ValidationError as exc:   # a key file of TRAINER_HOME/keys, not private...
+        print(f"{name}: refusing to start: {exc.message}", file=sys.stderr)
+        log.error("service.refused", reasons=[exc.message])
+        wake.close()
+        ctx.destroy(linger=0)
+        lock.release()
+        return EXIT_BAD_SETTINGS
     service.wake_on(wake.fd)
     # Everything built so far lives as long as the process: keep it out of the cyclic
     # collector's full passes, which would otherwise rescan it over and over.

@@ -252,3 +252,15 @@ def test_every_built_module_is_placed() -> None:
     assert modules
     missing = [m for m in modules if f"`{m}`" not in text]
     assert not missing, "ARCHITECTURE.md: modules not mentioned: " + _missing(missing)
+
+
+# --- docs/BUS.md: the subscriber in another language -----------------------------------
+
+def test_the_node_subscriber_in_bus_md_is_the_tested_file() -> None:
+    """docs/BUS.md shows examples/js/curve_subscriber.js, which
+    tests/system/test_bus_curve_node.py runs: the page and the file must not drift."""
+    text = _doc("BUS.md")
+    block = re.search(r"^```js\n(.*?)^```$", text, re.MULTILINE | re.DOTALL)
+    assert block is not None, "BUS.md: no ```js block (tcp endpoints and CURVE)"
+    example = (ROOT / "examples" / "js" / "curve_subscriber.js").read_text(encoding="utf-8")
+    assert block.group(1) == example, "BUS.md's js block differs from examples/js/curve_subscriber.js"

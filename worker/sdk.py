@@ -57,6 +57,7 @@ from typing import Any, Iterator, Optional
 
 import zmq
 
+from bus import curvekeys
 from bus.codec import Envelope, MessageType, encode
 from bus.topics import Topic
 from runtime.atomicfile import atomic_file
@@ -122,8 +123,8 @@ class Run:
         self._sock = self._ctx.socket(zmq.XPUB)
         self._sock.setsockopt(zmq.LINGER, 1000)
         self.joined = False
-        if bus_pub:
-            self._sock.connect(bus_pub)
+        if bus_pub:   # a CURVE client where TRAINER_BUS_CURVE_KEY names its key file
+            curvekeys.connect(self._sock, bus_pub, curvekeys.keys_from_env(os.environ))
             self.joined = bool(self._sock.poll(int(JOIN_TIMEOUT_S * 1000), zmq.POLLIN))
         self._lock = threading.Lock()
         self._progress: dict[str, Any] = {"step": 0, "episode": 0, "last_return": None,

@@ -11,6 +11,7 @@ import sys
 
 import zmq
 
+from bus import curvekeys
 from bus.badframes import BadFrameLog
 from bus.catchup import EventFollower, registry_fetch
 from bus.pubsub import Publisher, Subscriber
@@ -50,15 +51,16 @@ def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> Dispatche
     else:
         log.info("gpus.none", reason=inventory.error or "no GPU found")
     bad = BadFrameLog(log)
+    keys = curvekeys.service_keys(settings.home, settings.bus_curve)
     events_sock = ctx.socket(zmq.SUB)
     events_sock.setsockopt(zmq.LINGER, 0)
-    events_sock.connect(settings.bus_sub)
+    curvekeys.connect(events_sock, settings.bus_sub, keys)
     telemetry_sock = ctx.socket(zmq.SUB)
     telemetry_sock.setsockopt(zmq.LINGER, 0)
     telemetry_sock.setsockopt(zmq.RCVHWM, 100_000)
-    telemetry_sock.connect(settings.bus_sub)
+    curvekeys.connect(telemetry_sock, settings.bus_sub, keys)
     pub = ctx.socket(zmq.PUB)
-    pub.connect(settings.bus_pub)
+    curvekeys.connect(pub, settings.bus_pub, keys)
     # A call holds the loop: at most 2 x 2 s, then the registry counts as away (the
     # loop goes on, pinging it every second, and re-reads its state once it is back).
     rpc = RpcClient(ctx, settings.registry, SOURCE, timeout_s=2.0, retries=1)

@@ -11,6 +11,8 @@ from typing import Any
 
 from core.rundir import (CONFIG_FILE, EXIT_FILE, KILL_FILE, RESULT_FILE, SHIM_FILE,
                          WORKER_FILE)
+from bus.curvekeys import KeyStore
+from core.exposure import is_tcp
 from core.settings import Settings
 from runtime.workers import WorkerCatalog, groups
 from services.dispatcher import procs, spawner
@@ -97,6 +99,9 @@ def prepare(settings: Settings, run: dict[str, Any], gpus: list[str], attempt: i
         "CUDA_VISIBLE_DEVICES": ",".join(gpus), "PYTHONUNBUFFERED": "1",
         spawner.ATTEMPT_VAR: str(attempt),
     })
+    if settings.bus_curve and is_tcp(settings.bus_pub):
+        # The runs' CURVE pair, in the run folder (0600) for its worker's SDK.
+        env.update(KeyStore(settings.home).issue_run_keys(path))
     if resume_from:
         env["TRAINER_RESUME_CHECKPOINT"] = os.path.join(path, resume_from)
     if settings.test_workers:

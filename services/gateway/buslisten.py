@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 
 import zmq
 
+from bus import curvekeys
 from bus.badframes import BadFrameLog
 from bus.catchup import EventFollower, Fetch, registry_fetch
 from bus.codec import Envelope
@@ -163,7 +164,7 @@ class BusListener:
         tele_sock = self._sub(100_000)
         pub = self.ctx.socket(zmq.PUB)
         pub.setsockopt(zmq.LINGER, 0)
-        pub.connect(self.settings.bus_pub)
+        curvekeys.connect(pub, self.settings.bus_pub, self._keys())
         client = RpcClient(self.ctx, self.settings.registry, SOURCE,
                            timeout_s=self.registry_timeout, retries=0)
         try:
@@ -187,8 +188,11 @@ class BusListener:
         sock = self.ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, hwm)
-        sock.connect(self.settings.bus_sub)
+        curvekeys.connect(sock, self.settings.bus_sub, self._keys())
         return sock
+
+    def _keys(self) -> curvekeys.ClientKeys | None:
+        return curvekeys.service_keys(self.settings.home, self.settings.bus_curve)
 
     def _loop(self, follower: EventFollower, telemetry: Subscriber, client: RpcClient,
               publisher: Publisher, beacon: StatusBeacon) -> None:

@@ -7,7 +7,7 @@ import sys
 
 import zmq
 
-from bus import endpoints
+from bus import curvekeys, endpoints
 from runtime.bootstrap import run_service
 from runtime.logs import ServiceLogger
 from bus.pubsub import Publisher
@@ -43,7 +43,8 @@ def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> RegistryS
                     hint="its folder lets other users in; use one inside TRAINER_HOME")
     pub = ctx.socket(zmq.PUB)
     pub.setsockopt(zmq.SNDHWM, 100_000)
-    pub.connect(settings.bus_pub)
+    curvekeys.connect(pub, settings.bus_pub,
+                      curvekeys.service_keys(settings.home, settings.bus_curve))
     registry = RequestHandler(conn, clock, settings.db_path,
                         known_worker=WorkerCatalog(test_workers=settings.test_workers),
                         known_env=EnvCatalog(), test_workers=settings.test_workers)

@@ -8,6 +8,7 @@ import os
 
 import zmq
 
+from bus import curvekeys
 from bus.badframes import BadFrameLog
 from bus.codec import Envelope, MessageType, decode, encode
 from runtime.logs import service_logger
@@ -46,7 +47,8 @@ class Stack:
         sock = self.ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, rcvhwm)
-        sock.connect(self.settings.bus_sub)
+        curvekeys.connect(sock, self.settings.bus_sub, curvekeys.service_keys(
+            self.settings.home, self.settings.bus_curve))   # the services' key, if CURVE
         self._sockets.append(sock)
         sub = Subscriber(sock, BadFrameLog(service_logger("test")))
         for p in prefixes:

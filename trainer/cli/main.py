@@ -8,6 +8,7 @@ import click
 
 from trainer.cli.pyenvs import env
 from trainer.cli.gui import gui
+from trainer.cli.keys import keys
 from trainer.cli.replay import replay
 from trainer.cli.runs import cancel, logs, ls, rerun, show, submit, watch
 from trainer.cli.stack import down, health, up
@@ -22,7 +23,7 @@ def cli() -> None:
 
 
 for command in (up, down, health, submit, ls, show, watch, logs, cancel, rerun, replay, tail,
-                gui, workers, env, sweep):
+                gui, workers, env, sweep, keys):
     cli.add_command(command)
 
 

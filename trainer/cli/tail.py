@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -10,7 +11,9 @@ import click
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from bus import curvekeys
 from bus.codec import FrameError, decode_message
+from core.errors import ValidationError
 from trainer.cli import errors
 
 CONNECT_WAIT_S = 3.0  # how long tail waits for the bus to accept its connection
@@ -26,13 +29,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def connect_within(sock: zmq.Socket, endpoint: str, timeout_s: float) -> bool:
+def connect_within(sock: zmq.Socket, endpoint: str, timeout_s: float,
+                   keys: curvekeys.ClientKeys | None = None) -> bool:
     """Connect ``sock`` to ``endpoint``; True once the broker has accepted the
     connection, False if it has not within ``timeout_s`` (ZeroMQ itself would
     retry silently for ever)."""
     monitor = sock.get_monitor_socket(zmq.EVENT_CONNECTED)
     try:
-        sock.connect(endpoint)
+        curvekeys.connect(sock, endpoint, keys)
         if monitor.poll(int(timeout_s * 1000)):
             recv_monitor_message(monitor)
             return True
@@ -49,7 +53,8 @@ def tail(prefixes: tuple[str, ...], count: int) -> None:
     """Subscribe to the bus and print every message as one JSON line:
     {"topic", "type", "source", "ts", "seq", "payload", ...}. PREFIXES select topics
     (for example `event.` or `hb.r0123456789ab`); none means everything."""
-    endpoint = errors.load_settings().bus_sub
+    settings = errors.load_settings()
+    endpoint = settings.bus_sub
     ctx = zmq.Context()
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
@@ -57,7 +62,13 @@ def tail(prefixes: tuple[str, ...], count: int) -> None:
     seen = 0
     try:
         try:
-            connected = connect_within(sock, endpoint, CONNECT_WAIT_S)
+            # On another host: the files of `trainer keys create` and server.key that
+            # TRAINER_BUS_CURVE_KEY / _SERVER name; here, the services' key.
+            keys = curvekeys.keys_from_env(os.environ) or curvekeys.service_keys(
+                settings.home, settings.bus_curve)
+            connected = connect_within(sock, endpoint, CONNECT_WAIT_S, keys)
+        except ValidationError as exc:   # a key file of TRAINER_HOME/keys
+            raise errors.CliError(exc.message) from None
         except zmq.ZMQError as exc:
             raise errors.bad_setting("TRAINER_BUS_SUB", f"{endpoint!r}: {exc}") from None
         if not connected:

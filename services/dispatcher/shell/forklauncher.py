@@ -11,6 +11,7 @@ import os
 import signal
 from typing import Optional
 
+from core.errors import ValidationError
 from core import rundir
 from core.runconfig import RunConfig
 from core.settings import Settings
@@ -50,6 +51,8 @@ class ForkLauncher:
                 attempt, resume_from, python)
         except (launch.UnknownWorker, OSError) as exc:
             raise StartError(str(exc)) from exc
+        except ValidationError as exc:   # a CURVE key file of TRAINER_HOME/keys
+            raise StartError(exc.message) from exc
         self.forget(run_id)   # nothing of an earlier shim of this run is kept
         try:
             self.forks.spawn(path, argv, env, limits)
