@@ -58,7 +58,7 @@ from typing import Any, Iterator, Optional
 import zmq
 
 from bus import curvekeys
-from bus.codec import Envelope, MessageType, encode
+from bus.codec import FORMAT_VERSION, MessageType, pack
 from bus.topics import Topic
 from runtime.atomicfile import atomic_file
 from core.commands import MAX_ARTIFACT_PATH
@@ -146,6 +146,8 @@ class Run:
         self._stop_flag = threading.Event()
         self._checkpoint_flag = threading.Event()
         self._seen = MetricNotes()   # what log_metrics saw since the last beat
+        self._source = f"worker:{run_id}"
+        self._metrics: Optional[Any] = None   # metrics.jsonl, opened at the first record
         self._phase = ""
         self.finished = False
         try:
@@ -258,10 +260,12 @@ class Run:
 
     # --- reporting -----------------------------------------------------------------
     def _send(self, topic: str, mtype: str, payload: dict[str, Any]) -> None:
-        env = Envelope(type=mtype, source=f"worker:{self.run_id}", ts=time.time(),
-                       payload=payload)
+        """The envelope packed as a map (bus.pubsub.Publisher.publish's hot path: no
+        Envelope object; the same bytes)."""
+        data = pack({"v": FORMAT_VERSION, "type": mtype, "source": self._source,
+                     "ts": time.time(), "payload": payload})
         with self._lock:
-            self._sock.send_multipart([topic.encode(), encode(env)])
+            self._sock.send_multipart([topic.encode(), data])
 
     def progress(self, **values: Any) -> None:
         """Latest progress (step, episode, last_return, mean_return, any other keys),
@@ -307,8 +311,11 @@ class Run:
         record = {"run_id": self.run_id, "step": int(step), "ts": time.time(),
                   "values": _plain(values)}
         self._seen.note(record["values"])
-        with open(os.path.join(self.run_dir, METRICS_FILE), "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+        if self._metrics is None:   # kept open: each line written and flushed at once
+            self._metrics = open(os.path.join(self.run_dir, METRICS_FILE), "a",
+                                 encoding="utf-8")
+        self._metrics.write(json.dumps(record) + "\n")
+        self._metrics.flush()
         self._tb.write(record["step"], record["ts"], record["values"])
         self._send(Topic.METRICS.topic(self.run_id), MessageType.METRICS.value, record)
 
@@ -383,6 +390,9 @@ class Run:
         self._sock.close()
         self._gpu.close()
         self._tb.close()
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
 
     def __enter__(self) -> "Run":
         return self
