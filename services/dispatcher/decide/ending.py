@@ -70,6 +70,8 @@ def end_with(turn: Turn, run: RunRecord, record: Optional[ExitRecord],
         finish = finish_of(run, None)
         turn.log("warning", "run.no_exit_record", run_id=run.run_id, outcome=finish.outcome,
                  cause=finish.cause or None, hint=disk_note(folder).lstrip("; ") or None)
+    elif record is None and folder.ended_by:   # (a SLURM job cancelled while pending)
+        finish = failed(run.run_id, TerminalCause(folder.ended_by), folder.ended_message)
     elif record is None:
         message = LOST + disk_note(folder)
         turn.log("warning", "run.lost", run_id=run.run_id, reason=message)

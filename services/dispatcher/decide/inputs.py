@@ -182,6 +182,11 @@ class FolderRead:
     result_problem: str = ""            # why result.json gave none ("" if it did)
     result_cause: str = ""              # result.json's typed cause of a failure (the SDK's)
     result_reason: str = ""             # ... and its reason
+    # How the launcher's back end says the attempt ended, where it ended it (a SLURM
+    # job cancelled from outside, or past its time limit): a TerminalCause value and
+    # why ("": it did not). Our own kill, and an exit code 0, win over it.
+    ended_by: str = ""
+    ended_message: str = ""
 
     def stale_attempt(self, attempt: int) -> Optional[int]:
         """The attempt of a worker or exit record here that is not ``attempt``'s (None

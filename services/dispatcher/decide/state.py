@@ -146,6 +146,13 @@ class DispatcherConfig:
     host: str = ""                # RecordStarted's host
     bus_window_s: float = 1.5     # our status must come back within this
     cores: tuple[int, ...] = ()   # the CPUs the dispatcher may use (its affinity mask)
+    launcher: str = "local"       # a run's launcher where its config names none
+                                  # (TRAINER_LAUNCHER)
+
+    def on_slurm(self, config: RunConfig) -> bool:
+        """Does the run go to SLURM (which then places it: it holds none of our GPUs,
+        CPU slots or cores)?"""
+        return (config.launcher or self.launcher) == "slurm"
 
 
 class Registry(str, enum.Enum):
