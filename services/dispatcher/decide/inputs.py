@@ -184,7 +184,7 @@ class FolderRead:
     result_reason: str = ""             # ... and its reason
     # How the launcher's back end says the attempt ended, where it ended it (a SLURM
     # job cancelled from outside, or past its time limit): a TerminalCause value and
-    # why ("": it did not). Our own kill, and an exit code 0, win over it.
+    # why ("": it did not). Our own kill wins over it; it wins over the exit record.
     ended_by: str = ""
     ended_message: str = ""
 

@@ -72,7 +72,8 @@ class DispatcherLoop:
         self.log = log
         self.gpus = gpus
         config = DispatcherConfig(cpu_slots, settings.max_runs, host,
-                                  3 * settings.status_interval, own_cores())
+                                  3 * settings.status_interval, own_cores(),
+                                  settings.launcher)
         self.state = DispatcherState.initial(config, inventory, clock.monotonic(), clock.now())
         self.beacon = StatusBeacon(SOURCE, settings.status_interval, clock, self.counters)
         self.pacer = Pacer(self.beacon, settings.status_interval, settings.tick)

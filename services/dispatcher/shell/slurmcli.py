@@ -30,8 +30,8 @@ _SAFE = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 ACTIVE = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED",
                     "RESIZING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "SIGNALING",
                     "STAGE_OUT", "RESV_DEL_HOLD", "STOPPED"})
-# A finished job's state -> the cause its run ends with when its own records do not say
-# otherwise (an exit code 0 recorded by the shim wins; so does our own kill).
+# A finished job's state -> the cause its run ends with, whatever its exit record says
+# (its worker may exit 0 on SLURM's TERM); only our own kill wins (outcomes.finish_of).
 CAUSES: dict[str, tuple[TerminalCause, str]] = {
     "CANCELLED": (TerminalCause.SLURM_CANCELLED,
                   "its SLURM job was cancelled from outside the orchestrator (scancel)"),
