@@ -88,8 +88,9 @@ class SlurmOptions:
             raise ValidationError("slurm.extra", "must be a map of sbatch option -> value")
         for key, value in extra.items():
             if key not in EXTRA_OPTIONS:
+                allowed = ", ".join(sorted(EXTRA_OPTIONS))
                 raise ValidationError(f"slurm.extra.{str(key)[:40]}", "is not an allowed "
-                                      f"sbatch option (allowed: {', '.join(sorted(EXTRA_OPTIONS))})")
+                                      f"sbatch option (allowed: {allowed})")
             _token(f"slurm.extra.{key}", value)
         return SlurmOptions(time_limit=limit, extra=dict(extra), **values)
 
