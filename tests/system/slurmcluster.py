@@ -126,11 +126,13 @@ class SlurmCluster:
         wait_until(lambda: self.client(["sinfo", "-h", "-o", "%T"]).strip() != "", 20,
                    message="slurmctld to answer")
 
-    def kill_ctld(self) -> int:
-        """SIGKILL slurmctld (its jobs live on under slurmd); its pid."""
+    def kill_ctld(self, sig: int = signal.SIGKILL) -> int:
+        """Stop slurmctld with ``sig`` (SIGTERM: it saves its state first; SIGKILL: jobs
+        it had not saved yet are killed when it starts again) and wait until it is
+        gone; its pid. Its jobs live on under slurmd meanwhile."""
         with open(f"{self.dir}/ctld.pid", encoding="ascii") as fh:
             pid = int(fh.read().strip())
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, sig)
         wait_until(lambda: process_start_time(pid) is None, 10, message="slurmctld to die")
         return pid
 

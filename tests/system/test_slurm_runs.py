@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from typing import Iterator
@@ -137,3 +138,67 @@ def test_a_slurm_time_limit_ends_time_limit(sstack: Stack, slurm: SlurmCluster) 
     assert (run["status"], run["cause"]) == ("FAILED", "time_limit"), run
     assert "time limit" in run["message"] and job["job_id"] in run["message"], run
     assert squeue_state(slurm, job["job_id"]) == "TIMEOUT"
+
+
+def test_a_run_cancelled_while_its_job_waits_in_slurm_ends_cancelled(
+        sstack: Stack, slurm: SlurmCluster) -> None:
+    both = submit(sstack, "test-sleep", gpus=2, params={"seconds": 120})
+    wait_status(sstack, both, {"RUNNING"}, timeout=60)
+    waiting = submit(sstack, "test-sleep", gpus=1, params={"seconds": 1})
+    job = wait_until(lambda: read_json(os.path.join(run_dir(sstack, waiting), "slurm.json"))
+                     or None, 30, message="the second run's submission")
+    wait_until(lambda: job["job_id"] and squeue_state(slurm, job["job_id"]) == "PENDING", 10)
+    client = sstack.client()
+    client.call("request_cancel", {"run_id": waiting, "requested_by": "bob", "reason": "no"})
+    run = wait_status(sstack, waiting, TERMINAL, timeout=30)
+    assert (run["status"], run["cancel_requested_by"]) == ("CANCELLED", "bob"), run
+    assert squeue_state(slurm, job["job_id"]) == "CANCELLED"
+    assert not os.path.exists(os.path.join(run_dir(sstack, waiting), "worker.json"))
+    client.call("request_cancel", {"run_id": both, "requested_by": "bob", "reason": "done"})
+    assert wait_status(sstack, both, TERMINAL, timeout=60)["status"] == "CANCELLED"
+
+
+def test_a_dispatcher_killed_mid_run_adopts_its_job_which_completes(
+        sstack: Stack, slurm: SlurmCluster) -> None:
+    run_id = submit(sstack, "test-sleep", params={"seconds": 6})
+    wait_status(sstack, run_id, {"RUNNING"}, timeout=60)
+    job = job_of(sstack, run_id)
+    sstack.dispatcher.kill9()
+    sstack.start_dispatcher()   # its launcher finds the job by its tag and the folder
+    run = wait_status(sstack, run_id, TERMINAL, timeout=60)
+    assert run["status"] == "COMPLETED" and run["adoptions"] == 1, run
+    assert squeue_state(slurm, job["job_id"]) == "COMPLETED"
+
+
+def test_a_run_lives_through_a_slurmctld_restart(sstack: Stack, slurm: SlurmCluster) -> None:
+    run_id = submit(sstack, "test-sleep", params={"seconds": 6})
+    wait_status(sstack, run_id, {"RUNNING"}, timeout=60)
+    job = job_of(sstack, run_id)
+    slurm.kill_ctld(signal.SIGTERM)   # a restart: its state saved, then started again
+    slurm.start_ctld()
+    assert wait_until(lambda: squeue_state(slurm, job["job_id"]), 20) == "RUNNING"
+    run = wait_status(sstack, run_id, TERMINAL, timeout=60)
+    assert run["status"] == "COMPLETED" and run["exit_code"] == 0, \
+        (run["cause"], run["message"], sstack.dispatcher.log()[-3000:])
+    assert wait_until(lambda: squeue_state(slurm, job["job_id"]), 20) == "COMPLETED"
+    assert sstack.dispatcher.alive()
+
+
+def test_twenty_one_gpu_runs_on_two_gres_gpus_never_overlap(sstack: Stack) -> None:
+    run_ids = [submit(sstack, "test-sleep", seed=i, gpus=1, params={"seconds": 0.3})
+               for i in range(20)]
+    spans: dict[str, list[tuple[float, float]]] = {"0": [], "1": []}
+    for run_id in run_ids:
+        run = wait_status(sstack, run_id, TERMINAL, timeout=120)
+        assert run["status"] == "COMPLETED", run
+        folder = run_dir(sstack, run_id)
+        with open(os.path.join(folder, "seen.json"), encoding="utf-8") as fh:
+            cuda = json.load(fh)["cuda"]
+        ended = read_json(os.path.join(folder, "exit.json"))
+        assert ended is not None and cuda in spans, (cuda, ended)
+        spans[cuda].append((ended["started_at"], ended["ended_at"]))
+    for gpu, used in spans.items():
+        used.sort()
+        for (_, end), (start, _) in zip(used, used[1:]):
+            assert start >= end, f"GPU {gpu}: two runs at once: {used}"
+    assert spans["0"] and spans["1"]   # both GPUs were used

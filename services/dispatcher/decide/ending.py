@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from core.commands import RegisterArtifact
+from core.commands import FinishRun, RegisterArtifact
 from core.events import TerminalCause
 from services.dispatcher.decide import effects as fx
 from services.dispatcher.decide.inputs import ExitRecord, FolderRead
@@ -25,7 +25,7 @@ from services.dispatcher.decide.outcomes import LOST, disk_note, failed, finish_
 from services.dispatcher.decide.phases import Move, Phase
 from services.dispatcher.decide.starting import note_worker
 from services.dispatcher.decide.state import REAP_PATIENCE_S, CallFor, RunRecord
-from services.dispatcher.decide.supervise import Sig
+from services.dispatcher.decide.supervise import Outcome, Sig
 from services.dispatcher.decide.turn import Turn
 
 UNRECORDED_OK = 0  # a shim's exit status: its exit record is written, or its worker exited 0
@@ -70,6 +70,10 @@ def end_with(turn: Turn, run: RunRecord, record: Optional[ExitRecord],
         finish = finish_of(run, None)
         turn.log("warning", "run.no_exit_record", run_id=run.run_id, outcome=finish.outcome,
                  cause=finish.cause or None, hint=disk_note(folder).lstrip("; ") or None)
+    elif record is None and run.cancel is not None and folder.ended_by:
+        # cancelled before it started (its SLURM job, pending, cancelled by us)
+        finish = FinishRun(run.run_id, Outcome.CANCELLED.value,
+                           requested_by=run.cancel.requested_by, reason=run.cancel.reason)
     elif record is None and folder.ended_by:   # (a SLURM job cancelled while pending)
         finish = failed(run.run_id, TerminalCause(folder.ended_by), folder.ended_message)
     elif record is None:

@@ -71,3 +71,21 @@ def test_our_own_cancel_wins_over_the_back_end_s_verdict(d: Driver) -> None:
                             ended_message="cancelled"))
     (finish,) = commands(effects, FinishRun)
     assert finish.outcome == "cancelled" and finish.requested_by == "alice"
+
+
+def test_a_cancel_while_its_job_waits_in_slurm_cancels_the_job_and_ends_cancelled(
+        d: Driver) -> None:
+    d.settle(d.submit("r1", **SLURM))   # started: its job pending, no worker yet
+    effects = d.event(ev.CancelRequested("r1", "bob", "not now"))
+    (kill,) = of(effects, fx.KillProcesses)   # the launcher scancels its job
+    assert kill.run_id == "r1" and kill.pids == frozenset()
+    d.feed(ShimEnded("r1", 1))
+    effects = d.feed(folder("r1", ended_by="slurm_cancelled", ended_message="cancelled"))
+    (finish,) = commands(effects, FinishRun)
+    assert (finish.outcome, finish.requested_by, finish.reason) == ("cancelled", "bob",
+                                                                    "not now")
+
+
+def test_a_local_run_cancelled_while_starting_waits_for_its_worker(d: Driver) -> None:
+    d.settle(d.submit("r1"))
+    assert not of(d.event(ev.CancelRequested("r1", "bob", "")), fx.KillProcesses)
