@@ -187,7 +187,9 @@ class SlurmHarness(ForkHarness):
         return launcher
 
     def kill_backend(self, launcher: Launcher) -> int:
-        return self.cluster.kill_ctld()
+        """slurmctld stopped (SIGTERM: it saves its state, so that its jobs are still
+        its own when it starts again at teardown; waited for)."""
+        return self.cluster.kill_ctld(signal.SIGTERM)
 
     def remembers(self, launcher: Launcher, run_id: str) -> bool:
         return launcher.knows(run_id)  # type: ignore[attr-defined]  # SlurmLauncher's

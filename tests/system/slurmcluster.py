@@ -208,6 +208,11 @@ class SlurmCluster:
         if not self.ctld_alive():
             self.start_ctld()
         self.cancel_all()
+        state = self.client(["sinfo", "-h", "-o", "%T"]).strip()
+        if state != "idle":   # drained (a job id slurmd still ran, after a lost state)
+            self.client(["scontrol", "update", f"NodeName={self.host}", "State=RESUME"])
+            wait_until(lambda: self.client(["sinfo", "-h", "-o", "%T"]).strip() == "idle",
+                       20, message=f"the SLURM test node to be idle again (was {state})")
         try:
             wait_until(lambda: not self.stepds(), 3 * self.kill_wait_s + 15,
                        message="no slurmstepd of the test's jobs left")

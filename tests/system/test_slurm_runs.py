@@ -149,6 +149,10 @@ def test_a_run_cancelled_while_its_job_waits_in_slurm_ends_cancelled(
                      or None, 30, message="the second run's submission")
     wait_until(lambda: job["job_id"] and squeue_state(slurm, job["job_id"]) == "PENDING", 10)
     client = sstack.client()
+    pending = wait_until(lambda: (r := client.call("get_run", {"run_id": waiting})["run"])
+                         ["waiting_reason"] and r, 20, message="SLURM's pending reason")
+    assert pending["status"] == "DISPATCHING" and \
+        pending["waiting_reason"] == "SLURM: Resources", pending
     client.call("request_cancel", {"run_id": waiting, "requested_by": "bob", "reason": "no"})
     run = wait_status(sstack, waiting, TERMINAL, timeout=30)
     assert (run["status"], run["cancel_requested_by"]) == ("CANCELLED", "bob"), run

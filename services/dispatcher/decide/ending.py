@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from core.commands import FinishRun, RegisterArtifact
+from core.commands import FinishRun, RecordWaiting, RegisterArtifact
 from core.events import TerminalCause
 from services.dispatcher.decide import effects as fx
 from services.dispatcher.decide.inputs import ExitRecord, FolderRead
@@ -41,6 +41,11 @@ def shim_gone(run: RunRecord, folder: FolderRead) -> bool:
 
 def on_folder(turn: Turn, run: RunRecord, folder: FolderRead) -> None:
     folder = folder.of_attempt(run.attempt)   # an earlier attempt's records: not its own
+    if run.phase is Phase.STARTING and folder.waiting and \
+            folder.waiting != run.waiting_reason and \
+            not turn.in_flight(CallFor.WAITING, run.run_id):   # its SLURM job's reason
+        turn.call(CallFor.WAITING, RecordWaiting(run.run_id, folder.waiting), run.run_id,
+                  folder.waiting)
     if run.phase is Phase.STARTING and folder.worker is not None:
         run = note_worker(turn, run, folder.worker, Move.WORKER_SEEN)
     record = folder.exit

@@ -187,6 +187,8 @@ class FolderRead:
     # why ("": it did not). Our own kill wins over it; it wins over the exit record.
     ended_by: str = ""
     ended_message: str = ""
+    # Why the attempt waits in the back end's queue ("SLURM: Resources"; "": it does not)
+    waiting: str = ""
 
     def stale_attempt(self, attempt: int) -> Optional[int]:
         """The attempt of a worker or exit record here that is not ``attempt``'s (None

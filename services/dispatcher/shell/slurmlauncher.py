@@ -200,10 +200,17 @@ class SlurmLauncher:
         with self._lock:
             job = self._jobs.get(run_id)
         if job is None:
+            if not self._worked and read.exit is None and not read.shim_alive and \
+                    os.path.exists(os.path.join(self.run_dir(run_id), JOB_FILE)):
+                # submitted, and SLURM never answered us yet: its job may be queued
+                # there (starting the run again could run it twice)
+                return replace(read, shim_alive=True)
             return read
         if job.active and read.exit is None and not read.shim_alive:
             # queued or starting in SLURM: its shim is on its way
-            return replace(read, shim_alive=True)
+            waiting = f"SLURM: {job.reason}" if job.state == "PENDING" and \
+                job.reason not in ("", "None") else ""
+            return replace(read, shim_alive=True, waiting=waiting)
         cause = slurmcli.CAUSES.get(job.state)
         if cause is not None and not job.active:
             return replace(read, ended_by=cause[0].value,

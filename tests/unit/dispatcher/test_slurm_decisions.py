@@ -89,3 +89,18 @@ def test_a_cancel_while_its_job_waits_in_slurm_cancels_the_job_and_ends_cancelle
 def test_a_local_run_cancelled_while_starting_waits_for_its_worker(d: Driver) -> None:
     d.settle(d.submit("r1"))
     assert not of(d.event(ev.CancelRequested("r1", "bob", "")), fx.KillProcesses)
+
+
+def test_a_slurm_pending_reason_is_recorded_when_it_changes_only(d: Driver) -> None:
+    d.settle(d.submit("r1", **SLURM))
+    effects = d.feed(folder("r1", shim_alive=True, waiting="SLURM: Priority"))
+    (waiting,) = commands(effects, RecordWaiting)
+    assert (waiting.run_id, waiting.reason) == ("r1", "SLURM: Priority")
+    assert not commands(d.feed(folder("r1", shim_alive=True, waiting="SLURM: Priority")),
+                        RecordWaiting)   # in flight
+    d.answer(effects)
+    assert not commands(d.feed(folder("r1", shim_alive=True, waiting="SLURM: Priority")),
+                        RecordWaiting)   # recorded
+    (again,) = commands(d.feed(folder("r1", shim_alive=True, waiting="SLURM: Resources")),
+                        RecordWaiting)
+    assert again.reason == "SLURM: Resources"
