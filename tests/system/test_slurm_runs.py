@@ -174,12 +174,24 @@ def test_a_dispatcher_killed_mid_run_adopts_its_job_which_completes(
     assert squeue_state(slurm, job["job_id"]) == "COMPLETED"
 
 
+def dispatcher_problem(sstack: Stack) -> str:
+    sub = sstack.subscriber("status.dispatcher", live=False)
+    msg = wait_until(lambda: sub.recv(200), 10, message="the dispatcher's status")
+    return str(msg.envelope.payload["counters"]["launcher_problem"])
+
+
 def test_a_run_lives_through_a_slurmctld_restart(sstack: Stack, slurm: SlurmCluster) -> None:
-    run_id = submit(sstack, "test-sleep", params={"seconds": 6})
+    run_id = submit(sstack, "test-sleep", params={"seconds": 25})
     wait_status(sstack, run_id, {"RUNNING"}, timeout=60)
     job = job_of(sstack, run_id)
+    assert dispatcher_problem(sstack) == ""
     slurm.kill_ctld(signal.SIGTERM)   # a restart: its state saved, then started again
+    # meanwhile the dispatcher says so in its status (trainer health's NOTE)
+    problem = wait_until(lambda: dispatcher_problem(sstack), 20,
+                         message="the dispatcher to report squeue failing")
+    assert problem.startswith("SLURM: squeue failing") and "squeue" in problem, problem
     slurm.start_ctld()
+    wait_until(lambda: dispatcher_problem(sstack) == "", 20, message="the problem cleared")
     assert wait_until(lambda: squeue_state(slurm, job["job_id"]), 20) == "RUNNING"
     run = wait_status(sstack, run_id, TERMINAL, timeout=60)
     assert run["status"] == "COMPLETED" and run["exit_code"] == 0, \

@@ -188,7 +188,8 @@ class DispatcherLoop:
                 "gpus": [g.to_map() for g in s.inventory.gpus],
                 "gpu_source": s.inventory.source.value, "cpu_slots": s.config.cpu_slots,
                 "bus_healthy": s.bus.healthy(self.clock.monotonic()),
-                "registry_reachable": s.registry is Registry.UP}
+                "registry_reachable": s.registry is Registry.UP,
+                "launcher_problem": self.launcher.problem()}
 
     def close(self) -> None:
         self.launcher.close()

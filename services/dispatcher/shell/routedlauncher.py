@@ -95,6 +95,10 @@ class RoutedLauncher:
         if self.slurm is not None:
             self.slurm.check()
 
+    def problem(self) -> str:
+        return "; ".join(p for p in (self.local.problem(),
+                                     self.slurm.problem() if self.slurm else "") if p)
+
     def close(self) -> None:
         try:
             self.local.close()

@@ -180,6 +180,10 @@ def exit_code_of(value: str) -> tuple[Optional[int], Optional[int]]:
     return (int(code) if code.isdigit() else None, int(sig) if sig.isdigit() else None)
 
 
+def scontrol_argv(job_id: str) -> list[str]:
+    return ["scontrol", "show", "job", "-o", job_id]
+
+
 def scancel_signal_argv(job_id: str, signal_name: str) -> list[str]:
     return ["scancel", "--batch", f"--signal={signal_name}", job_id]
 

@@ -270,6 +270,13 @@ class SlurmLauncher:
             raise LauncherGone(f"squeue failed {self._failures} times in a row: "
                                f"{self.last_error}", GONE)
 
+    def problem(self) -> str:
+        since = self._failing_since
+        if since is None:
+            return ""
+        return (f"SLURM: squeue failing for {time.monotonic() - since:.0f}s "
+                f"({self._failures} times): {self.last_error}")
+
     def close(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
@@ -300,6 +307,13 @@ class SlurmLauncher:
             return
         self._worked, self._failures, self._failing_since = True, 0, None
         listed = slurmcli.parse_squeue(out, self.home)
+        with self._lock:
+            vanished = [j for j in self._jobs.values()
+                        if j.job_id not in listed and j.job_id not in self._told]
+        for job in vanished:   # its last state, while scontrol still knows it
+            final = self._final_state(job)
+            if final is not None:
+                listed[job.job_id] = final
         news = False
         with self._lock:
             latest = slurmcli.latest_by_run(listed)
@@ -316,6 +330,10 @@ class SlurmLauncher:
                 if known is None and job.job_id in self._told:
                     continue   # told and forgotten: listed until MinJobAge is past
                 self._jobs[run_id] = job
+                if known is None or known.state != job.state:
+                    self._log("info", "slurm.job_state", run_id=run_id, job_id=job.job_id,
+                              attempt=job.tag.attempt, state=job.state,
+                              reason=job.reason or None)
                 if not job.active and job.job_id not in self._told:
                     self._told.add(job.job_id)
                     news |= self._tell(ShimEnded(run_id, slurmcli.end_status(job.state)))
@@ -325,6 +343,20 @@ class SlurmLauncher:
                 os.write(self._write_fd, b"x")
             except (BlockingIOError, OSError):
                 pass   # full (news is waiting already) or closed
+
+    def _final_state(self, job: JobState) -> Optional[JobState]:
+        """A job squeue no longer lists, as ``scontrol show job -o`` shows it (None
+        when it is gone from there too, or SLURM does not answer)."""
+        try:
+            line = run_tool(slurmcli.scontrol_argv(job.job_id), self.env,
+                            self.query_timeout_s)
+        except SlurmError:
+            return None
+        fields = slurmcli.parse_scontrol(line)
+        state = fields.get("JobState", "")
+        if not state or fields.get("JobId") != job.job_id:
+            return None
+        return replace(job, state=state, reason=fields.get("Reason", ""))
 
     def _tell(self, ended: ShimEnded) -> bool:
         if self.hold_status:
