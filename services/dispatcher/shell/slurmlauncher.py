@@ -12,8 +12,9 @@ run fails ``spawn_error`` with its message), never a hang.
              finished (or left squeue) is a ShimEnded, its status 0 only if COMPLETED
     observe  the run folder, as locally (the folder is shared with the nodes; the
              shim's lock and its records say), plus what SLURM says: a job pending
-             or running counts as its shim at work, and a job cancelled from outside
-             or past its time limit is the read's ``ended_by``
+             or running counts as its shim at work (its exit record held back until
+             SLURM says the job ended: a poll at once), and a job cancelled from
+             outside or past its time limit is the read's ``ended_by``
     signal   ``scancel --batch --signal=...``: the batch step relays it to the worker
              (SIGINT stands for SIGKILL: slurmcli.FORWARD)
     kill     the run's processes here, then ``scancel`` of its job
@@ -109,6 +110,7 @@ class SlurmLauncher:
         self._gone = False
         self.polls = 0
         self._stop = threading.Event()
+        self._poll_now = threading.Event()
         self.poll()   # the jobs of a restarted dispatcher known before its first observe
         self._thread = threading.Thread(target=self._watch, name="slurm-watch", daemon=True)
         self._thread.start()
@@ -206,11 +208,17 @@ class SlurmLauncher:
                 # there (starting the run again could run it twice)
                 return replace(read, shim_alive=True)
             return read
-        if job.active and read.exit is None and not read.shim_alive:
-            # queued or starting in SLURM: its shim is on its way
+        if job.active:
+            # Queued or starting in SLURM (its shim on its way), or ending: its exit
+            # record is held back until SLURM says how the job ended (a worker that
+            # exits 0 on the TERM of a time limit or an scancel did not complete), and
+            # SLURM is asked at once.
+            if read.exit is not None:
+                self._poll_now.set()
             waiting = f"SLURM: {job.reason}" if job.state == "PENDING" and \
                 job.reason not in ("", "None") else ""
-            return replace(read, shim_alive=True, waiting=waiting)
+            return replace(read, exit=None, shim_alive=True, waiting=waiting,
+                           group_alive=False, processes=frozenset())
         cause = slurmcli.CAUSES.get(job.state)
         if cause is not None and not job.active:
             return replace(read, ended_by=cause[0].value,
@@ -279,6 +287,7 @@ class SlurmLauncher:
 
     def close(self) -> None:
         self._stop.set()
+        self._poll_now.set()
         if self._thread.is_alive():
             self._thread.join(CALL_TIMEOUT_S + 5)
         for fd in (self._read_fd, self._write_fd):
@@ -289,8 +298,11 @@ class SlurmLauncher:
 
     # --- the watch --------------------------------------------------------------------
     def _watch(self) -> None:
-        while not self._stop.wait(self.poll_s):
-            self.poll()
+        while not self._stop.is_set():
+            self._poll_now.wait(self.poll_s)
+            self._poll_now.clear()
+            if not self._stop.is_set():
+                self.poll()
 
     def poll(self) -> None:
         """One squeue for every job; the ends it shows told (wake_fd made readable)."""
