@@ -145,9 +145,11 @@ def test_a_run_cancelled_while_its_job_waits_in_slurm_ends_cancelled(
     both = submit(sstack, "test-sleep", gpus=2, params={"seconds": 120})
     wait_status(sstack, both, {"RUNNING"}, timeout=60)
     waiting = submit(sstack, "test-sleep", gpus=1, params={"seconds": 1})
-    job = wait_until(lambda: read_json(os.path.join(run_dir(sstack, waiting), "slurm.json"))
-                     or None, 30, message="the second run's submission")
-    wait_until(lambda: job["job_id"] and squeue_state(slurm, job["job_id"]) == "PENDING", 10)
+    submission = os.path.join(run_dir(sstack, waiting), "slurm.json")
+    job = wait_until(lambda: (j := read_json(submission)) and j["job_id"] and j, 30,
+                     message="the second run's job id recorded")   # (the token comes first)
+    wait_until(lambda: squeue_state(slurm, job["job_id"]) == "PENDING", 10,
+               message="its job pending in SLURM")
     client = sstack.client()
     pending = wait_until(lambda: (r := client.call("get_run", {"run_id": waiting})["run"])
                          ["waiting_reason"] and r, 20, message="SLURM's pending reason")
