@@ -93,6 +93,7 @@ def test_a_one_gpu_run_sees_its_gres_device(sstack: Stack, slurm: SlurmCluster) 
     job = job_of(sstack, run_id)
     assert seen["cuda"] in ("0", "1") and seen["cuda"] == job["cuda_visible_devices"], seen
     assert job["gpus"] == seen["cuda"]   # SLURM_JOB_GPUS: the device SLURM allocated
+    assert run["host"] == f"{slurm.host} (SLURM job {job['job_id']}, GPUs {seen['cuda']})"
 
 
 def test_an_impossible_request_fails_at_once_with_sbatch_s_words(sstack: Stack) -> None:

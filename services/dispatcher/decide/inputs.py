@@ -189,6 +189,9 @@ class FolderRead:
     ended_message: str = ""
     # Why the attempt waits in the back end's queue ("SLURM: Resources"; "": it does not)
     waiting: str = ""
+    # Where its worker runs as the launcher tells it ("node (SLURM job 12, GPUs 0)";
+    # "": the dispatcher's host): RunStarted's host
+    host: str = ""
 
     def stale_attempt(self, attempt: int) -> Optional[int]:
         """The attempt of a worker or exit record here that is not ``attempt``'s (None

@@ -64,7 +64,7 @@ def send_started(turn: Turn, run: RunRecord) -> None:
     if run.pid is None or turn.in_flight(CallFor.STARTED, run.run_id):
         return
     turn.call(CallFor.STARTED, RecordStarted(run.run_id, run.pid, run.pid_start_time or 0.0,
-                                             turn.state.config.host), run.run_id)
+                                             run.host or turn.state.config.host), run.run_id)
 
 
 def note_worker(turn: Turn, run: RunRecord, worker: WorkerRecord, move: Move) -> RunRecord:

@@ -68,6 +68,7 @@ class RunRecord:
     resume_from: str = ""          # the checkpoint (in its folder) the attempt resumes from
     cores: tuple[int, ...] = ()    # the CPUs its worker is pinned to (() = not pinned)
     python: str = ""               # the interpreter of its python_env ("": the dispatcher's)
+    host: str = ""                 # where its worker runs, as its launcher says ("": ours)
     python_error: str = ""         # why that interpreter cannot be had (the claim's answer)
     experiment: str = ""           # the experiment it was created as a cell of ("": none)
     # A cell heard before its experiment's ExperimentSubmitted (which follows its cells'

@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
 import sys
 import threading
 import time
@@ -48,37 +47,13 @@ from services.dispatcher.shell import slurmcli
 from services.dispatcher.shell.folders import read_folder
 from services.dispatcher.shell.launcher import LauncherGone, StartError
 from services.dispatcher.shell.slurmcli import JobState, JobTag
+from services.dispatcher.shell.slurmtools import CALL_TIMEOUT_S, SlurmError, run_tool
 
 GONE = "slurm.gone"
 JOB_FILE = "slurm.json"        # the submission: token, attempt, job id
-CALL_TIMEOUT_S = 20.0          # any one SLURM command
 POLL_S = 1.0
 QUERY_TIMEOUT_S = 5.0          # one squeue (against a dead slurmctld it retries ~9 s)
 GONE_AFTER_S = 60.0            # squeue failing this long (after it worked): LauncherGone
-
-
-class SlurmError(Exception):
-    """A SLURM command could not be run, did not answer in time, or refused."""
-
-
-def run_tool(argv: list[str], env: dict[str, str], timeout_s: float = CALL_TIMEOUT_S,
-             stdin: str = "") -> str:
-    """The command's stdout; SlurmError with what went wrong otherwise."""
-    try:
-        done = subprocess.run(argv, env=env, input=stdin, capture_output=True, text=True,
-                              timeout=timeout_s)
-    except FileNotFoundError:
-        raise SlurmError(f"{argv[0]} is not installed on the dispatcher's host (SLURM's "
-                         "client tools: apt-get install slurm-client)") from None
-    except subprocess.TimeoutExpired:
-        raise SlurmError(f"{argv[0]} did not answer within {timeout_s:g} s "
-                         "(slurmctld unreachable?)") from None
-    except OSError as exc:
-        raise SlurmError(f"{argv[0]} could not be run: {exc}") from None
-    if done.returncode != 0:
-        raise SlurmError(f"{argv[0]} failed (exit {done.returncode}): "
-                         f"{(done.stderr or done.stdout).strip()[-1000:]}")
-    return done.stdout
 
 
 class SlurmLauncher:
@@ -102,6 +77,7 @@ class SlurmLauncher:
         self._jobs: dict[str, JobState] = {}     # run id -> its latest job seen
         self._told: set[str] = set()             # job ids whose end was told
         self._ended: list[ShimEnded] = []
+        self._where: dict[tuple[str, str], str] = {}   # (run, job) -> where it runs
         self._held: list[ShimEnded] = []         # statuses held back (hold_status)
         self.hold_status = False                 # tests: tell ends before statuses
         self._worked = False
@@ -218,12 +194,28 @@ class SlurmLauncher:
             waiting = f"SLURM: {job.reason}" if job.state == "PENDING" and \
                 job.reason not in ("", "None") else ""
             return replace(read, exit=None, shim_alive=True, waiting=waiting,
-                           group_alive=False, processes=frozenset())
+                           group_alive=False, processes=frozenset(),
+                           host=self._placed(run_id, job) if read.worker else "")
+        if read.worker is not None:
+            read = replace(read, host=self._placed(run_id, job))
         cause = slurmcli.CAUSES.get(job.state)
         if cause is not None and not job.active:
             return replace(read, ended_by=cause[0].value,
                            ended_message=f"{cause[1]} (job {job.job_id}, {job.state})")
         return read
+
+    def _placed(self, run_id: str, job: JobState) -> str:
+        """Where SLURM placed the job, as its batch step recorded it: "node (SLURM job
+        12, GPUs 0,1)"; "" until it did. Read once per job."""
+        key = (run_id, job.job_id)
+        if key not in self._where:
+            data = read_json(os.path.join(self.run_dir(run_id), slurmstep.JOB_FILE)) or {}
+            if data.get("job_id") != job.job_id:
+                return ""
+            gpus = data.get("gpus") or "none"
+            self._where = {k: v for k, v in self._where.items() if k[0] != run_id}
+            self._where[key] = f"{data.get('node', '?')} (SLURM job {job.job_id}, GPUs {gpus})"
+        return self._where[key]
 
     def exited(self, run_id: str) -> bool:
         return os.path.exists(os.path.join(self.run_dir(run_id), rundir.EXIT_FILE))
@@ -260,6 +252,7 @@ class SlurmLauncher:
     def forget(self, run_id: str) -> None:
         with self._lock:
             self._jobs.pop(run_id, None)
+            self._where = {k: v for k, v in self._where.items() if k[0] != run_id}
             self._ended = [e for e in self._ended if e.run_id != run_id]
             self._held = [e for e in self._held if e.run_id != run_id]
 

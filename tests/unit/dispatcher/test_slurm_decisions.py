@@ -104,3 +104,15 @@ def test_a_slurm_pending_reason_is_recorded_when_it_changes_only(d: Driver) -> N
     (again,) = commands(d.feed(folder("r1", shim_alive=True, waiting="SLURM: Resources")),
                         RecordWaiting)
     assert again.reason == "SLURM: Resources"
+
+
+def test_the_node_slurm_placed_the_worker_on_is_the_run_s_host(d: Driver) -> None:
+    from core.commands import RecordStarted
+    from tests.unit.dispatcher.driver import worker
+    d.settle(d.submit("r1", **SLURM))
+    effects = d.feed(folder("r1", worker=worker(42), host="n7 (SLURM job 12, GPUs 0)"))
+    (started,) = commands(effects, RecordStarted)
+    assert started.host == "n7 (SLURM job 12, GPUs 0)"
+    d.settle(d.submit("r2"))
+    (local,) = commands(d.feed(folder("r2", worker=worker(43))), RecordStarted)
+    assert local.host == "host-1"
