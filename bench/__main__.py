@@ -16,14 +16,14 @@ from types import ModuleType
 
 from bench import (append, bench_gateway, bench_sdk, bus_throughput, dispatcher,
                    experiment_create, experiment_results, idle, liveness, rebuild,
-                   registry_rpc, watch_restart)
+                   registry_rpc, slurm, watch_restart)
 from bench.table import Row, render
 
 BENCHMARKS: dict[str, ModuleType] = {
     "rpc": registry_rpc, "append": append, "bus": bus_throughput, "rebuild": rebuild,
     "sdk": bench_sdk, "gateway": bench_gateway, "dispatcher": dispatcher, "idle": idle,
     "restart": watch_restart, "experiment": experiment_create,
-    "experiment_results": experiment_results, "liveness": liveness,
+    "experiment_results": experiment_results, "liveness": liveness, "slurm": slurm,
 }
 
 

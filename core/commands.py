@@ -173,7 +173,8 @@ def decide_claim(state: Optional[RunState], cmd: ClaimGpus, holders: Mapping[str
 
 def decide_waiting(state: Optional[RunState], cmd: RecordWaiting) -> list[ev.Event]:
     s = _require(state, cmd.run_id)
-    if s.status is RunStatus.PENDING and s.waiting_reason == cmd.reason:
+    if s.status in (RunStatus.PENDING, RunStatus.DISPATCHING) and \
+            s.waiting_reason == cmd.reason:
         return []  # nothing new: do not grow the log with repeats
     return [ev.RunWaiting(run_id=s.run_id, reason=cmd.reason)]
 

@@ -38,6 +38,7 @@ class TerminalCause(str, enum.Enum):
     MEMORY_LIMIT = "memory_limit"        # over its resources.memory_limit_mb: killed
     NOT_LEARNING = "not_learning"        # a liveness rule's stop or kill (docs/SUPERVISION.md)
     CANCELLED = "cancelled"
+    SLURM_CANCELLED = "slurm_cancelled"  # its SLURM job cancelled from outside (docs/SLURM.md)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,8 @@ from core.errors import ValidationError
 from core.digest import check_depth
 from core import livenesspolicy
 from core.livenesspolicy import LivenessPolicy
+from core import slurmoptions
+from core.slurmoptions import SlurmOptions
 from core.streams import is_env_name
 
 SCHEMA_VERSION = 1
@@ -138,6 +140,8 @@ class RunConfig:
     python_env: str = ""                      # a registered environment; "": the orchestrator's
     env_vars: dict = field(default_factory=dict)  # set for the worker (NAME -> value)
     liveness: LivenessPolicy = field(default_factory=LivenessPolicy)  # docs/SUPERVISION.md
+    launcher: str = ""                        # local | slurm; "": TRAINER_LAUNCHER's
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)  # docs/SLURM.md
 
     def canonical_map(self) -> dict[str, Any]:
         """``to_map()``, computed once per config object (it is frozen)."""
@@ -165,7 +169,11 @@ class RunConfig:
             del out["liveness"]
         else:
             out["liveness"] = self.liveness.to_map()
-        for name in ("python_env", "env_vars"):  # likewise, when not given
+        if self.slurm.default:  # likewise
+            del out["slurm"]
+        else:
+            out["slurm"] = self.slurm.to_map()
+        for name in ("python_env", "env_vars", "launcher"):  # likewise, when not given
             if not out[name]:
                 del out[name]
         if self.env_vars:
@@ -226,6 +234,8 @@ class RunConfig:
             python_env=_python_env(data),
             env_vars=_env_vars(data.get("env_vars", {})),
             liveness=LivenessPolicy.from_map(data.get("liveness", {})),
+            launcher=slurmoptions.launcher_name(data.get("launcher", "")),
+            slurm=SlurmOptions.from_map(data.get("slurm", {})),
         )
         if cfg.heartbeat_timeout_s <= cfg.heartbeat_interval_s:
             raise ValidationError("heartbeat_timeout_s", "must be longer than "
@@ -325,6 +335,7 @@ def field_names() -> list[str]:
     out += [f"resources.{f.name}" for f in dataclasses.fields(Resources)]
     out += [f"retry.{f.name}" for f in dataclasses.fields(RetryPolicy)]
     out += livenesspolicy.field_names()
+    out += slurmoptions.field_names()
     return out
 
 

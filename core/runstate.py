@@ -45,6 +45,7 @@ TRANSITIONS: dict[tuple[Optional[RunStatus], str], RunStatus] = {
     (None, "RunSubmitted"):                        RunStatus.PENDING,
     (RunStatus.PENDING, "RunWaiting"):             RunStatus.PENDING,
     (RunStatus.PENDING, "GpusClaimed"):            RunStatus.DISPATCHING,
+    (RunStatus.DISPATCHING, "RunWaiting"):         RunStatus.DISPATCHING,   # its SLURM job
     (RunStatus.DISPATCHING, "RunStarted"):         RunStatus.RUNNING,
     (RunStatus.RUNNING, "RunAdopted"):             RunStatus.RUNNING,
     (RunStatus.PENDING, "CancelRequested"):        RunStatus.PENDING,
@@ -201,7 +202,7 @@ _CHANGES = {
     "GpusClaimed": lambda s, e, at: {"gpus": tuple(e.gpu_uuids), "gpus_held": True,
                                      "waiting_reason": ""},
     "RunStarted": lambda s, e, at: {"pid": e.pid, "pid_start_time": e.pid_start_time,
-                                    "host": e.host, "started_at": at},
+                                    "host": e.host, "started_at": at, "waiting_reason": ""},
     "RunAdopted": lambda s, e, at: {"pid": e.pid, "adoptions": s.adoptions + 1},
     "CancelRequested": lambda s, e, at: {"cancel_requested_by": e.requested_by,
                                          "cancel_reason": e.reason,

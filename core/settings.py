@@ -57,6 +57,12 @@ def _abs_path_or_empty(text: str) -> str:
     return text
 
 
+def _launcher(text: str) -> str:
+    if text not in ("local", "slurm"):
+        raise ValueError("must be local or slurm")
+    return text
+
+
 def _flag(text: str) -> bool:
     if text not in ("0", "1"):
         raise ValueError("must be 0 or 1")
@@ -114,6 +120,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("test_workers", "TRAINER_TEST_WORKERS", "0", _flag,
             "For the test suite only: 1 makes the workers of the entry-point group "
             "trainer.test_workers (tests/workers) runnable besides trainer.workers."),
+    Setting("launcher", "TRAINER_LAUNCHER", "local", _launcher,
+            "The launcher of a run whose config names none (its \"launcher\" left out): "
+            "local (a shim on the dispatcher's host) or slurm (a batch job; docs/SLURM.md)."),
 )
 
 
@@ -137,6 +146,7 @@ class Settings:
     log_rate: int
     tick: float
     test_workers: bool
+    launcher: str = "local"
 
     @property
     def db_path(self) -> str:

@@ -1,7 +1,8 @@
 """``python -m services.dispatcher``: schedule, start and supervise workers.
 
 The decisions are services/dispatcher/decide (pure); this builds the shell around
-them (services/dispatcher/shell): its sockets, the registry client, the launcher."""
+them (services/dispatcher/shell): its sockets, the registry client, the launchers
+(each run's: routedlauncher.py)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from runtime.bootstrap import run_service
 from runtime.logs import ServiceLogger
 from services.dispatcher.decide.state import SOURCE
 from services.dispatcher.shell.forklauncher import ForkLauncher
+from services.dispatcher.shell.routedlauncher import RoutedLauncher
+from services.dispatcher.shell.slurmlauncher import SlurmLauncher
 from services.dispatcher.shell.gpuread import GpuReader, read_inventory
 from services.dispatcher.shell.loop import DispatcherLoop, own_cores
 
@@ -69,8 +72,11 @@ def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> Dispatche
     gpus = GpuReader(None if settings.fake_gpus > 0 else
                      (lambda ours: read_inventory(0, ours)))
     cpu_slots = settings.cpu_slots or len(own_cores()) or os.cpu_count() or 1
+    launcher = RoutedLauncher(ForkLauncher(settings, fd_soft_limit),
+                              lambda: SlurmLauncher(settings, log=log), settings.runs_dir,
+                              settings.launcher)
     loop = DispatcherLoop(settings, registry, follower, Subscriber(telemetry_sock, bad),
-                          Publisher(pub, SOURCE, clock), ForkLauncher(settings, fd_soft_limit),
+                          Publisher(pub, SOURCE, clock), launcher,
                           inventory, cpu_slots, clock, log, gpus, os.uname().nodename)
     rpc.on_wait = loop.send_status
     return loop

@@ -239,15 +239,42 @@ _SIGNALS_DEFAULT = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD
                     signal.SIGPIPE, signal.SIGXFSZ)
 
 
+# A relaying shim (a SLURM batch step, slurmstep.py) passes these signals on to its
+# worker's group instead of dying of them: SIGINT stands for SIGKILL (a SIGKILL
+# would end the shim itself), SIGUSR1 goes to the worker alone (the SDK's checkpoint
+# request; its children would die of it).
+RELAYED = {signal.SIGTERM: signal.SIGTERM, signal.SIGINT: signal.SIGKILL,
+           signal.SIGUSR1: signal.SIGUSR1}
+_relay: dict[str, Any] = {"pid": 0, "pending": []}
+
+
+def _relay_signal(signum: int, frame: Any) -> None:
+    pid = _relay["pid"]
+    if not pid:
+        _relay["pending"].append(signum)   # the worker is not started yet
+        return
+    try:
+        if signum == signal.SIGUSR1:
+            os.kill(pid, signal.SIGUSR1)
+        else:
+            os.killpg(pid, RELAYED[signal.Signals(signum)])
+    except (ProcessLookupError, PermissionError):
+        pass   # its group is gone already
+
+
 def _shim(run_dir: str, argv: list[str], env: dict[str, str],
-          limits: Limits = Limits()) -> int:
+          limits: Limits = Limits(), relay: bool = False) -> int:
     """The shim's exit code: UNRECORDED_OK (0) when the exit record is written, or
     when it could not be (a full disk) but the worker exited 0, the one end that
     needs no record to be told; SHIM_STALE when another shim of the run came first;
-    1 (an exception) otherwise."""
+    1 (an exception) otherwise. ``relay``: the signals of RELAYED are passed on to the
+    worker (a SLURM batch step: SLURM signals the shim, not the worker's group)."""
     signal.set_wakeup_fd(-1)  # the parent's, closed by closerange
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
+    if relay:
+        for sig in RELAYED:
+            signal.signal(sig, _relay_signal)
     # Held (never closed) until this process exits; not inherited by the worker.
     locked = take_run_lock(run_dir) is not None  # another shim of this run first: its end
     me = {"shim_pid": os.getpid(), "shim_start_time": process_start_time(os.getpid())}
@@ -275,6 +302,10 @@ def _shim(run_dir: str, argv: list[str], env: dict[str, str],
     finally:
         if memory is not None:
             run_limits.leave(memory)
+    if relay:
+        _relay["pid"] = pid
+        for signum in _relay["pending"]:
+            _relay_signal(signum, None)
     write_atomic(os.path.join(run_dir, WORKER_FILE), {
         "pid": pid, "pgid": pid, "start_time": process_start_time(pid), **me,
         "started_at": started, RUN_LOCK: locked, "attempt": attempt,

@@ -90,6 +90,9 @@ class Health:
             s.counters.CopyFrom(struct(payload.get("counters") or {}))
             if not s.alive:
                 s.error = f"no status message for {s.age_s:.1f}s"
+            elif name == "dispatcher" and (payload.get("counters") or {}).get(
+                    "launcher_problem"):   # SLURM's tools failing (docs/SLURM.md)
+                s.error = str(payload["counters"]["launcher_problem"])[:500]
         else:
             s.error = "no status message heard on the bus"
         if name == "registry":

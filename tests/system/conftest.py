@@ -2,7 +2,7 @@
 ...``): ``stack`` (bus broker + registry processes), ``dstack`` (and a dispatcher with
 2 fake GPUs), ``gateway`` (a gateway process in front of ``stack``), ``system`` (the
 whole system under supervisord, driven through the `trainer` command),
-``pstack`` (a dispatcher with as many CPU slots as this machine lets it use, so
+``slurm_cluster`` / ``slurm`` (a single-node SLURM cluster), ``pstack`` (a dispatcher with as many CPU slots as this machine lets it use, so
 that runs are pinned), ``launcher_harness`` and ``launcher`` (each launcher implementation in turn, for the
 launcher contract suite). The classes they build are helpers, imported by name:
 tests/system/stack.py, gateway.py, supervised.py, launchers.py."""
@@ -19,7 +19,9 @@ from core.settings import Settings
 from tests.system.dispatch_helpers import assert_nothing_left
 from services.dispatcher.shell.launcher import Launcher
 from tests.system.gateway import Gateway
+from tests.system import slurmcluster
 from tests.system.launchers import HARNESSES, LauncherHarness
+from tests.system.slurmcluster import SlurmCluster
 from tests.system.stack import Stack
 from tests.system.supervised import System
 
@@ -89,12 +91,38 @@ def system(trainer_home: str) -> Iterator[System]:
         s.trainer("down", timeout=90)
 
 
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[SlurmCluster]:
+    """A single-node SLURM cluster in a temporary folder (tests/system/slurmcluster.py),
+    one per test process; skipped, in one line saying how to install it, where SLURM
+    is not installed or we are not root."""
+    why = slurmcluster.missing()
+    if why:
+        pytest.skip(why)
+    cluster = SlurmCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def slurm(slurm_cluster: SlurmCluster) -> Iterator[SlurmCluster]:
+    """The cluster, for one test: after it, every job cancelled, squeue without a job
+    running or pending, and no slurmstepd left."""
+    yield slurm_cluster
+    slurm_cluster.clean()
+
+
 @pytest.fixture(params=sorted(HARNESSES))
 def launcher_harness(request: pytest.FixtureRequest, settings: Settings) -> Iterator[LauncherHarness]:
     """Each launcher implementation in turn (a temporary TRAINER_HOME, test workers
     allowed); after the test, every instance is closed and every process of every run
-    it started is killed, whatever the test did."""
-    harness = HARNESSES[request.param](settings)
+    it started is killed, whatever the test did. A harness that needs fixtures (the
+    SLURM one: its cluster) names them in ``fixtures``."""
+    factory = HARNESSES[request.param]
+    harness = factory(settings, *[request.getfixturevalue(name)
+                                  for name in getattr(factory, "fixtures", ())])
     try:
         yield harness
     finally:

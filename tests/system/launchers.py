@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from typing import Callable, ContextManager, Iterator, Optional, Protocol
+from typing import TYPE_CHECKING, Callable, ContextManager, Iterator, Optional, Protocol
 
 from core.rundir import SHIM_FILE, WORKER_FILE
 from core.settings import Settings
@@ -21,6 +21,9 @@ from services.dispatcher.shell.launcher import Launcher
 from services.dispatcher.spawner import read_json
 from services.dispatcher.procs import process_start_time, run_processes
 from tests.helpers import wait_until
+
+if TYPE_CHECKING:
+    from tests.system.slurmcluster import SlurmCluster
 
 
 class LauncherHarness(Protocol):
@@ -164,4 +167,47 @@ class ForkHarness:
             raise errors[0]
 
 
-HARNESSES: dict[str, Callable[[Settings], LauncherHarness]] = {"fork": ForkHarness}
+class SlurmHarness(ForkHarness):
+    """SlurmLauncher against the test cluster (the ``slurm`` fixture): a batch job per
+    run, its batch step the shim; run folders as ForkHarness's (shared: same host).
+    Its back end is slurmctld (killed, then started again at teardown)."""
+
+    name = "slurm"
+    fixtures = ("slurm",)
+
+    def __init__(self, settings: Settings, cluster: "SlurmCluster") -> None:
+        super().__init__(settings)
+        self.cluster = cluster
+
+    def new(self) -> Launcher:
+        from services.dispatcher.shell.slurmlauncher import SlurmLauncher
+        launcher = SlurmLauncher(self.settings, env=self.cluster.env, poll_s=0.2,
+                                  query_timeout_s=2.0, gone_after_s=3.0)
+        self.launchers.append(launcher)
+        return launcher
+
+    def kill_backend(self, launcher: Launcher) -> int:
+        """slurmctld stopped (SIGTERM: it saves its state, so that its jobs are still
+        its own when it starts again at teardown; waited for)."""
+        return self.cluster.kill_ctld(signal.SIGTERM)
+
+    def remembers(self, launcher: Launcher, run_id: str) -> bool:
+        return launcher.knows(run_id)  # type: ignore[attr-defined]  # SlurmLauncher's
+
+    @contextlib.contextmanager
+    def status_held(self, launcher: Launcher) -> Iterator[None]:
+        launcher.hold_status = True  # type: ignore[attr-defined]  # SlurmLauncher's
+        try:
+            yield
+        finally:
+            launcher.hold_status = False  # type: ignore[attr-defined]
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        finally:
+            self.cluster.clean()
+
+
+HARNESSES: dict[str, Callable[..., LauncherHarness]] = {"fork": ForkHarness,
+                                                       "slurm": SlurmHarness}

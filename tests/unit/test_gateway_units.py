@@ -308,3 +308,18 @@ def test_every_enum_starts_with_unspecified_zero() -> None:
     for enum in pb.DESCRIPTOR.enum_types_by_name.values():
         assert enum.values[0].number == 0 and enum.values[0].name.endswith("_UNSPECIFIED")
     assert EnumMap  # the mapper is generic over any such pair
+
+
+def test_a_dispatcher_s_launcher_problem_is_its_health_note() -> None:
+    import time
+
+    from services.gateway.health import Health
+    health = Health.__new__(Health)
+    now = time.time()
+    problem = "SLURM: squeue failing for 12s (3 times): squeue did not answer"
+    row = health._service("dispatcher", ({"interval": 2.0, "counters": {
+        "launcher_problem": problem}}, now), now, None, "")
+    assert row.alive and row.error == problem
+    fine = health._service("dispatcher", ({"interval": 2.0, "counters": {
+        "launcher_problem": ""}}, now), now, None, "")
+    assert fine.alive and fine.error == ""

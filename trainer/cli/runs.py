@@ -46,12 +46,15 @@ def fail(err: TrainerError, c: Any) -> errors.CliError:
               "(trainer env add; config python_env).")
 @click.option("--env-var", "env_vars", multiple=True, metavar="NAME=VALUE",
               help="An environment variable for the worker (config env_vars); repeatable.")
+@click.option("--launcher", type=click.Choice(["local", "slurm"]), help="Where the worker runs: "
+              "local (a shim on the dispatcher's host) or slurm (a batch job; docs/SLURM.md); "
+              "default: the installation's TRAINER_LAUNCHER (config launcher).")
 @click.option("--wait", is_flag=True, help="Show a live progress bar until the run ends; exit "
               "0 only if it COMPLETED.")
 def submit(config_file: Optional[str], worker: Optional[str], env_id: Optional[str],
            seed: Optional[int], steps: Optional[int], gpus: Optional[int],
            priority: Optional[int], name: Optional[str], python_env: Optional[str],
-           env_vars: tuple[str, ...], wait: bool) -> None:
+           env_vars: tuple[str, ...], launcher: Optional[str], wait: bool) -> None:
     """Submit a run from CONFIG.json (docs/CONFIG.md) and/or flags; flags override
     the file. Prints the run id and whether it already existed (same config digest)."""
     config: dict[str, Any] = {}
@@ -62,7 +65,8 @@ def submit(config_file: Optional[str], worker: Optional[str], env_id: Optional[s
             except ValueError as exc:
                 raise click.BadParameter(f"not JSON: {exc}", param_hint="CONFIG_FILE")
     for key, value in (("worker", worker), ("env", env_id), ("seed", seed), ("steps", steps),
-                       ("priority", priority), ("name", name), ("python_env", python_env)):
+                       ("priority", priority), ("name", name), ("python_env", python_env),
+                       ("launcher", launcher)):
         if value is not None:
             config[key] = value
     if gpus is not None:

@@ -61,6 +61,10 @@ def on_event(turn: Turn, obs: CommittedEvent) -> None:
             begin_cancel(turn, turn.put(run.changed(cancel=cancel)))
         elif allows(run.phase, Move.CANCEL_NOTED):  # done once its worker is seen
             turn.move(run, Move.CANCEL_NOTED, cancel=cancel)
+            if run.phase is Phase.STARTING and run.pgid is None and \
+                    turn.state.config.on_slurm(run.config):
+                # its job may wait in SLURM's queue for long: cancelled there (scancel)
+                turn.do(fx.KillProcesses(run.run_id, frozenset()))
         # KILLING: its kill is under way; ENDING: its end is on its way; QUEUED: the
         # registry cancels a PENDING run itself (RunCancelled follows)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from core.commands import RegisterArtifact
+from core.commands import FinishRun, RecordWaiting, RegisterArtifact
 from core.events import TerminalCause
 from services.dispatcher.decide import effects as fx
 from services.dispatcher.decide.inputs import ExitRecord, FolderRead
@@ -25,7 +25,7 @@ from services.dispatcher.decide.outcomes import LOST, disk_note, failed, finish_
 from services.dispatcher.decide.phases import Move, Phase
 from services.dispatcher.decide.starting import note_worker
 from services.dispatcher.decide.state import REAP_PATIENCE_S, CallFor, RunRecord
-from services.dispatcher.decide.supervise import Sig
+from services.dispatcher.decide.supervise import Outcome, Sig
 from services.dispatcher.decide.turn import Turn
 
 UNRECORDED_OK = 0  # a shim's exit status: its exit record is written, or its worker exited 0
@@ -41,7 +41,14 @@ def shim_gone(run: RunRecord, folder: FolderRead) -> bool:
 
 def on_folder(turn: Turn, run: RunRecord, folder: FolderRead) -> None:
     folder = folder.of_attempt(run.attempt)   # an earlier attempt's records: not its own
+    if run.phase is Phase.STARTING and folder.waiting and \
+            folder.waiting != run.waiting_reason and \
+            not turn.in_flight(CallFor.WAITING, run.run_id):   # its SLURM job's reason
+        turn.call(CallFor.WAITING, RecordWaiting(run.run_id, folder.waiting), run.run_id,
+                  folder.waiting)
     if run.phase is Phase.STARTING and folder.worker is not None:
+        if folder.host and folder.host != run.host:   # (a SLURM job's node)
+            run = turn.put(run.changed(host=folder.host))
         run = note_worker(turn, run, folder.worker, Move.WORKER_SEEN)
     record = folder.exit
     if record is None and not shim_gone(run, folder):
@@ -70,6 +77,12 @@ def end_with(turn: Turn, run: RunRecord, record: Optional[ExitRecord],
         finish = finish_of(run, None)
         turn.log("warning", "run.no_exit_record", run_id=run.run_id, outcome=finish.outcome,
                  cause=finish.cause or None, hint=disk_note(folder).lstrip("; ") or None)
+    elif record is None and run.cancel is not None and folder.ended_by:
+        # cancelled before it started (its SLURM job, pending, cancelled by us)
+        finish = FinishRun(run.run_id, Outcome.CANCELLED.value,
+                           requested_by=run.cancel.requested_by, reason=run.cancel.reason)
+    elif record is None and folder.ended_by:   # (a SLURM job cancelled while pending)
+        finish = failed(run.run_id, TerminalCause(folder.ended_by), folder.ended_message)
     elif record is None:
         message = LOST + disk_note(folder)
         turn.log("warning", "run.lost", run_id=run.run_id, reason=message)

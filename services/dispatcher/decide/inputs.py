@@ -182,6 +182,16 @@ class FolderRead:
     result_problem: str = ""            # why result.json gave none ("" if it did)
     result_cause: str = ""              # result.json's typed cause of a failure (the SDK's)
     result_reason: str = ""             # ... and its reason
+    # How the launcher's back end says the attempt ended, where it ended it (a SLURM
+    # job cancelled from outside, or past its time limit): a TerminalCause value and
+    # why ("": it did not). Our own kill wins over it; it wins over the exit record.
+    ended_by: str = ""
+    ended_message: str = ""
+    # Why the attempt waits in the back end's queue ("SLURM: Resources"; "": it does not)
+    waiting: str = ""
+    # Where its worker runs as the launcher tells it ("node (SLURM job 12, GPUs 0)";
+    # "": the dispatcher's host): RunStarted's host
+    host: str = ""
 
     def stale_attempt(self, attempt: int) -> Optional[int]:
         """The attempt of a worker or exit record here that is not ``attempt``'s (None

@@ -52,6 +52,11 @@ def finish_of(run: RunRecord, record: Optional[ExitRecord], tail: str = "",
     if record.spawn_error:
         return FinishRun(run.run_id, Outcome.FAILED.value, TerminalCause.SPAWN_ERROR.value,
                          exit_code=code, signal=sig, message=record.spawn_error)
+    if folder is not None and folder.ended_by:
+        # The back end ended it (a SLURM job cancelled from outside, or past its time
+        # limit), whatever its worker did on the TERM it got: as our own kill plan.
+        return FinishRun(run.run_id, Outcome.FAILED.value, folder.ended_by, exit_code=code,
+                         signal=sig, message=f"{folder.ended_message}\n{tail}".strip())
     if code == 0:
         return FinishRun(run.run_id, Outcome.COMPLETED.value, exit_code=0)
     if record.memory_exceeded:

@@ -113,7 +113,7 @@ def _retried(turn: Turn, run: RunRecord, view: RunView) -> None:
 
 
 def _waited(turn: Turn, run: RunRecord, reply: Replied, what: InFlight) -> None:
-    if reply.kind is A and run.phase is Phase.QUEUED:
+    if reply.kind is A and run.phase in (Phase.QUEUED, Phase.STARTING):
         turn.put(run.changed(waiting_reason=what.detail))
     elif reply.kind is N:
         turn.retry_at_sweep()

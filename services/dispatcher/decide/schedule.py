@@ -30,7 +30,9 @@ def schedule(turn: Turn) -> None:
             finish = dataclasses.replace(run.finish, attempt=run.attempt)
             turn.call(CallFor.FINISH, finish, run.run_id)
     s = turn.state
-    held = [r for r in s.runs.values() if r.phase in HOLDING]
+    # A run that goes to SLURM holds none of our resources and is started at once:
+    # SLURM queues and places it (its GPUs are its job's).
+    held = [r for r in s.runs.values() if r.phase in HOLDING and not s.config.on_slurm(r.config)]
     per_experiment: dict[str, int] = {}
     if s.experiments:
         for r in s.runs.values():
@@ -41,6 +43,11 @@ def schedule(turn: Turn) -> None:
                    sum(r.cpu_slots for r in held), s.config.max_runs, len(held),
                    per_experiment)
     queued = {r.run_id: r for r in s.in_phase(Phase.QUEUED) if not r.awaits_spec}
+    for run in [r for r in queued.values() if s.config.on_slurm(r.config)]:
+        del queued[run.run_id]
+        turn.move(run, Move.CLAIM_SENT, gpus=())
+        turn.call(CallFor.CLAIM, ClaimGpus(run.run_id, (), SOURCE, s.inventory.uuids),
+                  run.run_id)
     for decision in plan([r.pending(s.experiments) for r in queued.values()], cap):
         run = queued[decision.run_id]
         if decision.verdict is Verdict.START:

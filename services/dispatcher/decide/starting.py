@@ -38,11 +38,13 @@ def pin(turn: Turn, run: RunRecord) -> tuple[int, ...]:
     """The cores for the run's worker (decide/cores.py), kept in its record while it
     holds its slots; () where it is not pinned."""
     config = turn.state.config
-    if not config.cores or config.cpu_slots > len(config.cores):
+    if not config.cores or config.cpu_slots > len(config.cores) or \
+            config.on_slurm(run.config):   # SLURM places it
         if run.cores:
             turn.put(run.changed(cores=()))
         return ()   # not pinned, as cores.choose says (no scan of the runs)
-    held = [r for r in turn.state.runs.values() if r.phase in HOLDING and r.run_id != run.run_id]
+    held = [r for r in turn.state.runs.values() if r.phase in HOLDING and r.run_id != run.run_id
+            and not config.on_slurm(r.config)]
     cores, why = cpus.choose(config.cores, config.cpu_slots, [c for r in held for c in r.cores],
                              run.cpu_slots, sum(r.phase is Phase.RECOVERING for r in held))
     if why:
@@ -62,7 +64,7 @@ def send_started(turn: Turn, run: RunRecord) -> None:
     if run.pid is None or turn.in_flight(CallFor.STARTED, run.run_id):
         return
     turn.call(CallFor.STARTED, RecordStarted(run.run_id, run.pid, run.pid_start_time or 0.0,
-                                             turn.state.config.host), run.run_id)
+                                             run.host or turn.state.config.host), run.run_id)
 
 
 def note_worker(turn: Turn, run: RunRecord, worker: WorkerRecord, move: Move) -> RunRecord:

@@ -68,6 +68,7 @@ class RunRecord:
     resume_from: str = ""          # the checkpoint (in its folder) the attempt resumes from
     cores: tuple[int, ...] = ()    # the CPUs its worker is pinned to (() = not pinned)
     python: str = ""               # the interpreter of its python_env ("": the dispatcher's)
+    host: str = ""                 # where its worker runs, as its launcher says ("": ours)
     python_error: str = ""         # why that interpreter cannot be had (the claim's answer)
     experiment: str = ""           # the experiment it was created as a cell of ("": none)
     # A cell heard before its experiment's ExperimentSubmitted (which follows its cells'
@@ -146,6 +147,13 @@ class DispatcherConfig:
     host: str = ""                # RecordStarted's host
     bus_window_s: float = 1.5     # our status must come back within this
     cores: tuple[int, ...] = ()   # the CPUs the dispatcher may use (its affinity mask)
+    launcher: str = "local"       # a run's launcher where its config names none
+                                  # (TRAINER_LAUNCHER)
+
+    def on_slurm(self, config: RunConfig) -> bool:
+        """Does the run go to SLURM (which then places it: it holds none of our GPUs,
+        CPU slots or cores)?"""
+        return (config.launcher or self.launcher) == "slurm"
 
 
 class Registry(str, enum.Enum):

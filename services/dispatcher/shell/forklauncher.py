@@ -113,5 +113,8 @@ class ForkLauncher:
         except ForkServerGone as exc:
             raise LauncherGone(str(exc), GONE) from exc
 
+    def problem(self) -> str:
+        return ""
+
     def close(self) -> None:
         self.forks.close()

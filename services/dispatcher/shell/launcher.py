@@ -2,7 +2,8 @@
 recovered. The loop knows runs by id; a launcher knows where and how they run.
 
     ForkLauncher (forklauncher.py)   a shim per run, forked by the fork server (this host)
-    (the SLURM launcher, next)       a batch job per run
+    SlurmLauncher (slurmlauncher.py) a SLURM batch job per run attempt
+    RoutedLauncher (routedlauncher.py) each run to the one its config names
 
 Every launcher passes the same contract suite (tests/system/test_launcher_contract.py);
 the dispatcher's shell unit tests use a fake one (tests/unit/dispatcher/shell/).
@@ -66,6 +67,10 @@ class Launcher(Protocol):
 
     def check(self) -> None:
         """Raise LauncherGone if the launcher can no longer start or watch runs."""
+
+    def problem(self) -> str:
+        """What keeps it from working well now, for ``trainer health`` ("": nothing;
+        SLURM's: squeue failing)."""
 
     def close(self) -> None:
         """Stop launching; the runs live on (a restarted dispatcher adopts them)."""

@@ -72,7 +72,8 @@ class DispatcherLoop:
         self.log = log
         self.gpus = gpus
         config = DispatcherConfig(cpu_slots, settings.max_runs, host,
-                                  3 * settings.status_interval, own_cores())
+                                  3 * settings.status_interval, own_cores(),
+                                  settings.launcher)
         self.state = DispatcherState.initial(config, inventory, clock.monotonic(), clock.now())
         self.beacon = StatusBeacon(SOURCE, settings.status_interval, clock, self.counters)
         self.pacer = Pacer(self.beacon, settings.status_interval, settings.tick)
@@ -187,7 +188,8 @@ class DispatcherLoop:
                 "gpus": [g.to_map() for g in s.inventory.gpus],
                 "gpu_source": s.inventory.source.value, "cpu_slots": s.config.cpu_slots,
                 "bus_healthy": s.bus.healthy(self.clock.monotonic()),
-                "registry_reachable": s.registry is Registry.UP}
+                "registry_reachable": s.registry is Registry.UP,
+                "launcher_problem": self.launcher.problem()}
 
     def close(self) -> None:
         self.launcher.close()

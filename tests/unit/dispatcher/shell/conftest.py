@@ -102,6 +102,9 @@ class FakeLauncher:
         if self.gone:
             raise LauncherGone(self.gone)
 
+    def problem(self) -> str:
+        return ""
+
     def close(self) -> None:
         self.closed = True
 

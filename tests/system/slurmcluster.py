@@ -1,0 +1,242 @@
+"""A single-node SLURM cluster in a temporary folder, for the SLURM tests
+(/work/shared/SLURM-CI.md has the measured recipe): munge with a fresh key, slurmctld
+and slurmd on free ports, two fake GPU device nodes for GRES, nothing in /etc changed.
+Clients reach it with ``SLURM_CONF`` (``env``). Needs root (mknod, SlurmUser=root) and
+Debian's packages; ``missing()`` says, in one line, why it cannot start and how to
+install what lacks.
+
+Teardown: every job cancelled, squeue empty, then the daemons stopped by their pid
+files, and no process of the cluster (munged, slurmctld, slurmd, slurmstepd) left."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from typing import Optional
+
+from services.dispatcher.procs import process_start_time
+from tests.helpers import wait_until
+
+INSTALL = ("apt-get install -y --no-install-recommends slurmctld slurmd slurm-client "
+           "munge (as root; .ci/run does it)")
+DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "scontrol",
+           "sinfo")
+CMD_TIMEOUT_S = 15.0
+
+
+def missing() -> str:
+    """Why no cluster can start here ("" when one can)."""
+    lacking = [name for name in DAEMONS if shutil.which(name) is None]
+    if lacking:
+        return f"SLURM is not installed ({', '.join(lacking)} missing): {INSTALL}"
+    if os.geteuid() != 0:
+        return f"the SLURM test cluster needs root (mknod, SlurmUser=root): {INSTALL}"
+    return ""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+CONF = """ClusterName=ci
+SlurmctldHost={host}(127.0.0.1)
+SlurmctldPort={ctld_port}
+SlurmdPort={slurmd_port}
+AuthType=auth/munge
+AuthInfo=socket={d}/munge/sock
+CredType=cred/munge
+SlurmUser=root
+StateSaveLocation={d}/state
+SlurmdSpoolDir={d}/spool
+SlurmctldPidFile={d}/ctld.pid
+SlurmdPidFile={d}/slurmd.pid
+SlurmctldLogFile={d}/log/ctld.log
+SlurmdLogFile={d}/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+ReturnToService=2
+MinJobAge=300
+KillWait={kill_wait}
+SchedulerParameters=batch_sched_delay=0
+GresTypes=gpu
+NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=1000 Gres=gpu:2 State=UNKNOWN
+PartitionName=ci Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+class SlurmCluster:
+    def __init__(self, kill_wait_s: int = 5) -> None:
+        self.dir = tempfile.mkdtemp(prefix="slurm-ci-")
+        self.host = socket.gethostname().split(".")[0]
+        self.conf = os.path.join(self.dir, "slurm.conf")
+        self.env = {**os.environ, "SLURM_CONF": self.conf}
+        self.kill_wait_s = kill_wait_s
+        self.started_s = 0.0
+        self._pids: list[tuple[int, Optional[float]]] = []
+
+    # --- start ----------------------------------------------------------------------
+    def start(self) -> "SlurmCluster":
+        t0 = time.monotonic()
+        d = self.dir
+        for sub in ("munge", "state", "spool", "log", "dev"):
+            os.makedirs(os.path.join(d, sub), exist_ok=True)
+        os.chmod(os.path.join(d, "munge"), 0o700)
+        key = os.path.join(d, "munge", "key")
+        with open(key, "wb") as fh:
+            fh.write(os.urandom(1024))
+        os.chmod(key, 0o400)
+        for i in (0, 1):
+            os.mknod(os.path.join(d, "dev", f"nvidia{i}"), 0o666 | 0o020000, os.makedev(1, 3))
+        with open(self.conf, "w", encoding="utf-8") as fh:
+            fh.write(CONF.format(host=self.host, d=d, ctld_port=free_port(),
+                                 slurmd_port=free_port(), cpus=os.cpu_count() or 1,
+                                 kill_wait=self.kill_wait_s))
+        with open(os.path.join(d, "gres.conf"), "w", encoding="utf-8") as fh:
+            fh.write(f"NodeName={self.host} Name=gpu File={d}/dev/nvidia[0-1]\n")
+        self._run(["munged", f"--key-file={key}", f"--socket={d}/munge/sock",
+                   f"--pid-file={d}/munge/pid", f"--log-file={d}/log/munged.log",
+                   f"--seed-file={d}/munge/seed", "--force"])
+        self._remember(f"{d}/munge/pid")
+        self.start_ctld()
+        self._run(["slurmd", "-f", self.conf])
+        self._remember(f"{d}/slurmd.pid")
+        wait_until(lambda: self.client(["sinfo", "-h", "-o", "%T"]).strip() == "idle", 20,
+                   message="the SLURM test node to be idle")
+        self.started_s = time.monotonic() - t0
+        return self
+
+    def start_ctld(self) -> None:
+        """slurmctld (again, after kill_ctld: its state is kept in the folder)."""
+        pidfile = f"{self.dir}/ctld.pid"
+        if os.path.exists(pidfile):
+            os.unlink(pidfile)
+        self._run(["slurmctld", "-f", self.conf])
+        self._remember(pidfile)
+        wait_until(lambda: self.client(["sinfo", "-h", "-o", "%T"]).strip() != "", 20,
+                   message="slurmctld to answer")
+
+    def kill_ctld(self, sig: int = signal.SIGKILL) -> int:
+        """Stop slurmctld with ``sig`` (SIGTERM: it saves its state first; SIGKILL: jobs
+        it had not saved yet are killed when it starts again) and wait until it is
+        gone; its pid. Its jobs live on under slurmd meanwhile."""
+        with open(f"{self.dir}/ctld.pid", encoding="ascii") as fh:
+            pid = int(fh.read().strip())
+        os.kill(pid, sig)
+        wait_until(lambda: process_start_time(pid) is None, 10, message="slurmctld to die")
+        return pid
+
+    def ctld_alive(self) -> bool:
+        try:
+            with open(f"{self.dir}/ctld.pid", encoding="ascii") as fh:
+                pid = int(fh.read().strip())
+        except (FileNotFoundError, ValueError):
+            return False
+        return process_start_time(pid) is not None
+
+    def _run(self, argv: list[str]) -> None:
+        done = subprocess.run(argv, env=self.env, capture_output=True, text=True,
+                              timeout=CMD_TIMEOUT_S)
+        if done.returncode != 0:
+            raise RuntimeError(f"{argv[0]} failed ({done.returncode}): "
+                               f"{done.stderr.strip()[-500:]} (logs in {self.dir}/log)")
+
+    def _remember(self, pidfile: str) -> None:
+        def read() -> Optional[int]:
+            try:
+                with open(pidfile, encoding="ascii") as fh:
+                    return int(fh.read().strip())
+            except (FileNotFoundError, ValueError):
+                return None
+        pid = wait_until(read, 10, message=f"{pidfile} to be written")
+        self._pids.append((pid, process_start_time(pid)))
+
+    def client(self, argv: list[str]) -> str:
+        """A SLURM client command against this cluster; its stdout ("" if it failed)."""
+        done = subprocess.run(argv, env=self.env, capture_output=True, text=True,
+                              timeout=CMD_TIMEOUT_S)
+        return done.stdout if done.returncode == 0 else ""
+
+    def jobs(self) -> list[str]:
+        """Every job of the cluster still listed and not finished: 'id|state|name'."""
+        out = self.client(["squeue", "-h", "-o", "%i|%T|%j"])
+        return [line for line in out.splitlines() if line.strip()]
+
+    # --- stop -----------------------------------------------------------------------
+    def cancel_all(self) -> None:
+        """scancel every job, and wait until squeue lists none running or pending."""
+        for line in self.jobs():
+            self.client(["scancel", line.split("|")[0]])
+        wait_until(lambda: not self.jobs(), 3 * self.kill_wait_s + 15,
+                   message="squeue to be empty")
+
+    def stepds(self) -> list[int]:
+        """slurmstepd processes of this cluster (their command line names our conf or
+        they descend from our slurmd): found by the cluster folder in /proc."""
+        out = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    cmd = fh.read()
+                with open(f"/proc/{entry}/environ", "rb") as fh:
+                    env = fh.read()
+            except OSError:
+                continue
+            if cmd.startswith(b"slurmstepd") and self.conf.encode() in env + cmd:
+                out.append(int(entry))
+        return out
+
+    def alive(self) -> list[int]:
+        return [pid for pid, start in self._pids
+                if start is not None and process_start_time(pid) == start]
+
+    def clean(self) -> None:
+        """After a test: slurmctld up, every job cancelled and gone from squeue's active
+        list, and no slurmstepd of this cluster left (waited for, then asserted)."""
+        if not self.ctld_alive():
+            self.start_ctld()
+        self.cancel_all()
+        state = self.client(["sinfo", "-h", "-o", "%T"]).strip()
+        if state != "idle":   # drained (a job id slurmd still ran, after a lost state)
+            self.client(["scontrol", "update", f"NodeName={self.host}", "State=RESUME"])
+            wait_until(lambda: self.client(["sinfo", "-h", "-o", "%T"]).strip() == "idle",
+                       20, message=f"the SLURM test node to be idle again (was {state})")
+        try:
+            wait_until(lambda: not self.stepds(), 3 * self.kill_wait_s + 15,
+                       message="no slurmstepd of the test's jobs left")
+        finally:
+            left = self.stepds()
+            for pid in left:
+                os.kill(pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        """Cancel every job, stop the daemons, check that none of their processes is
+        left (SIGKILL after 10 s), remove the folder."""
+        try:
+            self.cancel_all()
+        finally:
+            for pid, start in reversed(self._pids):
+                if start is not None and process_start_time(pid) == start:
+                    os.kill(pid, signal.SIGTERM)
+            try:
+                wait_until(lambda: not self.alive(), 10, message="the SLURM daemons to exit")
+            finally:
+                for pid in self.alive():
+                    os.kill(pid, signal.SIGKILL)
+                left = self.stepds()
+                for pid in left:
+                    os.kill(pid, signal.SIGKILL)
+                shutil.rmtree(self.dir, ignore_errors=True)
+            assert not left, f"slurmstepd processes left after the test: {left}"
