@@ -39,6 +39,8 @@ class TerminalCause(str, enum.Enum):
     NOT_LEARNING = "not_learning"        # a liveness rule's stop or kill (docs/SUPERVISION.md)
     CANCELLED = "cancelled"
     SLURM_CANCELLED = "slurm_cancelled"  # its SLURM job cancelled from outside (docs/SLURM.md)
+    NODE_FAILURE = "node_failure"        # its SLURM job's node failed (NODE_FAIL)
+    PREEMPTED = "preempted"              # its SLURM job was preempted (PREEMPTED)
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,10 +56,10 @@ class Resources:
 
 # The causes a retry policy may name: the run's code is not to blame (docs/CONFIG.md),
 # or a limit it hit (memory_limit: named only by a policy that asks for it, for a run
-# whose resumed attempt starts smaller than it ended). Launchers add theirs
-# (node_failure, preempted) when they can tell them.
+# whose resumed attempt starts smaller than it ended). The SLURM launcher adds its
+# own (node_failure, preempted: a job's NODE_FAIL and PREEMPTED, docs/SLURM.md).
 RETRYABLE_CAUSES = ("lost", "heartbeat_timeout", "signal", "time_limit", "memory_limit",
-                    "not_learning")
+                    "not_learning", "node_failure", "preempted")
 MAX_MEMORY_LIMIT_MB = 64 * 1024 * 1024   # MiB (64 TiB)
 NEVER_RETRIED_EXIT_CODES = (0, 2, 3)   # success; a user error (bad config); ignored checkpoint
 MAX_ATTEMPTS = 100

@@ -37,6 +37,8 @@ class TerminalCause(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TERMINAL_CAUSE_MEMORY_LIMIT: _ClassVar[TerminalCause]
     TERMINAL_CAUSE_NOT_LEARNING: _ClassVar[TerminalCause]
     TERMINAL_CAUSE_SLURM_CANCELLED: _ClassVar[TerminalCause]
+    TERMINAL_CAUSE_NODE_FAILURE: _ClassVar[TerminalCause]
+    TERMINAL_CAUSE_PREEMPTED: _ClassVar[TerminalCause]
 
 class LogStream(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -64,6 +66,8 @@ TERMINAL_CAUSE_CHECKPOINT_IGNORED: TerminalCause
 TERMINAL_CAUSE_MEMORY_LIMIT: TerminalCause
 TERMINAL_CAUSE_NOT_LEARNING: TerminalCause
 TERMINAL_CAUSE_SLURM_CANCELLED: TerminalCause
+TERMINAL_CAUSE_NODE_FAILURE: TerminalCause
+TERMINAL_CAUSE_PREEMPTED: TerminalCause
 LOG_STREAM_UNSPECIFIED: LogStream
 LOG_STREAM_STDOUT: LogStream
 LOG_STREAM_STDERR: LogStream

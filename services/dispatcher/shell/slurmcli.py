@@ -38,6 +38,8 @@ CAUSES: dict[str, tuple[TerminalCause, str]] = {
     "TIMEOUT": (TerminalCause.TIME_LIMIT, "its SLURM job reached its time limit"),
     "DEADLINE": (TerminalCause.TIME_LIMIT, "its SLURM job reached its deadline"),
     "OUT_OF_MEMORY": (TerminalCause.MEMORY_LIMIT, "SLURM ended its job: out of memory"),
+    "NODE_FAIL": (TerminalCause.NODE_FAILURE, "its SLURM job's node failed (NODE_FAIL)"),
+    "PREEMPTED": (TerminalCause.PREEMPTED, "its SLURM job was preempted (PREEMPTED)"),
 }
 # The signals the batch step (slurmstep.py) forwards to its worker: sent to the batch
 # shell only (scancel --batch), so that its shim lives to write the exit record.

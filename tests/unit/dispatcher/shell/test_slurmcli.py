@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.runconfig import RunConfig
+from core.runconfig import RETRYABLE_CAUSES, RunConfig
 from services.dispatcher import slurmstep
 from services.dispatcher.shell import slurmcli
 from services.dispatcher.shell.slurmcli import JobTag
@@ -103,11 +103,28 @@ def test_scontrol_one_line_and_exit_codes() -> None:
 def test_job_ends_map_to_causes_and_shim_statuses() -> None:
     assert slurmcli.CAUSES["CANCELLED"][0].value == "slurm_cancelled"
     assert slurmcli.CAUSES["TIMEOUT"][0].value == "time_limit"
+    assert slurmcli.CAUSES["NODE_FAIL"][0].value == "node_failure"
+    assert slurmcli.CAUSES["PREEMPTED"][0].value == "preempted"
     assert "COMPLETED" not in slurmcli.CAUSES and "FAILED" not in slurmcli.CAUSES
     assert slurmcli.end_status("COMPLETED") == 0
     assert {slurmcli.end_status(s) for s in ("FAILED", "CANCELLED", "TIMEOUT")} == {1}
     assert slurmcli.scancel_signal_argv("5", slurmcli.FORWARD["KILL"]) == \
         ["scancel", "--batch", "--signal=INT", "5"]
+
+
+def test_a_failed_node_and_a_preemption_are_retryable_causes_a_policy_may_name() -> None:
+    policy = RunConfig.from_map({"retry": {"max_attempts": 3,
+                                           "on": ["node_failure", "preempted"]}}).retry
+    for state in ("NODE_FAIL", "PREEMPTED"):
+        cause = slurmcli.CAUSES[state][0].value
+        assert cause in RETRYABLE_CAUSES and policy.retries(cause, None)
+        assert not RunConfig.from_map({}).retry.retries(cause, None)
+    # neither is active any more: the launcher hands its cause on at once
+    tag = slurmcli.JobTag("h", "r1", 1, "t")
+    jobs = slurmcli.parse_squeue("5|NODE_FAIL|NodeDown|" + tag.comment + "\n"
+                                 "6|PREEMPTED|None|" + tag.comment + "\n", "h")
+    assert not jobs["5"].active and not jobs["6"].active
+    assert [jobs[j].state for j in ("5", "6")] == ["NODE_FAIL", "PREEMPTED"]
 
 
 def test_the_step_gives_its_worker_the_gpus_slurm_allocated_and_none_otherwise() -> None:
