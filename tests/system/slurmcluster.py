@@ -66,6 +66,7 @@ SelectTypeParameters=CR_CPU
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 ReturnToService=2
+SlurmdTimeout={slurmd_timeout}
 MinJobAge=300
 KillWait={kill_wait}
 SchedulerParameters=batch_sched_delay=0
@@ -76,12 +77,13 @@ PartitionName=ci Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 
 
 class SlurmCluster:
-    def __init__(self, kill_wait_s: int = 5) -> None:
+    def __init__(self, kill_wait_s: int = 5, slurmd_timeout_s: int = 10) -> None:
         self.dir = tempfile.mkdtemp(prefix="slurm-ci-")
         self.host = socket.gethostname().split(".")[0]
         self.conf = os.path.join(self.dir, "slurm.conf")
         self.env = {**os.environ, "SLURM_CONF": self.conf}
         self.kill_wait_s = kill_wait_s
+        self.slurmd_timeout_s = slurmd_timeout_s   # a node silent this long is DOWN
         self.started_s = 0.0
         self._pids: list[tuple[int, Optional[float]]] = []
 
@@ -101,7 +103,8 @@ class SlurmCluster:
         with open(self.conf, "w", encoding="utf-8") as fh:
             fh.write(CONF.format(host=self.host, d=d, ctld_port=free_port(),
                                  slurmd_port=free_port(), cpus=os.cpu_count() or 1,
-                                 kill_wait=self.kill_wait_s))
+                                 kill_wait=self.kill_wait_s,
+                                 slurmd_timeout=self.slurmd_timeout_s))
         with open(os.path.join(d, "gres.conf"), "w", encoding="utf-8") as fh:
             fh.write(f"NodeName={self.host} Name=gpu File={d}/dev/nvidia[0-1]\n")
         self._run(["munged", f"--key-file={key}", f"--socket={d}/munge/sock",
@@ -109,12 +112,50 @@ class SlurmCluster:
                    f"--seed-file={d}/munge/seed", "--force"])
         self._remember(f"{d}/munge/pid")
         self.start_ctld()
-        self._run(["slurmd", "-f", self.conf])
-        self._remember(f"{d}/slurmd.pid")
-        wait_until(lambda: self.client(["sinfo", "-h", "-o", "%T"]).strip() == "idle", 20,
-                   message="the SLURM test node to be idle")
+        self.start_slurmd()
         self.started_s = time.monotonic() - t0
         return self
+
+    def start_slurmd(self) -> None:
+        """slurmd (again, after kill_node), and wait until its node is idle (a node
+        SLURM marked DOWN for not responding returns to service when its slurmd
+        registers: ReturnToService=2)."""
+        pidfile = f"{self.dir}/slurmd.pid"
+        if os.path.exists(pidfile):
+            os.unlink(pidfile)
+        self._run(["slurmd", "-f", self.conf])
+        self._remember(pidfile)
+        wait_until(lambda: self.node_state() == "idle", 30,
+                   message="the SLURM test node to be idle")
+
+    def node_state(self) -> str:
+        """sinfo's state of the node ("idle", "mixed", "down*", ...; "" unanswered)."""
+        return self.client(["sinfo", "-h", "-o", "%T"]).strip()
+
+    def kill_node(self, pids: tuple[int, ...] = (), pgids: tuple[int, ...] = ()) -> None:
+        """The node lost with its jobs: SIGKILL slurmd, every slurmstepd of this
+        cluster, the processes ``pids`` and the process groups ``pgids`` (a job's batch
+        step and its worker's group), and wait until they are gone. slurmctld stays
+        up: after slurmd_timeout_s it marks the node DOWN and ends its jobs NODE_FAIL."""
+        with open(f"{self.dir}/slurmd.pid", encoding="ascii") as fh:
+            slurmd = int(fh.read().strip())
+        os.kill(slurmd, signal.SIGKILL)
+        stepds = self.stepds()
+        for pid in stepds:
+            os.kill(pid, signal.SIGKILL)
+        for pgid in pgids:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        gone = [slurmd, *stepds, *pids]
+        wait_until(lambda: all(process_start_time(p) is None for p in gone) and
+                   not self.stepds(), 10, message="slurmd and the job's processes to die")
 
     def start_ctld(self) -> None:
         """slurmctld (again, after kill_ctld: its state is kept in the folder)."""

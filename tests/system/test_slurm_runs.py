@@ -203,6 +203,50 @@ def test_a_run_lives_through_a_slurmctld_restart(sstack: Stack, slurm: SlurmClus
     assert sstack.dispatcher.alive()
 
 
+@pytest.mark.timeout(300)
+def test_a_job_lost_with_its_node_ends_node_failure_and_is_retried_once_slurmd_is_back(
+        sstack: Stack, slurm: SlurmCluster) -> None:
+    # the heartbeat timeout longer than SLURM takes to mark the node DOWN (about 3
+    # slurmd_timeout_s): SLURM's verdict, not the silence, ends the attempt
+    retry = {"max_attempts": 2, "on": ["node_failure"], "from_scratch": True}
+    run_id = submit(sstack, "test-sleep", retry=retry, heartbeat_timeout_s=150.0,
+                    params={"seconds": 170, "retry_seconds": 0.5})
+    wait_status(sstack, run_id, {"RUNNING"}, timeout=60)
+    job = job_of(sstack, run_id)
+    folder = run_dir(sstack, run_id)
+    worker = wait_until(lambda: read_json(os.path.join(folder, "worker.json")), 30,
+                        message="the worker's record")
+    slurm.kill_node(pids=(worker["shim_pid"],), pgids=(worker["pgid"],))
+    lost = time.monotonic()
+    client = sstack.client()
+    second = wait_until(lambda: (r := client.call("get_run", {"run_id": run_id})["run"])
+                        ["attempt"] == 2 and r, 20 * slurm.slurmd_timeout_s,
+                        message="SLURM to end the job NODE_FAIL and the run to be retried")
+    ended_s = time.monotonic() - lost
+    assert second["last_attempt_cause"] == "node_failure", second
+    assert squeue_state(slurm, job["job_id"]) == "NODE_FAIL"
+    assert slurm.node_state().startswith("down"), slurm.node_state()
+    # the retried attempt's job waits in SLURM for the node...
+    waiting = wait_until(lambda: (r := client.call("get_run", {"run_id": run_id})["run"])
+                         ["waiting_reason"] and r, 30, message="SLURM's pending reason")
+    assert waiting["status"] == "DISPATCHING" and \
+        waiting["waiting_reason"].startswith("SLURM: "), waiting
+    slurm.start_slurmd()   # ...which comes back: the job starts there and completes
+    run = wait_status(sstack, run_id, TERMINAL, timeout=90)
+    assert (run["status"], run["attempt"]) == ("COMPLETED", 2), run
+    assert seen_attempt(sstack, run_id) == 2
+    again = job_of(sstack, run_id)
+    assert again["job_id"] != job["job_id"], again
+    assert wait_until(lambda: squeue_state(slurm, again["job_id"]), 20) == "COMPLETED"
+    print(f"node lost -> attempt 1 ended node_failure: {ended_s:.1f} s "
+          f"(SlurmdTimeout={slurm.slurmd_timeout_s})")
+
+
+def seen_attempt(stack: Stack, run_id: str) -> int:
+    with open(os.path.join(run_dir(stack, run_id), "seen.json"), encoding="utf-8") as fh:
+        return int(json.load(fh)["attempt"])
+
+
 def test_twenty_one_gpu_runs_on_two_gres_gpus_never_overlap(sstack: Stack) -> None:
     run_ids = [submit(sstack, "test-sleep", seed=i, gpus=1, params={"seconds": 0.3})
                for i in range(20)]

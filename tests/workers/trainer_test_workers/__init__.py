@@ -3,7 +3,8 @@
 - test-sleep: heartbeats, records CUDA_VISIBLE_DEVICES, its start, its attempt and
   the checkpoint it takes (``run.take_checkpoint()``: a stateless worker resumes
   trivially, so a retried attempt of it completes) in ``seen.json``, sleeps
-  ``seconds`` (default 0.2) in small steps checking the stop flag, exits 0; with
+  ``seconds`` (default 0.2; a later attempt ``retry_seconds``, when given) in small
+  steps checking the stop flag, exits 0; with
   ``child``, first starts a child in its process group that waits for a signal
   (its pid in ``child.pid``); with ``result_return``, its result.json's metrics are
   its steps, that return and a text; with ``escape``, one in a session of its own that
@@ -105,7 +106,9 @@ def sleep() -> int:
             with open(os.path.join(run.run_dir, "early.txt"), "w") as fh:
                 fh.write("early")
             run.register_artifact("early.txt", "note")
-        end = time.monotonic() + float(p.get("seconds", 0.2))
+        seconds = p["retry_seconds"] if run.attempt > 1 and "retry_seconds" in p else \
+            p.get("seconds", 0.2)
+        end = time.monotonic() + float(seconds)
         step = 0
         # each "step" of simulated work ends early when a stop is requested (SIGTERM)
         while time.monotonic() < end and not run.wait_for_stop(min(0.02, max(
