@@ -24,7 +24,10 @@ from services.dispatcher.logfollow import tail_lines
 MAX_RESULT_BYTES = 1024 * 1024   # a larger result.json is not read
 
 
-def read_folder(run_id: str, run_dir: str) -> FolderRead:
+def read_folder(run_id: str, run_dir: str, held: bool = False) -> FolderRead:
+    """The run's folder and processes. ``held``: its back end still holds the run (a
+    SLURM job still active, slurmlauncher.py): what would end it is not read (no scan
+    of /proc for its processes, none of its end's files)."""
     exit_map = spawner.read_json(os.path.join(run_dir, EXIT_FILE))
     shim_alive = False
     if exit_map is None:
@@ -38,14 +41,16 @@ def read_folder(run_id: str, run_dir: str) -> FolderRead:
         procs.process_start_time(worker.pid) == worker.start_time
     processes: frozenset[int] = frozenset()
     group_alive = False
-    if record is None and not shim_alive:
+    if held:
+        pass
+    elif record is None and not shim_alive:
         # No shim is left to end what the run started: found by its process group and
         # by the run id in their environment (setsid does not lose them).
         processes = frozenset(procs.run_processes(run_id, pgid))
     elif record is not None and pgid is not None:
         group_alive = procs.group_alive(pgid)
-    may_end = (record is not None and not group_alive) or \
-        (record is None and not shim_alive and not processes)
+    may_end = not held and ((record is not None and not group_alive) or
+                            (record is None and not shim_alive and not processes))
     fields: dict[str, Any] = {}
     if may_end:
         metrics, problem, failure = read_result(run_dir)

@@ -174,9 +174,13 @@ class SlurmLauncher:
 
     # --- reads ------------------------------------------------------------------------
     def observe(self, run_id: str) -> FolderRead:
-        read = read_folder(run_id, self.run_dir(run_id))
         with self._lock:
             job = self._jobs.get(run_id)
+        if job is not None and job.state == "PENDING" and job.reason not in ("", "None"):
+            # waiting in SLURM: nothing of its own in its folder yet, nothing read (a
+            # job started since SLURM's last answer has its worker read after the next)
+            return FolderRead(run_id, shim_alive=True, waiting=f"SLURM: {job.reason}")
+        read = read_folder(run_id, self.run_dir(run_id), held=job is not None and job.active)
         if job is None:
             if not self._worked and read.exit is None and not read.shim_alive and \
                     os.path.exists(os.path.join(self.run_dir(run_id), JOB_FILE)):

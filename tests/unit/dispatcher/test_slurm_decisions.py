@@ -116,3 +116,17 @@ def test_the_node_slurm_placed_the_worker_on_is_the_run_s_host(d: Driver) -> Non
     d.settle(d.submit("r2"))
     (local,) = commands(d.feed(folder("r2", worker=worker(43))), RecordStarted)
     assert local.host == "host-1"
+
+
+def test_a_run_whose_job_waits_in_slurm_is_read_at_full_sweeps_not_every_tick(
+        d: Driver) -> None:
+    d.settle(d.submit("r1", **SLURM))   # started: its job pending, no worker yet
+    assert fx.ObserveRun("r1") in d.tick(0.02)   # read at every tick while it starts
+    effects = d.feed(folder("r1", shim_alive=True, waiting="SLURM: Resources"))
+    (waiting,) = commands(effects, RecordWaiting)
+    assert waiting.reason == "SLURM: Resources"
+    d.answer(effects)   # the registry stored it: from now on, full sweeps only
+    reads = [e for _ in range(150) for e in d.tick(0.02) if isinstance(e, fx.ObserveRun)]
+    # 3 s: one read per full sweep (2 s), none between
+    assert reads and len(reads) <= 2 and all(r.run_id == "r1" for r in reads), reads
+    assert not any(r.if_exited for r in reads)   # its whole folder: a start is seen
