@@ -61,10 +61,9 @@ from bus import curvekeys
 from bus.codec import FORMAT_VERSION, MessageType, pack
 from bus.topics import Topic
 from runtime.atomicfile import atomic_file
-from core.commands import MAX_ARTIFACT_PATH
-from core.runconfig import control_character
 from core.rundir import MANIFEST_FILE, METRICS_FILE, RESULT_FILE
 from worker import attemptcode
+from worker.artifactpath import artifact_path
 from worker.gpu import GpuProbe
 from worker.metricnotes import MetricNotes
 from worker.tbwriter import TbWriter
@@ -320,18 +319,7 @@ class Run:
         self._send(Topic.METRICS.topic(self.run_id), MessageType.METRICS.value, record)
 
     def register_artifact(self, path: str, kind: str, **meta: Any) -> dict[str, Any]:
-        full = os.path.realpath(os.path.join(self.run_dir, path))
-        root = os.path.realpath(self.run_dir)
-        if os.path.commonpath([full, root]) != root or full == root:
-            raise ValueError(f"artifact {path!r} is outside the run directory {root}")
-        rel = os.path.relpath(full, root)
-        if len(rel) > MAX_ARTIFACT_PATH:
-            raise ValueError(f"artifact path {rel[:40]!r}... is longer than "
-                             f"{MAX_ARTIFACT_PATH} characters")
-        for what, text in (("path", rel), ("kind", kind)):
-            if control_character(text) is not None:
-                raise ValueError(f"artifact {what} {text!r} contains a control character "
-                                 f"({control_character(text)})")
+        rel, full = artifact_path(self.run_dir, path, kind)   # ValueError: why not
         record = {"run_id": self.run_id, "kind": kind, "path": rel,
                   "size": os.path.getsize(full), "meta": _plain(meta)}
         with open(os.path.join(self.run_dir, MANIFEST_FILE), "a", encoding="utf-8") as fh:

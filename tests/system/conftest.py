@@ -16,7 +16,7 @@ import pytest
 import zmq
 
 from core.settings import Settings
-from tests.system.dispatch_helpers import assert_nothing_left
+from tests.system.dispatch_helpers import running_stack
 from services.dispatcher.shell.launcher import Launcher
 from tests.system.gateway import Gateway
 from tests.system import slurmcluster
@@ -32,16 +32,8 @@ def pstack(service_env: dict[str, str], ctx: zmq.Context) -> Iterator[Stack]:
     are pinned: docs/WORKERS.md, Resources) and no GPU."""
     slots = str(len(os.sched_getaffinity(0)))
     env = {**service_env, "TRAINER_CPU_SLOTS": slots, "TRAINER_STATUS_INTERVAL": "0.5"}
-    s = Stack(env, Settings.from_env(env), ctx)
-    try:
-        s.start_bus()
-        s.start_registry()
-        s.start_dispatcher()
+    with running_stack(env, ctx) as s:
         yield s
-        if s.registry.alive():
-            assert_nothing_left(s)
-    finally:
-        s.close()
 
 
 @pytest.fixture
@@ -49,16 +41,8 @@ def dstack(service_env: dict[str, str], ctx: zmq.Context) -> Iterator[Stack]:
     """bus + registry + dispatcher with 2 fake GPUs and 4 CPU slots."""
     env = {**service_env, "TRAINER_FAKE_GPUS": "2", "TRAINER_CPU_SLOTS": "4",
            "TRAINER_STATUS_INTERVAL": "0.5"}
-    s = Stack(env, Settings.from_env(env), ctx)
-    try:
-        s.start_bus()
-        s.start_registry()
-        s.start_dispatcher()
+    with running_stack(env, ctx) as s:
         yield s
-        if s.registry.alive():  # after every test: no run's process left, no GPU booked
-            assert_nothing_left(s)
-    finally:
-        s.close()
 
 
 @pytest.fixture

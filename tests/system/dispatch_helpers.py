@@ -3,9 +3,14 @@ nothing of a run is left alive."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from typing import Any
+from typing import Any, Callable, Iterator, Optional
+
+import zmq
+
+from core.settings import Settings
 
 from services.dispatcher.spawner import read_json
 from services.dispatcher.procs import group_alive, process_start_time
@@ -68,3 +73,23 @@ def assert_nothing_left(stack: Stack) -> None:
     # A release follows its run's end in the log, so it may trail the processes a little.
     wait_until(lambda: stack.client().call("gpu_slots")["slots"] == [], 10,
                message="every GPU slot to be free")
+
+
+@contextlib.contextmanager
+def running_stack(env: dict[str, str], ctx: zmq.Context,
+                  before_check: Optional[Callable[[Stack], None]] = None) -> Iterator[Stack]:
+    """bus + registry + dispatcher started with ``env``; after the test, when the
+    registry is still up, ``before_check`` (e.g. waiting for a back end to be empty) and
+    assert_nothing_left; then every process stopped."""
+    s = Stack(env, Settings.from_env(env), ctx)
+    try:
+        s.start_bus()
+        s.start_registry()
+        s.start_dispatcher()
+        yield s
+        if s.registry.alive():
+            if before_check is not None:
+                before_check(s)
+            assert_nothing_left(s)
+    finally:
+        s.close()

@@ -20,9 +20,8 @@ from zmq.utils.monitor import recv_monitor_message
 
 from bus import curvekeys
 from bus.curvekeys import ClientKeys, KeyStore
-from core.settings import Settings
 from tests.helpers import REPO, free_port, wait_until
-from tests.system.dispatch_helpers import TERMINAL, run_dir, submit, wait_status
+from tests.system.dispatch_helpers import TERMINAL, run_dir, running_stack, submit, wait_status
 from tests.system.gateway import Gateway
 from tests.system.stack import Stack
 
@@ -41,14 +40,8 @@ def _tcp_env(service_env: dict[str, str], curve: str = "1") -> dict[str, str]:
 def cstack(service_env: dict[str, str], ctx: zmq.Context) -> Iterator[Stack]:
     """bus (tcp + CURVE on both sides), registry (ipc) and dispatcher."""
     env = _tcp_env(service_env)
-    s = Stack(env, Settings.from_env(env), ctx)
-    try:
-        s.start_bus()
-        s.start_registry()
-        s.start_dispatcher()
+    with running_stack(env, ctx) as s:
         yield s
-    finally:
-        s.close()
 
 
 def _refusals(stack: Stack) -> list[dict]:

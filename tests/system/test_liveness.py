@@ -18,9 +18,8 @@ from typing import Any, Iterator
 import pytest
 import zmq
 
-from core.settings import Settings
 from tests.helpers import REPO, wait_until
-from tests.system.dispatch_helpers import TERMINAL, run_of, submit, wait_status
+from tests.system.dispatch_helpers import TERMINAL, run_of, running_stack, submit, wait_status
 from tests.system.gateway import Gateway
 from tests.system.stack import Stack
 
@@ -224,14 +223,8 @@ def nvml_stack(service_env: dict[str, str], ctx: zmq.Context,
            "PYTHONPATH": os.pathsep.join(p for p in (FAKE_CUDA, service_env.get(
                "PYTHONPATH", "")) if p)}
     (tmp_path / "cuda").mkdir()
-    s = Stack(env, Settings.from_env(env), ctx)
-    try:
-        s.start_bus()
-        s.start_registry()
-        s.start_dispatcher()
+    with running_stack(env, ctx) as s:
         yield s, busy
-    finally:
-        s.close()
 
 
 def test_an_idle_gpu_is_flagged_and_cleared_once_busy_again(

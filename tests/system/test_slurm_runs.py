@@ -18,11 +18,10 @@ import pytest
 import zmq
 
 from bus.codec import MessageType
-from core.settings import Settings
 from services.dispatcher.spawner import read_json
 from tests.helpers import wait_until
-from tests.system.dispatch_helpers import (TERMINAL, assert_nothing_left, run_dir,
-                                           submit, wait_status)
+from tests.system.dispatch_helpers import (TERMINAL, run_dir,
+                                           running_stack, submit, wait_status)
 from tests.system.slurmcluster import SlurmCluster
 from tests.system.stack import Stack
 
@@ -35,18 +34,10 @@ def sstack(service_env: dict[str, str], ctx: zmq.Context,
     """bus + registry + dispatcher whose runs go to the test cluster by default."""
     env = {**service_env, "SLURM_CONF": slurm.conf, "TRAINER_LAUNCHER": "slurm",
            "TRAINER_CPU_SLOTS": "1", "TRAINER_STATUS_INTERVAL": "0.5"}
-    s = Stack(env, Settings.from_env(env), ctx)
-    try:
-        s.start_bus()
-        s.start_registry()
-        s.start_dispatcher()
+    with running_stack(env, ctx, lambda _: wait_until(
+            lambda: not slurm.jobs(), 30,
+            message="no job of the test left running or pending in squeue")) as s:
         yield s
-        wait_until(lambda: not slurm.jobs(), 30,
-                   message="no job of the test left running or pending in squeue")
-        if s.registry.alive():
-            assert_nothing_left(s)
-    finally:
-        s.close()
 
 
 def job_of(stack: Stack, run_id: str) -> dict:

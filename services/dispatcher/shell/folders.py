@@ -15,13 +15,33 @@ import shutil
 import signal as signals
 from typing import Any, Mapping, Optional
 
+from core import rundir
 from core.rundir import EXIT_FILE, KILL_FILE, MANIFEST_FILE, RESULT_FILE, WORKER_FILE
+from runtime.atomicfile import atomic_file
 from services.dispatcher import procs, spawner
 from services.dispatcher.decide.inputs import (ExitRecord, FolderRead, KillRecord,
                                                ManifestEntry, WorkerRecord)
 from services.dispatcher.logfollow import tail_lines
 
 MAX_RESULT_BYTES = 1024 * 1024   # a larger result.json is not read
+
+
+def has_exit_record(run_dir: str) -> bool:
+    """Has the run's end been recorded (the launchers' cheap ``exited``)?"""
+    return os.path.exists(os.path.join(run_dir, EXIT_FILE))
+
+
+def write_kill_record(run_dir: str, record: KillRecord) -> str:
+    """The kill just begun, beside the run (every launcher's ``record_kill``): "" if
+    stored, else why not."""
+    data = rundir.KillRecord(record.outcome, record.cause, record.message,
+                             record.term_at, record.grace_s).to_map()
+    try:
+        with atomic_file(os.path.join(run_dir, KILL_FILE), durable=False) as fh:
+            json.dump(data, fh)
+    except OSError as exc:
+        return str(exc)
+    return ""
 
 
 def read_folder(run_id: str, run_dir: str, held: bool = False) -> FolderRead:

@@ -6,22 +6,19 @@ is observed (and adopted) the same way as one started here."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from typing import Optional
 
 from core.errors import ValidationError
-from core import rundir
 from core.runconfig import RunConfig
 from core.settings import Settings
-from runtime.atomicfile import atomic_file
 from services.dispatcher import launch, procs
 from services.dispatcher.decide.inputs import FolderRead, KillRecord, ShimEnded
 from services.dispatcher.decide.supervise import Sig
 from services.dispatcher.forkserver import ForkServer, ForkServerGone
 from services.dispatcher.limits import Limits
-from services.dispatcher.shell.folders import read_folder
+from services.dispatcher.shell.folders import has_exit_record, read_folder, write_kill_record
 from services.dispatcher.shell.launcher import LauncherGone, StartError
 
 GONE = "forkserver.gone"
@@ -72,18 +69,10 @@ class ForkLauncher:
         return read_folder(run_id, self.run_dir(run_id))
 
     def exited(self, run_id: str) -> bool:
-        return os.path.exists(os.path.join(self.run_dir(run_id), rundir.EXIT_FILE))
+        return has_exit_record(self.run_dir(run_id))
 
     def record_kill(self, run_id: str, record: KillRecord) -> str:
-        data = rundir.KillRecord(record.outcome, record.cause, record.message,
-                                 record.term_at, record.grace_s).to_map()
-        try:
-            with atomic_file(os.path.join(self.run_dir(run_id), rundir.KILL_FILE),
-                             durable=False) as fh:
-                json.dump(data, fh)
-        except OSError as exc:
-            return str(exc)
-        return ""
+        return write_kill_record(self.run_dir(run_id), record)
 
     def ended(self) -> list[ShimEnded]:
         try:

@@ -35,7 +35,6 @@ import time
 from dataclasses import replace
 from typing import Any, Optional
 
-from core import rundir
 from core.runconfig import RunConfig
 from core.settings import Settings
 from runtime.atomicfile import atomic_file
@@ -44,7 +43,7 @@ from services.dispatcher.spawner import read_json
 from services.dispatcher.decide.inputs import FolderRead, KillRecord, ShimEnded
 from services.dispatcher.decide.supervise import Sig
 from services.dispatcher.shell import slurmcli
-from services.dispatcher.shell.folders import read_folder
+from services.dispatcher.shell.folders import has_exit_record, read_folder, write_kill_record
 from services.dispatcher.shell.launcher import LauncherGone, StartError
 from services.dispatcher.shell.slurmcli import JobState, JobTag
 from services.dispatcher.shell.slurmtools import CALL_TIMEOUT_S, SlurmError, run_tool
@@ -222,18 +221,10 @@ class SlurmLauncher:
         return self._where[key]
 
     def exited(self, run_id: str) -> bool:
-        return os.path.exists(os.path.join(self.run_dir(run_id), rundir.EXIT_FILE))
+        return has_exit_record(self.run_dir(run_id))
 
     def record_kill(self, run_id: str, record: KillRecord) -> str:
-        data = rundir.KillRecord(record.outcome, record.cause, record.message,
-                                 record.term_at, record.grace_s).to_map()
-        try:
-            with atomic_file(os.path.join(self.run_dir(run_id), rundir.KILL_FILE),
-                             durable=False) as fh:
-                json.dump(data, fh)
-        except OSError as exc:
-            return str(exc)
-        return ""
+        return write_kill_record(self.run_dir(run_id), record)
 
     def ended(self) -> list[ShimEnded]:
         if self._gone:
