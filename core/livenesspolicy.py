@@ -30,7 +30,7 @@ class Action(str, enum.Enum):
     """What the dispatcher does when a rule flags a run."""
 
     WARN = "warn"              # the flag only (an event, a log line)
-    CHECKPOINT = "checkpoint"  # and SIGUSR1: the SDK sets checkpoint_requested
+    CHECKPOINT = "checkpoint"  # and SIGUSR2: the SDK sets checkpoint_requested
     STOP = "stop"              # and SIGTERM, SIGKILL after cancel_grace_s: not_learning
     KILL = "kill"              # and SIGKILL now: not_learning
 

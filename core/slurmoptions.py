@@ -4,14 +4,18 @@
                                     # TRAINER_LAUNCHER, "local" unless set)
     "slurm": {"partition": "gpu", "account": "rl", "qos": "normal",
               "constraint": "a100", "time_limit": "2:00:00",
+              "checkpoint_before_s": 120,
               "extra": {"mem": "16G", "cpus-per-task": "4"}}
 
-Every key is optional; ``extra`` takes only the sbatch options of ``EXTRA_OPTIONS``
-(an option that would change how the orchestrator reads or ends its job, such as
-``--output``, ``--signal`` or ``--array``, is refused). Values are checked to be plain
-tokens: they go on sbatch's command line. The section is left out of the canonical
-config when it is the default, so configs from before it keep their digest. Pure:
-standard library only.
+Every key is optional. A run with a retry policy (``retry.max_attempts`` > 1) asks
+SLURM for SIGUSR2 ``checkpoint_before_s`` seconds before its job's time limit
+(``--signal=B:USR2@N``; SLURM sends it up to 60 s early): the SDK checkpoints on it
+and the next attempt resumes from that checkpoint (0: no signal). ``extra`` takes only
+the sbatch options of ``EXTRA_OPTIONS`` (an option that would change how the
+orchestrator reads or ends its job, such as ``--output``, ``--signal`` or ``--array``,
+is refused). Values are checked to be plain tokens: they go on sbatch's command line.
+The section is left out of the canonical config when it is the default, so configs
+from before it keep their digest. Pure: standard library only.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ EXTRA_OPTIONS = frozenset({
     "reservation", "licenses", "nice", "begin", "gres-flags", "exclusive", "tmp",
     "cores-per-socket", "sockets-per-node", "threads-per-core", "hint", "wckey",
 })
+CHECKPOINT_BEFORE_S = 120      # SLURM's own resolution is about 60 s
+MAX_SIGNAL_BEFORE_S = 65535    # sbatch's --signal@ bound
 _TOKEN = re.compile(r"^[A-Za-z0-9_.:,=+@/\[\]-]{1,200}$")
 # SLURM's time formats: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS.
 _TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
@@ -56,6 +62,7 @@ class SlurmOptions:
     qos: str = ""
     constraint: str = ""
     time_limit: str = ""           # SLURM's format ("90", "2:00:00", "1-12"); "": none
+    checkpoint_before_s: int = CHECKPOINT_BEFORE_S   # SIGUSR2 this long before the limit
     extra: dict = field(default_factory=dict)   # allow-listed sbatch option -> value
 
     @property
@@ -63,8 +70,10 @@ class SlurmOptions:
         return self == SlurmOptions()
 
     def to_map(self) -> dict[str, Any]:
+        """The fields not at their default (a section from before a field keeps its
+        digest)."""
         out: dict[str, Any] = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                               if f.name != "extra" and getattr(self, f.name)}
+                               if f.name != "extra" and getattr(self, f.name) != f.default}
         if self.extra:
             out["extra"] = dict(sorted(self.extra.items()))
         return out
@@ -83,6 +92,11 @@ class SlurmOptions:
         if limit and not _TIME.match(limit):
             raise ValidationError("slurm.time_limit", "must be a SLURM time (minutes, "
                                   "MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS)")
+        before = data.get("checkpoint_before_s", CHECKPOINT_BEFORE_S)
+        if not isinstance(before, int) or isinstance(before, bool) \
+                or not 0 <= before <= MAX_SIGNAL_BEFORE_S:
+            raise ValidationError("slurm.checkpoint_before_s", "must be an integer of "
+                                  f"seconds, 0-{MAX_SIGNAL_BEFORE_S} (0: no signal)")
         extra = data.get("extra", {})
         if not isinstance(extra, dict):
             raise ValidationError("slurm.extra", "must be a map of sbatch option -> value")
@@ -92,7 +106,8 @@ class SlurmOptions:
                 raise ValidationError(f"slurm.extra.{str(key)[:40]}", "is not an allowed "
                                       f"sbatch option (allowed: {allowed})")
             _token(f"slurm.extra.{key}", value)
-        return SlurmOptions(time_limit=limit, extra=dict(extra), **values)
+        return SlurmOptions(time_limit=limit, checkpoint_before_s=before, extra=dict(extra),
+                            **values)
 
 
 def launcher_name(value: Any) -> str:

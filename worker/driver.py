@@ -14,7 +14,7 @@ or does not fit is a bad config (exit 2, the field that named it given). Checkpo
 also carry the first and best evaluation means so far, so a resumed run reports the
 same result.json metrics as the uninterrupted one (all but ``wall_s`` and
 ``steps_per_s``, which are this process's). Evaluations are declared to the liveness
-rules (``run.set_phase``), and a checkpoint they ask for (SIGUSR1) is saved after the
+rules (``run.set_phase``), and a checkpoint they ask for (SIGUSR2) is saved after the
 event at hand (the last completed iteration's state).
 """
 
@@ -107,7 +107,7 @@ class Driver:
             self.handle(event)
             if self.run.stop_requested:
                 return False
-            if self.run.checkpoint_requested:   # a liveness rule asked (SIGUSR1)
+            if self.run.checkpoint_requested:   # a liveness rule asked (SIGUSR2)
                 self.run.checkpoint_done()
                 self.checkpoint("requested")
         return True

@@ -30,7 +30,7 @@ Liveness (docs/SUPERVISION.md): heartbeats also carry ``metrics_finite`` (every 
 and ``last_return``, which falls back on the newest return ``log_metrics`` got (a
 metric named like ``return``, ``return_mean``, ``episode_return``). A worker that
 calls only ``progress()`` and ``log_metrics()`` is judged on all of it. A rule whose
-action is ``checkpoint`` sends SIGUSR1: ``run.checkpoint_requested`` turns True until
+action is ``checkpoint`` sends SIGUSR2: ``run.checkpoint_requested`` turns True until
 ``run.checkpoint_done()``; save one then.
 
 Resuming (docs/WORKERS.md, "Resuming: attempts and checkpoints"): ``run.attempt`` is
@@ -151,7 +151,7 @@ class Run:
         self.finished = False
         try:
             signal.signal(signal.SIGTERM, self._on_sigterm)
-            signal.signal(signal.SIGUSR1, self._on_sigusr1)
+            signal.signal(signal.SIGUSR2, self._on_sigusr2)
         except ValueError:
             pass  # not the main thread: SIGTERM keeps its default action
         if _EARLY_STOP.is_set():      # after our handler is in: no gap for a signal
@@ -223,13 +223,13 @@ class Run:
     def _on_sigterm(self, signum: int, frame: object) -> None:
         self._stop_flag.set()
 
-    def _on_sigusr1(self, signum: int, frame: object) -> None:
+    def _on_sigusr2(self, signum: int, frame: object) -> None:
         self._checkpoint_flag.set()
 
     # --- liveness --------------------------------------------------------------------
     @property
     def checkpoint_requested(self) -> bool:
-        """True once the dispatcher asked for a checkpoint (SIGUSR1: a liveness rule
+        """True once the dispatcher asked for a checkpoint (SIGUSR2: a liveness rule
         with action ``checkpoint``, docs/SUPERVISION.md) until ``checkpoint_done()``."""
         return self._checkpoint_flag.is_set()
 

@@ -241,10 +241,10 @@ _SIGNALS_DEFAULT = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD
 
 # A relaying shim (a SLURM batch step, slurmstep.py) passes these signals on to its
 # worker's group instead of dying of them: SIGINT stands for SIGKILL (a SIGKILL
-# would end the shim itself), SIGUSR1 goes to the worker alone (the SDK's checkpoint
+# would end the shim itself), SIGUSR2 goes to the worker alone (the SDK's checkpoint
 # request; its children would die of it).
 RELAYED = {signal.SIGTERM: signal.SIGTERM, signal.SIGINT: signal.SIGKILL,
-           signal.SIGUSR1: signal.SIGUSR1}
+           signal.SIGUSR2: signal.SIGUSR2}
 _relay: dict[str, Any] = {"pid": 0, "pending": []}
 
 
@@ -254,8 +254,8 @@ def _relay_signal(signum: int, frame: Any) -> None:
         _relay["pending"].append(signum)   # the worker is not started yet
         return
     try:
-        if signum == signal.SIGUSR1:
-            os.kill(pid, signal.SIGUSR1)
+        if signum == signal.SIGUSR2:
+            os.kill(pid, signal.SIGUSR2)
         else:
             os.killpg(pid, RELAYED[signal.Signals(signum)])
     except (ProcessLookupError, PermissionError):

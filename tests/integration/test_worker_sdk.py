@@ -24,10 +24,10 @@ pytestmark = pytest.mark.timeout(30)
 @pytest.fixture
 def sigterm() -> Iterator[None]:
     """Tests that install SIGTERM handlers give the process its own one back."""
-    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGUSR1)
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGUSR2)
     yield
     signal.signal(signal.SIGTERM, before[0])
-    signal.signal(signal.SIGUSR1, before[1])
+    signal.signal(signal.SIGUSR2, before[1])
     sdk._EARLY_STOP.clear()
 
 
@@ -297,9 +297,9 @@ def test_heartbeats_carry_what_the_liveness_rules_read(
     assert sent[-1]["last_return"] == 3.0           # progress() wins over the metrics
 
 
-def test_sigusr1_asks_for_a_checkpoint_until_it_is_done(run: sdk.Run) -> None:
+def test_sigusr2_asks_for_a_checkpoint_until_it_is_done(run: sdk.Run) -> None:
     assert not run.checkpoint_requested
-    os.kill(os.getpid(), signal.SIGUSR1)
+    os.kill(os.getpid(), signal.SIGUSR2)
     assert run.checkpoint_requested and not run.stop_requested
     run.checkpoint_done()
     assert not run.checkpoint_requested

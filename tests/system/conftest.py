@@ -2,7 +2,8 @@
 ...``): ``stack`` (bus broker + registry processes), ``dstack`` (and a dispatcher with
 2 fake GPUs), ``gateway`` (a gateway process in front of ``stack``), ``system`` (the
 whole system under supervisord, driven through the `trainer` command),
-``slurm_cluster`` / ``slurm`` (a single-node SLURM cluster), ``pstack`` (a dispatcher with as many CPU slots as this machine lets it use, so
+``slurm_cluster`` / ``slurm`` (a single-node SLURM cluster), ``sstack`` (bus + registry +
+dispatcher whose runs go to that cluster), ``pstack`` (a dispatcher with as many CPU slots as this machine lets it use, so
 that runs are pinned), ``launcher_harness`` and ``launcher`` (each launcher implementation in turn, for the
 launcher contract suite). The classes they build are helpers, imported by name:
 tests/system/stack.py, gateway.py, supervised.py, launchers.py."""
@@ -16,6 +17,7 @@ import pytest
 import zmq
 
 from core.settings import Settings
+from tests.helpers import free_port, wait_until
 from tests.system.dispatch_helpers import running_stack
 from services.dispatcher.shell.launcher import Launcher
 from tests.system.gateway import Gateway
@@ -96,6 +98,22 @@ def slurm(slurm_cluster: SlurmCluster) -> Iterator[SlurmCluster]:
     running or pending, and no slurmstepd left."""
     yield slurm_cluster
     slurm_cluster.clean()
+
+
+@pytest.fixture
+def sstack(service_env: dict[str, str], ctx: zmq.Context,
+           slurm: SlurmCluster) -> Iterator[Stack]:
+    """bus + registry + dispatcher whose runs go to the test cluster by default; the
+    bus on tcp with CURVE, as for compute nodes on other hosts (docs/SLURM.md): each
+    worker reports with the client key its run folder carries."""
+    env = {**service_env, "SLURM_CONF": slurm.conf, "TRAINER_LAUNCHER": "slurm",
+           "TRAINER_CPU_SLOTS": "1", "TRAINER_STATUS_INTERVAL": "0.5",
+           "TRAINER_BUS_PUB": f"tcp://127.0.0.1:{free_port()}",
+           "TRAINER_BUS_SUB": f"tcp://127.0.0.1:{free_port()}", "TRAINER_BUS_CURVE": "1"}
+    with running_stack(env, ctx, lambda _: wait_until(
+            lambda: not slurm.jobs(), 30,
+            message="no job of the test left running or pending in squeue")) as s:
+        yield s
 
 
 @pytest.fixture(params=sorted(HARNESSES))

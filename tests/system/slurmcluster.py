@@ -72,8 +72,12 @@ KillWait={kill_wait}
 SchedulerParameters=batch_sched_delay=0
 GresTypes=gpu
 NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=1000 Gres=gpu:2 State=UNKNOWN
-PartitionName=ci Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+PreemptType=preempt/partition_prio
+PreemptMode=CANCEL
+PartitionName=ci Nodes=ALL Default=YES MaxTime=INFINITE State=UP PriorityTier=1
+PartitionName={urgent} Nodes=ALL MaxTime=INFINITE State=UP PriorityTier=2 PreemptMode=OFF
 """
+URGENT = "urgent"   # a partition whose jobs preempt the ci partition's (PREEMPTED)
 
 
 class SlurmCluster:
@@ -103,7 +107,7 @@ class SlurmCluster:
         with open(self.conf, "w", encoding="utf-8") as fh:
             fh.write(CONF.format(host=self.host, d=d, ctld_port=free_port(),
                                  slurmd_port=free_port(), cpus=os.cpu_count() or 1,
-                                 kill_wait=self.kill_wait_s,
+                                 kill_wait=self.kill_wait_s, urgent=URGENT,
                                  slurmd_timeout=self.slurmd_timeout_s))
         with open(os.path.join(d, "gres.conf"), "w", encoding="utf-8") as fh:
             fh.write(f"NodeName={self.host} Name=gpu File={d}/dev/nvidia[0-1]\n")
@@ -130,7 +134,15 @@ class SlurmCluster:
 
     def node_state(self) -> str:
         """sinfo's state of the node ("idle", "mixed", "down*", ...; "" unanswered)."""
-        return self.client(["sinfo", "-h", "-o", "%T"]).strip()
+        return self.client(["sinfo", "-h", "-p", "ci", "-o", "%T"]).strip()
+
+    def preempt(self, gpus: int = 2, seconds: float = 1.0) -> str:
+        """A job in the urgent partition that needs ``gpus``: SLURM cancels the ci
+        partition's jobs in its way (PREEMPTED). Its job id."""
+        out = self.client(["sbatch", "--parsable", f"--partition={URGENT}",
+                           f"--gres=gpu:{gpus}", f"--output={self.dir}/log/urgent-%j.out",
+                           f"--wrap=sleep {seconds}"])
+        return out.strip().split(";")[0]
 
     def kill_node(self, pids: tuple[int, ...] = (), pgids: tuple[int, ...] = ()) -> None:
         """The node lost with its jobs: SIGKILL slurmd, every slurmstepd of this
@@ -164,7 +176,7 @@ class SlurmCluster:
             os.unlink(pidfile)
         self._run(["slurmctld", "-f", self.conf])
         self._remember(pidfile)
-        wait_until(lambda: self.client(["sinfo", "-h", "-o", "%T"]).strip() != "", 20,
+        wait_until(lambda: self.node_state() != "", 20,
                    message="slurmctld to answer")
 
     def kill_ctld(self, sig: int = signal.SIGKILL) -> int:
@@ -249,10 +261,10 @@ class SlurmCluster:
         if not self.ctld_alive():
             self.start_ctld()
         self.cancel_all()
-        state = self.client(["sinfo", "-h", "-o", "%T"]).strip()
+        state = self.node_state()
         if state != "idle":   # drained (a job id slurmd still ran, after a lost state)
             self.client(["scontrol", "update", f"NodeName={self.host}", "State=RESUME"])
-            wait_until(lambda: self.client(["sinfo", "-h", "-o", "%T"]).strip() == "idle",
+            wait_until(lambda: self.node_state() == "idle",
                        20, message=f"the SLURM test node to be idle again (was {state})")
         try:
             wait_until(lambda: not self.stepds(), 3 * self.kill_wait_s + 15,

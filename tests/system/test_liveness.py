@@ -1,7 +1,7 @@
 """Alive but not learning (docs/SUPERVISION.md), end to end: real bus, registry,
 dispatcher and workers (test-learning) that heartbeat while stuck, emit NaN, slow down
 or pause for a declared evaluation. Each flag and clear is an event with its evidence;
-the actions checkpoint (SIGUSR1), stop and kill do what they say and a stopped run ends
+the actions checkpoint (SIGUSR2), stop and kill do what they say and a stopped run ends
 FAILED with cause not_learning; a healthy run, evaluations included, and a sweep of
 healthy CartPole runs under tight windows get no flag at all. The gateway shows the
 flags in GetRun and WatchRuns, `trainer ls` marks them and `trainer show` lists them."""
@@ -116,7 +116,7 @@ def test_slowed_with_action_stop_ends_the_run_not_learning(dstack: Stack) -> Non
 
 
 def test_stalled_with_action_kill_and_checkpoint(dstack: Stack) -> None:
-    """checkpoint: SIGUSR1, the worker saves one and the run goes on; kill: SIGKILL."""
+    """checkpoint: SIGUSR2, the worker saves one and the run goes on; kill: SIGKILL."""
     saved = learning(dstack, {"mode": "stall", "stall_at_s": 0.5, "duration_s": 4.0},
                      liveness(stalled={"window_s": 0.8, "action": "checkpoint"}))
     killed = learning(dstack, {"mode": "stall", "stall_at_s": 0.5, "duration_s": 30.0},

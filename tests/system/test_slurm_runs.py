@@ -9,59 +9,42 @@ from __future__ import annotations
 
 import json
 import os
-import signal
+import stat
 import subprocess
 import time
-from typing import Iterator
 
 import pytest
-import zmq
 
+from bus import curvekeys
 from bus.codec import MessageType
 from services.dispatcher.spawner import read_json
 from tests.helpers import wait_until
-from tests.system.dispatch_helpers import (TERMINAL, run_dir,
-                                           running_stack, submit, wait_status)
+from tests.system.dispatch_helpers import (TERMINAL, run_dir, submit,
+                                           wait_status)
 from tests.system.slurmcluster import SlurmCluster
+from tests.system.slurmjobs import job_of, squeue_state
 from tests.system.stack import Stack
 
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.fixture
-def sstack(service_env: dict[str, str], ctx: zmq.Context,
-           slurm: SlurmCluster) -> Iterator[Stack]:
-    """bus + registry + dispatcher whose runs go to the test cluster by default."""
-    env = {**service_env, "SLURM_CONF": slurm.conf, "TRAINER_LAUNCHER": "slurm",
-           "TRAINER_CPU_SLOTS": "1", "TRAINER_STATUS_INTERVAL": "0.5"}
-    with running_stack(env, ctx, lambda _: wait_until(
-            lambda: not slurm.jobs(), 30,
-            message="no job of the test left running or pending in squeue")) as s:
-        yield s
-
-
-def job_of(stack: Stack, run_id: str) -> dict:
-    """What the batch step recorded of its job (slurm-job.json)."""
-    return wait_until(lambda: read_json(os.path.join(run_dir(stack, run_id),
-                                                     "slurm-job.json")), 30,
-                      message=f"{run_id}'s batch step to record its job")
-
-
-def squeue_state(slurm: SlurmCluster, job_id: str) -> str:
-    out = slurm.client(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"])
-    return out.strip()
-
-
-def test_a_cartpole_run_completes_through_slurm(sstack: Stack, slurm: SlurmCluster) -> None:
-    hb = sstack.subscriber("hb.")
+def test_a_cartpole_run_completes_through_slurm_reporting_over_tcp_with_curve(
+        sstack: Stack, slurm: SlurmCluster) -> None:
+    assert sstack.settings.bus_pub.startswith("tcp://") and sstack.settings.bus_curve
+    sub = sstack.subscriber("hb.", "metric.", "artifact.")
     submitted = time.monotonic()
     run_id = submit(sstack, "cartpole", seed=1, steps=3000, checkpoint_every=1)
-    beat = wait_until(lambda: (m := hb.recv(200)) is not None and
-                      m.envelope.type == MessageType.HEARTBEAT.value and
-                      m.envelope.payload["run_id"] == run_id and m, 60,
-                      message="a heartbeat from the worker in its SLURM job")
-    first_beat_s = time.monotonic() - submitted
-    assert beat.envelope.payload["step"] >= 0
+    first: dict[str, float] = {}
+    def all_kinds() -> bool:
+        msg = sub.recv(200)
+        if msg is not None and msg.envelope.payload.get("run_id") == run_id:
+            first.setdefault(msg.topic.split(".", 1)[0], time.monotonic() - submitted)
+        return set(first) >= {"hb", "metric", "artifact"}
+    wait_until(all_kinds, 60, message="heartbeats, metrics and artifacts from the worker "
+                                      f"in its SLURM job, over tcp + CURVE (seen {first})")
+    first_beat_s = first["hb"]
+    key_file = os.path.join(run_dir(sstack, run_id), curvekeys.RUN_KEY_FILE)
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600   # its key, owner-only
     run = wait_status(sstack, run_id, TERMINAL, timeout=120)
     assert run["status"] == "COMPLETED" and run["exit_code"] == 0, run
     job = job_of(sstack, run_id)
@@ -121,17 +104,6 @@ def test_an_outside_scancel_ends_slurm_cancelled(sstack: Stack, slurm: SlurmClus
     assert job["job_id"] in run["message"] and "scancel" in run["message"], run
 
 
-def test_a_slurm_time_limit_ends_time_limit(sstack: Stack, slurm: SlurmCluster) -> None:
-    # 10 s; slurmctld checks time limits about every 30 s
-    run_id = submit(sstack, "test-sleep", params={"seconds": 170},
-                    slurm={"time_limit": "0:10"})
-    job = job_of(sstack, run_id)
-    run = wait_status(sstack, run_id, TERMINAL, timeout=150)
-    assert (run["status"], run["cause"]) == ("FAILED", "time_limit"), run
-    assert "time limit" in run["message"] and job["job_id"] in run["message"], run
-    assert squeue_state(slurm, job["job_id"]) == "TIMEOUT"
-
-
 def test_a_run_cancelled_while_its_job_waits_in_slurm_ends_cancelled(
         sstack: Stack, slurm: SlurmCluster) -> None:
     both = submit(sstack, "test-sleep", gpus=2, params={"seconds": 120})
@@ -154,88 +126,6 @@ def test_a_run_cancelled_while_its_job_waits_in_slurm_ends_cancelled(
     assert not os.path.exists(os.path.join(run_dir(sstack, waiting), "worker.json"))
     client.call("request_cancel", {"run_id": both, "requested_by": "bob", "reason": "done"})
     assert wait_status(sstack, both, TERMINAL, timeout=60)["status"] == "CANCELLED"
-
-
-def test_a_dispatcher_killed_mid_run_adopts_its_job_which_completes(
-        sstack: Stack, slurm: SlurmCluster) -> None:
-    run_id = submit(sstack, "test-sleep", params={"seconds": 6})
-    wait_status(sstack, run_id, {"RUNNING"}, timeout=60)
-    job = job_of(sstack, run_id)
-    sstack.dispatcher.kill9()
-    sstack.start_dispatcher()   # its launcher finds the job by its tag and the folder
-    run = wait_status(sstack, run_id, TERMINAL, timeout=60)
-    assert run["status"] == "COMPLETED" and run["adoptions"] == 1, run
-    assert squeue_state(slurm, job["job_id"]) == "COMPLETED"
-
-
-def dispatcher_problem(sstack: Stack) -> str:
-    sub = sstack.subscriber("status.dispatcher", live=False)
-    msg = wait_until(lambda: sub.recv(200), 10, message="the dispatcher's status")
-    return str(msg.envelope.payload["counters"]["launcher_problem"])
-
-
-def test_a_run_lives_through_a_slurmctld_restart(sstack: Stack, slurm: SlurmCluster) -> None:
-    run_id = submit(sstack, "test-sleep", params={"seconds": 25})
-    wait_status(sstack, run_id, {"RUNNING"}, timeout=60)
-    job = job_of(sstack, run_id)
-    assert dispatcher_problem(sstack) == ""
-    slurm.kill_ctld(signal.SIGTERM)   # a restart: its state saved, then started again
-    # meanwhile the dispatcher says so in its status (trainer health's NOTE)
-    problem = wait_until(lambda: dispatcher_problem(sstack), 20,
-                         message="the dispatcher to report squeue failing")
-    assert problem.startswith("SLURM: squeue failing") and "squeue" in problem, problem
-    slurm.start_ctld()
-    wait_until(lambda: dispatcher_problem(sstack) == "", 20, message="the problem cleared")
-    assert wait_until(lambda: squeue_state(slurm, job["job_id"]), 20) == "RUNNING"
-    run = wait_status(sstack, run_id, TERMINAL, timeout=60)
-    assert run["status"] == "COMPLETED" and run["exit_code"] == 0, \
-        (run["cause"], run["message"], sstack.dispatcher.log()[-3000:])
-    assert wait_until(lambda: squeue_state(slurm, job["job_id"]), 20) == "COMPLETED"
-    assert sstack.dispatcher.alive()
-
-
-@pytest.mark.timeout(300)
-def test_a_job_lost_with_its_node_ends_node_failure_and_is_retried_once_slurmd_is_back(
-        sstack: Stack, slurm: SlurmCluster) -> None:
-    # the heartbeat timeout longer than SLURM takes to mark the node DOWN (about 3
-    # slurmd_timeout_s): SLURM's verdict, not the silence, ends the attempt
-    retry = {"max_attempts": 2, "on": ["node_failure"], "from_scratch": True}
-    run_id = submit(sstack, "test-sleep", retry=retry, heartbeat_timeout_s=150.0,
-                    params={"seconds": 170, "retry_seconds": 0.5})
-    wait_status(sstack, run_id, {"RUNNING"}, timeout=60)
-    job = job_of(sstack, run_id)
-    folder = run_dir(sstack, run_id)
-    worker = wait_until(lambda: read_json(os.path.join(folder, "worker.json")), 30,
-                        message="the worker's record")
-    slurm.kill_node(pids=(worker["shim_pid"],), pgids=(worker["pgid"],))
-    lost = time.monotonic()
-    client = sstack.client()
-    second = wait_until(lambda: (r := client.call("get_run", {"run_id": run_id})["run"])
-                        ["attempt"] == 2 and r, 20 * slurm.slurmd_timeout_s,
-                        message="SLURM to end the job NODE_FAIL and the run to be retried")
-    ended_s = time.monotonic() - lost
-    assert second["last_attempt_cause"] == "node_failure", second
-    assert squeue_state(slurm, job["job_id"]) == "NODE_FAIL"
-    assert slurm.node_state().startswith("down"), slurm.node_state()
-    # the retried attempt's job waits in SLURM for the node...
-    waiting = wait_until(lambda: (r := client.call("get_run", {"run_id": run_id})["run"])
-                         ["waiting_reason"] and r, 30, message="SLURM's pending reason")
-    assert waiting["status"] == "DISPATCHING" and \
-        waiting["waiting_reason"].startswith("SLURM: "), waiting
-    slurm.start_slurmd()   # ...which comes back: the job starts there and completes
-    run = wait_status(sstack, run_id, TERMINAL, timeout=90)
-    assert (run["status"], run["attempt"]) == ("COMPLETED", 2), run
-    assert seen_attempt(sstack, run_id) == 2
-    again = job_of(sstack, run_id)
-    assert again["job_id"] != job["job_id"], again
-    assert wait_until(lambda: squeue_state(slurm, again["job_id"]), 20) == "COMPLETED"
-    print(f"node lost -> attempt 1 ended node_failure: {ended_s:.1f} s "
-          f"(SlurmdTimeout={slurm.slurmd_timeout_s})")
-
-
-def seen_attempt(stack: Stack, run_id: str) -> int:
-    with open(os.path.join(run_dir(stack, run_id), "seen.json"), encoding="utf-8") as fh:
-        return int(json.load(fh)["attempt"])
 
 
 def test_twenty_one_gpu_runs_on_two_gres_gpus_never_overlap(sstack: Stack) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from core.digest import config_digest
 from core.errors import ValidationError
 from core.runconfig import RunConfig
 
@@ -19,6 +20,16 @@ def test_left_out_of_the_canonical_config_when_default() -> None:
     assert RunConfig.from_map(out) == cfg
 
 
+def test_a_field_at_its_default_is_left_out_so_older_sections_keep_their_digest() -> None:
+    older = RunConfig.from_map({"slurm": {"partition": "gpu"}})
+    assert older.to_map()["slurm"] == {"partition": "gpu"}
+    explicit = RunConfig.from_map({"slurm": {"partition": "gpu", "checkpoint_before_s": 120}})
+    assert config_digest(explicit.to_map()) == config_digest(older.to_map())
+    sooner = RunConfig.from_map({"slurm": {"partition": "gpu", "checkpoint_before_s": 300}})
+    assert sooner.to_map()["slurm"]["checkpoint_before_s"] == 300
+    assert RunConfig.from_map(sooner.to_map()) == sooner
+
+
 @pytest.mark.parametrize("data, field, words", [
     ({"launcher": "k8s"}, "launcher", "must be one of"),
     ({"slurm": []}, "slurm", "must be a map"),
@@ -28,6 +39,9 @@ def test_left_out_of_the_canonical_config_when_default() -> None:
     ({"slurm": {"time_limit": "soon"}}, "slurm.time_limit", "SLURM time"),
     ({"slurm": {"extra": {"output": "/etc/x"}}}, "slurm.extra.output", "not an allowed"),
     ({"slurm": {"extra": {"signal": "B:USR1"}}}, "slurm.extra.signal", "not an allowed"),
+    ({"slurm": {"checkpoint_before_s": -1}}, "slurm.checkpoint_before_s", "0-65535"),
+    ({"slurm": {"checkpoint_before_s": "2m"}}, "slurm.checkpoint_before_s", "integer"),
+    ({"slurm": {"checkpoint_before_s": True}}, "slurm.checkpoint_before_s", "integer"),
     ({"slurm": {"extra": {"mem": "1G; rm -rf /"}}}, "slurm.extra.mem", "command line"),
 ])
 def test_bad_values_name_the_field_and_why(data: dict, field: str, words: str) -> None:

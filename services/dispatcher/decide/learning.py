@@ -3,7 +3,7 @@ of each running attempt judged (decide/liveness.py, the rules as values), and wh
 verdict asks for: a FlagRun or ClearRunFlag to the registry and the flag's action.
 
     warn         the flag only (its event, a log line)
-    checkpoint   and SIGUSR1 to the worker: the SDK's checkpoint_requested
+    checkpoint   and SIGUSR2 to the worker: the SDK's checkpoint_requested
     stop         and SIGTERM, SIGKILL after cancel_grace_s: failed, cause not_learning
     kill         and SIGKILL at the next tick: failed, cause not_learning
 
@@ -82,7 +82,7 @@ def act(turn: Turn, run: RunRecord, verdicts: list[Verdict]) -> None:
         turn.log("warning", "run.flagged", run_id=run.run_id, rule=v.rule.value,
                  action=spec.action.value, evidence=v.evidence)
         if spec.action is Action.CHECKPOINT and run.pgid is not None:
-            turn.do(fx.Signal(run.pgid, Sig.USR1, run.run_id))
+            turn.do(fx.Signal(run.pgid, Sig.USR2, run.run_id))
         elif spec.action in (Action.STOP, Action.KILL):
             grace = run.config.cancel_grace_s if spec.action is Action.STOP else 0.0
             begin_stop(turn, run, f"not learning: {v.rule.value} ({_said(v)}); action "

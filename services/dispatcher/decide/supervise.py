@@ -28,7 +28,7 @@ class Outcome(str, enum.Enum):
 class Sig(str, enum.Enum):
     TERM = "TERM"
     KILL = "KILL"
-    USR1 = "USR1"     # a checkpoint asked for: to the worker alone, not its group
+    USR2 = "USR2"     # a checkpoint asked for: to the worker alone, not its group
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from services.dispatcher.shell.folders import has_exit_record, read_folder, writ
 from services.dispatcher.shell.launcher import LauncherGone, StartError
 
 GONE = "forkserver.gone"
-SIGNALS = {Sig.TERM: signal.SIGTERM, Sig.KILL: signal.SIGKILL, Sig.USR1: signal.SIGUSR1}
+SIGNALS = {Sig.TERM: signal.SIGTERM, Sig.KILL: signal.SIGKILL, Sig.USR2: signal.SIGUSR2}
 
 
 class ForkLauncher:
@@ -57,7 +57,7 @@ class ForkLauncher:
             raise LauncherGone(str(exc), GONE) from exc
 
     def signal(self, run_id: str, pgid: int, sig: Sig) -> None:
-        if sig is Sig.USR1:   # the worker (its group's leader) only: its children
+        if sig is Sig.USR2:   # the worker (its group's leader) only: its children
             procs.signal_process(pgid, SIGNALS[sig])   # would die of it
         else:
             procs.signal_group(pgid, SIGNALS[sig])

@@ -43,7 +43,7 @@ CAUSES: dict[str, tuple[TerminalCause, str]] = {
 }
 # The signals the batch step (slurmstep.py) forwards to its worker: sent to the batch
 # shell only (scancel --batch), so that its shim lives to write the exit record.
-FORWARD = {"TERM": "TERM", "KILL": "INT", "USR1": "USR1"}
+FORWARD = {"TERM": "TERM", "KILL": "INT", "USR2": "USR2"}
 
 
 def home_digest(home: str) -> str:
@@ -110,6 +110,9 @@ def sbatch_argv(tag: JobTag, run_dir: str, config: RunConfig) -> list[str]:
             argv.append(f"--{name}={getattr(opts, name)}")
     if opts.time_limit:
         argv.append(f"--time={opts.time_limit}")
+    if config.retry.max_attempts > 1 and opts.checkpoint_before_s:
+        # the batch step relays it to the worker alone: the SDK's checkpoint_requested
+        argv.append(f"--signal=B:USR2@{opts.checkpoint_before_s}")
     for name, value in sorted(opts.extra.items()):
         argv.append(f"--{name}={value}" if value else f"--{name}")
     return argv

@@ -220,12 +220,12 @@ def test_no_flag_while_the_bus_is_not_seen_working(d: Driver) -> None:
     assert not commands(effects, FlagRun)
 
 
-def test_action_checkpoint_sends_sigusr1_to_the_worker(d: Driver) -> None:
+def test_action_checkpoint_sends_sigusr2_to_the_worker(d: Driver) -> None:
     d.start("r1", **with_action("checkpoint"))
     beat(d, "r1", 10)
     effects = stalled(d, "r1")
     assert commands(effects, FlagRun)[0].action == "checkpoint"
-    assert [(s.pgid, s.sig) for s in of(effects, fx.Signal)] == [(100, Sig.USR1)]
+    assert [(s.pgid, s.sig) for s in of(effects, fx.Signal)] == [(100, Sig.USR2)]
     assert d.phase("r1") is Phase.RUNNING
 
 

@@ -4,7 +4,10 @@
   the checkpoint it takes (``run.take_checkpoint()``: a stateless worker resumes
   trivially, so a retried attempt of it completes) in ``seen.json``, sleeps
   ``seconds`` (default 0.2; a later attempt ``retry_seconds``, when given) in small
-  steps checking the stop flag, exits 0; with
+  steps checking the stop flag, writes and registers its checkpoint ``ckpt.bin`` (not
+  with ``stop_checkpoint: false``, when stopped), exits 0; a checkpoint asked for
+  (``run.checkpoint_requested``: SIGUSR2) is written at once as ``ckpt-asked-<attempt>.bin``
+  and registered; with
   ``child``, first starts a child in its process group that waits for a signal
   (its pid in ``child.pid``); with ``result_return``, its result.json's metrics are
   its steps, that return and a text; with ``escape``, one in a session of its own that
@@ -65,6 +68,12 @@ def _record_start(**more: object) -> None:
                    "pid": os.getpid(), **more}, fh)
 
 
+def _checkpoint(run: object, name: str) -> None:
+    with open(os.path.join(run.run_dir, name), "wb") as fh:  # type: ignore[attr-defined]
+        fh.write(b"x" * 10)
+    run.register_artifact(name, "checkpoint")  # type: ignore[attr-defined]
+
+
 def sleep() -> int:
     from core.errors import ValidationError
     from worker.sdk import Run
@@ -115,9 +124,11 @@ def sleep() -> int:
                 0.0, end - time.monotonic()))):
             step += 1
             run.progress(step=step)
-        with open(os.path.join(run.run_dir, "ckpt.bin"), "wb") as fh:
-            fh.write(b"x" * 10)
-        run.register_artifact("ckpt.bin", "checkpoint")
+            if run.checkpoint_requested:   # SIGUSR2: a liveness rule, SLURM's time limit
+                run.checkpoint_done()
+                _checkpoint(run, f"ckpt-asked-{run.attempt}.bin")
+        if not run.stop_requested or p.get("stop_checkpoint", True):
+            _checkpoint(run, "ckpt.bin")
         print("stopping" if run.stop_requested else "done", flush=True)
         if "result_return" in p:  # result.json's metrics: its steps and this return
             run.finish("completed", metrics={"steps": step, "return": p["result_return"],

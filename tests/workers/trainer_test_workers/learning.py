@@ -11,7 +11,7 @@ way, for the liveness rules (docs/SUPERVISION.md). Hyperparameters:
 - ``duration_s``: it finishes ``completed`` after this long (default 30), or on a stop;
 - in ``stall`` mode, ``stall.json`` in the run folder holds ``last_step_at``, the wall
   time of its last step before the stall (for the detection latency's benchmark);
-- a checkpoint asked for (``run.checkpoint_requested``: SIGUSR1) is written to
+- a checkpoint asked for (``run.checkpoint_requested``: SIGUSR2) is written to
   ``checkpoints/requested-<n>.json`` and registered as a ``checkpoint`` artifact.
 """
 

@@ -43,7 +43,22 @@ def test_sbatch_argv_carries_the_tag_resources_and_slurm_section() -> None:
                    "--time=1-02:00:00", "--mem-per-cpu=1G", "--nice=5", "--no-requeue"):
         assert option in argv, option
     bare = slurmcli.sbatch_argv(TAG, "/r", RunConfig())
-    assert not [a for a in bare if a.startswith(("--gres", "--mem", "--partition", "--time"))]
+    assert not [a for a in bare if a.startswith(("--gres", "--mem", "--partition", "--time",
+                                                 "--signal"))]
+
+
+def test_a_run_with_a_retry_policy_asks_for_usr2_before_its_time_limit() -> None:
+    """USR2 to the batch step (B:), not USR1 (NCCL's): the SDK checkpoints on it."""
+    retried = {"launcher": "slurm", "retry": {"max_attempts": 3, "on": ["time_limit"]},
+               "slurm": {"time_limit": "30"}}
+    argv = slurmcli.sbatch_argv(TAG, "/r", RunConfig.from_map(retried))
+    assert "--signal=B:USR2@120" in argv
+    sooner = {**retried, "slurm": {"time_limit": "30", "checkpoint_before_s": 600}}
+    assert "--signal=B:USR2@600" in slurmcli.sbatch_argv(TAG, "/r", RunConfig.from_map(sooner))
+    for config in ({**retried, "slurm": {"checkpoint_before_s": 0}},   # asked for none
+                   {"launcher": "slurm", "slurm": {"time_limit": "30"}}):   # one attempt
+        argv = slurmcli.sbatch_argv(TAG, "/r", RunConfig.from_map(config))
+        assert not [a for a in argv if a.startswith("--signal")], config
 
 
 def test_the_batch_script_execs_the_step_quoted() -> None:
