@@ -53,10 +53,16 @@ class RecordWaiting:
 
 @dataclass(frozen=True, slots=True)
 class RecordStarted:
+    """``launcher``: local | slurm ("": not said, a dispatcher from before it);
+    ``job_id``, ``job_gpus``: the attempt's SLURM job and the GPUs SLURM gave it."""
+
     run_id: str
     pid: int
     pid_start_time: float
     host: str = ""
+    launcher: str = ""
+    job_id: str = ""
+    job_gpus: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,8 +189,32 @@ def decide_started(state: Optional[RunState], cmd: RecordStarted) -> list[ev.Eve
     s = _require(state, cmd.run_id)
     if cmd.pid <= 0:
         raise ValidationError("pid", "must be positive")
+    _check_placement(cmd)
     return [ev.RunStarted(run_id=s.run_id, pid=cmd.pid, pid_start_time=cmd.pid_start_time,
-                          host=cmd.host, attempt=s.attempt)]
+                          host=cmd.host, attempt=s.attempt, launcher=cmd.launcher,
+                          job_id=cmd.job_id, job_gpus=cmd.job_gpus)]
+
+
+MAX_JOB_GPUS = 64
+
+
+def _check_placement(cmd: RecordStarted) -> None:
+    """The launcher's words on where the worker runs: a known launcher; a SLURM job id
+    (digits, as ``sbatch --parsable`` gives it) and GPU names only from SLURM's."""
+    if cmd.launcher not in ("", "local", "slurm"):
+        raise ValidationError("launcher", "must be 'local' or 'slurm' (or '': not said)")
+    if cmd.launcher != "slurm" and (cmd.job_id or cmd.job_gpus):
+        raise ValidationError("job_id" if cmd.job_id else "job_gpus",
+                              "is a SLURM job's: only with launcher 'slurm'")
+    if cmd.job_id and not (cmd.job_id.isascii() and cmd.job_id.isdigit()
+                           and len(cmd.job_id) <= 20):
+        raise ValidationError("job_id", "must be a SLURM job id (1-20 digits)")
+    if len(cmd.job_gpus) > MAX_JOB_GPUS:
+        raise ValidationError("job_gpus", f"must name at most {MAX_JOB_GPUS} GPUs")
+    for gpu in cmd.job_gpus:
+        if not gpu or len(gpu) > 64 or control_character(gpu) is not None:
+            raise ValidationError("job_gpus", f"{gpu[:64]!r} is not a GPU's name (1-64 "
+                                  "characters, no control characters)")
 
 
 def decide_adopted(state: Optional[RunState], cmd: RecordAdopted) -> list[ev.Event]:

@@ -121,8 +121,12 @@ class GpusClaimed(Event):
 @dataclass(frozen=True, slots=True)
 class RunStarted(Event):
     """The worker process runs (DISPATCHING -> RUNNING). Fields: run_id, pid,
-    pid_start_time (the process start time, to tell a reused pid apart), host, attempt
-    (1, 2, ...; v1 had none: 1)."""
+    pid_start_time (the process start time, to tell a reused pid apart), host (the
+    machine it runs on: a SLURM job's node), attempt (1, 2, ...; v1 had none: 1),
+    launcher (``local`` | ``slurm``), job_id (its SLURM job; "" locally), job_gpus (the
+    GPUs SLURM allocated the job on its node, as SLURM numbers them; () locally, where
+    the claimed ones are GpusClaimed's). The last three were added with defaults at v2
+    (no new version): absent from older payloads, read as "", "", () (not recorded)."""
 
     TYPE: ClassVar[str] = "RunStarted"
     SCHEMA_VERSION: ClassVar[int] = 2
@@ -130,6 +134,9 @@ class RunStarted(Event):
     pid_start_time: float
     host: str
     attempt: int = 1
+    launcher: str = ""
+    job_id: str = ""
+    job_gpus: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ RUN_COLUMNS: tuple[str, ...] = (
     "exit_code", "signal", "message", "cancel_requested_by", "cancel_reason",
     "artifact_count", "adoptions", "result", "cancel_requested_at", "attempt",
     "resume_from", "latest_checkpoint", "last_attempt_cause", "code_digest", "code",
-    "attempt_code", "experiment", "flags",
+    "attempt_code", "experiment", "flags", "launcher", "job_id", "job_gpus",
 )
 GPU_SLOT_COLUMNS: tuple[str, ...] = ("gpu_uuid", "run_id", "claimed_seq")
 ARTIFACT_COLUMNS: tuple[str, ...] = ("run_id", "path", "kind", "size", "meta", "seq",
@@ -79,7 +79,8 @@ def run_row(s: RunState) -> tuple[Any, ...]:
             s.adoptions, canonical_json(s.result) if s.result else None,
             s.cancel_requested_at, s.attempt, s.resume_from, s.latest_checkpoint,
             s.last_attempt_cause, s.code_digest, _map_json(s.code), _map_json(s.attempt_code),
-            s.experiment, canonical_json(list(s.flags)) if s.flags else None)
+            s.experiment, canonical_json(list(s.flags)) if s.flags else None,
+            s.launcher, s.job_id, _gpus_json(s.job_gpus))
 
 
 def _map_json(value: dict) -> Optional[str]:
@@ -106,8 +107,9 @@ def run_from_row(row: tuple[Any, ...]) -> RunState:
     d["result"] = json.loads(d["result"]) if d["result"] else {}  # NULL: none recorded
     d["attempt"] = d["attempt"] or 1
     for name in ("resume_from", "latest_checkpoint", "last_attempt_cause", "code_digest",
-                 "experiment"):
+                 "experiment", "launcher", "job_id"):
         d[name] = d[name] or ""
+    d["job_gpus"] = tuple(json.loads(d["job_gpus"])) if d["job_gpus"] else ()
     for name in ("code", "attempt_code"):
         d[name] = json.loads(d[name]) if d[name] else {}
     d["flags"] = tuple(json.loads(d["flags"])) if d["flags"] else ()
@@ -119,7 +121,7 @@ def run_view(s: RunState) -> dict[str, Any]:
     view = dict(zip(RUN_COLUMNS, run_row(s)))
     view.update(config=s.config, gpus=list(s.gpus), gpus_held=s.gpus_held,
                 result=dict(s.result), code=dict(s.code), attempt_code=dict(s.attempt_code),
-                flags=[dict(f) for f in s.flags])
+                flags=[dict(f) for f in s.flags], job_gpus=list(s.job_gpus))
     return view
 
 

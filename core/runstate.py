@@ -127,6 +127,12 @@ class RunState:
     # The liveness flags (docs/SUPERVISION.md), oldest first, the last MAX_FLAGS: maps
     # {rule, action, attempt, evidence, flagged_at, seq, cleared_at, cleared_evidence}.
     flags: tuple[dict, ...] = ()
+    # Where the attempt's worker was started (RunStarted): by which launcher ("local",
+    # "slurm"; "": not recorded, a log from before), its SLURM job and the GPUs SLURM
+    # gave that job on its node (`host`); "" and () locally and until it starts.
+    launcher: str = ""
+    job_id: str = ""
+    job_gpus: tuple[str, ...] = ()
 
     @property
     def standing_flags(self) -> frozenset[str]:
@@ -202,7 +208,9 @@ _CHANGES = {
     "GpusClaimed": lambda s, e, at: {"gpus": tuple(e.gpu_uuids), "gpus_held": True,
                                      "waiting_reason": ""},
     "RunStarted": lambda s, e, at: {"pid": e.pid, "pid_start_time": e.pid_start_time,
-                                    "host": e.host, "started_at": at, "waiting_reason": ""},
+                                    "host": e.host, "started_at": at, "waiting_reason": "",
+                                    "launcher": e.launcher, "job_id": e.job_id,
+                                    "job_gpus": tuple(e.job_gpus)},
     "RunAdopted": lambda s, e, at: {"pid": e.pid, "adoptions": s.adoptions + 1},
     "CancelRequested": lambda s, e, at: {"cancel_requested_by": e.requested_by,
                                          "cancel_reason": e.reason,
@@ -238,7 +246,8 @@ _CHANGES = {
 def _next_attempt(attempt: int, resume_from: str) -> dict[str, Any]:
     """A run back in the queue for ``attempt``: what the last attempt held is gone."""
     return {"attempt": attempt, "resume_from": resume_from, "pid": None,
-            "pid_start_time": None, "host": "", "started_at": None, "waiting_reason": ""}
+            "pid_start_time": None, "host": "", "started_at": None, "waiting_reason": "",
+            "launcher": "", "job_id": "", "job_gpus": ()}
 
 
 MAX_FLAGS = 50   # the flags a run keeps (its newest)

@@ -63,8 +63,9 @@ def upcast(type_name: str, version: int, payload: dict[str, Any]) -> dict[str, A
     return payload
 
 
-_TUPLE_FIELDS = {"GpusClaimed": "gpu_uuids", "GpusReleased": "gpu_uuids", "EnvAdded": "sys_path",
-                 "ExperimentCancelled": "runs", "ExperimentRerun": "runs"}
+_TUPLE_FIELDS = {"GpusClaimed": ("gpu_uuids",), "GpusReleased": ("gpu_uuids",),
+                 "EnvAdded": ("sys_path",), "ExperimentCancelled": ("runs",),
+                 "ExperimentRerun": ("runs",), "RunStarted": ("job_gpus",)}
 
 
 def load_event(type_name: str, version: int, payload: Any, trusted: bool = False) -> DomainEvent:
@@ -78,10 +79,10 @@ def load_event(type_name: str, version: int, payload: Any, trusted: bool = False
     if cls is None or version != cls.SCHEMA_VERSION:
         payload = upcast(type_name, version, payload)
     if trusted and cls is not None:
-        field = _TUPLE_FIELDS.get(type_name)
-        if field is not None:
-            payload = {**payload, field: tuple(payload[field])}
+        names = _TUPLE_FIELDS.get(type_name)
         try:
+            if names is not None:
+                payload = {**payload, **{n: tuple(payload[n]) for n in names if n in payload}}
             return cls(**payload)
         except TypeError:
             pass  # not what this version expects: the strict path names the field

@@ -34,6 +34,15 @@ def job_record(environ: dict[str, str]) -> dict[str, Any]:
             "cuda_visible_devices": environ.get("CUDA_VISIBLE_DEVICES", "")}
 
 
+def placement(record: dict[str, Any]) -> dict[str, Any]:
+    """A job record (``job_record``, read back) as the run's RunStarted fields: host
+    (the node), job_id, job_gpus (SLURM_JOB_GPUS "0,1" as ("0", "1"))."""
+    gpus = record.get("gpus")
+    return {"host": str(record.get("node") or "?"), "job_id": str(record.get("job_id") or ""),
+            "job_gpus": tuple(g.strip() for g in gpus.split(",") if g.strip())
+            if isinstance(gpus, str) else ()}
+
+
 def worker_env(env: dict[str, str], gpus: int, environ: dict[str, str]) -> dict[str, str]:
     """The worker's environment: the launcher's, with SLURM's job variables and the
     GPUs SLURM allocated (its CUDA_VISIBLE_DEVICES; "" for a run without GPUs)."""

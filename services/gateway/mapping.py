@@ -123,7 +123,9 @@ class Mapper:
             last_attempt_cause=self.cause.to_wire(view.get("last_attempt_cause") or None),
             code_digest=str(view.get("code_digest") or ""),
             code_json=_compact(view.get("code")), attempt_code_json=_compact(
-                view.get("attempt_code")), experiment=str(view.get("experiment") or ""))
+                view.get("attempt_code")), experiment=str(view.get("experiment") or ""),
+            launcher=str(view.get("launcher") or ""), job_id=str(view.get("job_id") or ""),
+            job_gpus=[str(g) for g in _list(view.get("job_gpus"))])
         for name in ("exit_code", "signal", "pid"):
             value = view.get(name)
             if isinstance(value, int) and not isinstance(value, bool):

@@ -155,6 +155,18 @@ def _m013_run_flags(db: sqlite_utils.Database) -> None:
         db.execute("ALTER TABLE runs ADD COLUMN flags TEXT")
 
 
+def _m014_run_launcher(db: sqlite_utils.Database) -> None:
+    """runs.launcher, job_id, job_gpus: which launcher started the attempt's worker,
+    its SLURM job and the GPUs SLURM gave it (RunStarted v3). Not recorded before:
+    "", "" and [] (a rebuild of the old RunStarted events says the same)."""
+    cols = {r[1] for r in db.execute("PRAGMA table_info(runs)").fetchall()}
+    for name, sql in (("launcher", "TEXT NOT NULL DEFAULT ''"),
+                      ("job_id", "TEXT NOT NULL DEFAULT ''"),
+                      ("job_gpus", "TEXT NOT NULL DEFAULT '[]'")):
+        if name not in cols:
+            db.execute(f"ALTER TABLE runs ADD COLUMN {name} {sql}")
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_events", _m001_events),
     ("002_projections", _m002_projections),
@@ -169,6 +181,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("011_envs", _m011_envs),
     ("012_experiments", _m012_experiments),
     ("013_run_flags", _m013_run_flags),
+    ("014_run_launcher", _m014_run_launcher),
 ]
 
 

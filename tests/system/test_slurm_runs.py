@@ -11,6 +11,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 import time
 
 import pytest
@@ -18,9 +19,9 @@ import pytest
 from bus import curvekeys
 from bus.codec import MessageType
 from services.dispatcher.spawner import read_json
-from tests.helpers import wait_until
-from tests.system.dispatch_helpers import (TERMINAL, run_dir, submit,
-                                           wait_status)
+from tests.helpers import REPO, wait_until
+from tests.system.dispatch_helpers import TERMINAL, run_dir, submit, wait_status
+from tests.system.gateway import Gateway
 from tests.system.slurmcluster import SlurmCluster
 from tests.system.slurmjobs import job_of, squeue_state
 from tests.system.stack import Stack
@@ -67,7 +68,47 @@ def test_a_one_gpu_run_sees_its_gres_device(sstack: Stack, slurm: SlurmCluster) 
     job = job_of(sstack, run_id)
     assert seen["cuda"] in ("0", "1") and seen["cuda"] == job["cuda_visible_devices"], seen
     assert job["gpus"] == seen["cuda"]   # SLURM_JOB_GPUS: the device SLURM allocated
-    assert run["host"] == f"{slurm.host} (SLURM job {job['job_id']}, GPUs {seen['cuda']})"
+    assert (run["host"], run["launcher"], run["job_id"], run["job_gpus"]) == \
+        (slurm.host, "slurm", job["job_id"], [seen["cuda"]])
+
+
+def slurm_jobs_named(slurm: SlurmCluster, run_id: str) -> list[list[str]]:
+    """[job id, node, state] of every job SLURM ran for the run (its job name), as
+    squeue lists them (finished ones too: MinJobAge is 300 s)."""
+    out = slurm.client(["squeue", "-h", "-t", "all", "--name", f"trainer.{run_id}",
+                        "-o", "%i|%N|%T"])
+    return [line.split("|") for line in out.split()]
+
+
+def test_the_run_records_the_job_slurm_ran_and_a_local_run_none(
+        sstack: Stack, slurm: SlurmCluster) -> None:
+    gw = Gateway(sstack).start()
+    try:
+        c = gw.client()
+        on_slurm = submit(sstack, "test-sleep", gpus=1, params={"seconds": 0.2})
+        local = submit(sstack, "test-sleep", seed=1, launcher="local",
+                       params={"seconds": 0.2})
+        for run_id in (on_slurm, local):
+            assert wait_status(sstack, run_id, TERMINAL, timeout=60)["status"] == "COMPLETED"
+        rec = c.get(on_slurm)
+        (job,) = wait_until(lambda: (j := slurm_jobs_named(slurm, on_slurm)) and
+                            j[0][2] == "COMPLETED" and j, 10, message="its job COMPLETED")
+        assert (rec.launcher, rec.job_id, rec.host) == ("slurm", job[0], job[1]), rec
+        worker_saw = read_json(os.path.join(run_dir(sstack, on_slurm), "seen.json"))
+        assert list(rec.job_gpus) == [worker_saw["cuda"]] and not rec.gpus, rec
+        loc = c.get(local)
+        assert (loc.launcher, loc.job_id, list(loc.job_gpus)) == ("local", "", []), loc
+        assert loc.host == os.uname().nodename and not slurm_jobs_named(slurm, local)
+        shown = subprocess.run([sys.executable, "-m", "trainer.cli.main", "show", on_slurm],
+                               env=gw.env, cwd=REPO, capture_output=True, text=True,
+                               timeout=60)
+        assert shown.returncode == 0, shown.stderr
+        lines = {line.split(None, 1)[0]: line.split(None, 1)[1]
+                 for line in shown.stdout.splitlines()[:30] if len(line.split(None, 1)) == 2}
+        assert lines["host"] == job[1], shown.stdout
+        assert lines["launcher"] == f"slurm job {job[0]}, GPUs {rec.job_gpus[0]}", shown.stdout
+    finally:
+        gw.close()
 
 
 def test_an_impossible_request_fails_at_once_with_sbatch_s_words(sstack: Stack) -> None:

@@ -128,7 +128,24 @@ def run_row(run: pb.RunRecord, now: float) -> list[str]:
         prog = "100%"
     return [run.run_id, short(clean(cfg.get("name") or "-"), NAME_WIDTH), status,
             cfg.get("worker", "-"), cfg.get("env", "-"), prog, ret,
-            ",".join(gpu_tail(g) for g in run.gpus) or "-", age(now - run.submitted_at.seconds)]
+            gpus_text(run), age(now - run.submitted_at.seconds)]
+
+
+def gpus_text(run: pb.RunRecord) -> str:
+    """`ls`'s GPUs: the tails of the claimed UUIDs, or the GPUs SLURM gave the run's
+    job, as SLURM numbers them on its node (``slurm:0,1``)."""
+    if run.gpus:
+        return ",".join(gpu_tail(g) for g in run.gpus)
+    return "slurm:" + ",".join(clean(g) for g in run.job_gpus) if run.job_gpus else "-"
+
+
+def launcher_text(run: pb.RunRecord) -> str:
+    """`show`'s launcher line: ``local``, ``slurm job 12, GPUs 0,1`` (SLURM's numbers,
+    on the run's host); ``-`` before its worker started (or not recorded)."""
+    if run.launcher != "slurm":
+        return run.launcher or "-"
+    gpus = ",".join(run.job_gpus) or "none"
+    return f"slurm job {run.job_id or '?'}, GPUs {gpus}"
 
 
 FLAG_MARK = "⚑"   # a standing liveness flag, in `ls` (docs/SUPERVISION.md)

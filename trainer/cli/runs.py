@@ -205,6 +205,7 @@ def show(run_id: str) -> None:
         ("resources", fmt.resources_text(cfg)),
         ("priority", run.priority), ("gpus", ", ".join(run.gpus) or "-"),
         ("pid", run.pid if run.HasField("pid") else "-"), ("host", run.host or "-"),
+        ("launcher", fmt.launcher_text(run)),
         ("submitted", f"{fmt.when(run.submitted_at)} by {run.submitted_by}"),
         ("started", fmt.when(run.started_at)), ("finished", fmt.when(run.finished_at)),
         ("progress", f"{step:,}/{budget:,} steps, {sps:,.0f} steps/s, return {ret}"),

@@ -125,7 +125,7 @@ class RunFlag(_message.Message):
     def __init__(self, rule: _Optional[str] = ..., action: _Optional[str] = ..., flagged_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cleared_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., evidence: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., cleared_evidence: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., seq: _Optional[int] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class RunRecord(_message.Message):
-    __slots__ = ("run_id", "status", "cause", "exit_code", "signal", "waiting_reason", "gpus", "pid", "submitted_at", "started_at", "finished_at", "updated_at", "last_heartbeat", "artifact_count", "last_seq", "config_json", "priority", "cancel_requested_by", "cancel_reason", "message", "digest", "submitted_by", "host", "gpus_held", "name", "tags", "submitted_seq", "attempt", "max_attempts", "resume_from", "last_attempt_cause", "code_digest", "code_json", "attempt_code_json", "experiment", "flags")
+    __slots__ = ("run_id", "status", "cause", "exit_code", "signal", "waiting_reason", "gpus", "pid", "submitted_at", "started_at", "finished_at", "updated_at", "last_heartbeat", "artifact_count", "last_seq", "config_json", "priority", "cancel_requested_by", "cancel_reason", "message", "digest", "submitted_by", "host", "gpus_held", "name", "tags", "submitted_seq", "attempt", "max_attempts", "resume_from", "last_attempt_cause", "code_digest", "code_json", "attempt_code_json", "experiment", "flags", "launcher", "job_id", "job_gpus")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     CAUSE_FIELD_NUMBER: _ClassVar[int]
@@ -162,6 +162,9 @@ class RunRecord(_message.Message):
     ATTEMPT_CODE_JSON_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
     FLAGS_FIELD_NUMBER: _ClassVar[int]
+    LAUNCHER_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_GPUS_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     status: RunStatus
     cause: TerminalCause
@@ -198,7 +201,10 @@ class RunRecord(_message.Message):
     attempt_code_json: str
     experiment: str
     flags: _containers.RepeatedCompositeFieldContainer[RunFlag]
-    def __init__(self, run_id: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., cause: _Optional[_Union[TerminalCause, str]] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., waiting_reason: _Optional[str] = ..., gpus: _Optional[_Iterable[str]] = ..., pid: _Optional[int] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., artifact_count: _Optional[int] = ..., last_seq: _Optional[int] = ..., config_json: _Optional[str] = ..., priority: _Optional[int] = ..., cancel_requested_by: _Optional[str] = ..., cancel_reason: _Optional[str] = ..., message: _Optional[str] = ..., digest: _Optional[str] = ..., submitted_by: _Optional[str] = ..., host: _Optional[str] = ..., gpus_held: _Optional[bool] = ..., name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., submitted_seq: _Optional[int] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., resume_from: _Optional[str] = ..., last_attempt_cause: _Optional[_Union[TerminalCause, str]] = ..., code_digest: _Optional[str] = ..., code_json: _Optional[str] = ..., attempt_code_json: _Optional[str] = ..., experiment: _Optional[str] = ..., flags: _Optional[_Iterable[_Union[RunFlag, _Mapping]]] = ...) -> None: ...
+    launcher: str
+    job_id: str
+    job_gpus: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, run_id: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., cause: _Optional[_Union[TerminalCause, str]] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., waiting_reason: _Optional[str] = ..., gpus: _Optional[_Iterable[str]] = ..., pid: _Optional[int] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., artifact_count: _Optional[int] = ..., last_seq: _Optional[int] = ..., config_json: _Optional[str] = ..., priority: _Optional[int] = ..., cancel_requested_by: _Optional[str] = ..., cancel_reason: _Optional[str] = ..., message: _Optional[str] = ..., digest: _Optional[str] = ..., submitted_by: _Optional[str] = ..., host: _Optional[str] = ..., gpus_held: _Optional[bool] = ..., name: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., submitted_seq: _Optional[int] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., resume_from: _Optional[str] = ..., last_attempt_cause: _Optional[_Union[TerminalCause, str]] = ..., code_digest: _Optional[str] = ..., code_json: _Optional[str] = ..., attempt_code_json: _Optional[str] = ..., experiment: _Optional[str] = ..., flags: _Optional[_Iterable[_Union[RunFlag, _Mapping]]] = ..., launcher: _Optional[str] = ..., job_id: _Optional[str] = ..., job_gpus: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SubmitRunRequest(_message.Message):
     __slots__ = ("config", "config_json", "submitted_by", "request_id")

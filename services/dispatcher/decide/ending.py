@@ -47,8 +47,10 @@ def on_folder(turn: Turn, run: RunRecord, folder: FolderRead) -> None:
         turn.call(CallFor.WAITING, RecordWaiting(run.run_id, folder.waiting), run.run_id,
                   folder.waiting)
     if run.phase is Phase.STARTING and folder.worker is not None:
-        if folder.host and folder.host != run.host:   # (a SLURM job's node)
-            run = turn.put(run.changed(host=folder.host))
+        if folder.host and (folder.host, folder.job_id, folder.job_gpus) != \
+                (run.host, run.job_id, run.job_gpus):   # (a SLURM job's node)
+            run = turn.put(run.changed(host=folder.host, job_id=folder.job_id,
+                                       job_gpus=folder.job_gpus))
         run = note_worker(turn, run, folder.worker, Move.WORKER_SEEN)
     record = folder.exit
     if record is None and not shim_gone(run, folder):

@@ -189,9 +189,12 @@ class FolderRead:
     ended_message: str = ""
     # Why the attempt waits in the back end's queue ("SLURM: Resources"; "": it does not)
     waiting: str = ""
-    # Where its worker runs as the launcher tells it ("node (SLURM job 12, GPUs 0)";
-    # "": the dispatcher's host): RunStarted's host
+    # Where its worker runs as the launcher tells it (a SLURM job's node; "": the
+    # dispatcher's host), and its SLURM job with the GPUs SLURM gave it ("", ():
+    # none): RunStarted's host, job_id and job_gpus
     host: str = ""
+    job_id: str = ""
+    job_gpus: tuple[str, ...] = ()
 
     def stale_attempt(self, attempt: int) -> Optional[int]:
         """The attempt of a worker or exit record here that is not ``attempt``'s (None

@@ -63,8 +63,11 @@ def send_started(turn: Turn, run: RunRecord) -> None:
     """RecordStarted (again, after a not-applied answer): the run's end waits for it."""
     if run.pid is None or turn.in_flight(CallFor.STARTED, run.run_id):
         return
-    turn.call(CallFor.STARTED, RecordStarted(run.run_id, run.pid, run.pid_start_time or 0.0,
-                                             run.host or turn.state.config.host), run.run_id)
+    config = turn.state.config
+    turn.call(CallFor.STARTED, RecordStarted(
+        run.run_id, run.pid, run.pid_start_time or 0.0, run.host or config.host,
+        launcher="slurm" if run.job_id or config.on_slurm(run.config) else "local",
+        job_id=run.job_id, job_gpus=run.job_gpus), run.run_id)
 
 
 def note_worker(turn: Turn, run: RunRecord, worker: WorkerRecord, move: Move) -> RunRecord:

@@ -69,6 +69,8 @@ class RunRecord:
     cores: tuple[int, ...] = ()    # the CPUs its worker is pinned to (() = not pinned)
     python: str = ""               # the interpreter of its python_env ("": the dispatcher's)
     host: str = ""                 # where its worker runs, as its launcher says ("": ours)
+    job_id: str = ""               # ... its SLURM job ("": none)
+    job_gpus: tuple[str, ...] = () # ... and the GPUs SLURM gave that job
     python_error: str = ""         # why that interpreter cannot be had (the claim's answer)
     experiment: str = ""           # the experiment it was created as a cell of ("": none)
     # A cell heard before its experiment's ExperimentSubmitted (which follows its cells'

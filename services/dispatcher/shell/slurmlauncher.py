@@ -76,7 +76,7 @@ class SlurmLauncher:
         self._jobs: dict[str, JobState] = {}     # run id -> its latest job seen
         self._told: set[str] = set()             # job ids whose end was told
         self._ended: list[ShimEnded] = []
-        self._where: dict[tuple[str, str], str] = {}   # (run, job) -> where it runs
+        self._where: dict[tuple[str, str], dict[str, Any]] = {}  # (run, job) -> where
         self._held: list[ShimEnded] = []         # statuses held back (hold_status)
         self.hold_status = False                 # tests: tell ends before statuses
         self._worked = False
@@ -198,26 +198,26 @@ class SlurmLauncher:
                 job.reason not in ("", "None") else ""
             return replace(read, exit=None, shim_alive=True, waiting=waiting,
                            group_alive=False, processes=frozenset(),
-                           host=self._placed(run_id, job) if read.worker else "")
+                           **(self._placed(run_id, job) if read.worker else {}))
         if read.worker is not None:
-            read = replace(read, host=self._placed(run_id, job))
+            read = replace(read, **self._placed(run_id, job))
         cause = slurmcli.CAUSES.get(job.state)
         if cause is not None and not job.active:
             return replace(read, ended_by=cause[0].value,
                            ended_message=f"{cause[1]} (job {job.job_id}, {job.state})")
         return read
 
-    def _placed(self, run_id: str, job: JobState) -> str:
-        """Where SLURM placed the job, as its batch step recorded it: "node (SLURM job
-        12, GPUs 0,1)"; "" until it did. Read once per job."""
+    def _placed(self, run_id: str, job: JobState) -> dict[str, Any]:
+        """Where SLURM placed the job, as its batch step recorded it: the read's host
+        (the node), job_id and job_gpus (SLURM_JOB_GPUS: "0,1" -> ("0", "1")); {} until
+        it did. Read once per job."""
         key = (run_id, job.job_id)
         if key not in self._where:
             data = read_json(os.path.join(self.run_dir(run_id), slurmstep.JOB_FILE)) or {}
             if data.get("job_id") != job.job_id:
-                return ""
-            gpus = data.get("gpus") or "none"
+                return {}
             self._where = {k: v for k, v in self._where.items() if k[0] != run_id}
-            self._where[key] = f"{data.get('node', '?')} (SLURM job {job.job_id}, GPUs {gpus})"
+            self._where[key] = slurmstep.placement(data)
         return self._where[key]
 
     def exited(self, run_id: str) -> bool:

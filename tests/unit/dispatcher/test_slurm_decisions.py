@@ -110,12 +110,27 @@ def test_the_node_slurm_placed_the_worker_on_is_the_run_s_host(d: Driver) -> Non
     from core.commands import RecordStarted
     from tests.unit.dispatcher.driver import worker
     d.settle(d.submit("r1", **SLURM))
-    effects = d.feed(folder("r1", worker=worker(42), host="n7 (SLURM job 12, GPUs 0)"))
+    effects = d.feed(folder("r1", worker=worker(42), host="n7", job_id="12",
+                            job_gpus=("0", "1")))
     (started,) = commands(effects, RecordStarted)
-    assert started.host == "n7 (SLURM job 12, GPUs 0)"
+    assert (started.host, started.launcher, started.job_id, started.job_gpus) == \
+        ("n7", "slurm", "12", ("0", "1"))
     d.settle(d.submit("r2"))
     (local,) = commands(d.feed(folder("r2", worker=worker(43))), RecordStarted)
-    assert local.host == "host-1"
+    assert (local.host, local.launcher, local.job_id, local.job_gpus) == \
+        ("host-1", "local", "", ())
+
+
+def test_a_record_started_sent_again_keeps_the_job(d: Driver) -> None:
+    from core.commands import RecordStarted
+    from services.dispatcher.decide.inputs import ReplyKind
+    from tests.unit.dispatcher.driver import worker
+    d.settle(d.submit("r1", **SLURM))
+    effects = d.feed(folder("r1", worker=worker(42), host="n7", job_id="12"))
+    (first,) = commands(effects, RecordStarted)
+    d.answer(effects, ReplyKind.NOT_APPLIED)   # (a full disk: sent again at the sweep)
+    again = [c for _ in range(150) for c in commands(d.tick(0.02), RecordStarted)]
+    assert again and all(c == first for c in again), again
 
 
 def test_a_run_whose_job_waits_in_slurm_is_read_at_full_sweeps_not_every_tick(

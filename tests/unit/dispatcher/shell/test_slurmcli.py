@@ -151,3 +151,15 @@ def test_the_step_gives_its_worker_the_gpus_slurm_allocated_and_none_otherwise()
     assert slurmstep.worker_env({}, 0, environ)["CUDA_VISIBLE_DEVICES"] == ""
     assert slurmstep.job_record(environ) == {"job_id": "5", "node": "n1", "gpus": "1",
                                              "cuda_visible_devices": "1"}
+
+
+def test_the_job_record_read_back_is_the_run_s_node_job_and_gpus() -> None:
+    record = slurmstep.job_record({"SLURM_JOB_ID": "12", "SLURM_JOB_GPUS": "0,1",
+                                   "SLURMD_NODENAME": "n7"})
+    assert slurmstep.placement(record) == {"host": "n7", "job_id": "12",
+                                           "job_gpus": ("0", "1")}
+    # a job without GPUs; a record without a node (the step's own host name is there)
+    assert slurmstep.placement({"job_id": "13", "node": "n8", "gpus": ""})["job_gpus"] == ()
+    assert slurmstep.placement({"job_id": "14"}) == {"host": "?", "job_id": "14",
+                                                     "job_gpus": ()}
+    assert slurmstep.placement({"job_id": "15", "node": "n", "gpus": 3})["job_gpus"] == ()
