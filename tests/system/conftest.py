@@ -3,7 +3,8 @@
 2 fake GPUs), ``gateway`` (a gateway process in front of ``stack``), ``system`` (the
 whole system under supervisord, driven through the `trainer` command),
 ``slurm_cluster`` / ``slurm`` (a single-node SLURM cluster), ``sstack`` (bus + registry +
-dispatcher whose runs go to that cluster), ``pstack`` (a dispatcher with as many CPU slots as this machine lets it use, so
+dispatcher whose runs go to that cluster), ``slurm_accounting`` / ``astack`` (the same
+with a cluster that keeps accounting: sacct answers), ``pstack`` (a dispatcher with as many CPU slots as this machine lets it use, so
 that runs are pinned), ``launcher_harness`` and ``launcher`` (each launcher implementation in turn, for the
 launcher contract suite). The classes they build are helpers, imported by name:
 tests/system/stack.py, gateway.py, supervised.py, launchers.py."""
@@ -11,7 +12,7 @@ tests/system/stack.py, gateway.py, supervised.py, launchers.py."""
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 import zmq
@@ -21,7 +22,7 @@ from tests.helpers import free_port, wait_until
 from tests.system.dispatch_helpers import running_stack
 from services.dispatcher.shell.launcher import Launcher
 from tests.system.gateway import Gateway
-from tests.system import slurmcluster
+from tests.system import slurmcluster, slurmdb
 from tests.system.launchers import HARNESSES, LauncherHarness
 from tests.system.slurmcluster import SlurmCluster
 from tests.system.stack import Stack
@@ -100,19 +101,54 @@ def slurm(slurm_cluster: SlurmCluster) -> Iterator[SlurmCluster]:
     slurm_cluster.clean()
 
 
+@pytest.fixture(scope="session")
+def slurm_accounting_cluster() -> Iterator[SlurmCluster]:
+    """A second single-node cluster, keeping accounting in a MariaDB + slurmdbd of its
+    own (tests/system/slurmdb.py: sacct answers; MinJobAge 2 s); skipped, in one line
+    saying how to install them, where they are not installed."""
+    why = slurmcluster.missing() or slurmdb.missing()
+    if why:
+        pytest.skip(why)
+    cluster = SlurmCluster(accounting=True).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture
-def sstack(service_env: dict[str, str], ctx: zmq.Context,
-           slurm: SlurmCluster) -> Iterator[Stack]:
-    """bus + registry + dispatcher whose runs go to the test cluster by default; the
-    bus on tcp with CURVE, as for compute nodes on other hosts (docs/SLURM.md): each
-    worker reports with the client key its run folder carries."""
-    env = {**service_env, "SLURM_CONF": slurm.conf, "TRAINER_LAUNCHER": "slurm",
+def slurm_accounting(slurm_accounting_cluster: SlurmCluster) -> Iterator[SlurmCluster]:
+    yield slurm_accounting_cluster
+    slurm_accounting_cluster.clean()
+
+
+def _slurm_stack(service_env: dict[str, str], ctx: zmq.Context,
+                 cluster: SlurmCluster) -> Any:
+    """bus + registry + dispatcher whose runs go to ``cluster`` by default; the bus on
+    tcp with CURVE, as for compute nodes on other hosts (docs/SLURM.md): each worker
+    reports with the client key its run folder carries."""
+    env = {**service_env, "SLURM_CONF": cluster.conf, "TRAINER_LAUNCHER": "slurm",
            "TRAINER_CPU_SLOTS": "1", "TRAINER_STATUS_INTERVAL": "0.5",
            "TRAINER_BUS_PUB": f"tcp://127.0.0.1:{free_port()}",
            "TRAINER_BUS_SUB": f"tcp://127.0.0.1:{free_port()}", "TRAINER_BUS_CURVE": "1"}
-    with running_stack(env, ctx, lambda _: wait_until(
-            lambda: not slurm.jobs(), 30,
-            message="no job of the test left running or pending in squeue")) as s:
+    return running_stack(env, ctx, lambda _: wait_until(
+        lambda: not cluster.jobs(), 30,
+        message="no job of the test left running or pending in squeue"))
+
+
+@pytest.fixture
+def sstack(service_env: dict[str, str], ctx: zmq.Context,
+           slurm: SlurmCluster) -> Iterator[Stack]:
+    """A stack on the SLURM test cluster (``_slurm_stack``)."""
+    with _slurm_stack(service_env, ctx, slurm) as s:
+        yield s
+
+
+@pytest.fixture
+def astack(service_env: dict[str, str], ctx: zmq.Context,
+           slurm_accounting: SlurmCluster) -> Iterator[Stack]:
+    """A stack on the SLURM test cluster with accounting."""
+    with _slurm_stack(service_env, ctx, slurm_accounting) as s:
         yield s
 
 

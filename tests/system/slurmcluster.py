@@ -21,6 +21,7 @@ from typing import Optional
 
 from services.dispatcher.procs import process_start_time
 from tests.helpers import wait_until
+from tests.system.slurmdb import AccountingDb, slurm_conf_lines
 
 INSTALL = ("apt-get install -y --no-install-recommends slurmctld slurmd slurm-client "
            "munge (as root; .ci/run does it)")
@@ -63,11 +64,10 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
-AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
+{accounting}JobAcctGatherType=jobacct_gather/none
 ReturnToService=2
 SlurmdTimeout={slurmd_timeout}
-MinJobAge=300
+MinJobAge={min_job_age}
 KillWait={kill_wait}
 SchedulerParameters=batch_sched_delay=0
 GresTypes=gpu
@@ -77,11 +77,13 @@ PreemptMode=CANCEL
 PartitionName=ci Nodes=ALL Default=YES MaxTime=INFINITE State=UP PriorityTier=1
 PartitionName={urgent} Nodes=ALL MaxTime=INFINITE State=UP PriorityTier=2 PreemptMode=OFF
 """
+NO_ACCOUNTING = "AccountingStorageType=accounting_storage/none\n"
 URGENT = "urgent"   # a partition whose jobs preempt the ci partition's (PREEMPTED)
 
 
 class SlurmCluster:
-    def __init__(self, kill_wait_s: int = 5, slurmd_timeout_s: int = 10) -> None:
+    def __init__(self, kill_wait_s: int = 5, slurmd_timeout_s: int = 10,
+                 accounting: bool = False) -> None:
         self.dir = tempfile.mkdtemp(prefix="slurm-ci-")
         self.host = socket.gethostname().split(".")[0]
         self.conf = os.path.join(self.dir, "slurm.conf")
@@ -89,6 +91,11 @@ class SlurmCluster:
         self.kill_wait_s = kill_wait_s
         self.slurmd_timeout_s = slurmd_timeout_s   # a node silent this long is DOWN
         self.started_s = 0.0
+        # with accounting (slurmdb.py: MariaDB and slurmdbd), sacct answers, and a
+        # finished job leaves squeue within seconds (MinJobAge=2, not 300)
+        self.db = AccountingDb(self.dir, self.env, free_port(), free_port()) \
+            if accounting else None
+        self.min_job_age_s = 2 if accounting else 300
         self._pids: list[tuple[int, Optional[float]]] = []
 
     # --- start ----------------------------------------------------------------------
@@ -108,6 +115,10 @@ class SlurmCluster:
             fh.write(CONF.format(host=self.host, d=d, ctld_port=free_port(),
                                  slurmd_port=free_port(), cpus=os.cpu_count() or 1,
                                  kill_wait=self.kill_wait_s, urgent=URGENT,
+                                 min_job_age=self.min_job_age_s,
+                                 accounting=slurm_conf_lines(self.db.dbd_port,
+                                                             f"{d}/munge/sock")
+                                 if self.db else NO_ACCOUNTING,
                                  slurmd_timeout=self.slurmd_timeout_s))
         with open(os.path.join(d, "gres.conf"), "w", encoding="utf-8") as fh:
             fh.write(f"NodeName={self.host} Name=gpu File={d}/dev/nvidia[0-1]\n")
@@ -115,6 +126,10 @@ class SlurmCluster:
                    f"--pid-file={d}/munge/pid", f"--log-file={d}/log/munged.log",
                    f"--seed-file={d}/munge/seed", "--force"])
         self._remember(f"{d}/munge/pid")
+        if self.db is not None:
+            self.db.start("ci")
+            for name in self.db.PID_FILES:
+                self._remember(os.path.join(d, name))
         self.start_ctld()
         self.start_slurmd()
         self.started_s = time.monotonic() - t0

@@ -17,7 +17,7 @@ from core.slurmoptions import SLURM
 from services.dispatcher.decide.inputs import FolderRead, KillRecord, ShimEnded
 from services.dispatcher.decide.supervise import Sig
 from services.dispatcher.shell.launcher import Launcher
-from services.dispatcher.shell.slurmlauncher import JOB_FILE
+from services.dispatcher.shell.slurmsubmit import JOB_FILE
 
 
 class RoutedLauncher:

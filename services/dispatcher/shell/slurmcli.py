@@ -15,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from typing import Optional
 
 from core.events import TerminalCause
@@ -201,3 +202,46 @@ def end_status(state: str) -> int:
     """A finished job as its shim's exit status for ShimEnded: 0 (the shim exited 0:
     its exit record is written, or its worker exited 0) only for COMPLETED."""
     return 0 if state == "COMPLETED" else 1
+
+
+# --- sacct: the jobs squeue and scontrol forgot (MinJobAge), where accounting is on ---
+SACCT_FORMAT = "JobIDRaw,JobName,State,ExitCode,Reason"
+NO_ACCOUNTING = "accounting_storage/none"
+
+
+def config_argv() -> list[str]:
+    return ["scontrol", "show", "config"]
+
+
+def accounting_on(config_text: str) -> bool:
+    """``scontrol show config``'s AccountingStorageType names a store (slurmdbd)."""
+    for line in config_text.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "AccountingStorageType":
+            return value.strip() not in ("", NO_ACCOUNTING)
+    return False
+
+
+def sacct_argv(job_ids: list[str], since: float) -> list[str]:
+    """One query for the jobs ``job_ids``, allocations only, since ``since`` (epoch
+    seconds; sacct without --starttime looks at today only)."""
+    start = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(max(0.0, since)))
+    return ["sacct", "--noheader", "--parsable2", "--allocations", f"--starttime={start}",
+            f"--jobs={','.join(job_ids)}", f"--format={SACCT_FORMAT}"]
+
+
+def parse_sacct(stdout: str, jobs: dict[str, JobState]) -> dict[str, JobState]:
+    """sacct's answer for ``jobs`` (by job id): each one's final state, where sacct
+    has the job under our job's name (job ids start again at 1 when slurmctld loses
+    its state: an id alone is not our job). ``CANCELLED by 1000`` is CANCELLED."""
+    out: dict[str, JobState] = {}
+    for line in stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != 5:
+            continue
+        job_id, name, state, _exit_code, reason = (p.strip() for p in parts)
+        job = jobs.get(job_id)
+        if job is None or name != job.tag.name or not state:
+            continue
+        out[job_id] = replace(job, state=state.split()[0], reason=reason)
+    return out

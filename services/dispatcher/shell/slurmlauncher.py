@@ -9,7 +9,8 @@ run fails ``spawn_error`` with its message), never a hang.
              ``sbatch --parsable``; the job id recorded beside it
     watch    a thread: one ``squeue`` of all the user's jobs per poll interval,
              whatever their number; our jobs are told by their comment. A job that
-             finished (or left squeue) is a ShimEnded, its status 0 only if COMPLETED
+             finished is a ShimEnded, its status 0 only if COMPLETED; one gone from
+             squeue is looked up in scontrol and sacct (slurmhistory.py)
     observe  the run folder, as locally (the folder is shared with the nodes; the
              shim's lock and its records say), plus what SLURM says: a job pending
              or running counts as its shim at work (its exit record held back until
@@ -20,13 +21,12 @@ run fails ``spawn_error`` with its message), never a hang.
     kill     the run's processes here, then ``scancel`` of its job
 
 A restarted dispatcher's launcher finds its jobs in its first squeue (their comment
-carries the run id, the attempt and the installation's digest) and in each run
-folder's slurm.json.
+carries the run id, the attempt and the installation's digest), the others by each
+run folder's slurm.json (slurmsubmit.py) in sacct.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import sys
@@ -37,19 +37,18 @@ from typing import Any, Optional
 
 from core.runconfig import RunConfig
 from core.settings import Settings
-from runtime.atomicfile import atomic_file
 from services.dispatcher import launch, procs, slurmstep
 from services.dispatcher.spawner import read_json
 from services.dispatcher.decide.inputs import FolderRead, KillRecord, ShimEnded
 from services.dispatcher.decide.supervise import Sig
-from services.dispatcher.shell import slurmcli
+from services.dispatcher.shell import slurmcli, slurmsubmit
 from services.dispatcher.shell.folders import has_exit_record, read_folder, write_kill_record
 from services.dispatcher.shell.launcher import LauncherGone, StartError
 from services.dispatcher.shell.slurmcli import JobState, JobTag
+from services.dispatcher.shell.slurmhistory import JobHistory
 from services.dispatcher.shell.slurmtools import CALL_TIMEOUT_S, SlurmError, run_tool
 
 GONE = "slurm.gone"
-JOB_FILE = "slurm.json"        # the submission: token, attempt, job id
 POLL_S = 1.0
 QUERY_TIMEOUT_S = 5.0          # one squeue (against a dead slurmctld it retries ~9 s)
 GONE_AFTER_S = 60.0            # squeue failing this long (after it worked): LauncherGone
@@ -86,6 +85,9 @@ class SlurmLauncher:
         self.polls = 0
         self._stop = threading.Event()
         self._poll_now = threading.Event()
+        self.history = JobHistory(self.env, query_timeout_s, log)
+        self._recall: dict[str, tuple[JobState, float]] = {}  # run -> (its job, submitted)
+        self._recalled: set[str] = set()   # runs whose job SLURM no longer lists, asked
         self.poll()   # the jobs of a restarted dispatcher known before its first observe
         self._thread = threading.Thread(target=self._watch, name="slurm-watch", daemon=True)
         self._thread.start()
@@ -109,10 +111,8 @@ class SlurmLauncher:
                 self.settings, {"run_id": run_id, "config": config.to_map()}, [],
                 attempt, resume_from, python)
             tag = JobTag(self.home, run_id, attempt, secrets.token_hex(8))
-            self._write(path, slurmstep.STEP_FILE,
-                        {"argv": argv, "env": env, "gpus": config.resources.gpus})
-            self._write(path, JOB_FILE, {"token": tag.token, "attempt": attempt,
-                                         "job_id": "", "submitted_at": time.time()})
+            slurmsubmit.write_step(path, argv, env, config.resources.gpus)
+            slurmsubmit.write_submission(path, tag.token, attempt)
         except (launch.UnknownWorker, OSError) as exc:
             raise StartError(str(exc)) from exc
         self.forget(run_id)
@@ -125,8 +125,7 @@ class SlurmLauncher:
         except (SlurmError, ValueError) as exc:
             raise StartError(f"SLURM did not take the job: {exc}") from exc
         try:
-            self._write(path, JOB_FILE, {"token": tag.token, "attempt": attempt,
-                                         "job_id": job_id, "submitted_at": time.time()})
+            slurmsubmit.write_submission(path, tag.token, attempt, job_id)
         except OSError as exc:   # it is tagged: found again by its comment
             self._log("warning", "slurm.job_unrecorded", run_id=run_id, job_id=job_id,
                       reason=str(exc))
@@ -134,20 +133,14 @@ class SlurmLauncher:
             self._jobs[run_id] = JobState(job_id, "PENDING", "", tag)
         self._log("info", "slurm.submitted", run_id=run_id, attempt=attempt, job_id=job_id)
 
-    def _write(self, path: str, name: str, data: dict[str, Any]) -> None:
-        with atomic_file(os.path.join(path, name), durable=False) as fh:
-            json.dump(data, fh)
-        os.chmod(os.path.join(path, name), 0o600)
-
     def job_id(self, run_id: str) -> str:
         """The run's latest job: as last seen, else as its folder records it."""
         with self._lock:
             job = self._jobs.get(run_id)
         if job is not None:
             return job.job_id
-        data = read_json(os.path.join(self.run_dir(run_id), JOB_FILE)) or {}
-        value = data.get("job_id")
-        return value if isinstance(value, str) and value.isdigit() else ""
+        sub = slurmsubmit.read_submission(self.run_dir(run_id))
+        return sub.job_id if sub is not None else ""
 
     # --- signals ----------------------------------------------------------------------
     def signal(self, run_id: str, pgid: int, sig: Sig) -> None:
@@ -182,10 +175,15 @@ class SlurmLauncher:
         read = read_folder(run_id, self.run_dir(run_id), held=job is not None and job.active)
         if job is None:
             if not self._worked and read.exit is None and not read.shim_alive and \
-                    os.path.exists(os.path.join(self.run_dir(run_id), JOB_FILE)):
+                    slurmsubmit.submitted(self.run_dir(run_id)):
                 # submitted, and SLURM never answered us yet: its job may be queued
                 # there (starting the run again could run it twice)
                 return replace(read, shim_alive=True)
+            if self._worked and self._must_recall(run_id):
+                # its job is not in squeue (a dispatcher down past MinJobAge): its end
+                # is asked of scontrol and sacct at the next poll, the folder held back
+                return replace(read, exit=None, shim_alive=True, group_alive=False,
+                               processes=frozenset())
             return read
         if job.active:
             # Queued or starting in SLURM (its shim on its way), or ending: its exit
@@ -206,6 +204,24 @@ class SlurmLauncher:
             return replace(read, ended_by=cause[0].value,
                            ended_message=f"{cause[1]} (job {job.job_id}, {job.state})")
         return read
+
+    def _must_recall(self, run_id: str) -> bool:
+        """Is the run's job (its slurm.json) still to be looked up? Registers it."""
+        with self._lock:
+            if run_id in self._recalled:
+                return False
+            if run_id in self._recall:
+                return True
+        sub = slurmsubmit.read_submission(self.run_dir(run_id))
+        if sub is None or not sub.job_id:
+            with self._lock:
+                self._recalled.add(run_id)   # no job SLURM took: nothing to ask
+            return False
+        job = JobState(sub.job_id, "", "", JobTag(self.home, run_id, sub.attempt, sub.token))
+        with self._lock:
+            self._recall[run_id] = (job, sub.submitted_at)
+        self._poll_now.set()
+        return True
 
     def _placed(self, run_id: str, job: JobState) -> dict[str, Any]:
         """Where SLURM placed the job, as its batch step recorded it: the read's host
@@ -250,6 +266,8 @@ class SlurmLauncher:
             self._where = {k: v for k, v in self._where.items() if k[0] != run_id}
             self._ended = [e for e in self._ended if e.run_id != run_id]
             self._held = [e for e in self._held if e.run_id != run_id]
+            self._recall.pop(run_id, None)
+            self._recalled.discard(run_id)
 
     def knows(self, run_id: str) -> bool:
         with self._lock:
@@ -307,19 +325,15 @@ class SlurmLauncher:
             return
         self._worked, self._failures, self._failing_since = True, 0, None
         listed = slurmcli.parse_squeue(out, self.home)
-        with self._lock:
-            vanished = [j for j in self._jobs.values()
-                        if j.job_id not in listed and j.job_id not in self._told]
-        for job in vanished:   # its last state, while scontrol still knows it
-            final = self._final_state(job)
-            if final is not None:
-                listed[job.job_id] = final
+        later = self._look_up_gone(listed)
         news = False
         with self._lock:
             latest = slurmcli.latest_by_run(listed)
             for run_id, job in list(self._jobs.items()):
-                if job.job_id not in listed and job.job_id not in self._told:
-                    # gone from squeue (MinJobAge) before we saw it end
+                if job.job_id not in listed and job.job_id not in self._told and \
+                        job.job_id not in later:
+                    # gone from squeue (MinJobAge) before we saw it end, and every
+                    # source silent about it
                     self._told.add(job.job_id)
                     status = 0 if self.exited(run_id) else 1
                     news |= self._tell(ShimEnded(run_id, status))
@@ -344,19 +358,33 @@ class SlurmLauncher:
             except (BlockingIOError, OSError):
                 pass   # full (news is waiting already) or closed
 
-    def _final_state(self, job: JobState) -> Optional[JobState]:
-        """A job squeue no longer lists, as ``scontrol show job -o`` shows it (None
-        when it is gone from there too, or SLURM does not answer)."""
-        try:
-            line = run_tool(slurmcli.scontrol_argv(job.job_id), self.env,
-                            self.query_timeout_s)
-        except SlurmError:
-            return None
-        fields = slurmcli.parse_scontrol(line)
-        state = fields.get("JobState", "")
-        if not state or fields.get("JobId") != job.job_id:
-            return None
-        return replace(job, state=state, reason=fields.get("Reason", ""))
+    def _look_up_gone(self, listed: dict[str, JobState]) -> set[str]:
+        """The jobs squeue no longer lists (seen before, or a restarted dispatcher's
+        recalled ones) looked up (slurmhistory.py): those found added to ``listed``;
+        the ids to ask again at the next poll returned."""
+        with self._lock:
+            vanished = [j for j in self._jobs.values()
+                        if j.job_id not in listed and j.job_id not in self._told]
+            recall = {run: entry for run, entry in self._recall.items()
+                      if entry[0].job_id not in listed}
+            for run in set(self._recall) - set(recall):   # listed after all
+                del self._recall[run]
+                self._recalled.add(run)
+        if not vanished and not recall:
+            return set()
+        since = min([submitted for _, submitted in recall.values()] or [0.0])
+        lookup = self.history.final_states(vanished + [job for job, _ in recall.values()],
+                                           since, {j.job_id for j in vanished})
+        listed.update(lookup.found)
+        with self._lock:
+            for run, (job, _) in recall.items():
+                if job.job_id not in lookup.later:
+                    self._recall.pop(run, None)
+                    self._recalled.add(run)
+                    self._log("info", "slurm.job_recalled", run_id=run, job_id=job.job_id,
+                              state=lookup.found[job.job_id].state
+                              if job.job_id in lookup.found else None)
+        return lookup.later
 
     def _tell(self, ended: ShimEnded) -> bool:
         if self.hold_status:

@@ -3,6 +3,8 @@ batch step's environment (services/dispatcher/slurmstep.py): pure functions."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from core.runconfig import RETRYABLE_CAUSES, RunConfig
@@ -163,3 +165,31 @@ def test_the_job_record_read_back_is_the_run_s_node_job_and_gpus() -> None:
     assert slurmstep.placement({"job_id": "14"}) == {"host": "?", "job_id": "14",
                                                      "job_gpus": ()}
     assert slurmstep.placement({"job_id": "15", "node": "n", "gpus": 3})["job_gpus"] == ()
+
+
+def test_accounting_is_on_where_scontrol_show_config_names_a_store() -> None:
+    text = ("Configuration data as of 2026-12-08T01:00:00\nAccountingStorageHost   = "
+            "127.0.0.1\nAccountingStorageType   = accounting_storage/slurmdbd\n")
+    assert slurmcli.accounting_on(text)
+    assert not slurmcli.accounting_on("AccountingStorageType   = accounting_storage/none\n")
+    assert not slurmcli.accounting_on("ClusterName = ci\n")   # not said: not assumed
+
+
+def test_sacct_argv_is_one_query_with_a_start_time() -> None:
+    argv = slurmcli.sacct_argv(["12", "7"], since=0.0)
+    assert argv[0] == "sacct" and "--jobs=12,7" in argv and "--allocations" in argv
+    assert "--parsable2" in argv and "--noheader" in argv
+    start = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(0))
+    assert [a for a in argv if a.startswith("--starttime=")] == [f"--starttime={start}"]
+
+
+def test_sacct_lines_of_our_jobs_only_by_id_and_name() -> None:
+    ours = {"12": slurmcli.JobState("12", "", "", TAG),
+            "13": slurmcli.JobState("13", "", "", TAG)}
+    out = ("12|trainer.r0ac8|CANCELLED by 0|0:15|None\n"
+           "13|someone.else|COMPLETED|0:0|None\n"      # id 13 reused by another job
+           "14|trainer.r0ac8|COMPLETED|0:0|None\n"     # not asked for
+           "garbage line\n")
+    got = slurmcli.parse_sacct(out, ours)
+    assert list(got) == ["12"] and got["12"].state == "CANCELLED", got
+    assert got["12"].tag == TAG and got["12"].job_id == "12"
