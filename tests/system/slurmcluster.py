@@ -135,6 +135,16 @@ class SlurmCluster:
         self.started_s = time.monotonic() - t0
         return self
 
+    def stop_accounting(self) -> None:
+        """slurmdbd stopped: sacct fails (``start_accounting`` brings it back)."""
+        assert self.db is not None, "a cluster without accounting"
+        self.db.stop_dbd()
+
+    def start_accounting(self) -> None:
+        assert self.db is not None, "a cluster without accounting"
+        self.db.start_dbd()
+        self._remember(os.path.join(self.dir, "dbd.pid"))
+
     def start_slurmd(self) -> None:
         """slurmd (again, after kill_node), and wait until its node is idle (a node
         SLURM marked DOWN for not responding returns to service when its slurmd

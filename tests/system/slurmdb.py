@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 
 from tests.helpers import wait_until
@@ -80,9 +81,24 @@ class AccountingDb:
             fh.write(DBD_CONF.format(d=d, dbd_port=self.dbd_port, db_port=self.db_port,
                                      user=USER, password=PASSWORD))
         os.chmod(conf, 0o600)   # slurmdbd refuses a conf others can read
-        self._run(["slurmdbd"])
+        self.start_dbd()
         wait_until(lambda: self._sacctmgr(["add", "cluster", cluster_name]), 30,
                    message="slurmdbd to register the test cluster")
+
+    def start_dbd(self) -> None:
+        """slurmdbd (again, after stop_dbd): it daemonizes, its pid in dbd.pid."""
+        self._run(["slurmdbd"])
+        wait_until(lambda: self._sacctmgr(["list", "cluster"]), 30,
+                   message="slurmdbd to answer")
+
+    def stop_dbd(self) -> None:
+        """slurmdbd stopped (SIGTERM, waited for): sacct fails until start_dbd."""
+        pidfile = os.path.join(self.dir, "dbd.pid")
+        with open(pidfile, encoding="ascii") as fh:
+            pid = int(fh.read().strip())
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 20,
+                   message="slurmdbd to exit")
 
     def _sacctmgr(self, args: list[str]) -> bool:
         done = subprocess.run(["sacctmgr", "-i", *args], env=self.env, capture_output=True,

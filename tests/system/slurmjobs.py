@@ -22,3 +22,10 @@ def job_of(stack: Stack, run_id: str) -> dict:
 def squeue_state(slurm: SlurmCluster, job_id: str) -> str:
     out = slurm.client(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"])
     return out.strip()
+
+
+def dispatcher_problem(sstack: Stack) -> str:
+    """The dispatcher's ``launcher_problem`` (its status message; "" when none)."""
+    sub = sstack.subscriber("status.dispatcher", live=False)
+    msg = wait_until(lambda: sub.recv(200), 10, message="the dispatcher's status")
+    return str(msg.envelope.payload["counters"]["launcher_problem"])

@@ -16,7 +16,7 @@ import pytest
 from tests.helpers import wait_until
 from tests.system.dispatch_helpers import TERMINAL, run_dir, submit, wait_status
 from tests.system.slurmcluster import SlurmCluster
-from tests.system.slurmjobs import job_of
+from tests.system.slurmjobs import dispatcher_problem, job_of
 from tests.system.stack import Stack
 
 pytestmark = pytest.mark.timeout(180)
@@ -72,3 +72,32 @@ def test_a_job_that_completed_while_the_dispatcher_was_down_completes(
     astack.start_dispatcher()
     run = wait_status(astack, run_id, TERMINAL, timeout=60)
     assert (run["status"], run["exit_code"]) == ("COMPLETED", 0), run
+
+
+def test_while_sacct_fails_the_run_waits_for_its_answer_and_health_says_why(
+        astack: Stack, slurm_accounting: SlurmCluster) -> None:
+    """A failing sacct (slurmdbd away) is not silence: the run's end waits for it, the
+    dispatcher's launcher_problem says so, and once slurmdbd is back the run ends as
+    SLURM says."""
+    slurm = slurm_accounting
+    run_id = submit(astack, "test-sleep", params={"seconds": 170})
+    wait_status(astack, run_id, {"RUNNING"}, timeout=60)
+    job = job_of(astack, run_id)
+    astack.dispatcher.kill9()
+    subprocess.run(["scancel", job["job_id"]], env=slurm.env, check=True, timeout=15)
+    wait_until(lambda: not slurm.client(["squeue", "-h", "-t", "all", "-j", job["job_id"],
+                                         "-o", "%T"]).strip(), 90,
+               message=f"job {job['job_id']} to leave squeue (MinJobAge)")
+    assert _sacct_state(slurm, job["job_id"]) == "CANCELLED"
+    slurm.stop_accounting()
+    try:
+        astack.start_dispatcher()
+        problem = wait_until(lambda: (p := dispatcher_problem(astack)) and "sacct" in p
+                             and p, 30, message="sacct's failure in launcher_problem")
+        assert "sacct failing" in problem and "1 job(s)" in problem, problem
+        assert wait_status(astack, run_id, {"RUNNING"}, timeout=5)["status"] == "RUNNING"
+    finally:
+        slurm.start_accounting()
+    run = wait_status(astack, run_id, TERMINAL, timeout=60)
+    assert (run["status"], run["cause"]) == ("FAILED", "slurm_cancelled"), run
+    wait_until(lambda: dispatcher_problem(astack) == "", 20, message="the problem cleared")

@@ -17,7 +17,7 @@ from services.dispatcher.spawner import read_json
 from tests.helpers import wait_until
 from tests.system.dispatch_helpers import TERMINAL, run_dir, seen, submit, wait_status
 from tests.system.slurmcluster import SlurmCluster
-from tests.system.slurmjobs import job_of, squeue_state
+from tests.system.slurmjobs import dispatcher_problem, job_of, squeue_state
 from tests.system.stack import Stack
 
 pytestmark = pytest.mark.timeout(180)
@@ -78,12 +78,6 @@ def test_a_dispatcher_killed_mid_run_adopts_its_job_which_completes(
     run = wait_status(sstack, run_id, TERMINAL, timeout=60)
     assert run["status"] == "COMPLETED" and run["adoptions"] == 1, run
     assert squeue_state(slurm, job["job_id"]) == "COMPLETED"
-
-
-def dispatcher_problem(sstack: Stack) -> str:
-    sub = sstack.subscriber("status.dispatcher", live=False)
-    msg = wait_until(lambda: sub.recv(200), 10, message="the dispatcher's status")
-    return str(msg.envelope.payload["counters"]["launcher_problem"])
 
 
 def test_a_run_lives_through_a_slurmctld_restart(sstack: Stack, slurm: SlurmCluster) -> None:

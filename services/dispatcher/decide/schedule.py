@@ -43,8 +43,18 @@ def schedule(turn: Turn) -> None:
                    sum(r.cpu_slots for r in held), s.config.max_runs, len(held),
                    per_experiment)
     queued = {r.run_id: r for r in s.in_phase(Phase.QUEUED) if not r.awaits_spec}
-    for run in [r for r in queued.values() if s.config.on_slurm(r.config)]:
+    for run in sorted((r for r in queued.values() if s.config.on_slurm(r.config)),
+                      key=lambda r: r.submitted_seq):
         del queued[run.run_id]
+        # ... within its experiment's max_concurrent, which counts its SLURM jobs too
+        limit = run.pending(s.experiments).max_concurrent
+        if limit and per_experiment.get(run.experiment, 0) >= limit:
+            why = f"experiment {run.experiment} runs its limit of {limit} at once"
+            if run.waiting_reason != why and not turn.in_flight(CallFor.WAITING, run.run_id):
+                turn.call(CallFor.WAITING, RecordWaiting(run.run_id, why), run.run_id, why)
+            continue
+        if run.experiment:
+            per_experiment[run.experiment] = per_experiment.get(run.experiment, 0) + 1
         turn.move(run, Move.CLAIM_SENT, gpus=())
         turn.call(CallFor.CLAIM, ClaimGpus(run.run_id, (), SOURCE, s.inventory.uuids),
                   run.run_id)

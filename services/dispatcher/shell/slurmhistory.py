@@ -45,7 +45,17 @@ class JobHistory:
         self.patience_s = patience_s
         self._accounting: Optional[bool] = None    # None: not known yet
         self._failing_since: dict[str, float] = {}  # job id -> first sacct failure
+        self.last_error = ""
         self.sacct_calls = 0
+
+    def problem(self) -> str:
+        """While sacct fails for jobs whose end it is asked: what and since when (the
+        dispatcher's ``launcher_problem``, shown by ``trainer health``); "" otherwise."""
+        if not self._failing_since:
+            return ""
+        since = min(self._failing_since.values())
+        return (f"SLURM: sacct failing for {time.monotonic() - since:.0f}s "
+                f"({len(self._failing_since)} job(s) to end): {self.last_error}")
 
     def accounting(self) -> bool:
         """Does the cluster keep accounting (sacct answers)? Asked once; a failing
@@ -85,9 +95,14 @@ class JobHistory:
                             self.env, self.timeout_s)
         except SlurmError as exc:
             now = time.monotonic()
+            self.last_error = str(exc)
             for job_id in by_id:
                 first = self._failing_since.setdefault(job_id, now)
-                (out.silent if now - first >= self.patience_s else out.later).add(job_id)
+                if now - first >= self.patience_s:
+                    out.silent.add(job_id)
+                    del self._failing_since[job_id]   # given up: no problem any more
+                else:
+                    out.later.add(job_id)
             self._log("warning", "slurm.sacct_failed", jobs=len(by_id), reason=str(exc),
                       given_up=len(out.silent))
             return out

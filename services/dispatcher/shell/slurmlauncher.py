@@ -286,10 +286,10 @@ class SlurmLauncher:
 
     def problem(self) -> str:
         since = self._failing_since
-        if since is None:
-            return ""
-        return (f"SLURM: squeue failing for {time.monotonic() - since:.0f}s "
-                f"({self._failures} times): {self.last_error}")
+        squeue = "" if since is None else (
+            f"SLURM: squeue failing for {time.monotonic() - since:.0f}s "
+            f"({self._failures} times): {self.last_error}")
+        return "; ".join(p for p in (squeue, self.history.problem()) if p)
 
     def close(self) -> None:
         self._stop.set()

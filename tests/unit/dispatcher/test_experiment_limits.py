@@ -242,3 +242,15 @@ def test_experiment_inputs_wait_for_the_registry() -> None:
     d = Driver()
     assert d.feed(obs.ExperimentRevised(1, ExperimentLimits("noise", 1, None))) == []
     assert not d.state.experiments and of(d.log, fx.Query) == []
+
+
+def test_an_experiment_s_limit_counts_its_slurm_runs_too(d: Driver) -> None:
+    """SLURM places and queues the cells, but no more than max_concurrent of them are
+    submitted at once: the rest wait here (a polite use of a shared cluster)."""
+    effects = cells(d, "a", "b", "c", launcher="slurm", resources={"gpus": 4})
+    assert claimed(effects) == ["a", "b"]
+    assert waiting(effects) == {"c": CAPPED}
+    d.settle(effects)
+    running(d, "a", 101)
+    effects = end(d, "a", 101)
+    assert claimed(effects) == ["c"]
