@@ -100,7 +100,7 @@ def run(quick: bool = False) -> list[Row]:
         return [Row("slurm: submit -> worker start", "ms", None, None, "-", None,
                     f"skipped: {why}")]
     cluster = slurmcluster.SlurmCluster().start()
-    runs, count = (4, 10) if quick else (10, 40)
+    runs, count = (4, 10) if quick else (10, 100)
     try:
         counter = _squeue_counter(cluster.dir)
         env = {"SLURM_CONF": cluster.conf, "TRAINER_CPU_SLOTS": "2",

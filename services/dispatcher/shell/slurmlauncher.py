@@ -9,7 +9,8 @@ run fails ``spawn_error`` with its message), never a hang.
              ``sbatch --parsable``; the job id recorded beside it
     watch    a thread: one ``squeue`` of all the user's jobs per poll interval,
              whatever their number; our jobs are told by their comment. A job that
-             finished (or left squeue) is a ShimEnded, its status 0 only if COMPLETED
+             finished (or left squeue) is a ShimEnded, its status 0 only if COMPLETED;
+             one whose state or waiting reason changed is ``moved`` (read it now)
     observe  the run folder, as locally (the folder is shared with the nodes; the
              shim's lock and its records say), plus what SLURM says: a job pending
              or running counts as its shim at work (its exit record held back until
@@ -76,6 +77,7 @@ class SlurmLauncher:
         self._jobs: dict[str, JobState] = {}     # run id -> its latest job seen
         self._told: set[str] = set()             # job ids whose end was told
         self._ended: list[ShimEnded] = []
+        self._moved: set[str] = set()            # runs whose job's state or reason changed
         self._where: dict[tuple[str, str], str] = {}   # (run, job) -> where it runs
         self._held: list[ShimEnded] = []         # statuses held back (hold_status)
         self.hold_status = False                 # tests: tell ends before statuses
@@ -241,6 +243,11 @@ class SlurmLauncher:
                 self._held = []
         return out
 
+    def moved(self) -> list[str]:
+        with self._lock:
+            out, self._moved = sorted(self._moved), set()
+        return out
+
     def processes_of(self, pgids: frozenset[int]) -> frozenset[int]:
         return frozenset(procs.group_members(set(pgids)))
 
@@ -249,6 +256,7 @@ class SlurmLauncher:
             self._jobs.pop(run_id, None)
             self._where = {k: v for k, v in self._where.items() if k[0] != run_id}
             self._ended = [e for e in self._ended if e.run_id != run_id]
+            self._moved.discard(run_id)
             self._held = [e for e in self._held if e.run_id != run_id]
 
     def knows(self, run_id: str) -> bool:
@@ -295,6 +303,8 @@ class SlurmLauncher:
     def poll(self) -> None:
         """One squeue for every job; the ends it shows told (wake_fd made readable)."""
         self.polls += 1
+        with self._lock:   # a job submitted while squeue runs may be missing from it
+            asked = {j.job_id for j in self._jobs.values()}
         try:
             out = run_tool(slurmcli.squeue_argv(), self.env, self.query_timeout_s)
         except SlurmError as exc:
@@ -308,8 +318,8 @@ class SlurmLauncher:
         self._worked, self._failures, self._failing_since = True, 0, None
         listed = slurmcli.parse_squeue(out, self.home)
         with self._lock:
-            vanished = [j for j in self._jobs.values()
-                        if j.job_id not in listed and j.job_id not in self._told]
+            vanished = [j for j in self._jobs.values() if j.job_id in asked
+                        and j.job_id not in listed and j.job_id not in self._told]
         for job in vanished:   # its last state, while scontrol still knows it
             final = self._final_state(job)
             if final is not None:
@@ -318,9 +328,12 @@ class SlurmLauncher:
         with self._lock:
             latest = slurmcli.latest_by_run(listed)
             for run_id, job in list(self._jobs.items()):
-                if job.job_id not in listed and job.job_id not in self._told:
-                    # gone from squeue (MinJobAge) before we saw it end
+                if job.job_id in asked and job.job_id not in listed and \
+                        job.job_id not in self._told:
+                    # gone from squeue (MinJobAge) before we saw it end: its state is
+                    # unknown (not active: its folder alone tells its end)
                     self._told.add(job.job_id)
+                    self._jobs[run_id] = replace(job, state="", reason="")
                     status = 0 if self.exited(run_id) else 1
                     news |= self._tell(ShimEnded(run_id, status))
             for run_id, job in latest.items():
@@ -334,6 +347,10 @@ class SlurmLauncher:
                     self._log("info", "slurm.job_state", run_id=run_id, job_id=job.job_id,
                               attempt=job.tag.attempt, state=job.state,
                               reason=job.reason or None)
+                if job.active and (known is None or (known.state, known.reason) !=
+                                   (job.state, job.reason)):
+                    self._moved.add(run_id)   # what observe says of it changed: read it
+                    news = True
                 if not job.active and job.job_id not in self._told:
                     self._told.add(job.job_id)
                     news |= self._tell(ShimEnded(run_id, slurmcli.end_status(job.state)))
