@@ -190,16 +190,18 @@ def _member(index: frozenset[str], run_id: str, member: bool) -> frozenset[str]:
     return index | {run_id} if member else index - {run_id}
 
 
-def _indexed(state: "DispatcherState", run_id: str,
-             record: Optional[RunRecord]) -> dict[str, frozenset[str]]:
-    """The state's run indexes (``starting``, ``backlogged``, ``past_queue``) with
-    ``run_id``'s record now ``record`` (None: gone)."""
-    backlogged = record is not None and record.backlogged
-    return {"starting": _member(state.starting, run_id, record is not None and not backlogged
-                                and record.phase is Phase.STARTING),
-            "backlogged": _member(state.backlogged, run_id, backlogged),
-            "past_queue": _member(state.past_queue, run_id,
-                                  record is not None and record.phase is not Phase.QUEUED)}
+Indexes = tuple[frozenset[str], frozenset[str], frozenset[str]]
+
+
+def _indexed(indexes: Indexes, run_id: str, record: Optional[RunRecord]) -> Indexes:
+    """The run indexes (``starting``, ``backlogged``, ``past_queue``) with ``run_id``'s
+    record now ``record`` (None: gone)."""
+    starting, backlogged, past_queue = indexes
+    waits = record is not None and record.backlogged
+    return (_member(starting, run_id, record is not None and not waits
+                    and record.phase is Phase.STARTING),
+            _member(backlogged, run_id, waits),
+            _member(past_queue, run_id, record is not None and record.phase is not Phase.QUEUED))
 
 
 @dataclass(frozen=True)
@@ -249,15 +251,22 @@ class DispatcherState:
             runs.pop(run_id, None)
         else:
             runs[run_id] = record
-        return replaced(self, runs=runs, **_indexed(self, run_id, record))
+        starting, backlogged, past_queue = _indexed(self.indexes(), run_id, record)
+        return replaced(self, runs=runs, starting=starting, backlogged=backlogged,
+                        past_queue=past_queue)
 
     def with_runs(self, records: Iterable[RunRecord]) -> "DispatcherState":
         runs = dict(self.runs)
-        state = self
+        indexes = self.indexes()
         for r in records:
             runs[r.run_id] = r
-            state = replaced(state, **_indexed(state, r.run_id, r))
-        return replaced(state, runs=runs)
+            indexes = _indexed(indexes, r.run_id, r)
+        starting, backlogged, past_queue = indexes
+        return replaced(self, runs=runs, starting=starting, backlogged=backlogged,
+                        past_queue=past_queue)
+
+    def indexes(self) -> Indexes:
+        return self.starting, self.backlogged, self.past_queue
 
     def urgent(self) -> bool:
         """A run past the queue that is not backlogged: one to start, watch, end or
