@@ -11,13 +11,17 @@ import json
 import os
 import stat
 import subprocess
+import select
 import sys
 import time
+import uuid
 
 import pytest
 
 from bus import curvekeys
 from bus.codec import MessageType
+from core.runconfig import RunConfig
+from core.settings import Settings
 from services.dispatcher.spawner import read_json
 from tests.helpers import REPO, wait_until
 from tests.system.dispatch_helpers import TERMINAL, run_dir, submit, wait_status
@@ -27,6 +31,10 @@ from tests.system.slurmjobs import job_of, squeue_state
 from tests.system.stack import Stack
 
 pytestmark = pytest.mark.timeout(180)
+
+
+def readable(fd: int) -> bool:
+    return bool(select.select([fd], [], [], 0)[0])
 
 
 def test_a_cartpole_run_completes_through_slurm_reporting_over_tcp_with_curve(
@@ -187,3 +195,34 @@ def test_twenty_one_gpu_runs_on_two_gres_gpus_never_overlap(sstack: Stack) -> No
         for (_, end), (start, _) in zip(used, used[1:]):
             assert start >= end, f"GPU {gpu}: two runs at once: {used}"
     assert spans["0"] and spans["1"]   # both GPUs were used
+
+
+def test_the_launcher_tells_of_a_job_that_moves_in_slurm_s_queue_at_the_poll_that_sees_it(
+        settings: Settings, slurm: SlurmCluster) -> None:
+    """moved(): what wakes the loop for a run that waits in SLURM's queue (it needs no
+    tick meanwhile): its job's state or reason changed, seen by one squeue."""
+    from services.dispatcher.shell.slurmlauncher import SlurmLauncher
+    launcher = SlurmLauncher(settings, env=slurm.env, poll_s=3600.0)   # polled by hand
+    run_id = f"moved-{uuid.uuid4().hex[:12]}"
+    try:
+        slurm.client(["scontrol", "update", "PartitionName=ci", "State=DOWN"])
+        launcher.start(run_id, RunConfig(worker="test-silent", launcher="slurm",
+                                         hyperparameters={"seconds": 60}), ())
+        job_id = launcher.job_id(run_id)
+        wait_until(lambda: squeue_state(slurm, job_id) == "PENDING", 10)
+        launcher.poll()
+        assert launcher.moved() == [run_id] and readable(launcher.wake_fd)
+        assert launcher.observe(run_id).waiting.startswith("SLURM: "), "waiting for a reason"
+        assert launcher.ended() == [] and not readable(launcher.wake_fd)
+        launcher.poll()   # nothing changed: nothing told, the loop sleeps on
+        assert launcher.moved() == [] and not readable(launcher.wake_fd)
+        slurm.client(["scontrol", "update", "PartitionName=ci", "State=UP"])
+        wait_until(lambda: squeue_state(slurm, job_id) == "RUNNING", 30,
+                   message="its job started")
+        launcher.poll()
+        assert launcher.moved() == [run_id] and readable(launcher.wake_fd)
+        assert launcher.observe(run_id).waiting == ""
+    finally:
+        slurm.client(["scontrol", "update", "PartitionName=ci", "State=UP"])
+        launcher.kill(run_id, frozenset())   # its job scancelled (the fixture waits)
+        launcher.close()

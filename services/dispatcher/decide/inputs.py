@@ -109,9 +109,15 @@ class BusRearmed:
 class ShimEnded:
     """The fork server's notice: the shim of this run ended; its exit status (None
     while it is on its way)."""
-
     run_id: str
     status: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class BackEndMoved:
+    """The launcher's notice: these runs' jobs moved in their back end's queue (a SLURM
+    job's state or waiting reason changed): their folders are read now."""
+    run_ids: tuple[str, ...]
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ SWEEP_S = 0.25          # folders of starting and adopted runs, retries: this of
 FULL_SWEEP_S = 2.0      # every run's folder (an exit notice missed), the GPUs: this often
 PROBE_GAP_S = 0.02      # an overdue run asks for a fresh bus probe at most this often
 REAP_PATIENCE_S = 5.0   # processes that outlive SIGKILL this long are reported
+BACKLOG_PHASES = frozenset({Phase.STARTING, Phase.RECOVERING})   # (RunRecord.backlogged)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,9 @@ class RunRecord:
     cancel: Optional[Cancel] = None
     last_step: Optional[int] = None
     waiting_reason: str = ""       # the reason the registry has stored
+    # Its last folder read said it waits in its back end's queue (a SLURM job pending
+    # for a reason: FolderRead.waiting); see ``backlogged``
+    in_backend_queue: bool = False
     artifacts: frozenset[str] = frozenset()   # paths registered (or refused) already
     # RegisterArtifact commands to send: reported before its worker record was read
     # (STARTING), or from its manifest and not applied yet (ENDING: its end waits)
@@ -106,6 +110,13 @@ class RunRecord:
     def changed(self, **changes: Any) -> "RunRecord":
         """The same phase, other fields (no move)."""
         return replaced(self, **changes)
+
+    @property
+    def backlogged(self) -> bool:
+        """Not started, and waiting in its back end's queue (its shim's end not told):
+        nothing of it can change but by its back end, whose launcher tells of it, so it
+        is read at full sweeps only and needs no tick of the loop."""
+        return self.in_backend_queue and self.phase in BACKLOG_PHASES and not self.shim_ended
 
 
 class CallFor(str, enum.Enum):
@@ -174,13 +185,25 @@ class Snapshot:
     experiments: tuple[ExperimentLimits, ...] = ()   # the first page's, as of as_of
 
 
-def _starting(starting: frozenset[str], run_id: str,
-              record: Optional[RunRecord]) -> frozenset[str]:
-    """``starting`` with ``run_id`` in it exactly when ``record`` is STARTING."""
-    now = record is not None and record.phase is Phase.STARTING
-    if now == (run_id in starting):
-        return starting
-    return starting | {run_id} if now else starting - {run_id}
+def _member(index: frozenset[str], run_id: str, member: bool) -> frozenset[str]:
+    """``index`` with ``run_id`` in it exactly when ``member`` (copied only if it moves)."""
+    if member == (run_id in index):
+        return index
+    return index | {run_id} if member else index - {run_id}
+
+
+Indexes = tuple[frozenset[str], frozenset[str], frozenset[str]]
+
+
+def _indexed(indexes: Indexes, run_id: str, record: Optional[RunRecord]) -> Indexes:
+    """The run indexes (``starting``, ``backlogged``, ``past_queue``) with ``run_id``'s
+    record now ``record`` (None: gone)."""
+    starting, backlogged, past_queue = indexes
+    waits = record is not None and record.backlogged
+    return (_member(starting, run_id, record is not None and not waits
+                    and record.phase is Phase.STARTING),
+            _member(backlogged, run_id, waits),
+            _member(past_queue, run_id, record is not None and record.phase is not Phase.QUEUED))
 
 
 @dataclass(frozen=True)
@@ -204,7 +227,12 @@ class DispatcherState:
     dirty: bool = True            # a scheduling pass is due
     retry_due: bool = False       # a command was not applied: schedule at the next sweep
     stats: Counters = field(default_factory=Counters)
-    starting: frozenset[str] = frozenset()   # the runs in STARTING (read at every tick)
+    # Indexes of ``runs`` (kept by with_run/with_runs): the STARTING runs read at every
+    # tick (not backlogged); the backlogged ones (RunRecord.backlogged); every run past
+    # the queue (any phase but QUEUED: the loop watches them)
+    starting: frozenset[str] = frozenset()
+    backlogged: frozenset[str] = frozenset()
+    past_queue: frozenset[str] = frozenset()
     # The experiments that set a limit or a priority, as of experiments_seq (the
     # snapshot's head, then each ExperimentSubmitted followed).
     experiments: Mapping[str, ExperimentLimits] = field(default_factory=dict)
@@ -225,15 +253,27 @@ class DispatcherState:
             runs.pop(run_id, None)
         else:
             runs[run_id] = record
-        return replaced(self, runs=runs, starting=_starting(self.starting, run_id, record))
+        starting, backlogged, past_queue = _indexed(self.indexes(), run_id, record)
+        return replaced(self, runs=runs, starting=starting, backlogged=backlogged,
+                        past_queue=past_queue)
 
     def with_runs(self, records: Iterable[RunRecord]) -> "DispatcherState":
         runs = dict(self.runs)
-        starting = self.starting
+        indexes = self.indexes()
         for r in records:
             runs[r.run_id] = r
-            starting = _starting(starting, r.run_id, r)
-        return replaced(self, runs=runs, starting=starting)
+            indexes = _indexed(indexes, r.run_id, r)
+        starting, backlogged, past_queue = indexes
+        return replaced(self, runs=runs, starting=starting, backlogged=backlogged,
+                        past_queue=past_queue)
+
+    def indexes(self) -> Indexes:
+        return self.starting, self.backlogged, self.past_queue
+
+    def urgent(self) -> bool:
+        """A run past the queue that is not backlogged: one to start, watch, end or
+        report, which the loop ticks for."""
+        return len(self.past_queue) > len(self.backlogged)
 
     def next_wake(self) -> float:
         """The latest the shell may wait before its next Tick (monotonic)."""

@@ -12,10 +12,11 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from services.dispatcher.decide import committed, ending, reconcile, replies, schedule, timers
+from services.dispatcher.decide import effects as fx
 from services.dispatcher.decide import inputs as obs
 from services.dispatcher.decide.phases import OBSERVED, Phase
 from services.dispatcher.decide.starting import spawn_failed
-from services.dispatcher.decide.state import DispatcherState, Registry
+from services.dispatcher.decide.state import BACKLOG_PHASES, DispatcherState, Registry
 from services.dispatcher.decide.turn import Turn
 
 
@@ -23,10 +24,19 @@ def _on_folder(turn: Turn, read: obs.FolderRead) -> None:
     run = turn.run(read.run_id)
     if run is None or run.phase not in OBSERVED:
         return  # a read asked before its end was known
+    if run.phase in BACKLOG_PHASES and bool(read.waiting) != run.in_backend_queue:
+        run = turn.put(run.changed(in_backend_queue=bool(read.waiting)))
     if run.phase is Phase.RECOVERING:
         reconcile.on_folder(turn, run, read)
     else:
         ending.on_folder(turn, run, read)
+
+
+def _on_moved(turn: Turn, moved: obs.BackEndMoved) -> None:
+    for run_id in moved.run_ids:   # (a backlogged run's job started: read it at once)
+        run = turn.run(run_id)
+        if run is not None and run.phase in OBSERVED:
+            turn.do(fx.ObserveRun(run_id))
 
 
 def _on_start_failed(turn: Turn, failure: obs.StartFailed) -> None:
@@ -52,6 +62,7 @@ HANDLERS: dict[type, Callable[[Turn, Any], None]] = {
     obs.BusRearmed: committed.on_bus_rearmed,
     obs.BusIdle: committed.on_bus_idle,
     obs.ShimEnded: committed.on_shim_ended,
+    obs.BackEndMoved: _on_moved,
     obs.GpusRead: committed.on_gpus,
     obs.FolderRead: _on_folder,
     obs.StartFailed: _on_start_failed,
@@ -60,7 +71,7 @@ HANDLERS: dict[type, Callable[[Turn, Any], None]] = {
     obs.RegistryBack: _on_back,
 }
 NEEDS_REGISTRY = (obs.CommittedEvent, obs.ExperimentRevised, obs.ExperimentResumed,
-                  obs.FolderRead, obs.ArtifactReported)
+                  obs.FolderRead, obs.ArtifactReported, obs.BackEndMoved)
 
 
 def step(state: DispatcherState, observation: Any) -> tuple[DispatcherState, list[Any]]:

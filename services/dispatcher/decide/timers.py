@@ -2,8 +2,10 @@
 the deadlines of the watched runs (silence, time limit, a kill's grace). A starting
 run's folder is read at every tick: its RunStarted goes out as soon as its shim has
 written the worker record (submit -> RUNNING is one tick behind the shim, not a sweep).
-One waiting in its back end (a SLURM job pending for a reason: its ``waiting_reason``)
-is read at full sweeps only (FULL_SWEEP_S): a thousand pending jobs cost no core.
+One waiting in its back end's queue (a SLURM job pending for a reason, as its last
+read said: RunRecord.backlogged) is read at full sweeps only (FULL_SWEEP_S), or when
+its launcher tells that its job moved (BackEndMoved): a thousand pending jobs cost
+no core, and the loop needs no tick for them (shell/pacing.py).
 
 Silence is acted on only when the bus is proven healthy after the deadline: when the
 only proof is older, a probe (our status) is asked for and the run is checked again
@@ -45,9 +47,9 @@ def on_tick(turn: Turn, tick: Tick) -> None:
     if turn.state.registry is not Registry.UP:
         return
     for run_id in turn.state.starting:   # its worker record is read as soon as it is there
-        starting = turn.state.runs.get(run_id)
-        if starting is not None and not starting.shim_ended and not starting.waiting_reason:
-            turn.do(fx.ObserveRun(run_id))   # (one waiting in its back end: at full sweeps)
+        starting = turn.state.runs.get(run_id)   # (not a backlogged one: at full sweeps)
+        if starting is not None and not starting.shim_ended:
+            turn.do(fx.ObserveRun(run_id))
     if tick.now >= turn.state.next_sweep:
         _sweep(turn)
     if tick.now >= turn.state.next_deadline:
@@ -64,8 +66,8 @@ def _sweep(turn: Turn) -> None:
     for run in s.runs.values():
         if run.phase not in OBSERVED:
             continue
-        waiting = run.phase is Phase.STARTING and bool(run.waiting_reason)
-        watched = (run.phase in ALWAYS_READ and not waiting) or run.adopted or run.shim_ended
+        waiting = run.backlogged
+        watched = (run.phase in ALWAYS_READ or run.adopted) and not waiting or run.shim_ended
         if full or watched:
             turn.do(fx.ObserveRun(run.run_id, if_exited=not watched and not waiting))
         if run.pgid is not None and not run.started_recorded:

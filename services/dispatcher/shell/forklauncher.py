@@ -88,6 +88,9 @@ class ForkLauncher:
             out.append(ShimEnded(os.path.basename(path), status))
         return out
 
+    def moved(self) -> list[str]:
+        return []   # no queue: a shim starts its worker at once
+
     def processes_of(self, pgids: frozenset[int]) -> frozenset[int]:
         return frozenset(procs.group_members(set(pgids)))
 

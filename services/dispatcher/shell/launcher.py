@@ -58,6 +58,12 @@ class Launcher(Protocol):
     def ended(self) -> list[ShimEnded]:
         """The runs whose shim ended since the last call (never blocks)."""
 
+    def moved(self) -> list[str]:
+        """The runs whose job moved in the back end's queue since the last call (its
+        state or waiting reason changed: a SLURM job that started, or waits for another
+        reason), worth a read now; never blocks. Call it with ``ended`` (wake_fd
+        tells of both); [] for a launcher without a queue of its own."""
+
     def processes_of(self, pgids: frozenset[int]) -> frozenset[int]:
         """The live processes of these process groups (our runs' processes, for the
         GPU read's foreign processes)."""

@@ -3,8 +3,9 @@ decision core (services/dispatcher/decide), run its effects, and send our status
 
     step(timeout):
         the registry away?  ping it (at most every second); it answers: RegistryBack
-        wait for a committed event, a shim's end, or the next tick
-        ShimEnded*  CommittedEvent*  Heartbeats  ArtifactReported*  BusSeen  GpusRead
+        wait for a committed event, a launcher's news, or the next tick
+        ShimEnded*  BackEndMoved  CommittedEvent*  Heartbeats  ArtifactReported*
+        BusSeen  GpusRead
         Tick(monotonic, wall)           timers, sweeps, deadlines
     each observation: state, effects = step(state, observation); the effects run at
     once (effectrunner.py) and what they find is stepped next, before anything new is
@@ -34,7 +35,8 @@ from runtime.status import StatusBeacon
 from services.dispatcher import launch
 from services.dispatcher.decide import step as decide
 from services.dispatcher.decide.gpus import Inventory
-from services.dispatcher.decide.inputs import RegistryBack, RegistryLost, ShimEnded, Tick
+from services.dispatcher.decide.inputs import (BackEndMoved, RegistryBack, RegistryLost,
+                                               ShimEnded, Tick)
 from services.dispatcher.decide.phases import HOLDING, Phase
 from services.dispatcher.decide.state import (FULL_SWEEP_S, SOURCE, SWEEP_S,
                                               DispatcherConfig, DispatcherState, Registry)
@@ -111,6 +113,9 @@ class DispatcherLoop:
             if self.launcher.wake_fd in ready:
                 for ended in self.launcher.ended():
                     self._shim_ended(ended)
+                moved = self.launcher.moved()
+                if moved:
+                    self.feed(BackEndMoved(tuple(moved)))
             self._hear()
             now = self.clock.monotonic()
             self.feed(Tick(now, self.clock.now()))
@@ -166,7 +171,7 @@ class DispatcherLoop:
         """The shell's own timers: log files published, the launcher checked."""
         if now >= self._next_logs:
             self._next_logs = now + SWEEP_S
-            self.logs.poll(now)
+            self.logs.poll(now, skip=self.state.backlogged)
         if now >= self._next_check:
             self._next_check = now + FULL_SWEEP_S
             self.launcher.check()

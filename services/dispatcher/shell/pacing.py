@@ -4,9 +4,14 @@ While it watches runs (or has commands to send, a GPU read in flight, the regist
 find), the loop wakes every tick and drains telemetry at least every TELEMETRY_S; its
 status, which doubles as the probe of the bus, goes out every ``probe_s`` and the bus
 is judged on three of them. Idle, it sleeps until its next status (every status
-interval; a committed event, a shim's end or a signal wakes it at once), or until the
-GPUs are read again for a queued GPU run. Probing starts again, at once, when the
+interval; a committed event, a launcher's news or a signal wakes it at once), or until
+the GPUs are read again for a queued GPU run. Probing starts again, at once, when the
 first run is watched.
+
+Runs that only wait in their back end's queue (backlogged: SLURM jobs pending) need no
+tick: with nothing else to watch, the loop sleeps until its next status or their next
+full sweep, whichever comes first; their launcher's news (a job that moved or ended)
+wakes it at once.
 """
 
 from __future__ import annotations
@@ -23,14 +28,14 @@ PROBE_S = 0.5        # our status while runs are watched (at most the status int
 
 
 def watching(state: DispatcherState) -> bool:
-    """A run past the queue: one to start, watch, end or report."""
-    return any(r.phase is not Phase.QUEUED for r in state.runs.values())
+    """A run past the queue (backlogged ones included): the bus is probed often."""
+    return bool(state.past_queue)
 
 
 def busy(state: DispatcherState) -> bool:
-    """Anything that may be due before our next status."""
+    """Anything that may be due before our next tick-less wake."""
     return (state.dirty or state.retry_due or state.gpu_read_due
-            or state.registry is not Registry.UP or watching(state))
+            or state.registry is not Registry.UP or state.urgent())
 
 
 class Pacer:
@@ -45,8 +50,9 @@ class Pacer:
         if busy(state):
             return min(timeout_s, self.tick_s, TELEMETRY_S)
         wait = min(timeout_s, self.beacon.due_in())
-        if any(r.config.resources.gpus for r in state.in_phase(Phase.QUEUED)):
-            wait = min(wait, max(0.0, state.next_full - now))
+        if state.backlogged or (len(state.runs) > len(state.past_queue) and any(
+                r.config.resources.gpus for r in state.in_phase(Phase.QUEUED))):
+            wait = min(wait, max(0.0, state.next_full - now))   # their full sweep
         return wait
 
     def update(self, state: DispatcherState) -> Optional[Union[BusRearmed, BusIdle]]:

@@ -81,6 +81,9 @@ class RoutedLauncher:
             out += self.slurm.ended()
         return out
 
+    def moved(self) -> list[str]:
+        return self.local.moved() + (self.slurm.moved() if self.slurm is not None else [])
+
     def processes_of(self, pgids: frozenset[int]) -> frozenset[int]:
         return self.local.processes_of(pgids)
 

@@ -10,7 +10,8 @@ run fails ``spawn_error`` with its message), never a hang.
     watch    a thread: one ``squeue`` of all the user's jobs per poll interval,
              whatever their number; our jobs are told by their comment. A job that
              finished is a ShimEnded, its status 0 only if COMPLETED; one gone from
-             squeue is looked up in scontrol and sacct (slurmhistory.py)
+             squeue is looked up in scontrol and sacct (slurmhistory.py); one whose
+             state or waiting reason changed is ``moved`` (read it now)
     observe  the run folder, as locally (the folder is shared with the nodes; the
              shim's lock and its records say), plus what SLURM says: a job pending
              or running counts as its shim at work (its exit record held back until
@@ -46,6 +47,7 @@ from services.dispatcher.shell.folders import has_exit_record, read_folder, writ
 from services.dispatcher.shell.launcher import LauncherGone, StartError
 from services.dispatcher.shell.slurmcli import JobState, JobTag
 from services.dispatcher.shell.slurmhistory import JobHistory
+from services.dispatcher.shell.slurmrecall import Recalls
 from services.dispatcher.shell.slurmtools import CALL_TIMEOUT_S, SlurmError, run_tool
 
 GONE = "slurm.gone"
@@ -75,6 +77,7 @@ class SlurmLauncher:
         self._jobs: dict[str, JobState] = {}     # run id -> its latest job seen
         self._told: set[str] = set()             # job ids whose end was told
         self._ended: list[ShimEnded] = []
+        self._moved: set[str] = set()            # runs whose job's state or reason changed
         self._where: dict[tuple[str, str], dict[str, Any]] = {}  # (run, job) -> where
         self._held: list[ShimEnded] = []         # statuses held back (hold_status)
         self.hold_status = False                 # tests: tell ends before statuses
@@ -86,8 +89,7 @@ class SlurmLauncher:
         self._stop = threading.Event()
         self._poll_now = threading.Event()
         self.history = JobHistory(self.env, query_timeout_s, log)
-        self._recall: dict[str, tuple[JobState, float]] = {}  # run -> (its job, submitted)
-        self._recalled: set[str] = set()   # runs whose job SLURM no longer lists, asked
+        self.recalls = Recalls(self.home)
         self.poll()   # the jobs of a restarted dispatcher known before its first observe
         self._thread = threading.Thread(target=self._watch, name="slurm-watch", daemon=True)
         self._thread.start()
@@ -179,9 +181,10 @@ class SlurmLauncher:
                 # submitted, and SLURM never answered us yet: its job may be queued
                 # there (starting the run again could run it twice)
                 return replace(read, shim_alive=True)
-            if self._worked and self._must_recall(run_id):
+            if self._worked and self.recalls.must_recall(run_id, self.run_dir(run_id)):
                 # its job is not in squeue (a dispatcher down past MinJobAge): its end
-                # is asked of scontrol and sacct at the next poll, the folder held back
+                # is asked of sacct at the next poll, the folder held back till then
+                self._poll_now.set()
                 return replace(read, exit=None, shim_alive=True, group_alive=False,
                                processes=frozenset())
             return read
@@ -204,24 +207,6 @@ class SlurmLauncher:
             return replace(read, ended_by=cause[0].value,
                            ended_message=f"{cause[1]} (job {job.job_id}, {job.state})")
         return read
-
-    def _must_recall(self, run_id: str) -> bool:
-        """Is the run's job (its slurm.json) still to be looked up? Registers it."""
-        with self._lock:
-            if run_id in self._recalled:
-                return False
-            if run_id in self._recall:
-                return True
-        sub = slurmsubmit.read_submission(self.run_dir(run_id))
-        if sub is None or not sub.job_id:
-            with self._lock:
-                self._recalled.add(run_id)   # no job SLURM took: nothing to ask
-            return False
-        job = JobState(sub.job_id, "", "", JobTag(self.home, run_id, sub.attempt, sub.token))
-        with self._lock:
-            self._recall[run_id] = (job, sub.submitted_at)
-        self._poll_now.set()
-        return True
 
     def _placed(self, run_id: str, job: JobState) -> dict[str, Any]:
         """Where SLURM placed the job, as its batch step recorded it: the read's host
@@ -257,6 +242,11 @@ class SlurmLauncher:
                 self._held = []
         return out
 
+    def moved(self) -> list[str]:
+        with self._lock:
+            out, self._moved = sorted(self._moved), set()
+        return out
+
     def processes_of(self, pgids: frozenset[int]) -> frozenset[int]:
         return frozenset(procs.group_members(set(pgids)))
 
@@ -265,9 +255,9 @@ class SlurmLauncher:
             self._jobs.pop(run_id, None)
             self._where = {k: v for k, v in self._where.items() if k[0] != run_id}
             self._ended = [e for e in self._ended if e.run_id != run_id]
+            self._moved.discard(run_id)
             self._held = [e for e in self._held if e.run_id != run_id]
-            self._recall.pop(run_id, None)
-            self._recalled.discard(run_id)
+        self.recalls.forget(run_id)
 
     def knows(self, run_id: str) -> bool:
         with self._lock:
@@ -313,6 +303,8 @@ class SlurmLauncher:
     def poll(self) -> None:
         """One squeue for every job; the ends it shows told (wake_fd made readable)."""
         self.polls += 1
+        with self._lock:   # a job submitted while squeue runs may be missing from it
+            asked = {j.job_id for j in self._jobs.values()}
         try:
             out = run_tool(slurmcli.squeue_argv(), self.env, self.query_timeout_s)
         except SlurmError as exc:
@@ -325,16 +317,17 @@ class SlurmLauncher:
             return
         self._worked, self._failures, self._failing_since = True, 0, None
         listed = slurmcli.parse_squeue(out, self.home)
-        later = self._look_up_gone(listed)
+        later = self._look_up_gone(listed, asked)
         news = False
         with self._lock:
             latest = slurmcli.latest_by_run(listed)
             for run_id, job in list(self._jobs.items()):
-                if job.job_id not in listed and job.job_id not in self._told and \
-                        job.job_id not in later:
+                if job.job_id in asked and job.job_id not in listed and \
+                        job.job_id not in self._told and job.job_id not in later:
                     # gone from squeue (MinJobAge) before we saw it end, and every
-                    # source silent about it
+                    # source silent about it: its folder alone tells its end
                     self._told.add(job.job_id)
+                    self._jobs[run_id] = replace(job, state="", reason="")
                     status = 0 if self.exited(run_id) else 1
                     news |= self._tell(ShimEnded(run_id, status))
             for run_id, job in latest.items():
@@ -348,6 +341,10 @@ class SlurmLauncher:
                     self._log("info", "slurm.job_state", run_id=run_id, job_id=job.job_id,
                               attempt=job.tag.attempt, state=job.state,
                               reason=job.reason or None)
+                if job.active and (known is None or (known.state, known.reason) !=
+                                   (job.state, job.reason)):
+                    self._moved.add(run_id)   # what observe says of it changed: read it
+                    news = True
                 if not job.active and job.job_id not in self._told:
                     self._told.add(job.job_id)
                     news |= self._tell(ShimEnded(run_id, slurmcli.end_status(job.state)))
@@ -358,32 +355,26 @@ class SlurmLauncher:
             except (BlockingIOError, OSError):
                 pass   # full (news is waiting already) or closed
 
-    def _look_up_gone(self, listed: dict[str, JobState]) -> set[str]:
+    def _look_up_gone(self, listed: dict[str, JobState], asked: set[str]) -> set[str]:
         """The jobs squeue no longer lists (seen before, or a restarted dispatcher's
         recalled ones) looked up (slurmhistory.py): those found added to ``listed``;
         the ids to ask again at the next poll returned."""
         with self._lock:
-            vanished = [j for j in self._jobs.values()
-                        if j.job_id not in listed and j.job_id not in self._told]
-            recall = {run: entry for run, entry in self._recall.items()
-                      if entry[0].job_id not in listed}
-            for run in set(self._recall) - set(recall):   # listed after all
-                del self._recall[run]
-                self._recalled.add(run)
+            vanished = [j for j in self._jobs.values() if j.job_id in asked
+                        and j.job_id not in listed and j.job_id not in self._told]
+        recall = self.recalls.due(listed)
         if not vanished and not recall:
             return set()
         since = min([submitted for _, submitted in recall.values()] or [0.0])
         lookup = self.history.final_states(vanished + [job for job, _ in recall.values()],
                                            since, {j.job_id for j in vanished})
         listed.update(lookup.found)
-        with self._lock:
-            for run, (job, _) in recall.items():
-                if job.job_id not in lookup.later:
-                    self._recall.pop(run, None)
-                    self._recalled.add(run)
-                    self._log("info", "slurm.job_recalled", run_id=run, job_id=job.job_id,
-                              state=lookup.found[job.job_id].state
-                              if job.job_id in lookup.found else None)
+        for run, (job, _) in recall.items():
+            if job.job_id not in lookup.later:
+                self.recalls.looked_up(run)
+                self._log("info", "slurm.job_recalled", run_id=run, job_id=job.job_id,
+                          state=lookup.found[job.job_id].state
+                          if job.job_id in lookup.found else None)
         return lookup.later
 
     def _tell(self, ended: ShimEnded) -> bool:

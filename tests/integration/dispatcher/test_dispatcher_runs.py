@@ -213,3 +213,22 @@ def test_where_folders_cannot_be_locked_the_shim_pid_decides(
     h.sweep()
     assert h.phase("r12") is None
     _lost(h, "r12")
+
+
+# --- log files ---------------------------------------------------------------------
+
+def test_a_backlogged_run_s_logs_are_not_polled_and_nothing_of_them_is_lost(
+        tmp_path) -> None:
+    from services.dispatcher.shell.effectrunner import RunLogFollowers
+    from tests.integration.dispatcher.fakes import Published
+    for run_id in ("a", "b"):
+        os.makedirs(tmp_path / run_id)
+        (tmp_path / run_id / "stdout.log").write_text(f"{run_id} says hi\n")
+    published = Published()
+    logs = RunLogFollowers(lambda r: str(tmp_path / r), 1 << 20, published)  # type: ignore[arg-type]
+    logs.follow("a", from_end=False)
+    logs.follow("b", from_end=False)
+    logs.poll(1.0, skip={"b"})   # b waits in SLURM's queue: its files are not looked at
+    assert [m[2]["lines"] for m in published.messages] == [["a says hi"]]
+    logs.poll(2.0)               # its job started: what it wrote meanwhile goes out
+    assert [m[2]["lines"] for m in published.messages] == [["a says hi"], ["b says hi"]]

@@ -38,8 +38,12 @@ class Driver:
     def feed(self, observation: Any) -> list[Any]:
         self.state, effects = step(self.state, observation)
         self.log.extend(effects)
-        assert self.state.starting == {r.run_id for r in self.state.runs.values()
-                                       if r.phase is Phase.STARTING}, "the STARTING index"
+        runs = self.state.runs.values()
+        assert self.state.starting == {r.run_id for r in runs if r.phase is Phase.STARTING
+                                       and not r.backlogged}, "the STARTING index"
+        assert self.state.backlogged == {r.run_id for r in runs if r.backlogged}, "backlogged"
+        assert self.state.past_queue == {r.run_id for r in runs
+                                         if r.phase is not Phase.QUEUED}, "past_queue"
         return effects
 
     @property

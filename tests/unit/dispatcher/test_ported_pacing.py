@@ -16,7 +16,7 @@ from services.dispatcher.decide.gpus import GpuSource, Inventory
 from services.dispatcher.decide.inputs import BusRearmed, BusSeen, GpusRead
 from services.dispatcher.decide.phases import Phase
 from services.dispatcher.shell.pacing import PROBE_S, TELEMETRY_S, Pacer, poll_ms
-from tests.unit.dispatcher.driver import Driver, logged
+from tests.unit.dispatcher.driver import Driver, folder, logged
 
 IDLE_S, TICK_S = 2.0, 0.05
 
@@ -65,7 +65,7 @@ def test_a_busy_loop_wakes_every_tick_and_telemetry_interval(d: Driver) -> None:
     clock = FakeClock()
     pacer = pacer_on(clock)
     assert pacer.wait_s(d.state, clock.monotonic(), 5.0) == min(TICK_S, TELEMETRY_S)
-    due = dataclasses.replace(d.state, runs={}, dirty=True)  # a pass due
+    due = dataclasses.replace(d.state.with_run("r1", None), dirty=True)  # a pass due
     assert pacer.wait_s(due, clock.monotonic(), 5.0) == min(TICK_S, TELEMETRY_S)
 
 
@@ -87,7 +87,7 @@ def test_watching_a_run_probes_the_bus_at_once_and_often_then_slows_down_idle(
     clock.advance(PROBE_S)
     assert pacer.beacon.due() is not None
     d.feed(BusSeen(d.now))
-    d.state = dataclasses.replace(d.state, runs={})  # no run left to watch
+    d.state = d.state.with_run("r1", None)  # no run left to watch
     d.feed(pacer.update(d.state))
     assert pacer.beacon.interval == IDLE_S and d.state.bus.window_s == 3 * IDLE_S
     assert d.state.bus.last_seen == d.now, "going idle keeps what was last seen"
@@ -113,3 +113,20 @@ def test_probing_again_after_an_idle_spell_is_no_outage_nor_recovery(d: Driver) 
     assert logged(d.tick(3 * PROBE_S + 0.1), "bus.unreachable")  # now silence is an outage
     d.feed(BusSeen(d.now))
     assert logged(d.tick(0.0), "bus.reachable")          # ... and its end a recovery
+
+
+def test_runs_that_only_wait_in_slurm_s_queue_wake_the_loop_for_statuses_and_full_sweeps(
+        d: Driver) -> None:
+    d.settle(d.submit("r1", launcher="slurm"))
+    clock = FakeClock()
+    pacer = pacer_on(clock)
+    assert pacer.wait_s(d.state, clock.monotonic(), 5.0) == min(TICK_S, TELEMETRY_S)
+    d.feed(folder("r1", shim_alive=True, waiting="SLURM: Resources"))   # backlogged
+    state = dataclasses.replace(d.state, next_full=clock.monotonic() + 0.7)
+    assert pacer.wait_s(state, clock.monotonic(), 5.0) == pytest.approx(0.7)  # its sweep
+    state = dataclasses.replace(d.state, next_full=clock.monotonic() + 9.0)
+    assert pacer.wait_s(state, clock.monotonic(), 5.0) == IDLE_S   # our next status
+    d.feed(pacer.update(d.state))
+    assert pacer.beacon.interval == PROBE_S, "watched: the bus is still probed often"
+    d.feed(folder("r1", shim_alive=True))   # its job started
+    assert pacer.wait_s(d.state, clock.monotonic(), 5.0) == min(TICK_S, TELEMETRY_S)

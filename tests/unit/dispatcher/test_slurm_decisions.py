@@ -7,7 +7,7 @@ from __future__ import annotations
 from core import events as ev
 from core.commands import ClaimGpus, FinishRun, RecordWaiting
 from services.dispatcher.decide import effects as fx
-from services.dispatcher.decide.inputs import ExitRecord, ShimEnded
+from services.dispatcher.decide.inputs import BackEndMoved, ExitRecord, ShimEnded
 from services.dispatcher.decide.state import DispatcherConfig, DispatcherState
 from tests.unit.dispatcher.driver import WALL0, Driver, commands, folder, gpus, of
 
@@ -145,3 +145,27 @@ def test_a_run_whose_job_waits_in_slurm_is_read_at_full_sweeps_not_every_tick(
     # 3 s: one read per full sweep (2 s), none between
     assert reads and len(reads) <= 2 and all(r.run_id == "r1" for r in reads), reads
     assert not any(r.if_exited for r in reads)   # its whole folder: a start is seen
+
+
+def test_a_backlogged_run_needs_no_tick_until_its_launcher_tells_its_job_moved(
+        d: Driver) -> None:
+    d.settle(d.submit("r1", **SLURM))
+    assert d.state.urgent()   # starting: read at every tick
+    d.feed(folder("r1", shim_alive=True, waiting="SLURM: Resources"))
+    # waiting in SLURM's queue, as its read said (before the registry stored the reason)
+    assert d.state.backlogged == {"r1"} and not d.state.urgent()
+    assert not of(d.tick(0.02), fx.ObserveRun)
+    assert of(d.feed(BackEndMoved(("r1", "gone"))), fx.ObserveRun) == [fx.ObserveRun("r1")]
+    d.feed(folder("r1", shim_alive=True))   # its job started: no reason to wait now
+    assert not d.state.backlogged and d.state.urgent()
+    assert fx.ObserveRun("r1") in d.tick(0.02)   # read at every tick again, until its worker
+
+
+def test_a_backlogged_run_whose_shim_ended_is_read_until_its_end_is_judged(
+        d: Driver) -> None:
+    d.settle(d.submit("r1", **SLURM))
+    d.feed(folder("r1", shim_alive=True, waiting="SLURM: Priority"))
+    assert d.state.backlogged == {"r1"}
+    assert of(d.feed(ShimEnded("r1", 1)), fx.ObserveRun)   # (its job left squeue)
+    assert not d.state.backlogged and d.state.urgent()
+    assert fx.ObserveRun("r1") in [e for _ in range(13) for e in d.tick(0.02)]  # a sweep

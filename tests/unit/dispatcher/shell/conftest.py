@@ -18,7 +18,7 @@ is checked: test_fakes.py); what a test scripts or reads is in plain attributes.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Optional, Union
+from typing import Any, Container, Optional, Union
 
 import pytest
 
@@ -36,7 +36,8 @@ class FakeLauncher:
     """The launcher seam in memory. Scripted: ``start_errors`` (run -> StartError text),
     ``reads`` (run -> the FolderRead observe returns; default: an empty one),
     ``exits`` (the runs whose end is recorded), ``kill_record_errors`` (run -> why
-    record_kill fails), ``notices`` (what the next ended() returns), ``groups`` (pgid
+    record_kill fails), ``notices`` (what the next ended() returns), ``moves`` (what the
+    next moved() returns), ``groups`` (pgid
     -> its processes), ``gone`` (check raises LauncherGone with it). Recorded: the rest."""
 
     def __init__(self) -> None:
@@ -46,6 +47,7 @@ class FakeLauncher:
         self.exits: set[str] = set()
         self.kill_record_errors: dict[str, str] = {}
         self.notices: list[ShimEnded] = []
+        self.moves: list[str] = []
         self.groups: dict[int, frozenset[int]] = {}
         self.gone = ""
         self.starts: list[tuple[str, RunConfig, tuple[str, ...]]] = []
@@ -89,6 +91,10 @@ class FakeLauncher:
 
     def ended(self) -> list[ShimEnded]:
         out, self.notices = self.notices, []
+        return out
+
+    def moved(self) -> list[str]:
+        out, self.moves = self.moves, []
         return out
 
     def processes_of(self, pgids: frozenset[int]) -> frozenset[int]:
@@ -171,8 +177,8 @@ class FakeRunLogs:
     def follow(self, run_id: str, from_end: bool) -> None:
         self.calls.append(("follow", run_id, from_end))
 
-    def poll(self, now: float) -> None:
-        self.calls.append(("poll", now))
+    def poll(self, now: float, skip: Container[str] = ()) -> None:
+        self.calls.append(("poll", now, tuple(skip)))
 
     def flush(self, run_id: str, now: float) -> None:
         self.calls.append(("flush", run_id, now))
