@@ -188,16 +188,14 @@ class FolderRead:
     result_problem: str = ""            # why result.json gave none ("" if it did)
     result_cause: str = ""              # result.json's typed cause of a failure (the SDK's)
     result_reason: str = ""             # ... and its reason
-    # How the launcher's back end says the attempt ended, where it ended it (a SLURM
-    # job cancelled from outside, or past its time limit): a TerminalCause value and
-    # why ("": it did not). Our own kill wins over it; it wins over the exit record.
+    # The back end's verdict, where it ended the attempt (a SLURM job scancelled, past
+    # its limit): a TerminalCause value and why; our kill wins over it, it over the exit
+    # record. Why it waits in the back end's queue ("SLURM: Resources"). Where its
+    # worker runs (a SLURM job's node), its job and GPUs: RunStarted's host, job_id,
+    # job_gpus ("": the dispatcher's host, no job)
     ended_by: str = ""
     ended_message: str = ""
-    # Why the attempt waits in the back end's queue ("SLURM: Resources"; "": it does not)
     waiting: str = ""
-    # Where its worker runs as the launcher tells it (a SLURM job's node; "": the
-    # dispatcher's host), and its SLURM job with the GPUs SLURM gave it ("", ():
-    # none): RunStarted's host, job_id and job_gpus
     host: str = ""
     job_id: str = ""
     job_gpus: tuple[str, ...] = ()
