@@ -25,7 +25,6 @@ class Tick:
 @dataclass(frozen=True)
 class CommittedEvent:
     """An event the registry committed (the gap-free follower), with its seq and time."""
-
     seq: int
     ts: float
     event: Event
@@ -35,7 +34,6 @@ class CommittedEvent:
 class ExperimentRevised:
     """A committed ExperimentSubmitted (an experiment's first spec or a new revision):
     how its runs are scheduled from ``seq`` on."""
-
     seq: int
     limits: ExperimentLimits
 
@@ -44,7 +42,6 @@ class ExperimentRevised:
 class ExperimentResumed:
     """A committed ExperimentRerun: the experiment is ACTIVE again (its limits are not
     in the event: asked for when not known)."""
-
     seq: int
     name: str
 
