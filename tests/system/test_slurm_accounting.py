@@ -33,28 +33,37 @@ def _log_events(stack: Stack, event: str) -> list[dict]:
     return [line for line in lines if line.get("event") == event]
 
 
+def _scancelled_while_down(stack: Stack, slurm: SlurmCluster) -> tuple[str, str]:
+    """A run's job scancelled while the dispatcher is SIGKILLed, and gone from squeue
+    (MinJobAge) before it is back: (run id, job id). The worker stops on SLURM's TERM
+    and exits 0, its exit record written; sacct says CANCELLED."""
+    run_id = submit(stack, "test-sleep", params={"seconds": 170})
+    wait_status(stack, run_id, {"RUNNING"}, timeout=60)
+    job_id = job_of(stack, run_id)["job_id"]
+    stack.dispatcher.kill9()
+    subprocess.run(["scancel", job_id], env=slurm.env, check=True, timeout=15)
+    _wait_gone(slurm, job_id)
+    assert os.path.exists(os.path.join(run_dir(stack, run_id), "exit.json"))
+    assert _sacct_state(slurm, job_id) == "CANCELLED"
+    return run_id, job_id
+
+
+def _wait_gone(slurm: SlurmCluster, job_id: str) -> None:
+    wait_until(lambda: not slurm.client(["squeue", "-h", "-t", "all", "-j", job_id,
+                                         "-o", "%T"]).strip(), 90,
+               message=f"job {job_id} to end and leave squeue (MinJobAge)")
+
+
 def test_a_job_scancelled_while_the_dispatcher_was_down_past_min_job_age_ends_slurm_cancelled(
         astack: Stack, slurm_accounting: SlurmCluster) -> None:
-    slurm = slurm_accounting
-    run_id = submit(astack, "test-sleep", params={"seconds": 170})
-    wait_status(astack, run_id, {"RUNNING"}, timeout=60)
-    job = job_of(astack, run_id)
-    astack.dispatcher.kill9()
-    # a user's own scancel: the worker stops on SLURM's TERM and exits 0, its exit
-    # record written; the job ends CANCELLED, then leaves squeue and scontrol
-    subprocess.run(["scancel", job["job_id"]], env=slurm.env, check=True, timeout=15)
-    wait_until(lambda: not slurm.client(["squeue", "-h", "-t", "all", "-j", job["job_id"],
-                                         "-o", "%T"]).strip(), 90,
-               message=f"job {job['job_id']} to leave squeue (MinJobAge)")
-    assert os.path.exists(os.path.join(run_dir(astack, run_id), "exit.json"))
-    assert _sacct_state(slurm, job["job_id"]) == "CANCELLED"
+    run_id, job_id = _scancelled_while_down(astack, slurm_accounting)
     astack.start_dispatcher()
     run = wait_status(astack, run_id, TERMINAL, timeout=60)
     assert (run["status"], run["cause"]) == ("FAILED", "slurm_cancelled"), run
-    assert job["job_id"] in run["message"], run
+    assert job_id in run["message"], run
     recalled = _log_events(astack, "slurm.job_recalled")
     assert [(e["run_id"], e["job_id"], e["state"]) for e in recalled] == \
-        [(run_id, job["job_id"], "CANCELLED")], recalled
+        [(run_id, job_id, "CANCELLED")], recalled
     assert [e["on"] for e in _log_events(astack, "slurm.accounting")] == [True]
 
 
@@ -65,9 +74,7 @@ def test_a_job_that_completed_while_the_dispatcher_was_down_completes(
     wait_status(astack, run_id, {"RUNNING"}, timeout=60)
     job = job_of(astack, run_id)
     astack.dispatcher.kill9()
-    wait_until(lambda: not slurm.client(["squeue", "-h", "-t", "all", "-j", job["job_id"],
-                                         "-o", "%T"]).strip(), 90,
-               message=f"job {job['job_id']} to end and leave squeue (MinJobAge)")
+    _wait_gone(slurm, job["job_id"])
     assert _sacct_state(slurm, job["job_id"]) == "COMPLETED"
     astack.start_dispatcher()
     run = wait_status(astack, run_id, TERMINAL, timeout=60)
@@ -80,15 +87,7 @@ def test_while_sacct_fails_the_run_waits_for_its_answer_and_health_says_why(
     dispatcher's launcher_problem says so, and once slurmdbd is back the run ends as
     SLURM says."""
     slurm = slurm_accounting
-    run_id = submit(astack, "test-sleep", params={"seconds": 170})
-    wait_status(astack, run_id, {"RUNNING"}, timeout=60)
-    job = job_of(astack, run_id)
-    astack.dispatcher.kill9()
-    subprocess.run(["scancel", job["job_id"]], env=slurm.env, check=True, timeout=15)
-    wait_until(lambda: not slurm.client(["squeue", "-h", "-t", "all", "-j", job["job_id"],
-                                         "-o", "%T"]).strip(), 90,
-               message=f"job {job['job_id']} to leave squeue (MinJobAge)")
-    assert _sacct_state(slurm, job["job_id"]) == "CANCELLED"
+    run_id, _ = _scancelled_while_down(astack, slurm)
     slurm.stop_accounting()
     try:
         astack.start_dispatcher()
