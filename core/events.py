@@ -121,12 +121,9 @@ class GpusClaimed(Event):
 @dataclass(frozen=True, slots=True)
 class RunStarted(Event):
     """The worker process runs (DISPATCHING -> RUNNING). Fields: run_id, pid,
-    pid_start_time (the process start time, to tell a reused pid apart), host (the
-    machine it runs on: a SLURM job's node), attempt (1, 2, ...; v1 had none: 1),
-    launcher (``local`` | ``slurm``), job_id (its SLURM job; "" locally), job_gpus (the
-    GPUs SLURM allocated the job on its node, as SLURM numbers them; () locally, where
-    the claimed ones are GpusClaimed's). The last three were added with defaults at v2
-    (no new version): absent from older payloads, read as "", "", () (not recorded)."""
+    pid_start_time (tells a reused pid apart), host (a SLURM job's node), attempt (v1: 1),
+    launcher (local | slurm), job_id, job_gpus (its SLURM job and the GPUs SLURM gave it,
+    as SLURM numbers them; "", () locally): added at v2 with defaults, no new version."""
 
     TYPE: ClassVar[str] = "RunStarted"
     SCHEMA_VERSION: ClassVar[int] = 2
