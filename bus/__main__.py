@@ -11,7 +11,6 @@ import sys
 import zmq
 
 from bus import curvekeys, endpoints
-from bus.curveauth import CurveGuard
 from core.exposure import is_tcp
 from runtime.bootstrap import run_service
 from bus.broker import Broker
@@ -30,7 +29,10 @@ def build(settings: Settings, ctx: zmq.Context, log: ServiceLogger) -> Broker:
     curve = [(side, endpoint) for _, endpoint, side in sides
              if settings.bus_curve and is_tcp(endpoint)]
     # The ZAP handler is up before the first bind: no connection gets in unchecked.
-    guard = CurveGuard(ctx, curvekeys.KeyStore(settings.home), log) if curve else None
+    guard = None
+    if curve:   # imported only then: zmq.auth's thread pulls in asyncio (4 MB idle)
+        from bus.curveauth import CurveGuard
+        guard = CurveGuard(ctx, curvekeys.KeyStore(settings.home), log)
     monitors = []
     for sock, endpoint, side in sides:
         if guard is not None and (side, endpoint) in curve:

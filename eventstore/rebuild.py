@@ -8,7 +8,7 @@ import gc
 import sqlite3
 from typing import Any, Optional
 
-import sqlite_utils
+from eventstore.sqlitelib import sqlite_utils
 
 from core.events import Event
 from core.projection import (TABLES, RowChange, State, changes, key_of, own_row,

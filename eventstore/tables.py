@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Optional
 
-import sqlite_utils
+from eventstore.sqlitelib import sqlite_utils
 
 from core.streams import ENV_STREAM, EXPERIMENT_STREAM, RUN_STREAM
 from core.experimentstate import ExperimentState

@@ -7,7 +7,7 @@ import sqlite3
 import time
 from typing import Callable
 
-import sqlite_utils
+from eventstore.sqlitelib import sqlite_utils
 
 from core.projection import RUN_COLUMNS
 from eventstore.tables import create_projection_tables
