@@ -63,7 +63,17 @@ def run(r: pb.RunRecord) -> dict[str, Any]:
             "artifact_count": r.artifact_count, "last_seq": r.last_seq, "name": r.name,
             "tags": list(r.tags), "cancel_reason": r.cancel_reason,
             "cancel_requested_by": r.cancel_requested_by, "pid": r.pid if r.HasField("pid")
-            else None, "host": r.host, "flags": [flag(f) for f in r.flags]}
+            else None, "host": r.host, "launcher": r.launcher, "job_id": r.job_id,
+            "job_gpus": list(r.job_gpus), "flags": [flag(f) for f in r.flags]}
+
+
+def placement(run: dict[str, Any]) -> str:
+    """Where a run's worker runs, for the details' header: "SLURM job 12 on node7, GPUs
+    0,1" (SLURM's numbers, on that node); "" for a local run (or one not started)."""
+    if run.get("launcher") != "slurm":
+        return ""
+    gpus = ",".join(run.get("job_gpus") or []) or "none"
+    return f"SLURM job {run.get('job_id') or '?'} on {run.get('host') or '?'}, GPUs {gpus}"
 
 
 def event(e: pb.RunEvent) -> dict[str, Any]:

@@ -157,6 +157,8 @@ class RunDetails(QWidget):
                         + (f", {hb['phase']}" if hb.get("phase") else ""))
             if hb.get("metrics_finite") is False:
                 bits.append("<span style='color:#c0392b'>non-finite metrics</span>")
+        if convert.placement(run):
+            bits.append(convert.placement(run))
         if run.get("exit_code") is not None:
             bits.append(f"exit code {run['exit_code']}")
         if run.get("waiting_reason"):

@@ -188,7 +188,7 @@ class RunsModel(QAbstractTableModel):
                    "heartbeat": None, "artifact_count": 0, "last_seq": 0,
                    "name": config.get("name", ""), "tags": config.get("tags", []),
                    "cancel_reason": "", "cancel_requested_by": "", "pid": None, "host": "",
-                   "flags": []}
+                   "launcher": "", "job_id": "", "job_gpus": [], "flags": []}
         run = {**old, "last_seq": e["seq"]}
         if e["status"]:
             run["status"] = e["status"]
@@ -198,6 +198,8 @@ class RunsModel(QAbstractTableModel):
             run["waiting_reason"] = p.get("reason", "")
         elif kind == "RunStarted":
             run["started_at"], run["pid"] = e["recorded_at"], p.get("pid")
+            run.update(host=p.get("host", ""), launcher=p.get("launcher", ""),
+                       job_id=p.get("job_id", ""), job_gpus=list(p.get("job_gpus") or []))
         elif kind == "ArtifactRegistered":
             run["artifact_count"] = run.get("artifact_count", 0) + 1
         elif kind == "CancelRequested":

@@ -242,3 +242,23 @@ def test_the_preferred_metric_takes_over_from_the_pickers_own_pick(qtbot: Any) -
     assert p.choose("loss") and p.user_choice == "loss"
     p.set_metrics(["eval_return_mean", "loss", "return_mean", "x"])
     assert p.selected_metric() == "loss"          # the user's choice stays
+
+
+def test_a_slurm_run_shows_its_job_node_and_gpus_and_a_local_run_nothing() -> None:
+    on_slurm = convert.run(pb.RunRecord(run_id="r3", host="node7", launcher="slurm",
+                                        job_id="12", job_gpus=["0", "1"]))
+    assert (on_slurm["launcher"], on_slurm["job_id"], on_slurm["job_gpus"]) == \
+        ("slurm", "12", ["0", "1"])
+    assert convert.placement(on_slurm) == "SLURM job 12 on node7, GPUs 0,1"
+    local = convert.run(pb.RunRecord(run_id="r4", host="ws", launcher="local"))
+    assert convert.placement(local) == ""
+    no_gpu = {**on_slurm, "job_gpus": []}
+    assert convert.placement(no_gpu) == "SLURM job 12 on node7, GPUs none"
+
+
+def test_the_runs_table_takes_the_slurm_job_from_run_started(qtbot: Any) -> None:
+    m = RunsModel()
+    m.upsert([convert.run(pb.RunRecord(run_id="r1"))])
+    m.apply_events([event(3, "RunStarted", pid=5, host="node7", launcher="slurm",
+                          job_id="12", job_gpus=["1"], attempt=1)])
+    assert convert.placement(m.run("r1")) == "SLURM job 12 on node7, GPUs 1"
