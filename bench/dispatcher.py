@@ -94,6 +94,17 @@ class Terminals:
                     self.done[run_id] = (env.type, env.ts)
             missing = [r for r in missing if r not in self.done]
 
+    def run_to_completion(self, client: Any, config: dict[str, Any], timeout: float,
+                          why: Child) -> str:
+        """Submit ``config``, wait for its end, and return its run id; a run that did
+        not complete is an error (a benchmark measures only completed runs)."""
+        rid = client.call("submit", {"config": config,
+                                     "submitted_by": "bench"})["run"]["run_id"]
+        self.wait([rid], timeout, why)
+        if self.done[rid][0] != "RunCompleted":
+            raise RuntimeError(f"run {rid} ended {self.done[rid][0]}")
+        return rid
+
 
 def read_mark(run_dir: str) -> float:
     with open(os.path.join(run_dir, "mark"), encoding="ascii") as fh:
@@ -166,11 +177,7 @@ def _latency(lab: Lab, terms: Terminals, disp: Child, runs: int) -> list[Row]:
     def one_ours(seed: int) -> float:
         from services.dispatcher.spawner import read_json
         t0 = time.time()
-        rid = client.call("submit", {"config": mark_config("lat", seed),
-                                     "submitted_by": "bench"})["run"]["run_id"]
-        terms.wait([rid], 30, disp)
-        if terms.done[rid][0] != "RunCompleted":
-            raise RuntimeError(f"run {rid} ended {terms.done[rid][0]}")
+        rid = terms.run_to_completion(client, mark_config("lat", seed), 30, disp)
         path = os.path.join(lab.settings.runs_dir, rid)
         mark, ev = read_mark(path), terms.events[rid]
         shim = (read_json(os.path.join(path, WORKER_FILE)) or {}).get("started_at")

@@ -86,11 +86,7 @@ def retry_latency(lab: Lab, terms: Terminals, disp: Child, runs: int) -> list[Ro
     phases: dict[str, list[float]] = {}
 
     def one_ours(seed: int) -> float:
-        rid = client.call("submit", {"config": retry_config("retry", seed),
-                                     "submitted_by": "bench"})["run"]["run_id"]
-        terms.wait([rid], 30, disp)
-        if terms.done[rid][0] != "RunCompleted":
-            raise RuntimeError(f"run {rid} ended {terms.done[rid][0]}")
+        rid = terms.run_to_completion(client, retry_config("retry", seed), 30, disp)
         path = os.path.join(lab.settings.runs_dir, rid)
         exit_mark, mark = read_exit_mark(path), read_mark(path)
         got = _phases(path, terms.history.get(rid, []), exit_mark, mark)

@@ -118,11 +118,7 @@ def run(quick: bool = False) -> list[Row]:
 
             def one_ours(seed: int) -> float:
                 t0 = time.time()
-                rid = client.call("submit", {"config": slurm_config("lat", seed),
-                                             "submitted_by": "bench"})["run"]["run_id"]
-                terms.wait([rid], 60, disp)
-                if terms.done[rid][0] != "RunCompleted":
-                    raise RuntimeError(f"run {rid} ended {terms.done[rid][0]}")
+                rid = terms.run_to_completion(client, slurm_config("lat", seed), 60, disp)
                 return read_mark(os.path.join(lab.settings.runs_dir, rid)) - t0
 
             def one_bare(seed: int) -> float:

@@ -365,7 +365,10 @@ class SlurmLauncher:
         recall = self.recalls.due(listed)
         if not vanished and not recall:
             return set()
-        since = min([submitted for _, submitted in recall.values()] or [0.0])
+        # sacct's --starttime: the earliest submission among them (0: one not recorded)
+        since = min([submitted for _, submitted in recall.values()] + [
+            sub.submitted_at if (sub := slurmsubmit.read_submission(
+                self.run_dir(j.tag.run_id))) is not None else 0.0 for j in vanished])
         lookup = self.history.final_states(vanished + [job for job, _ in recall.values()],
                                            since, {j.job_id for j in vanished})
         listed.update(lookup.found)
