@@ -46,9 +46,14 @@ def test_without_sbatch_a_run_fails_spawn_error_and_health_names_squeue(
         in problem, problem
     gw = Gateway(bare_stack).start()
     try:
-        health = subprocess.run([sys.executable, "-m", "trainer.cli.main", "health"],
-                                env=gw.env, cwd=REPO, capture_output=True, text=True,
-                                timeout=60)
-        assert "squeue is not installed" in health.stdout, health.stdout + health.stderr
+        def health() -> str:
+            return subprocess.run([sys.executable, "-m", "trainer.cli.main", "health"],
+                                  env=gw.env, cwd=REPO, capture_output=True, text=True,
+                                  timeout=60).stdout
+        # a gateway just started has heard no status message yet: asked until it has
+        shown = wait_until(lambda: (out := health()) and "squeue is not installed" in out
+                           and out, 30, message="trainer health to note squeue missing")
+        (line,) = [row for row in shown.splitlines() if row.startswith("dispatcher")]
+        assert "squeue failing" in line, shown
     finally:
         gw.close()
